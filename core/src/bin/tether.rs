@@ -1,0 +1,409 @@
+//! `tether`: the headless front end. Every event is one JSON object per line on stdout; errors are
+//! one line on stderr and an exit code per class (see the README): 2 usage, 3 authentication,
+//! 4 network or timeout, 5 database, 6 TLS, 7 protocol.
+
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use tether_core::events::Event;
+use tether_core::store::{MessageFilter, NewAccount, Store, StoreOptions};
+use tether_core::{Client, ClientConfig, Direction, Error, State};
+use tokio::io::AsyncBufReadExt;
+
+#[derive(Parser)]
+#[command(
+    name = "tether",
+    version,
+    about = "Tether: an XMPP client that never loses a message"
+)]
+struct Cli {
+    /// The account database (one account per database).
+    #[arg(long, env = "TETHER_DB", global = true, default_value = "tether.db")]
+    db: PathBuf,
+    /// Log filter for stderr (e.g. info, debug, tether_core=trace). Also RUST_LOG.
+    #[arg(long, global = true, default_value = "warn")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Manage the account.
+    #[command(subcommand)]
+    Account(AccountCmd),
+    /// Commit a message (state `queued`) and print its id. Works offline.
+    Send(SendArgs),
+    /// Connect (resuming when possible), deliver the outbox, receive; print events as JSON lines.
+    Run(RunArgs),
+    /// List messages, one JSON object per line.
+    Messages(MessagesArgs),
+    /// Resend failed messages (the user's confirmation). Keeps each message's id and origin-id.
+    Resend(Selection),
+    /// Discard failed messages (the user's decision).
+    Discard(Selection),
+    /// Print the persisted stream-management state as JSON.
+    Sm,
+}
+
+#[derive(Subcommand)]
+enum AccountCmd {
+    /// Add the account.
+    Add(AccountAdd),
+    /// Print the account (without its password) as JSON.
+    Show,
+}
+
+#[derive(Args)]
+struct AccountAdd {
+    /// The bare JID, e.g. alice@example.org.
+    #[arg(long)]
+    jid: String,
+    /// Read the password from this environment variable.
+    #[arg(
+        long,
+        conflicts_with = "password_stdin",
+        required_unless_present = "password_stdin"
+    )]
+    password_env: Option<String>,
+    /// Read the password from the first line of standard input.
+    #[arg(long)]
+    password_stdin: bool,
+    /// Connect to HOST:PORT instead of looking up the domain's SRV record.
+    #[arg(long)]
+    server: Option<String>,
+    /// Trust the CA certificates in this PEM file instead of the system's (test servers).
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
+    /// Do not use TLS. For loopback tests only: never use it over a network.
+    #[arg(long)]
+    insecure_plaintext: bool,
+}
+
+#[derive(Args)]
+struct SendArgs {
+    /// Recipient bare JID.
+    #[arg(long, required_unless_present = "stdin")]
+    to: Option<String>,
+    /// Message text.
+    #[arg(long, required_unless_present = "stdin")]
+    body: Option<String>,
+    /// Read JSON lines {"to": "...", "body": "..."} from stdin and commit them all in one transaction.
+    #[arg(long, conflicts_with_all = ["to", "body"])]
+    stdin: bool,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Exit 0 once online and no message is queued, sent, hibernated or retrying (and stdin is
+    /// closed, with --stdin).
+    #[arg(long)]
+    until_idle: bool,
+    /// Read JSON lines {"to": "...", "body": "..."} from stdin and send each.
+    #[arg(long)]
+    stdin: bool,
+    /// Give up after this many seconds (exit 4).
+    #[arg(long)]
+    timeout: Option<u64>,
+    /// First reconnect delay in milliseconds (doubles per failure, with jitter).
+    #[arg(long, default_value_t = 500)]
+    reconnect_min_ms: u64,
+    /// Longest reconnect delay in milliseconds.
+    #[arg(long, default_value_t = 60_000)]
+    reconnect_max_ms: u64,
+    /// Seconds of silence after which the link is probed.
+    #[arg(long, default_value_t = 60)]
+    keepalive_secs: u64,
+    /// Seconds a probe may go unanswered before the link counts as dead.
+    #[arg(long, default_value_t = 30)]
+    dead_after_secs: u64,
+}
+
+#[derive(Args)]
+struct MessagesArgs {
+    /// Only messages with this peer.
+    #[arg(long)]
+    peer: Option<String>,
+    /// Only messages in this state.
+    #[arg(long)]
+    state: Option<State>,
+    /// Only this direction (in, out).
+    #[arg(long, value_parser = parse_direction)]
+    direction: Option<Direction>,
+}
+
+#[derive(Args)]
+struct Selection {
+    /// Message ids.
+    #[arg(required_unless_present = "all_failed")]
+    ids: Vec<String>,
+    /// Every failed message.
+    #[arg(long, conflicts_with = "ids")]
+    all_failed: bool,
+}
+
+#[derive(serde::Deserialize)]
+struct OutLine {
+    to: String,
+    body: String,
+}
+
+fn parse_direction(s: &str) -> Result<Direction, String> {
+    match s {
+        "in" => Ok(Direction::In),
+        "out" => Ok(Direction::Out),
+        _ => Err(format!("{s:?} is not a direction (in, out)")),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    match dispatch(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tether: error: {e}");
+            ExitCode::from(e.exit_code() as u8)
+        }
+    }
+}
+
+fn print_json(value: &impl serde::Serialize) {
+    match serde_json::to_string(value) {
+        Ok(line) => println!("{line}"),
+        Err(e) => eprintln!("tether: cannot print an event: {e}"),
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<(), Error> {
+    match cli.command {
+        Command::Account(AccountCmd::Add(a)) => {
+            let password = match (&a.password_env, a.password_stdin) {
+                (Some(var), _) => std::env::var(var)
+                    .map_err(|_| Error::Usage(format!("environment variable {var} is not set")))?,
+                (None, _) => {
+                    let mut line = String::new();
+                    std::io::stdin()
+                        .lock()
+                        .read_line(&mut line)
+                        .map_err(|e| Error::Usage(format!("cannot read the password: {e}")))?;
+                    line.trim_end_matches(['\r', '\n']).to_owned()
+                }
+            };
+            if password.is_empty() {
+                return Err(Error::Usage("the password is empty".into()));
+            }
+            let account = Client::add_account(
+                &cli.db,
+                &NewAccount {
+                    jid: a.jid,
+                    password,
+                    server: a.server,
+                    ca_file: a.ca_file.map(|p| p.to_string_lossy().into_owned()),
+                    insecure_plaintext: a.insecure_plaintext,
+                },
+            )?;
+            print_json(&serde_json::json!({"event": "account:added", "jid": account.jid}));
+            Ok(())
+        }
+        Command::Account(AccountCmd::Show) => {
+            let client = Client::open(&cli.db, ClientConfig::default())?;
+            let a = client.account();
+            print_json(&serde_json::json!({
+                "jid": a.jid, "server": a.server, "ca_file": a.ca_file,
+                "insecure_plaintext": a.insecure_plaintext, "resource": a.resource,
+            }));
+            Ok(())
+        }
+        Command::Send(s) => {
+            let client = Client::open(&cli.db, ClientConfig::default())?;
+            let batch = if s.stdin {
+                read_lines(std::io::stdin().lock())?
+            } else {
+                vec![(s.to.unwrap_or_default(), s.body.unwrap_or_default())]
+            };
+            for id in client.send_many(&batch)? {
+                println!("{id}");
+            }
+            Ok(())
+        }
+        Command::Messages(m) => {
+            let client = Client::open(&cli.db, ClientConfig::default())?;
+            let filter = MessageFilter {
+                peer: m.peer,
+                state: m.state,
+                direction: m.direction,
+            };
+            for row in client.messages(&filter)? {
+                print_json(&row);
+            }
+            Ok(())
+        }
+        Command::Resend(sel) => {
+            let client = Client::open(&cli.db, ClientConfig::default())?;
+            let ids = selection(&client, sel)?;
+            client.resend(&ids)?;
+            print_json(&serde_json::json!({"event": "resend", "ids": ids}));
+            Ok(())
+        }
+        Command::Discard(sel) => {
+            let client = Client::open(&cli.db, ClientConfig::default())?;
+            let ids = selection(&client, sel)?;
+            client.discard(&ids)?;
+            print_json(&serde_json::json!({"event": "discard", "ids": ids}));
+            Ok(())
+        }
+        Command::Sm => {
+            let store = Store::open(
+                &cli.db,
+                &StoreOptions {
+                    create: false,
+                    ..Default::default()
+                },
+            )?;
+            let account = store.account()?;
+            print_json(&store.load_sm(account.id)?);
+            Ok(())
+        }
+        Command::Run(r) => run(&cli.db, r),
+    }
+}
+
+fn selection(client: &Client, sel: Selection) -> Result<Vec<String>, Error> {
+    if sel.all_failed {
+        client.failed_ids()
+    } else {
+        Ok(sel.ids)
+    }
+}
+
+/// Parses JSON lines of outgoing messages. A bad line is an error naming it: nothing is committed,
+/// so nothing the user wrote is half-sent.
+fn read_lines(input: impl BufRead) -> Result<Vec<(String, String)>, Error> {
+    let mut out = Vec::new();
+    for (n, line) in input.lines().enumerate() {
+        let line = line.map_err(|e| Error::Usage(format!("cannot read stdin: {e}")))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let m: OutLine = serde_json::from_str(&line)
+            .map_err(|e| Error::Usage(format!("stdin line {}: {e}", n + 1)))?;
+        out.push((m.to, m.body));
+    }
+    Ok(out)
+}
+
+fn run(db: &std::path::Path, r: RunArgs) -> Result<(), Error> {
+    let config = ClientConfig {
+        reconnect_min: Duration::from_millis(r.reconnect_min_ms),
+        reconnect_max: Duration::from_millis(r.reconnect_max_ms),
+        keepalive: Duration::from_secs(r.keepalive_secs),
+        dead_after: Duration::from_secs(r.dead_after_secs),
+        ..ClientConfig::default()
+    };
+    let client = Client::open(db, config)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Usage(format!("cannot start the runtime: {e}")))?;
+    runtime.block_on(async move {
+        let mut events = client.subscribe();
+        client.set_exit_when_idle(r.until_idle && !r.stdin);
+        if r.stdin {
+            let c = client.clone();
+            let until_idle = r.until_idle;
+            tokio::spawn(async move {
+                let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+                let mut n = 0;
+                loop {
+                    match lines.next_line().await {
+                        Ok(Some(line)) => {
+                            n += 1;
+                            if line.trim().is_empty() {
+                                continue;
+                            }
+                            let sent = serde_json::from_str::<OutLine>(&line)
+                                .map_err(|e| Error::Usage(format!("stdin line {n}: {e}")))
+                                .and_then(|m| c.send(&m.to, &m.body));
+                            if let Err(e) = sent {
+                                // Not committed: say so loudly, on stdout and stderr.
+                                eprintln!("tether: error: {e}");
+                                print_json(&Event::error(e.kind(), e.to_string()));
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            eprintln!("tether: error: reading stdin: {e}");
+                            break;
+                        }
+                    }
+                }
+                c.set_exit_when_idle(until_idle);
+            });
+        }
+        {
+            let c = client.clone();
+            tokio::spawn(async move {
+                let mut term = match tokio::signal::unix::signal(
+                    tokio::signal::unix::SignalKind::terminate(),
+                ) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        eprintln!("tether: cannot watch SIGTERM: {e}");
+                        return;
+                    }
+                };
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+                c.shutdown();
+            });
+        }
+        let deadline = async {
+            match r.timeout {
+                Some(secs) => tokio::time::sleep(Duration::from_secs(secs)).await,
+                None => std::future::pending().await,
+            }
+        };
+        let run = client.run();
+        tokio::pin!(run);
+        tokio::pin!(deadline);
+        let result = loop {
+            tokio::select! {
+                biased;
+                ev = events.recv() => match ev {
+                    Ok(ev) => print_json(&ev),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        print_json(&serde_json::json!({"event": "lagged", "missed": n}))
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {}
+                },
+                res = &mut run => break res,
+                _ = &mut deadline => {
+                    client.shutdown();
+                    // Let the client settle what it can, then report the timeout.
+                    if let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(5), &mut run).await {
+                        eprintln!("tether: error while stopping: {e}");
+                    }
+                    break Err(Error::Timeout(format!(
+                        "not idle after {} s", r.timeout.unwrap_or_default()
+                    )));
+                }
+            }
+        };
+        while let Ok(ev) = events.try_recv() {
+            print_json(&ev);
+        }
+        result
+    })
+}

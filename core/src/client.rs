@@ -1,0 +1,234 @@
+//! The public API: one [`Client`] per account database, an event stream, and the calls every front end
+//! (CLI, desktop, mobile bindings) makes. No front end holds a delivery rule: they all live here and in
+//! the modules this drives.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::{broadcast, watch, Notify};
+
+use crate::error::{Error, Result};
+use crate::events::Event;
+use crate::sm::SmConfig;
+use crate::store::{
+    Account, MessageFilter, MessageRow, NewAccount, StateChange, Store, StoreOptions,
+};
+
+/// How the client connects and reconnects.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// Stream-management tunables.
+    pub sm: SmConfig,
+    /// First reconnect delay; doubles per failure (with jitter) up to `reconnect_max`.
+    pub reconnect_min: Duration,
+    /// Longest reconnect delay.
+    pub reconnect_max: Duration,
+    /// Silence after which we ask the server for an ack (`<r/>`) to check the link.
+    pub keepalive: Duration,
+    /// Time the server has to answer that before the link counts as dead.
+    pub dead_after: Duration,
+    /// How often to look for messages committed by another process.
+    pub outbox_poll: Duration,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            sm: SmConfig::default(),
+            reconnect_min: Duration::from_millis(500),
+            reconnect_max: Duration::from_secs(60),
+            keepalive: Duration::from_secs(60),
+            dead_after: Duration::from_secs(30),
+            outbox_poll: Duration::from_millis(200),
+        }
+    }
+}
+
+/// State shared by the API handle and the connection driver.
+pub(crate) struct Shared {
+    pub store: Mutex<Store>,
+    pub account: Account,
+    pub config: ClientConfig,
+    pub events: broadcast::Sender<Event>,
+    /// Woken when the outbox gains messages.
+    pub outbox: Notify,
+    /// Woken to skip the reconnect delay (the network changed).
+    pub wake: Notify,
+    /// Exit once nothing is pending (`run --until-idle`).
+    pub exit_when_idle: AtomicBool,
+    pub shutdown: watch::Sender<bool>,
+}
+
+impl Shared {
+    /// Locks the store. A poisoned lock means a panic mid-transaction; SQLite rolled it back, so the
+    /// connection is still consistent and we keep using it.
+    pub fn store(&self) -> MutexGuard<'_, Store> {
+        self.store.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Publishes one event. Having no subscriber is normal (a headless send), so a send error is
+    /// not a failure: the store, not the event stream, is the record.
+    pub fn emit(&self, event: Event) {
+        tracing::debug!(?event, "event");
+        let _no_subscriber_is_fine = self.events.send(event);
+    }
+
+    /// Publishes the events of state changes.
+    pub fn emit_changes(&self, changes: &[StateChange]) {
+        for c in changes {
+            self.emit(Event::from_change(c));
+        }
+    }
+}
+
+/// A Tether client for one account database.
+#[derive(Clone)]
+pub struct Client {
+    shared: Arc<Shared>,
+}
+
+/// Capacity of the event channel. Events are notifications; a subscriber that falls this far behind
+/// is told how many it missed (and the store still has every state).
+pub const EVENT_BUFFER: usize = 65_536;
+
+impl Client {
+    /// Adds the account to a (new or empty) database at `path`. Does not connect.
+    pub fn add_account(path: impl AsRef<Path>, account: &NewAccount) -> Result<Account> {
+        let jid: tokio_xmpp::jid::BareJid = account
+            .jid
+            .parse()
+            .map_err(|e| Error::Usage(format!("bad JID {:?}: {e}", account.jid)))?;
+        if jid.node().is_none() {
+            return Err(Error::Usage(format!("JID {jid} has no user part")));
+        }
+        if let Some(ca) = &account.ca_file {
+            crate::connection::tls_config(Some(ca))?;
+        }
+        let mut store = Store::open(path, &StoreOptions::default())?;
+        Ok(store.add_account(&NewAccount {
+            jid: jid.to_string(),
+            ..account.clone()
+        })?)
+    }
+
+    /// Opens the account database at `path` (which must exist). Does not connect.
+    pub fn open(path: impl AsRef<Path>, config: ClientConfig) -> Result<Client> {
+        let store = Store::open(
+            path,
+            &StoreOptions {
+                create: false,
+                ..StoreOptions::default()
+            },
+        )?;
+        let account = store.account()?;
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        let (shutdown, _) = watch::channel(false);
+        Ok(Client {
+            shared: Arc::new(Shared {
+                store: Mutex::new(store),
+                account,
+                config,
+                events,
+                outbox: Notify::new(),
+                wake: Notify::new(),
+                exit_when_idle: AtomicBool::new(false),
+                shutdown,
+            }),
+        })
+    }
+
+    /// The account.
+    pub fn account(&self) -> &Account {
+        &self.shared.account
+    }
+
+    /// Subscribes to events from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.shared.events.subscribe()
+    }
+
+    /// Commits a message to `to` (state `queued`, event `message:sent`) and returns its id. It is
+    /// written to the server as soon as a session allows; this works offline.
+    pub fn send(&self, to: &str, body: &str) -> Result<String> {
+        let mut ids = self.send_many(&[(to.to_owned(), body.to_owned())])?;
+        Ok(ids.remove(0))
+    }
+
+    /// Commits many messages in one transaction, in order. Returns their ids.
+    pub fn send_many(&self, messages: &[(String, String)]) -> Result<Vec<String>> {
+        let mut checked = Vec::with_capacity(messages.len());
+        for (to, body) in messages {
+            let to: tokio_xmpp::jid::BareJid = to
+                .parse()
+                .map_err(|e| Error::Usage(format!("bad recipient {to:?}: {e}")))?;
+            checked.push((to.to_string(), body.clone()));
+        }
+        let changes = self
+            .shared
+            .store()
+            .enqueue_many(self.shared.account.id, &checked)?;
+        self.shared.emit_changes(&changes);
+        self.shared.outbox.notify_one();
+        Ok(changes.into_iter().map(|c| c.id).collect())
+    }
+
+    /// The user confirms resending failed messages: they are queued again with the same id and
+    /// origin-id, so a receiver that already has one drops the duplicate.
+    pub fn resend(&self, ids: &[String]) -> Result<()> {
+        let changes = self.shared.store().resend(self.shared.account.id, ids)?;
+        self.shared.emit_changes(&changes);
+        self.shared.outbox.notify_one();
+        Ok(())
+    }
+
+    /// The user discards failed messages.
+    pub fn discard(&self, ids: &[String]) -> Result<()> {
+        let changes = self.shared.store().discard(self.shared.account.id, ids)?;
+        self.shared.emit_changes(&changes);
+        Ok(())
+    }
+
+    /// Ids of every failed message, oldest first.
+    pub fn failed_ids(&self) -> Result<Vec<String>> {
+        Ok(self.shared.store().failed_ids(self.shared.account.id)?)
+    }
+
+    /// Messages matching `filter`.
+    pub fn messages(&self, filter: &MessageFilter) -> Result<Vec<MessageRow>> {
+        Ok(self
+            .shared
+            .store()
+            .messages(self.shared.account.id, filter)?)
+    }
+
+    /// Outgoing messages still waiting for the server.
+    pub fn pending_count(&self) -> Result<i64> {
+        Ok(self.shared.store().pending_count(self.shared.account.id)?)
+    }
+
+    /// Connects and keeps the account online until [`Client::shutdown`], a final error (wrong
+    /// password, untrusted certificate, broken store), or, with [`Client::set_exit_when_idle`],
+    /// until nothing is pending.
+    pub async fn run(&self) -> Result<()> {
+        crate::connection::drive(self.shared.clone()).await
+    }
+
+    /// Exit [`Client::run`] once online and nothing is queued, sent, hibernated or retrying.
+    pub fn set_exit_when_idle(&self, yes: bool) {
+        self.shared.exit_when_idle.store(yes, Ordering::SeqCst);
+        self.shared.outbox.notify_one();
+    }
+
+    /// The network changed (or the user pressed "retry now"): reconnect without waiting.
+    pub fn network_changed(&self) {
+        self.shared.wake.notify_one();
+    }
+
+    /// Stops [`Client::run`]: closes the stream cleanly when nothing is in flight, otherwise drops
+    /// it and keeps the SM state so the next run resumes.
+    pub fn shutdown(&self) {
+        self.shared.shutdown.send_replace(true);
+    }
+}

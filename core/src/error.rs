@@ -1,0 +1,65 @@
+//! The client's error type, with the classes the CLI maps to exit codes.
+
+use crate::store::StoreError;
+
+/// Why the client stopped or could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Bad arguments or configuration (a malformed JID, a missing CA file, ...).
+    #[error("{0}")]
+    Usage(String),
+    /// The server rejected the credentials. Final: never retried.
+    #[error("authentication failed: {0}")]
+    Auth(String),
+    /// TLS could not be established or the certificate is not trusted. Final: never retried.
+    #[error("TLS failed: {0}")]
+    Tls(String),
+    /// The network failed (connection refused, dropped, timed out). Retried with backoff.
+    #[error("network error: {0}")]
+    Network(String),
+    /// The server broke the protocol.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A deadline the caller set passed.
+    #[error("timed out: {0}")]
+    Timeout(String),
+}
+
+/// A result with [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    /// The CLI's exit code for this error class (documented in the README).
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Usage(_) => 2,
+            Error::Auth(_) => 3,
+            Error::Network(_) | Error::Timeout(_) => 4,
+            Error::Store(_) => 5,
+            Error::Tls(_) => 6,
+            Error::Protocol(_) => 7,
+        }
+    }
+
+    /// A short class name for events and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Usage(_) => "usage",
+            Error::Auth(_) => "auth",
+            Error::Tls(_) => "tls",
+            Error::Network(_) => "network",
+            Error::Protocol(_) => "protocol",
+            Error::Store(_) => "database",
+            Error::Timeout(_) => "timeout",
+        }
+    }
+
+    /// Whether reconnecting could help. Credentials, certificates and a broken store won't fix
+    /// themselves, so those stop the client and surface to the user.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Error::Network(_) | Error::Protocol(_))
+    }
+}

@@ -1,0 +1,27 @@
+//! # tether-core
+//!
+//! Tether's shared core: every rule about message delivery lives here, once.
+//!
+//! - [`sm`]: the XEP-0198 stream-management engine, sans-IO.
+//! - [`delivery`]: the per-message state machine.
+//! - [`store`]: the SQLite store (messages, outbox, SM state, account).
+//! - [`connection`]: the I/O shell over tokio-xmpp's low-level stream.
+//! - [`Client`]: the API that the CLI, the desktop app and the mobile bindings call.
+//!
+//! The guarantees: a message is committed before any byte of it reaches a socket; an inbound stanza is
+//! counted in `h` only in the transaction that commits it; the SM state is written in the same
+//! transaction as the change that moved it, so a process killed at any instant resumes its stream.
+#![deny(missing_docs)]
+
+pub mod client;
+pub mod connection;
+pub mod delivery;
+pub mod error;
+pub mod events;
+pub mod sm;
+pub mod store;
+
+pub use client::{Client, ClientConfig};
+pub use delivery::{Direction, State};
+pub use error::{Error, Result};
+pub use events::Event;

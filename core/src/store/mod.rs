@@ -1,0 +1,312 @@
+//! The durable store: SQLite through rusqlite (bundled), WAL, foreign keys on, versioned migrations.
+//!
+//! Opening never creates over, truncates or "repairs" an existing file: a file that is not a Tether
+//! database, one from a newer Tether, or one that fails SQLite's integrity check is a clear
+//! [`StoreError`]. A new database file is created with owner-only permissions.
+//!
+//! Every change that moves a message also writes the SM state it moved, in one transaction
+//! ([`Store::mark_written`], [`Store::apply_acks`], [`Store::store_inbound`], ...).
+
+mod accounts;
+mod messages;
+mod schema;
+
+pub use accounts::{Account, NewAccount};
+pub use messages::{InboundMessage, MessageFilter, MessageRow, Move, OutboxItem, StateChange};
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
+use std::path::{Path, PathBuf};
+
+use crate::sm::SmSnapshot;
+
+/// How hard SQLite syncs. `Full` (the default) survives power loss; `Normal` survives a killed
+/// process (WAL) but may lose the last commits on power loss.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// `PRAGMA synchronous=FULL`.
+    #[default]
+    Full,
+    /// `PRAGMA synchronous=NORMAL`.
+    Normal,
+}
+
+/// Options for [`Store::open`].
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// Create the database if the file does not exist.
+    pub create: bool,
+    /// Run `PRAGMA quick_check` on open.
+    pub check_integrity: bool,
+    /// Sync level.
+    pub durability: Durability,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            create: true,
+            check_integrity: true,
+            durability: Durability::Full,
+        }
+    }
+}
+
+/// A storage error. Every variant names the file and says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The file does not exist and creation was not asked for.
+    #[error("database {0} does not exist (add an account first: tether --db {0} account add ...)")]
+    Missing(PathBuf),
+    /// The file exists but is not a Tether database.
+    #[error("{path} is not a Tether database ({why}); refusing to touch it")]
+    NotTether {
+        /// The file.
+        path: PathBuf,
+        /// What gave it away.
+        why: String,
+    },
+    /// The file is from a newer Tether.
+    #[error("database {path} has schema version {found}, newer than this Tether supports ({supported}); upgrade Tether")]
+    TooNew {
+        /// The file.
+        path: PathBuf,
+        /// Its schema version.
+        found: i64,
+        /// The newest version this build knows.
+        supported: i64,
+    },
+    /// SQLite's integrity check failed.
+    #[error("database {path} is damaged: {detail}; restore it from a backup (the file was not modified)")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// SQLite's report.
+        detail: String,
+    },
+    /// No account is configured.
+    #[error("no account in this database (add one: tether --db PATH account add --jid JID --password-env VAR)")]
+    NoAccount,
+    /// An account already exists (one per database for now).
+    #[error("this database already has an account ({0}); use another --db for another account")]
+    AccountExists(String),
+    /// A message id the user named does not exist.
+    #[error("no message with id {0}")]
+    UnknownMessage(String),
+    /// A message is not in a state the request applies to.
+    #[error("message {id} is {state}, not {expected}")]
+    WrongState {
+        /// The message id.
+        id: String,
+        /// Its state.
+        state: String,
+        /// The state the request needs.
+        expected: String,
+    },
+    /// Any other SQLite error (disk full, read-only, locked, ...).
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// A file-system error while creating the database.
+    #[error("cannot create database {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+/// A result with [`StoreError`].
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// The store: one SQLite connection. Not `Sync`; the client guards it with a mutex.
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+/// Milliseconds since the Unix epoch, the store's time unit.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl Store {
+    /// Opens (or, with `opts.create`, creates) the database at `path`, applies pending migrations and
+    /// checks integrity.
+    pub fn open(path: impl AsRef<Path>, opts: &StoreOptions) -> Result<Store> {
+        let path = path.as_ref().to_path_buf();
+        let exists = path.exists();
+        if !exists {
+            if !opts.create {
+                return Err(StoreError::Missing(path));
+            }
+            create_private_file(&path)?;
+        }
+        let conn = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                | OpenFlags::SQLITE_OPEN_URI,
+        )?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        let mut store = Store { conn, path };
+        store.check_header()?;
+        store.conn.pragma_update(None, "foreign_keys", true)?;
+        let mode: String =
+            store
+                .conn
+                .pragma_update_and_check(None, "journal_mode", "wal", |r| r.get(0))?;
+        if mode != "wal" {
+            tracing::warn!(mode, "could not switch the database to WAL");
+        }
+        store.conn.pragma_update(
+            None,
+            "synchronous",
+            match opts.durability {
+                Durability::Full => "FULL",
+                Durability::Normal => "NORMAL",
+            },
+        )?;
+        if opts.check_integrity {
+            store.check_integrity()?;
+        }
+        schema::migrate(&mut store.conn, &store.path)?;
+        Ok(store)
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Distinguishes a Tether database (or an empty file) from anything else, before writing.
+    fn check_header(&mut self) -> Result<()> {
+        let not_db = |e: rusqlite::Error| match e {
+            rusqlite::Error::SqliteFailure(ref f, _)
+                if matches!(
+                    f.code,
+                    rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt
+                ) =>
+            {
+                StoreError::NotTether {
+                    path: self.path.clone(),
+                    why: e.to_string(),
+                }
+            }
+            e => StoreError::Sqlite(e),
+        };
+        let app_id: i64 = self
+            .conn
+            .pragma_query_value(None, "application_id", |r| r.get(0))
+            .map_err(not_db)?;
+        let tables: i64 = self
+            .conn
+            .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+            .map_err(not_db)?;
+        if app_id != schema::APPLICATION_ID && !(app_id == 0 && tables == 0) {
+            return Err(StoreError::NotTether {
+                path: self.path.clone(),
+                why: format!("application_id {app_id:#x}, {tables} schema objects"),
+            });
+        }
+        Ok(())
+    }
+
+    fn check_integrity(&mut self) -> Result<()> {
+        let mut stmt = self.conn.prepare("PRAGMA quick_check")?;
+        let rows: Vec<String> = stmt
+            .query_map([], |r| r.get(0))?
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| StoreError::Corrupt {
+                path: self.path.clone(),
+                detail: e.to_string(),
+            })?;
+        if rows != ["ok"] {
+            return Err(StoreError::Corrupt {
+                path: self.path.clone(),
+                detail: rows.join("; "),
+            });
+        }
+        Ok(())
+    }
+
+    /// The persisted SM state of an account.
+    pub fn load_sm(&self, account: i64) -> Result<SmSnapshot> {
+        let snap = self
+            .conn
+            .query_row(
+                "SELECT stream_id, resumable, location, max, inbound_h, outbound_count, acked_h
+                 FROM sm_state WHERE account_id = ?1",
+                [account],
+                |r| {
+                    Ok(SmSnapshot {
+                        stream_id: r.get(0)?,
+                        resumable: r.get(1)?,
+                        location: r.get(2)?,
+                        max: r.get(3)?,
+                        inbound_h: r.get(4)?,
+                        outbound_count: r.get(5)?,
+                        acked_h: r.get(6)?,
+                    })
+                },
+            )
+            .optional()?;
+        Ok(snap.unwrap_or_default())
+    }
+
+    /// Writes the SM state. Public for the rare change that moves no message (a presence written,
+    /// a new stream enabled); every other change writes it inside its own transaction.
+    pub fn save_sm(&mut self, account: i64, snap: &SmSnapshot) -> Result<()> {
+        save_sm(&self.conn, account, snap)
+    }
+}
+
+pub(crate) fn save_sm(conn: &Connection, account: i64, snap: &SmSnapshot) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO sm_state (account_id, stream_id, resumable, location, max, inbound_h,
+                               outbound_count, acked_h, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+         ON CONFLICT(account_id) DO UPDATE SET
+           stream_id = excluded.stream_id, resumable = excluded.resumable,
+           location = excluded.location, max = excluded.max, inbound_h = excluded.inbound_h,
+           outbound_count = excluded.outbound_count, acked_h = excluded.acked_h,
+           updated_at = excluded.updated_at",
+    )?
+    .execute(rusqlite::params![
+        account,
+        snap.stream_id,
+        snap.resumable,
+        snap.location,
+        snap.max,
+        snap.inbound_h,
+        snap.outbound_count,
+        snap.acked_h,
+        now_ms()
+    ])?;
+    Ok(())
+}
+
+fn create_private_file(path: &Path) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map(|_| ())
+        .map_err(|source| StoreError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,90 @@
+//! Versioned migrations. `PRAGMA user_version` is the schema version; `PRAGMA application_id` marks
+//! the file as Tether's. Migrations only ever append to [`MIGRATIONS`].
+
+use rusqlite::Connection;
+use std::path::Path;
+
+use super::{Result, StoreError};
+
+/// `PRAGMA application_id` of a Tether database ("TthR").
+pub const APPLICATION_ID: i64 = 0x5474_6852;
+
+/// Each entry migrates from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[
+    // v1: accounts, messages with a delivery state, the SM state.
+    r#"
+    CREATE TABLE accounts (
+        id               INTEGER PRIMARY KEY,
+        jid              TEXT NOT NULL UNIQUE,
+        password         TEXT NOT NULL,
+        server           TEXT,
+        ca_file          TEXT,
+        insecure_plaintext INTEGER NOT NULL DEFAULT 0,
+        resource         TEXT NOT NULL,
+        created_at       INTEGER NOT NULL
+    );
+
+    CREATE TABLE messages (
+        seq_local        INTEGER PRIMARY KEY,          -- local order of commit
+        id               TEXT NOT NULL,                -- stanza id
+        origin_id        TEXT,                         -- XEP-0359 origin-id
+        stanza_id        TEXT,                         -- XEP-0359 stanza-id stamped by our server
+        account_id       INTEGER NOT NULL REFERENCES accounts(id),
+        peer             TEXT NOT NULL,                -- bare JID of the other side
+        direction        TEXT NOT NULL CHECK (direction IN ('in', 'out')),
+        body             TEXT NOT NULL,
+        state            TEXT NOT NULL CHECK (state IN ('queued', 'sent', 'hibernated', 'retrying',
+                             'acked', 'reflected', 'delivered', 'displayed', 'failed', 'discarded',
+                             'received')),
+        sm_seq           INTEGER,                      -- outbound SM sequence while unacked
+        error            TEXT,
+        attempts         INTEGER NOT NULL DEFAULT 0,   -- times written to a stream
+        created_at       INTEGER NOT NULL,             -- ms since epoch: committed locally
+        updated_at       INTEGER NOT NULL,             -- ms: last state change
+        sent_at          INTEGER,                      -- ms: last written to a stream
+        acked_at         INTEGER,                      -- ms: covered by the server's h
+        server_ts        INTEGER                       -- ms: the sender's/server's timestamp (inbound)
+    );
+    CREATE UNIQUE INDEX messages_out_id ON messages (account_id, id) WHERE direction = 'out';
+    CREATE INDEX messages_in_origin ON messages (account_id, peer, origin_id) WHERE direction = 'in';
+    CREATE UNIQUE INDEX messages_stanza_id ON messages (account_id, stanza_id) WHERE stanza_id IS NOT NULL;
+    CREATE INDEX messages_pending ON messages (account_id, state, seq_local)
+        WHERE state IN ('queued', 'sent', 'hibernated', 'retrying');
+    CREATE INDEX messages_peer ON messages (account_id, peer, seq_local);
+
+    CREATE TABLE sm_state (
+        account_id       INTEGER PRIMARY KEY REFERENCES accounts(id),
+        stream_id        TEXT,
+        resumable        INTEGER NOT NULL DEFAULT 0,
+        location         TEXT,
+        max              INTEGER,
+        inbound_h        INTEGER NOT NULL DEFAULT 0,
+        outbound_count   INTEGER NOT NULL DEFAULT 0,
+        acked_h          INTEGER NOT NULL DEFAULT 0,
+        updated_at       INTEGER NOT NULL
+    );
+    "#,
+];
+
+/// The schema version this build writes.
+pub const LATEST: i64 = MIGRATIONS.len() as i64;
+
+/// Brings the database to [`LATEST`], one transaction per step. Refuses a newer database.
+pub fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if version > LATEST {
+        return Err(StoreError::TooNew {
+            path: path.to_path_buf(),
+            found: version,
+            supported: LATEST,
+        });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "application_id", APPLICATION_ID)?;
+        tx.pragma_update(None, "user_version", i as i64 + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}

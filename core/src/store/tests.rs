@@ -1,0 +1,210 @@
+use super::*;
+use crate::delivery::State;
+use std::os::unix::fs::PermissionsExt;
+
+fn new_store(dir: &tempfile::TempDir) -> (Store, i64) {
+    let mut store = Store::open(dir.path().join("t.db"), &StoreOptions::default()).unwrap();
+    let acc = store
+        .add_account(&NewAccount {
+            jid: "alice@localhost".into(),
+            password: "pw".into(),
+            server: None,
+            ca_file: None,
+            insecure_plaintext: false,
+        })
+        .unwrap();
+    (store, acc.id)
+}
+
+#[test]
+fn new_database_is_owner_only_and_reopens() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, acc) = new_store(&dir);
+    store.enqueue(acc, "bob@localhost", "hi").unwrap();
+    drop(store);
+    let mode = std::fs::metadata(dir.path().join("t.db"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let store = Store::open(dir.path().join("t.db"), &StoreOptions::default()).unwrap();
+    assert_eq!(store.pending_count(acc).unwrap(), 1);
+}
+
+#[test]
+fn refuses_foreign_newer_and_corrupt_files_without_touching_them() {
+    let dir = tempfile::tempdir().unwrap();
+    // Not a database at all.
+    let junk = dir.path().join("junk.db");
+    std::fs::write(&junk, vec![0x42u8; 8192]).unwrap();
+    let err = Store::open(&junk, &StoreOptions::default()).unwrap_err();
+    assert!(matches!(err, StoreError::NotTether { .. }), "{err}");
+    assert_eq!(std::fs::read(&junk).unwrap(), vec![0x42u8; 8192]);
+
+    // Another application's SQLite database.
+    let other = dir.path().join("other.db");
+    rusqlite::Connection::open(&other)
+        .unwrap()
+        .execute_batch("CREATE TABLE x (y)")
+        .unwrap();
+    let err = Store::open(&other, &StoreOptions::default()).unwrap_err();
+    assert!(matches!(err, StoreError::NotTether { .. }), "{err}");
+
+    // A newer Tether.
+    let (store, _) = new_store(&dir);
+    drop(store);
+    let path = dir.path().join("t.db");
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .pragma_update(None, "user_version", 99)
+        .unwrap();
+    let err = Store::open(&path, &StoreOptions::default()).unwrap_err();
+    assert!(matches!(err, StoreError::TooNew { found: 99, .. }), "{err}");
+
+    // Missing, without create.
+    let err = Store::open(
+        dir.path().join("nope.db"),
+        &StoreOptions {
+            create: false,
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
+    assert!(matches!(err, StoreError::Missing(_)));
+}
+
+#[test]
+fn corrupt_pages_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, acc) = new_store(&dir);
+    for i in 0..2000 {
+        store
+            .enqueue(
+                acc,
+                "bob@localhost",
+                &format!("message number {i} {}", "x".repeat(100)),
+            )
+            .unwrap();
+    }
+    drop(store);
+    let path = dir.path().join("t.db");
+    // Checkpoint the WAL so the pages are in the main file, then smash some of them.
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .pragma_update(None, "wal_checkpoint", "TRUNCATE")
+        .unwrap();
+    let mut bytes = std::fs::read(&path).unwrap();
+    let len = bytes.len();
+    for b in &mut bytes[len / 2..len / 2 + 8192] {
+        *b = 0xA5;
+    }
+    std::fs::write(&path, &bytes).unwrap();
+    let err = Store::open(&path, &StoreOptions::default()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Corrupt { .. } | StoreError::NotTether { .. }
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn only_legal_moves_happen_and_failed_waits_for_the_user() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, acc) = new_store(&dir);
+    let m = store.enqueue(acc, "bob@localhost", "hi").unwrap();
+    assert_eq!(m.origin_id.as_deref(), Some(m.id.as_str()));
+    let key = store.queued(acc, 10).unwrap()[0].key;
+    // queued -> acked is not a legal move
+    assert!(store
+        .transition(acc, &[key], State::Acked, None, None)
+        .unwrap()
+        .is_empty());
+    let snap = SmSnapshot {
+        stream_id: Some("s".into()),
+        outbound_count: 1,
+        ..Default::default()
+    };
+    let c = store
+        .apply(
+            acc,
+            &[Move {
+                key,
+                to: State::Sent,
+                error: None,
+                seq: Some(1),
+            }],
+            Some(&snap),
+        )
+        .unwrap();
+    assert_eq!(c.len(), 1);
+    assert_eq!(store.load_sm(acc).unwrap(), snap);
+    assert_eq!(store.in_flight(acc).unwrap(), vec![(Some(1), key)]);
+    store
+        .transition(acc, &[key], State::Failed, Some("lost"), None)
+        .unwrap();
+    // a late ack does not revive it
+    assert!(store
+        .transition(acc, &[key], State::Acked, None, None)
+        .unwrap()
+        .is_empty());
+    let row = store.message(acc, &m.id).unwrap();
+    assert_eq!(
+        (row.state, row.error.as_deref()),
+        (State::Failed, Some("lost"))
+    );
+    // resend keeps the id, clears the error
+    store.resend(acc, &[m.id.clone()]).unwrap();
+    let row = store.message(acc, &m.id).unwrap();
+    assert_eq!((row.state, row.error), (State::Queued, None));
+    assert_eq!(row.origin_id.as_deref(), Some(m.id.as_str()));
+    // resend of a non-failed message is refused and changes nothing
+    let err = store.resend(acc, &[m.id.clone()]).unwrap_err();
+    assert!(matches!(err, StoreError::WrongState { .. }));
+    let err = store.discard(acc, &["nope".into()]).unwrap_err();
+    assert!(matches!(err, StoreError::UnknownMessage(_)));
+}
+
+#[test]
+fn inbound_is_deduplicated_and_counted_in_the_same_transaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, acc) = new_store(&dir);
+    let msg = InboundMessage {
+        id: Some("m1".into()),
+        origin_id: Some("o1".into()),
+        stanza_id: Some("s1".into()),
+        peer: "bob@localhost".into(),
+        body: "hello".into(),
+        server_ts: None,
+    };
+    let mut snap = SmSnapshot::default();
+    snap.inbound_h = 1;
+    assert!(store.store_inbound(acc, &msg, &snap).unwrap().is_some());
+    snap.inbound_h = 2;
+    // same origin-id, new stanza id: duplicate, but counted
+    let dup = InboundMessage {
+        id: Some("m1-resent".into()),
+        stanza_id: Some("s2".into()),
+        ..msg.clone()
+    };
+    assert!(store.store_inbound(acc, &dup, &snap).unwrap().is_none());
+    assert_eq!(store.load_sm(acc).unwrap().inbound_h, 2);
+    // same server stanza-id, no origin-id: duplicate
+    let dup2 = InboundMessage {
+        id: Some("zzz".into()),
+        origin_id: None,
+        stanza_id: Some("s1".into()),
+        ..msg.clone()
+    };
+    assert!(store.store_inbound(acc, &dup2, &snap).unwrap().is_none());
+    // same origin-id from another peer is a different message
+    let other = InboundMessage {
+        peer: "carol@localhost".into(),
+        stanza_id: None,
+        ..msg.clone()
+    };
+    assert!(store.store_inbound(acc, &other, &snap).unwrap().is_some());
+    let all = store.messages(acc, &MessageFilter::default()).unwrap();
+    assert_eq!(all.len(), 2);
+}
