@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Installs what is missing and runs every test: unit and property tests of the core, then the
+# end-to-end scenarios against a real Prosody started by the tests.
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$ROOT"
+source scripts/common.sh
+
+ensure_toolchain
+ensure_packages
+use_build_cache
+
+cargo build --locked -p tether-core --bin tether
+# Two test threads: each end-to-end test runs its own Prosody and clients; the machine has 2 cores.
+cargo test --locked --workspace -- --test-threads=2

@@ -1,0 +1,639 @@
+//! A throwaway Prosody server for end-to-end tests.
+//!
+//! [`Prosody::start`] creates a temporary directory holding everything the
+//! server needs (config, a test CA, a `localhost` certificate, data, logs) and
+//! runs `prosody` as a child process listening for c2s (STARTTLS, encryption
+//! required) on a free port of 127.0.0.1. Nothing else listens: no s2s, no
+//! HTTP, no direct TLS, and s2s is disabled altogether so that the server never
+//! connects out.
+//!
+//! Layout of [`Prosody::dir`]:
+//!
+//! | file | what |
+//! | --- | --- |
+//! | `ca.pem` | the test CA certificate ([`Prosody::ca_file`]); trust it to connect |
+//! | `localhost.crt`, `localhost.key` | the server certificate (SAN `localhost` and `127.0.0.1`) and its key |
+//! | `prosody.cfg.lua` | the generated config |
+//! | `prosody.log` | Prosody's log ([`Prosody::log_tail`]) |
+//! | `prosody.stdout`, `prosody.stderr` | the process's output, appended to across restarts |
+//! | `data/` | accounts, rosters, archives... (survives [`Prosody::restart`]) |
+
+use std::fmt::Write as _;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write as _};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose,
+};
+use tempfile::TempDir;
+
+use crate::process;
+
+/// The XMPP domain served by the test server (its only `VirtualHost`), which
+/// is also the DNS name in its certificate.
+pub const DOMAIN: &str = "localhost";
+
+/// How long [`Prosody::start`] (and [`Prosody::restart`]) waits for the server
+/// to listen before giving up.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How long a stop waits after `SIGTERM` before resorting to `SIGKILL`.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// How many times a first start picks a new port when the one it picked was
+/// taken in the meantime by another process.
+const PORT_ATTEMPTS: usize = 3;
+
+/// Options for [`Prosody::start`].
+#[derive(Debug, Clone)]
+pub struct ProsodyOptions {
+    /// Enable `mod_mam` (XEP-0313 message archive). Default: `false`.
+    pub mam: bool,
+    /// `smacks_hibernation_time`: how long, in seconds, a stream-management
+    /// session survives a lost connection and can still be resumed.
+    /// Default: 60.
+    pub hibernation_secs: u64,
+    /// Lua appended verbatim to the global section of the config (before the
+    /// `VirtualHost`), e.g. `"c2s_timeout = 30\n"`. Default: empty.
+    pub extra_config: String,
+}
+
+impl Default for ProsodyOptions {
+    fn default() -> Self {
+        Self {
+            mam: false,
+            hibernation_secs: 60,
+            extra_config: String::new(),
+        }
+    }
+}
+
+/// The temporary directory, deleted on drop unless `TETHER_KEEP_TEST_DIRS`
+/// was set.
+#[derive(Debug)]
+enum TestDir {
+    Temp(TempDir),
+    Kept(PathBuf),
+}
+
+impl TestDir {
+    fn new() -> io::Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("tether-prosody-")
+            .tempdir()
+            .map_err(|e| context(e, "creating the Prosody test directory"))?;
+        if std::env::var_os("TETHER_KEEP_TEST_DIRS").is_some() {
+            let path = dir.keep();
+            eprintln!(
+                "tether-e2e: keeping Prosody test directory {}",
+                path.display()
+            );
+            Ok(Self::Kept(path))
+        } else {
+            Ok(Self::Temp(dir))
+        }
+    }
+
+    fn path(&self) -> &Path {
+        match self {
+            Self::Temp(dir) => dir.path(),
+            Self::Kept(path) => path,
+        }
+    }
+}
+
+/// A Prosody server running as a child process, for one test.
+///
+/// Dropping it stops the server (`SIGTERM`, then `SIGKILL` if it lingers) and
+/// deletes its directory. The child is also tied to the test process with
+/// `PR_SET_PDEATHSIG`, so it cannot outlive a test process that aborts or is
+/// killed.
+#[derive(Debug)]
+pub struct Prosody {
+    dir: TestDir,
+    port: u16,
+    opts: ProsodyOptions,
+    child: Option<Child>,
+}
+
+impl Prosody {
+    /// Creates the test directory, certificates and config, starts Prosody
+    /// and waits (at most 20 s) until it listens on its c2s port.
+    ///
+    /// The error of a failed start includes the tail of Prosody's log and
+    /// stderr.
+    pub fn start(opts: ProsodyOptions) -> io::Result<Prosody> {
+        let dir = TestDir::new()?;
+        write_certificates(dir.path())?;
+        let data = dir.path().join("data");
+        fs::create_dir(&data).map_err(|e| context(e, format!("creating {}", data.display())))?;
+
+        let mut prosody = Prosody {
+            dir,
+            port: 0,
+            opts,
+            child: None,
+        };
+        let mut attempt = 1;
+        loop {
+            prosody.port = free_port()?;
+            prosody.write_config()?;
+            match prosody.spawn_and_wait() {
+                Ok(()) => return Ok(prosody),
+                Err(StartError::PortInUse(_)) if attempt < PORT_ATTEMPTS => attempt += 1,
+                Err(StartError::PortInUse(e) | StartError::Other(e)) => return Err(e),
+            }
+        }
+    }
+
+    /// Registers (or re-registers, changing the password of) the account
+    /// `user@localhost`, with `prosodyctl register`.
+    ///
+    /// This writes straight to the server's data directory, so it works
+    /// whether or not the server is running, and a running server sees the
+    /// account at once.
+    pub fn register(&self, user: &str, password: &str) -> io::Result<()> {
+        let output = Command::new("prosodyctl")
+            .arg("--config")
+            .arg(self.config_path())
+            .args(["register", user, DOMAIN, password])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| context(e, "running prosodyctl (is Prosody installed?)"))?;
+        if !output.status.success() {
+            return Err(io::Error::other(format!(
+                "prosodyctl register {user} {DOMAIN} failed ({}):\n{}{}",
+                output.status,
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr),
+            )));
+        }
+        Ok(())
+    }
+
+    /// The bare JID `user@localhost`.
+    pub fn jid(&self, user: &str) -> String {
+        format!("{user}@{DOMAIN}")
+    }
+
+    /// The XMPP domain served, [`DOMAIN`].
+    pub fn domain(&self) -> &'static str {
+        DOMAIN
+    }
+
+    /// The c2s port on 127.0.0.1. It stays the same across restarts.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The c2s address, `127.0.0.1:`[`port`](Self::port).
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))
+    }
+
+    /// The PEM file of the test CA that signed the server certificate.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir().join("ca.pem")
+    }
+
+    /// The server's temporary directory (see the module docs for its layout).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The generated Prosody config file.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir().join("prosody.cfg.lua")
+    }
+
+    /// Prosody's log file.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir().join("prosody.log")
+    }
+
+    /// The last `n` lines of Prosody's log (empty if there is no log yet).
+    pub fn log_tail(&self, n: usize) -> String {
+        tail_lines(&self.log_path(), n)
+    }
+
+    /// The options this server was started with.
+    pub fn options(&self) -> &ProsodyOptions {
+        &self.opts
+    }
+
+    /// The pid of the running server, if any.
+    pub fn pid(&mut self) -> Option<u32> {
+        if self.is_running() {
+            self.child.as_ref().map(Child::id)
+        } else {
+            None
+        }
+    }
+
+    /// Whether the server process is running (it may have exited on its own).
+    pub fn is_running(&mut self) -> bool {
+        match &mut self.child {
+            Some(child) => matches!(child.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// Stops the server gracefully: `SIGTERM`, then up to 10 s for it to
+    /// exit, then `SIGKILL`. Prosody closes every session on the way out
+    /// (stream-management sessions can no longer be resumed, but a resume
+    /// attempt gets `<failed h='…'/>`). Does nothing if it is not running.
+    pub fn stop(&mut self) -> io::Result<()> {
+        if let Some(mut child) = self.child.take() {
+            process::terminate(&mut child, STOP_GRACE)
+                .map_err(|e| context(e, "stopping Prosody"))?;
+        }
+        Ok(())
+    }
+
+    /// Kills the server with `SIGKILL`: the connections are reset without any
+    /// closing stream, as in a crash. Does nothing if it is not running.
+    pub fn kill(&mut self) -> io::Result<()> {
+        if let Some(mut child) = self.child.take() {
+            process::kill(&mut child).map_err(|e| context(e, "killing Prosody"))?;
+        }
+        Ok(())
+    }
+
+    /// Starts a stopped or killed server again, on the same port with the
+    /// same data, and waits until it listens. Does nothing if it is running.
+    pub fn start_again(&mut self) -> io::Result<()> {
+        if self.is_running() {
+            return Ok(());
+        }
+        self.child = None;
+        self.spawn_and_wait().map_err(StartError::into_inner)
+    }
+
+    /// Restarts the server for real: [`stop`](Self::stop), then
+    /// [`start_again`](Self::start_again) on the same port with the same data.
+    /// Accounts, rosters and archives survive; sessions (including
+    /// stream-management sessions) do not.
+    pub fn restart(&mut self) -> io::Result<()> {
+        self.stop()?;
+        self.start_again()
+    }
+
+    /// Writes the config for the current port and options.
+    fn write_config(&self) -> io::Result<()> {
+        let path = self.config_path();
+        let config = render_config(self.dir(), self.port, &self.opts);
+        fs::write(&path, config).map_err(|e| context(e, format!("writing {}", path.display())))
+    }
+
+    /// Spawns Prosody and waits until it listens on `self.port`.
+    fn spawn_and_wait(&mut self) -> Result<(), StartError> {
+        let log_path = self.log_path();
+        // Only the part of the log written by this start counts.
+        let log_offset = fs::metadata(&log_path).map(|m| m.len()).unwrap_or(0);
+        let stdout = open_append(&self.dir().join("prosody.stdout"))?;
+        let stderr = open_append(&self.dir().join("prosody.stderr"))?;
+
+        let mut cmd = Command::new("prosody");
+        cmd.arg("-F")
+            .arg("--config")
+            .arg(self.config_path())
+            .current_dir(self.dir())
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr);
+        let child = process::spawn_tied_to_process(cmd)
+            .map_err(|e| context(e, "spawning prosody (is Prosody installed?)"))?;
+        self.child = Some(child);
+
+        match self.wait_listening(log_offset) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                // Never leave a half-started server behind.
+                if let Some(mut child) = self.child.take() {
+                    let _ = process::kill(&mut child);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Waits until this start's log says the c2s port is open (so it is this
+    /// server listening there, not some other process) and the server offers
+    /// STARTTLS for `localhost` on it.
+    ///
+    /// The port alone is not enough: Prosody may open it before the
+    /// `VirtualHost` and its certificate are loaded, and a client that
+    /// connects then gets `host-unknown` or no STARTTLS.
+    fn wait_listening(&mut self, log_offset: u64) -> Result<(), StartError> {
+        let started = Instant::now();
+        let activated = format!("on [127.0.0.1]:{}", self.port);
+        loop {
+            let log = read_from(&self.log_path(), log_offset);
+            if log.contains("Failed to open server port") {
+                return Err(StartError::PortInUse(self.start_failure(&format!(
+                    "Prosody could not listen on port {}",
+                    self.port
+                ))));
+            }
+            let child = self
+                .child
+                .as_mut()
+                .ok_or_else(|| io::Error::other("Prosody is not running"))?;
+            if let Some(status) = child.try_wait()? {
+                return Err(StartError::Other(self.start_failure(&format!(
+                    "Prosody exited during startup ({status})"
+                ))));
+            }
+            if log
+                .lines()
+                .any(|l| l.contains("Activated service 'c2s'") && l.contains(&activated))
+                && offers_starttls(self.addr())
+            {
+                return Ok(());
+            }
+            if started.elapsed() > STARTUP_TIMEOUT {
+                return Err(StartError::Other(self.start_failure(&format!(
+                    "Prosody did not listen on port {} within {:?}",
+                    self.port, STARTUP_TIMEOUT
+                ))));
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// An error describing a failed start, with the tails of the log and of
+    /// the process's stderr.
+    fn start_failure(&self, what: &str) -> io::Error {
+        let stderr = tail_lines(&self.dir().join("prosody.stderr"), 20);
+        let stdout = tail_lines(&self.dir().join("prosody.stdout"), 20);
+        io::Error::other(format!(
+            "{what} (dir {})\n--- prosody.log (tail) ---\n{}\n--- stdout (tail) ---\n{stdout}\n--- stderr (tail) ---\n{stderr}",
+            self.dir().display(),
+            self.log_tail(40),
+        ))
+    }
+}
+
+impl Drop for Prosody {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            if let Err(e) = process::terminate(&mut child, STOP_GRACE) {
+                eprintln!("tether-e2e: stopping Prosody: {e}");
+            }
+        }
+    }
+}
+
+/// Why a start failed: a port taken by someone else (worth retrying with
+/// another port on a first start) or anything else.
+enum StartError {
+    PortInUse(io::Error),
+    Other(io::Error),
+}
+
+impl StartError {
+    fn into_inner(self) -> io::Error {
+        match self {
+            Self::PortInUse(e) | Self::Other(e) => e,
+        }
+    }
+}
+
+impl From<io::Error> for StartError {
+    fn from(e: io::Error) -> Self {
+        Self::Other(e)
+    }
+}
+
+/// Renders the Prosody config (Lua).
+fn render_config(dir: &Path, port: u16, opts: &ProsodyOptions) -> String {
+    let path = |name: &str| lua_string(&dir.join(name).to_string_lossy());
+    let log_level = if std::env::var_os("TETHER_PROSODY_DEBUG").is_some() {
+        "debug"
+    } else {
+        "info"
+    };
+    let mut modules = vec![
+        "roster",
+        "saslauth",
+        "tls",
+        "disco",
+        "smacks",
+        "carbons",
+        "ping",
+        "offline",
+        "csi_simple",
+    ];
+    if opts.mam {
+        modules.push("mam");
+    }
+    let modules = modules
+        .iter()
+        .map(|m| lua_string(m))
+        .collect::<Vec<_>>()
+        .join(", ");
+
+    let mut cfg = String::new();
+    // `writeln!` into a String cannot fail.
+    let _ = writeln!(
+        cfg,
+        r#"-- Generated by tether-e2e for one test run; rewritten on every start.
+
+-- Tests (and CI) run as root; without this Prosody refuses to start and
+-- prosodyctl tries to switch to the "prosody" user.
+run_as_root = true
+daemonize = false
+pidfile = {pidfile}
+data_path = {data}
+certificates = {certs}
+log = {{ {log_level} = {log} }}
+
+-- c2s on 127.0.0.1:{port} only (STARTTLS). No other listener.
+interfaces = {{ "127.0.0.1" }}
+local_interfaces = {{ "127.0.0.1" }}
+c2s_interfaces = {{ "127.0.0.1" }}
+c2s_ports = {{ {port} }}
+c2s_direct_tls_ports = {{ }}
+s2s_ports = {{ }}
+s2s_direct_tls_ports = {{ }}
+http_ports = {{ }}
+https_ports = {{ }}
+-- No federation: the server must never connect out.
+modules_disabled = {{ "s2s", "s2s_auth_certs" }}
+
+authentication = "internal_hashed"
+storage = "internal"
+c2s_require_encryption = true
+allow_registration = false
+
+modules_enabled = {{ {modules} }}
+
+smacks_hibernation_time = {hibernation}
+"#,
+        pidfile = path("prosody.pid"),
+        data = path("data"),
+        certs = lua_string(&dir.to_string_lossy()),
+        log = path("prosody.log"),
+        hibernation = opts.hibernation_secs,
+    );
+    if !opts.extra_config.is_empty() {
+        cfg.push_str("-- extra_config\n");
+        cfg.push_str(&opts.extra_config);
+        cfg.push('\n');
+    }
+    let _ = writeln!(
+        cfg,
+        r#"
+VirtualHost "{DOMAIN}"
+    ssl = {{
+        certificate = {cert};
+        key = {key};
+    }}"#,
+        cert = path("localhost.crt"),
+        key = path("localhost.key"),
+    );
+    cfg
+}
+
+/// Quotes `s` as a Lua string literal.
+fn lua_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\0' => out.push_str("\\0"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Generates a test CA and a `localhost` server certificate signed by it,
+/// and writes `ca.pem`, `localhost.crt` and `localhost.key` into `dir`.
+fn write_certificates(dir: &Path) -> io::Result<()> {
+    let tls_err = |e: rcgen::Error| io::Error::other(format!("generating test certificates: {e}"));
+
+    let ca_key = KeyPair::generate().map_err(tls_err)?;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(tls_err)?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "Tether e2e test CA");
+    ca_params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca = CertifiedIssuer::self_signed(ca_params, ca_key).map_err(tls_err)?;
+
+    let server_key = KeyPair::generate().map_err(tls_err)?;
+    let mut params =
+        CertificateParams::new(vec![DOMAIN.to_owned(), "127.0.0.1".to_owned()]).map_err(tls_err)?;
+    params.distinguished_name.push(DnType::CommonName, DOMAIN);
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    params.use_authority_key_identifier_extension = true;
+    let cert = params.signed_by(&server_key, &ca).map_err(tls_err)?;
+
+    write_readable(&dir.join("ca.pem"), &ca.pem())?;
+    write_readable(&dir.join(format!("{DOMAIN}.crt")), &cert.pem())?;
+    write_readable(
+        &dir.join(format!("{DOMAIN}.key")),
+        &server_key.serialize_pem(),
+    )
+}
+
+/// Writes a file readable by everyone (a test key is no secret, and Prosody
+/// must be able to read it whatever user it runs as).
+fn write_readable(path: &Path, contents: &str) -> io::Result<()> {
+    fs::write(path, contents).map_err(|e| context(e, format!("writing {}", path.display())))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o644))
+        .map_err(|e| context(e, format!("chmod {}", path.display())))
+}
+
+/// Whether the server at `addr` answers a stream header for [`DOMAIN`] with
+/// stream features offering STARTTLS (a readiness probe: any failure is a
+/// `false`).
+fn offers_starttls(addr: SocketAddr) -> bool {
+    let probe = || -> io::Result<bool> {
+        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
+        stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+        stream.set_write_timeout(Some(Duration::from_secs(2)))?;
+        write!(
+            stream,
+            "<?xml version='1.0'?><stream:stream to='{DOMAIN}' xmlns='jabber:client' \
+             xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>"
+        )?;
+        let mut reply = Vec::new();
+        let mut buf = [0u8; 2048];
+        loop {
+            let n = stream.read(&mut buf)?;
+            if n == 0 {
+                return Ok(false);
+            }
+            reply.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&reply);
+            if text.contains("</stream:features>") || text.contains("</stream:stream>") {
+                return Ok(text.contains("urn:ietf:params:xml:ns:xmpp-tls"));
+            }
+        }
+    };
+    probe().unwrap_or(false)
+}
+
+/// Picks a free port on 127.0.0.1 by binding port 0 and releasing it.
+fn free_port() -> io::Result<u16> {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .map_err(|e| context(e, "binding 127.0.0.1:0 to pick a port"))?;
+    Ok(listener.local_addr()?.port())
+}
+
+fn open_append(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| context(e, format!("opening {}", path.display())))
+}
+
+/// The contents of `path` from byte `offset` on (lossy UTF-8; empty if the
+/// file cannot be read).
+fn read_from(path: &Path, offset: u64) -> String {
+    let mut bytes = Vec::new();
+    if let Ok(mut file) = File::open(path) {
+        if file.seek(SeekFrom::Start(offset)).is_ok() {
+            let _ = file.read_to_end(&mut bytes);
+        }
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// The last `n` lines of `path` (empty if the file cannot be read).
+fn tail_lines(path: &Path, n: usize) -> String {
+    let text = read_from(path, 0);
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Wraps `e` with a description of what was being done.
+fn context(e: io::Error, what: impl std::fmt::Display) -> io::Error {
+    io::Error::new(e.kind(), format!("{what}: {e}"))
+}

@@ -1,0 +1,346 @@
+//! Driving the `tether` CLI as a separate process, the way users and scripts do: one database per
+//! client, events read as JSON lines from stdout, SIGKILL for crashes.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The `tether` binary: `$TETHER_BIN`, else `tether` next to the test executable's `deps/` folder
+/// (cargo's target dir). `.ci/run` builds it before the tests.
+pub fn tether_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("TETHER_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe
+        .parent()
+        .expect("deps dir")
+        .parent()
+        .expect("target dir");
+    let bin = dir.join("tether");
+    assert!(
+        bin.exists(),
+        "{} not found: build it first (cargo build -p tether-core --bin tether) or set TETHER_BIN",
+        bin.display()
+    );
+    bin
+}
+
+/// One Tether client: a database with one account.
+#[derive(Clone, Debug)]
+pub struct Node {
+    /// The database file.
+    pub db: PathBuf,
+    /// The account's bare JID.
+    pub jid: String,
+}
+
+/// The result of a finished CLI command.
+#[derive(Debug)]
+pub struct Output {
+    /// Exit code (None if killed by a signal).
+    pub code: Option<i32>,
+    /// Stdout.
+    pub stdout: String,
+    /// Stderr.
+    pub stderr: String,
+}
+
+impl Node {
+    /// Creates `dir/NAME.db` with account `user@localhost` connecting to `server` and trusting `ca`.
+    pub fn new(dir: &Path, user: &str, password: &str, server: SocketAddr, ca: &Path) -> Node {
+        let node = Node {
+            db: dir.join(format!("{user}.db")),
+            jid: format!("{user}@localhost"),
+        };
+        let out = node.exec_with_env(
+            &[
+                "account",
+                "add",
+                "--jid",
+                &node.jid,
+                "--password-env",
+                "TETHER_TEST_PASSWORD",
+                "--server",
+                &server.to_string(),
+                "--ca-file",
+                ca.to_str().expect("utf-8 path"),
+            ],
+            &[("TETHER_TEST_PASSWORD", password)],
+        );
+        assert_eq!(out.code, Some(0), "account add failed: {}", out.stderr);
+        node
+    }
+
+    /// A `tether --db DB` command.
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(tether_bin());
+        c.arg("--db").arg(&self.db);
+        c
+    }
+
+    /// Runs a command to completion.
+    pub fn exec(&self, args: &[&str]) -> Output {
+        self.exec_with_env(args, &[])
+    }
+
+    fn exec_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut c = self.cmd();
+        c.args(args);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let out = c.output().expect("spawn tether");
+        Output {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Commits `n` messages to `to` in one transaction (`send --stdin`); bodies are
+    /// `"{prefix} {i}"`. Returns their ids.
+    pub fn send_many(&self, to: &str, n: usize, prefix: &str) -> Vec<String> {
+        let mut child = self
+            .cmd()
+            .args(["send", "--stdin"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn tether send");
+        {
+            let mut stdin = child.stdin.take().expect("stdin");
+            for i in 0..n {
+                let line = serde_json::json!({"to": to, "body": format!("{prefix} {i}")});
+                writeln!(stdin, "{line}").expect("write stdin");
+            }
+        }
+        let out = child.wait_with_output().expect("wait send");
+        assert!(
+            out.status.success(),
+            "send failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(ids.len(), n);
+        ids
+    }
+
+    /// `messages` with extra filter arguments, parsed.
+    pub fn messages(&self, filter: &[&str]) -> Vec<Value> {
+        let mut args = vec!["messages"];
+        args.extend_from_slice(filter);
+        let out = self.exec(&args);
+        assert_eq!(out.code, Some(0), "messages failed: {}", out.stderr);
+        out.stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("json line"))
+            .collect()
+    }
+
+    /// Count of outgoing messages in `state`.
+    pub fn count_out(&self, state: &str) -> usize {
+        self.messages(&["--direction", "out", "--state", state])
+            .len()
+    }
+
+    /// Incoming messages from `peer`: (total rows, distinct bodies).
+    pub fn received_from(&self, peer: &str) -> (usize, usize) {
+        let rows = self.messages(&["--direction", "in", "--peer", peer]);
+        let distinct: std::collections::BTreeSet<String> = rows
+            .iter()
+            .map(|r| r["body"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        (rows.len(), distinct.len())
+    }
+
+    /// Waits until `received_from(peer).0 >= n` (or the timeout), returning the final counts.
+    pub fn wait_received(&self, peer: &str, n: usize, timeout: Duration) -> (usize, usize) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let counts = self.received_from(peer);
+            if counts.0 >= n || Instant::now() > deadline {
+                return counts;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// The persisted SM state.
+    pub fn sm(&self) -> Value {
+        let out = self.exec(&["sm"]);
+        assert_eq!(out.code, Some(0), "sm failed: {}", out.stderr);
+        serde_json::from_str(out.stdout.trim()).expect("sm json")
+    }
+
+    /// Starts `tether run ARGS` in the background, collecting its events.
+    pub fn spawn_run(&self, args: &[&str]) -> Running {
+        let mut child = self
+            .cmd()
+            .arg("run")
+            .args(["--reconnect-min-ms", "100", "--reconnect-max-ms", "1000"])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn tether run");
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let out = child.stdout.take().expect("stdout");
+        let ev = events.clone();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                match serde_json::from_str::<Value>(&line) {
+                    Ok(v) => ev.lock().unwrap().push(v),
+                    Err(e) => panic!("tether printed a non-JSON line {line:?}: {e}"),
+                }
+            }
+        });
+        let err = child.stderr.take().expect("stderr");
+        let se = stderr.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines() {
+                let Ok(line) = line else { break };
+                let mut s = se.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        let stdin = child.stdin.take();
+        Running {
+            child,
+            events,
+            stderr,
+            stdin,
+            reader: Some(reader),
+        }
+    }
+}
+
+/// A `tether run` process.
+pub struct Running {
+    child: Child,
+    events: Arc<Mutex<Vec<Value>>>,
+    stderr: Arc<Mutex<String>>,
+    stdin: Option<ChildStdin>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Running {
+    /// A copy of the events so far.
+    pub fn events(&self) -> Vec<Value> {
+        self.events.lock().unwrap().clone()
+    }
+
+    /// How many events named `name` so far.
+    pub fn count(&self, name: &str) -> usize {
+        self.events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e["event"] == name)
+            .count()
+    }
+
+    /// Whether a `connection` event with `state: online, resumed: <resumed>` was seen.
+    pub fn saw_online(&self, resumed: bool) -> bool {
+        self.events.lock().unwrap().iter().any(|e| {
+            e["event"] == "connection" && e["state"] == "online" && e["resumed"] == resumed
+        })
+    }
+
+    /// Stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Waits until `pred(events)` holds; false on timeout.
+    pub fn wait_for(&self, timeout: Duration, pred: impl Fn(&[Value]) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if pred(&self.events.lock().unwrap()) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        pred(&self.events.lock().unwrap())
+    }
+
+    /// Waits until at least `n` events named `name` arrived.
+    pub fn wait_count(&self, name: &str, n: usize, timeout: Duration) -> bool {
+        self.wait_for(timeout, |evs| {
+            evs.iter().filter(|e| e["event"] == name).count() >= n
+        })
+    }
+
+    /// Writes one line to the process's stdin.
+    pub fn write_line(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        writeln!(stdin, "{line}").expect("write stdin");
+    }
+
+    /// Closes stdin.
+    pub fn close_stdin(&mut self) {
+        self.stdin = None;
+    }
+
+    /// SIGKILL: the process dies at whatever instant it is in.
+    pub fn kill9(&mut self) {
+        self.child.kill().expect("kill");
+        self.child.wait().expect("wait");
+        self.join_reader();
+    }
+
+    /// SIGTERM, then wait for the exit.
+    pub fn terminate(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        self.wait_exit(timeout)
+    }
+
+    /// Waits for the process to exit; kills it and returns None on timeout.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                self.join_reader();
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                self.kill9();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn join_reader(&mut self) {
+        if let Some(r) = self.reader.take() {
+            if let Err(e) = r.join() {
+                std::panic::resume_unwind(e);
+            }
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _already_exiting = self.child.kill();
+            let _reaped = self.child.wait();
+        }
+    }
+}

@@ -1,0 +1,281 @@
+//! End-to-end delivery scenarios against a real Prosody, with faults injected by the test proxy and
+//! by SIGKILL. Each asserts exact counts at the receiver (its SQLite store) and at the sender.
+//!
+//! Alice (the sender) connects through the proxy; Bob (the receiver) connects to Prosody directly.
+
+use std::time::Duration;
+
+use tether_e2e::prosody::{Prosody, ProsodyOptions};
+use tether_e2e::proxy::Proxy;
+use tether_e2e::tether::{Node, Running};
+
+const ALICE: &str = "alice@localhost";
+const BOB: &str = "bob@localhost";
+/// Time limits are generous: they only bound a broken run, they are not what is measured.
+const LONG: Duration = Duration::from_secs(120);
+
+struct World {
+    prosody: Prosody,
+    proxy: Proxy,
+    alice: Node,
+    bob: Node,
+    _dir: tempfile::TempDir,
+}
+
+fn world(opts: ProsodyOptions) -> World {
+    let prosody = Prosody::start(opts).expect("start prosody");
+    prosody.register("alice", "alice-secret").unwrap();
+    prosody.register("bob", "bob-secret").unwrap();
+    let proxy = Proxy::start(prosody.addr());
+    let dir = tempfile::tempdir().unwrap();
+    let ca = prosody.ca_file();
+    let alice = Node::new(dir.path(), "alice", "alice-secret", proxy.addr(), &ca);
+    let bob = Node::new(dir.path(), "bob", "bob-secret", prosody.addr(), &ca);
+    World {
+        prosody,
+        proxy,
+        alice,
+        bob,
+        _dir: dir,
+    }
+}
+
+fn bob_online(w: &World) -> Running {
+    let bob = w.bob.spawn_run(&[]);
+    assert!(
+        bob.wait_for(LONG, |evs| evs
+            .iter()
+            .any(|e| e["event"] == "connection" && e["state"] == "online")),
+        "bob never came online: {}",
+        bob.stderr()
+    );
+    bob
+}
+
+fn finish(run: &mut Running, what: &str) {
+    let status = run.wait_exit(LONG);
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "{what} did not exit 0: {}",
+        run.stderr()
+    );
+}
+
+#[test]
+fn sent_while_offline_is_delivered_once_when_the_network_returns() {
+    let w = world(ProsodyOptions::default());
+    let mut bob = bob_online(&w);
+    w.proxy.set_refuse(true);
+    w.alice.send_many(BOB, 3, "before run");
+    let mut alice = w.alice.spawn_run(&["--until-idle"]);
+    // Alice keeps retrying while the network is down; her messages stay queued.
+    assert!(alice.wait_for(LONG, |evs| evs
+        .iter()
+        .filter(|e| e["event"] == "connection" && e["state"] == "offline")
+        .count()
+        >= 3));
+    // A message committed by another process while `run` is offline is picked up too.
+    w.alice.send_many(BOB, 2, "during run");
+    assert_eq!(w.alice.count_out("queued"), 5);
+    assert_eq!(w.bob.received_from(ALICE).0, 0);
+
+    w.proxy.set_refuse(false);
+    finish(&mut alice, "alice");
+    assert_eq!(w.alice.count_out("acked"), 5);
+    let (rows, distinct) = w.bob.wait_received(ALICE, 5, LONG);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(w.bob.received_from(ALICE), (5, 5));
+    assert_eq!((rows, distinct), (5, 5));
+    eprintln!("offline: alice acked 5, bob stored 5 distinct");
+    bob.terminate(LONG);
+}
+
+#[test]
+fn link_dropped_mid_burst_resumes_and_delivers_each_once() {
+    let w = world(ProsodyOptions::default());
+    let mut bob = bob_online(&w);
+    w.alice.send_many(BOB, 500, "burst");
+    // Cut every connection once ~40 kB of the burst went upstream (TLS and login take ~5 kB).
+    w.proxy.drop_after_upstream_bytes(40_000);
+    let mut alice = w.alice.spawn_run(&["--until-idle"]);
+    finish(&mut alice, "alice");
+    assert!(
+        alice.count("message:hibernated") > 0,
+        "the drop did not land mid-burst"
+    );
+    assert!(alice.saw_online(true), "the stream was not resumed");
+    assert_eq!(w.alice.count_out("acked"), 500);
+    assert_eq!(w.bob.wait_received(ALICE, 500, LONG), (500, 500));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(w.bob.received_from(ALICE), (500, 500));
+    eprintln!(
+        "drop: hibernated={} retry={} acked=500, bob stored 500 distinct",
+        alice.count("message:hibernated"),
+        alice.count("message:retry")
+    );
+    bob.terminate(LONG);
+}
+
+#[test]
+fn sender_killed_mid_burst_resumes_on_restart_with_nothing_lost_or_doubled() {
+    let w = world(ProsodyOptions::default());
+    let mut bob = bob_online(&w);
+    w.alice.send_many(BOB, 500, "kill");
+    // ~300 bytes per message: 500 take several seconds at 30 kB/s.
+    w.proxy.set_rate_limit(Some(30_000));
+    let mut alice = w.alice.spawn_run(&["--until-idle"]);
+    assert!(
+        alice.wait_count("message:acked", 100, LONG),
+        "{}",
+        alice.stderr()
+    );
+    alice.kill9();
+    let acked_before = w.alice.count_out("acked");
+    assert!(acked_before < 500, "the kill came too late");
+    let sm = w.alice.sm();
+    assert_eq!(sm["resumable"], true, "SM state not persisted: {sm}");
+    w.proxy.set_rate_limit(None);
+
+    let mut again = w.alice.spawn_run(&["--until-idle"]);
+    finish(&mut again, "alice after restart");
+    assert!(
+        again.saw_online(true),
+        "the restarted process did not resume the stream"
+    );
+    assert_eq!(w.alice.count_out("acked"), 500);
+    assert_eq!(w.bob.wait_received(ALICE, 500, LONG), (500, 500));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(w.bob.received_from(ALICE), (500, 500));
+    eprintln!("kill: acked before kill={acked_before}, after restart=500, bob stored 500 distinct");
+    bob.terminate(LONG);
+}
+
+#[test]
+fn expired_resumption_fails_messages_until_the_user_resends_them() {
+    let w = world(ProsodyOptions {
+        hibernation_secs: 2,
+        ..ProsodyOptions::default()
+    });
+    let mut bob = bob_online(&w);
+    w.alice.send_many(BOB, 300, "expire");
+    w.proxy.set_rate_limit(Some(20_000));
+    let mut alice = w.alice.spawn_run(&["--until-idle"]);
+    assert!(
+        alice.wait_count("message:acked", 50, LONG),
+        "{}",
+        alice.stderr()
+    );
+    // The network goes away for longer than the server keeps the session.
+    w.proxy.set_refuse(true);
+    w.proxy.drop_all();
+    std::thread::sleep(Duration::from_secs(6));
+    w.proxy.set_rate_limit(None);
+    w.proxy.set_refuse(false);
+    finish(&mut alice, "alice");
+    assert!(alice.saw_online(false) && alice.count("message:failed") > 0);
+    let acked = w.alice.count_out("acked");
+    let failed = w.alice.count_out("failed");
+    assert!(failed > 0, "nothing failed: the expiry did not bite");
+    assert_eq!(acked + failed, 300);
+
+    // Nothing failed is resent without the user: Bob's count stays put.
+    std::thread::sleep(Duration::from_secs(2));
+    let (bob_before, distinct) = w.bob.received_from(ALICE);
+    assert_eq!(bob_before, distinct, "bob stored a duplicate");
+    assert!(
+        bob_before >= acked && bob_before < 300,
+        "bob has {bob_before}, acked {acked}"
+    );
+    assert_eq!(w.alice.count_out("failed"), failed);
+
+    let out = w.alice.exec(&["resend", "--all-failed"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let mut again = w.alice.spawn_run(&["--until-idle"]);
+    finish(&mut again, "alice resend");
+    assert_eq!(w.alice.count_out("acked"), 300);
+    assert_eq!(w.bob.wait_received(ALICE, 300, LONG), (300, 300));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(w.bob.received_from(ALICE), (300, 300));
+    eprintln!(
+        "expiry: acked={acked} failed={failed} bob-before-resend={bob_before}; after resend acked=300, bob stored 300 distinct"
+    );
+    bob.terminate(LONG);
+    drop(w.prosody);
+}
+
+#[test]
+fn receiver_killed_while_messages_arrive_loses_and_doubles_nothing() {
+    let w = world(ProsodyOptions::default());
+    let mut bob = bob_online(&w);
+    w.alice.send_many(BOB, 500, "to-bob");
+    w.proxy.set_rate_limit(Some(30_000));
+    let mut alice = w.alice.spawn_run(&["--until-idle"]);
+    assert!(bob.wait_count("message:received", 100, LONG));
+    bob.kill9();
+    let before = w.bob.received_from(ALICE);
+    assert!(before.0 < 500, "the kill came too late");
+    std::thread::sleep(Duration::from_secs(1));
+    let mut bob2 = w.bob.spawn_run(&[]);
+    w.proxy.set_rate_limit(None);
+    finish(&mut alice, "alice");
+    assert_eq!(w.alice.count_out("acked"), 500);
+    assert_eq!(w.bob.wait_received(ALICE, 500, LONG), (500, 500));
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(w.bob.received_from(ALICE), (500, 500));
+    assert!(bob2.saw_online(true), "bob did not resume his stream");
+    eprintln!(
+        "receiver kill: bob had {} before the kill, 500 distinct after",
+        before.0
+    );
+    bob2.terminate(LONG);
+}
+
+#[test]
+fn wrong_password_is_final_with_its_exit_code_and_no_retry_loop() {
+    let w = world(ProsodyOptions::default());
+    let dir = tempfile::tempdir().unwrap();
+    let mallory = Node::new(
+        dir.path(),
+        "alice",
+        "not-the-password",
+        w.proxy.addr(),
+        &w.prosody.ca_file(),
+    );
+    mallory.send_many(BOB, 1, "never");
+    let mut run = mallory.spawn_run(&[]);
+    let status = run
+        .wait_exit(Duration::from_secs(30))
+        .expect("run must exit by itself");
+    assert_eq!(status.code(), Some(3), "stderr: {}", run.stderr());
+    assert!(
+        run.stderr().contains("authentication failed"),
+        "{}",
+        run.stderr()
+    );
+    assert_eq!(w.proxy.connections_accepted(), 1, "it retried");
+    assert!(run.count("error") >= 1);
+    // The message is still there, queued, for when the password is fixed.
+    assert_eq!(mallory.count_out("queued"), 1);
+}
+
+#[test]
+fn untrusted_certificate_is_refused() {
+    let w = world(ProsodyOptions::default());
+    let other = Prosody::start(ProsodyOptions::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // Trusting another server's CA: the real server's certificate must not validate.
+    let eve = Node::new(
+        dir.path(),
+        "alice",
+        "alice-secret",
+        w.proxy.addr(),
+        &other.ca_file(),
+    );
+    let mut run = eve.spawn_run(&[]);
+    let status = run
+        .wait_exit(Duration::from_secs(30))
+        .expect("run must exit by itself");
+    assert_eq!(status.code(), Some(6), "stderr: {}", run.stderr());
+    assert!(run.stderr().contains("TLS"), "{}", run.stderr());
+}
