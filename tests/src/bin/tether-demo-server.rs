@@ -1,0 +1,28 @@
+//! A local demo XMPP server for `scripts/demo.sh`: a throwaway Prosody on loopback with the demo
+//! accounts `alice@localhost` (password `alice`) and `bob@localhost` (password `bob`). Prints one
+//! JSON line (`{"addr": "...", "ca_file": "..."}`) once ready, then serves until stdin closes or the
+//! process is terminated; the server and its data go away with it.
+
+use std::io::Read;
+
+use tether_e2e::prosody::{Prosody, ProsodyOptions};
+
+fn main() -> std::io::Result<()> {
+    let prosody = Prosody::start(ProsodyOptions::default())?;
+    for user in ["alice", "bob"] {
+        prosody.register(user, user)?;
+    }
+    println!(
+        "{}",
+        serde_json::json!({
+            "addr": prosody.addr().to_string(),
+            "ca_file": prosody.ca_file(),
+            "accounts": {"alice@localhost": "alice", "bob@localhost": "bob"},
+        })
+    );
+    // Serve until our parent closes our stdin (or kills us: Prosody dies with us either way).
+    let mut sink = Vec::new();
+    std::io::stdin().read_to_end(&mut sink)?;
+    drop(prosody);
+    Ok(())
+}
