@@ -152,7 +152,8 @@ impl<T: Clone> StreamManager<T> {
     ) -> (Self, Vec<T>) {
         let base = snap.acked_h;
         let in_flight = snap.outbound_count.wrapping_sub(base);
-        let (mut valid, invalid): (Vec<(Seq, T)>, Vec<(Seq, T)>) =
+        type Tagged<T> = Vec<(Seq, T)>;
+        let (mut valid, invalid): (Tagged<T>, Tagged<T>) =
             unacked.into_iter().partition(|(seq, _)| {
                 let d = seq.wrapping_sub(base);
                 d >= 1 && d <= in_flight

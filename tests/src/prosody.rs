@@ -63,6 +63,9 @@ pub struct ProsodyOptions {
     /// Lua appended verbatim to the global section of the config (before the
     /// `VirtualHost`), e.g. `"c2s_timeout = 30\n"`. Default: empty.
     pub extra_config: String,
+    /// Offer STARTTLS (load `mod_tls` and require encryption). `false` makes a plaintext-only
+    /// server, to test that clients refuse it unless told otherwise. Default: `true`.
+    pub starttls: bool,
 }
 
 impl Default for ProsodyOptions {
@@ -71,6 +74,7 @@ impl Default for ProsodyOptions {
             mam: false,
             hibernation_secs: 60,
             extra_config: String::new(),
+            starttls: true,
         }
     }
 }
@@ -354,7 +358,7 @@ impl Prosody {
             if log
                 .lines()
                 .any(|l| l.contains("Activated service 'c2s'") && l.contains(&activated))
-                && offers_starttls(self.addr())
+                && offers_features(self.addr(), self.opts.starttls)
             {
                 return Ok(());
             }
@@ -423,7 +427,6 @@ fn render_config(dir: &Path, port: u16, opts: &ProsodyOptions) -> String {
     let mut modules = vec![
         "roster",
         "saslauth",
-        "tls",
         "disco",
         "smacks",
         "carbons",
@@ -431,6 +434,9 @@ fn render_config(dir: &Path, port: u16, opts: &ProsodyOptions) -> String {
         "offline",
         "csi_simple",
     ];
+    if opts.starttls {
+        modules.push("tls");
+    }
     if opts.mam {
         modules.push("mam");
     }
@@ -470,7 +476,7 @@ modules_disabled = {{ "s2s", "s2s_auth_certs" }}
 
 authentication = "internal_hashed"
 storage = "internal"
-c2s_require_encryption = true
+c2s_require_encryption = {require_tls}
 allow_registration = false
 
 modules_enabled = {{ {modules} }}
@@ -482,6 +488,7 @@ smacks_hibernation_time = {hibernation}
         certs = lua_string(&dir.to_string_lossy()),
         log = path("prosody.log"),
         hibernation = opts.hibernation_secs,
+        require_tls = opts.starttls,
     );
     if !opts.extra_config.is_empty() {
         cfg.push_str("-- extra_config\n");
@@ -570,9 +577,9 @@ fn write_readable(path: &Path, contents: &str) -> io::Result<()> {
 }
 
 /// Whether the server at `addr` answers a stream header for [`DOMAIN`] with
-/// stream features offering STARTTLS (a readiness probe: any failure is a
-/// `false`).
-fn offers_starttls(addr: SocketAddr) -> bool {
+/// stream features (offering STARTTLS if `starttls`): a readiness probe, any
+/// failure is a `false`.
+fn offers_features(addr: SocketAddr, starttls: bool) -> bool {
     let probe = || -> io::Result<bool> {
         let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
         stream.set_read_timeout(Some(Duration::from_secs(2)))?;
@@ -592,7 +599,8 @@ fn offers_starttls(addr: SocketAddr) -> bool {
             reply.extend_from_slice(&buf[..n]);
             let text = String::from_utf8_lossy(&reply);
             if text.contains("</stream:features>") || text.contains("</stream:stream>") {
-                return Ok(text.contains("urn:ietf:params:xml:ns:xmpp-tls"));
+                return Ok(text.contains("</stream:features>")
+                    && (!starttls || text.contains("urn:ietf:params:xml:ns:xmpp-tls")));
             }
         }
     };

@@ -54,25 +54,35 @@ pub struct Output {
 impl Node {
     /// Creates `dir/NAME.db` with account `user@localhost` connecting to `server` and trusting `ca`.
     pub fn new(dir: &Path, user: &str, password: &str, server: SocketAddr, ca: &Path) -> Node {
+        let ca = ca.to_str().expect("utf-8 path");
+        Node::with_args(dir, user, password, server, &["--ca-file", ca])
+    }
+
+    /// Like [`Node::new`] with other `account add` arguments (e.g. `--insecure-plaintext`).
+    pub fn with_args(
+        dir: &Path,
+        user: &str,
+        password: &str,
+        server: SocketAddr,
+        extra: &[&str],
+    ) -> Node {
         let node = Node {
             db: dir.join(format!("{user}.db")),
             jid: format!("{user}@localhost"),
         };
-        let out = node.exec_with_env(
-            &[
-                "account",
-                "add",
-                "--jid",
-                &node.jid,
-                "--password-env",
-                "TETHER_TEST_PASSWORD",
-                "--server",
-                &server.to_string(),
-                "--ca-file",
-                ca.to_str().expect("utf-8 path"),
-            ],
-            &[("TETHER_TEST_PASSWORD", password)],
-        );
+        let server = server.to_string();
+        let mut args = vec![
+            "account",
+            "add",
+            "--jid",
+            &node.jid,
+            "--password-env",
+            "TETHER_TEST_PASSWORD",
+            "--server",
+            &server,
+        ];
+        args.extend_from_slice(extra);
+        let out = node.exec_with_env(&args, &[("TETHER_TEST_PASSWORD", password)]);
         assert_eq!(out.code, Some(0), "account add failed: {}", out.stderr);
         node
     }

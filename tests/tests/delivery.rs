@@ -279,3 +279,41 @@ fn untrusted_certificate_is_refused() {
     assert_eq!(status.code(), Some(6), "stderr: {}", run.stderr());
     assert!(run.stderr().contains("TLS"), "{}", run.stderr());
 }
+
+#[test]
+fn plaintext_only_with_the_insecure_flag() {
+    // A server that offers no STARTTLS at all.
+    let prosody = Prosody::start(ProsodyOptions {
+        starttls: false,
+        ..ProsodyOptions::default()
+    })
+    .unwrap();
+    prosody.register("alice", "alice-secret").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let careful = Node::new(
+        dir.path(),
+        "alice",
+        "alice-secret",
+        prosody.addr(),
+        &prosody.ca_file(),
+    );
+    let mut run = careful.spawn_run(&[]);
+    let status = run
+        .wait_exit(Duration::from_secs(30))
+        .expect("run must exit by itself");
+    assert_eq!(status.code(), Some(6), "stderr: {}", run.stderr());
+    assert!(run.stderr().contains("STARTTLS"), "{}", run.stderr());
+
+    let dir2 = tempfile::tempdir().unwrap();
+    let loopback = Node::with_args(
+        dir2.path(),
+        "alice",
+        "alice-secret",
+        prosody.addr(),
+        &["--insecure-plaintext"],
+    );
+    loopback.send_many(ALICE, 2, "note to self");
+    let mut run = loopback.spawn_run(&["--until-idle"]);
+    finish(&mut run, "plaintext run");
+    assert_eq!(loopback.count_out("acked"), 2);
+}

@@ -90,6 +90,7 @@ fn prosody_config_has_the_requested_options() {
         mam: true,
         hibernation_secs: 7,
         extra_config: "c2s_timeout = 123".into(),
+        ..ProsodyOptions::default()
     });
     let config = std::fs::read_to_string(prosody.config_path()).unwrap();
     assert!(config.contains("smacks_hibernation_time = 7"), "{config}");

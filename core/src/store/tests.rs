@@ -155,12 +155,12 @@ fn only_legal_moves_happen_and_failed_waits_for_the_user() {
         (State::Failed, Some("lost"))
     );
     // resend keeps the id, clears the error
-    store.resend(acc, &[m.id.clone()]).unwrap();
+    store.resend(acc, std::slice::from_ref(&m.id)).unwrap();
     let row = store.message(acc, &m.id).unwrap();
     assert_eq!((row.state, row.error), (State::Queued, None));
     assert_eq!(row.origin_id.as_deref(), Some(m.id.as_str()));
     // resend of a non-failed message is refused and changes nothing
-    let err = store.resend(acc, &[m.id.clone()]).unwrap_err();
+    let err = store.resend(acc, std::slice::from_ref(&m.id)).unwrap_err();
     assert!(matches!(err, StoreError::WrongState { .. }));
     let err = store.discard(acc, &["nope".into()]).unwrap_err();
     assert!(matches!(err, StoreError::UnknownMessage(_)));
@@ -178,8 +178,10 @@ fn inbound_is_deduplicated_and_counted_in_the_same_transaction() {
         body: "hello".into(),
         server_ts: None,
     };
-    let mut snap = SmSnapshot::default();
-    snap.inbound_h = 1;
+    let mut snap = SmSnapshot {
+        inbound_h: 1,
+        ..Default::default()
+    };
     assert!(store.store_inbound(acc, &msg, &snap).unwrap().is_some());
     snap.inbound_h = 2;
     // same origin-id, new stanza id: duplicate, but counted
