@@ -31,6 +31,8 @@ pub struct ClientConfig {
     pub dead_after: Duration,
     /// How often to look for messages committed by another process.
     pub outbox_poll: Duration,
+    /// How far back the first archive sync of an archive reaches.
+    pub mam_first_sync: Duration,
 }
 
 impl Default for ClientConfig {
@@ -39,9 +41,10 @@ impl Default for ClientConfig {
             sm: SmConfig::default(),
             reconnect_min: Duration::from_millis(500),
             reconnect_max: Duration::from_secs(60),
-            keepalive: Duration::from_secs(60),
-            dead_after: Duration::from_secs(30),
+            keepalive: Duration::from_secs(20),
+            dead_after: Duration::from_secs(10),
             outbox_poll: Duration::from_millis(200),
+            mam_first_sync: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }
@@ -58,6 +61,8 @@ pub(crate) struct Shared {
     pub wake: Notify,
     /// Exit once nothing is pending (`run --until-idle`).
     pub exit_when_idle: AtomicBool,
+    /// The app is in the background (CSI inactive wanted).
+    pub inactive: AtomicBool,
     pub shutdown: watch::Sender<bool>,
 }
 
@@ -134,6 +139,7 @@ impl Client {
                 outbox: Notify::new(),
                 wake: Notify::new(),
                 exit_when_idle: AtomicBool::new(false),
+                inactive: AtomicBool::new(false),
                 shutdown,
             }),
         })
@@ -226,9 +232,106 @@ impl Client {
         self.shared.wake.notify_one();
     }
 
+    /// The app goes to the background: tell the server (CSI inactive) so it holds back what is not
+    /// urgent. Every state is already on disk, so the process may be killed any time after.
+    pub fn suspend(&self) {
+        self.shared.inactive.store(true, Ordering::SeqCst);
+        self.shared.outbox.notify_one();
+    }
+
+    /// The app is in the foreground again (CSI active), and reconnects now if it was offline.
+    pub fn resume(&self) {
+        self.shared.inactive.store(false, Ordering::SeqCst);
+        self.shared.outbox.notify_one();
+        self.shared.wake.notify_one();
+    }
+
+    /// The user read the conversation with `peer` up to `up_to` (default: the newest incoming
+    /// message): marks them displayed and sends a displayed marker. Returns (marked id, count).
+    pub fn mark_read(&self, peer: &str, up_to: Option<&str>) -> Result<Option<(String, usize)>> {
+        let peer = bare(peer)?;
+        let r = self
+            .shared
+            .store()
+            .mark_read(self.shared.account.id, &peer, up_to)?;
+        self.shared.outbox.notify_one();
+        Ok(r)
+    }
+
+    /// Joins `room` as `nick` (persisted; rejoined on every new session).
+    pub fn join_room(&self, room: &str, nick: &str) -> Result<()> {
+        let room = bare(room)?;
+        if nick.is_empty() {
+            return Err(Error::Usage("the nick is empty".into()));
+        }
+        self.shared
+            .store()
+            .join_room(self.shared.account.id, &room, nick)?;
+        self.shared.outbox.notify_one();
+        Ok(())
+    }
+
+    /// Leaves `room`.
+    pub fn leave_room(&self, room: &str) -> Result<()> {
+        let room = bare(room)?;
+        if !self
+            .shared
+            .store()
+            .leave_room(self.shared.account.id, &room)?
+        {
+            return Err(Error::Usage(format!("not in room {room}")));
+        }
+        self.shared.outbox.notify_one();
+        Ok(())
+    }
+
+    /// The rooms this account is in (or wants to be in).
+    pub fn rooms(&self) -> Result<Vec<crate::store::Room>> {
+        Ok(self.shared.store().rooms(self.shared.account.id)?)
+    }
+
+    /// The contact list.
+    pub fn contacts(&self) -> Result<Vec<crate::store::Contact>> {
+        Ok(self.shared.store().contacts(self.shared.account.id)?)
+    }
+
+    /// Pending incoming subscription requests.
+    pub fn subscription_requests(&self) -> Result<Vec<String>> {
+        Ok(self
+            .shared
+            .store()
+            .subscription_requests(self.shared.account.id)?)
+    }
+
+    /// Asks `jid` to share its presence (adds it to the roster).
+    pub fn request_subscription(&self, jid: &str) -> Result<()> {
+        self.answer_subscription(jid, None)
+    }
+
+    /// Accepts (`true`, and asks back) or denies a subscription request from `jid`.
+    pub fn answer_subscription_request(&self, jid: &str, accept: bool) -> Result<()> {
+        self.answer_subscription(jid, Some(accept))
+    }
+
+    fn answer_subscription(&self, jid: &str, answer: Option<bool>) -> Result<()> {
+        let jid = bare(jid)?;
+        self.shared
+            .store()
+            .subscription(self.shared.account.id, &jid, answer)?;
+        self.shared.outbox.notify_one();
+        Ok(())
+    }
+
     /// Stops [`Client::run`]: closes the stream cleanly when nothing is in flight, otherwise drops
     /// it and keeps the SM state so the next run resumes.
     pub fn shutdown(&self) {
         self.shared.shutdown.send_replace(true);
     }
+}
+
+fn bare(jid: &str) -> Result<String> {
+    let j: tokio_xmpp::jid::BareJid = jid
+        .parse()
+        .map_err(|e| Error::Usage(format!("bad JID {jid:?}: {e}")))?;
+    Ok(j.to_string())
 }

@@ -109,9 +109,11 @@ impl State {
             // Resumption failed / impossible, a protocol error, or an error stanza came back (an
             // error bounce may follow the server's ack).
             (Sent | Hibernated | Retrying | Acked, Failed) => true,
-            // Later confirmations only move forward.
-            (Acked, Reflected | Delivered | Displayed) => true,
-            (Reflected, Delivered | Displayed) | (Delivered, Displayed) => true,
+            // Later confirmations only move forward. A receipt or marker proves the server had the
+            // message, so it may overtake the server's ack; the ack then finds nothing to move.
+            (Sent | Hibernated | Retrying | Acked, Reflected) => true,
+            (Sent | Hibernated | Retrying | Acked | Reflected, Delivered) => true,
+            (Sent | Hibernated | Retrying | Acked | Reflected | Delivered, Displayed) => true,
             // The user's decision on a failed message.
             (Failed, Queued | Discarded) => true,
             // The user reads an incoming message.

@@ -21,6 +21,59 @@ pub enum Event {
     Connection(ConnectionEvent),
     /// Something went wrong that the user should know (`error`).
     Error(ErrorEvent),
+    /// Presence, roster, rooms, archive sync, CSI (`presence`, `subscription:request`, `roster`,
+    /// `room:joined`, `mam:synced`, `csi`).
+    Social(SocialEvent),
+}
+
+/// Events about people and rooms rather than single messages.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+#[serde(tag = "event")]
+pub enum SocialEvent {
+    /// A contact's resource came or went.
+    #[serde(rename = "presence")]
+    Presence {
+        /// Full JID.
+        from: String,
+        /// Available or not.
+        available: bool,
+    },
+    /// Someone asks to see our presence; answer with accept/deny.
+    #[serde(rename = "subscription:request")]
+    SubscriptionRequest {
+        /// Bare JID.
+        from: String,
+    },
+    /// A roster entry changed.
+    #[serde(rename = "roster")]
+    Roster {
+        /// Bare JID.
+        jid: String,
+        /// none, to, from, both, remove.
+        subscription: String,
+    },
+    /// A room confirmed our presence.
+    #[serde(rename = "room:joined")]
+    RoomJoined {
+        /// Room bare JID.
+        room: String,
+        /// Our nick.
+        nick: String,
+    },
+    /// An archive catch-up finished.
+    #[serde(rename = "mam:synced")]
+    MamSynced {
+        /// The archive (own bare JID or a room).
+        archive: String,
+        /// New messages stored.
+        count: u64,
+    },
+    /// The server was told our client state (XEP-0352).
+    #[serde(rename = "csi")]
+    Csi {
+        /// `inactive` or `active`.
+        state: &'static str,
+    },
 }
 
 /// An outgoing message's state change.
@@ -39,17 +92,25 @@ pub struct MessageEvent {
     pub error: Option<String>,
 }
 
-/// An incoming message.
+/// A new message learnt from the network: incoming, or ours from another device.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct ReceivedEvent {
     /// Always `message:received`.
     pub event: &'static str,
     /// The message id.
     pub id: String,
-    /// The sender's bare JID.
+    /// The other side's bare JID (the room, for group chat).
     pub from: String,
     /// The text.
     pub body: String,
+    /// `in`, or `out` for our own message sent from another device.
+    pub direction: crate::delivery::Direction,
+    /// For group chat: the room.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub room: Option<String>,
+    /// For group chat: the sender's nick.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nick: Option<String>,
 }
 
 /// Connection states.
@@ -102,6 +163,9 @@ impl Event {
                 id: c.id.clone(),
                 from: c.peer.clone(),
                 body: c.body.clone().unwrap_or_default(),
+                direction: crate::delivery::Direction::In,
+                room: None,
+                nick: None,
             }),
             state => Event::Message(MessageEvent {
                 event: state.event_name(),
@@ -126,6 +190,13 @@ impl Event {
             resumed,
             reason,
             retry_in_ms,
+        })
+    }
+
+    /// A CSI event.
+    pub fn csi(inactive: bool) -> Event {
+        Event::Social(SocialEvent::Csi {
+            state: if inactive { "inactive" } else { "active" },
         })
     }
 

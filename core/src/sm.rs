@@ -346,6 +346,17 @@ impl<T: Clone> StreamManager<T> {
         due
     }
 
+    /// The caller wrote an `<r/>` on its own schedule (inside a batch): restart the policy's count.
+    pub fn on_request_sent(&mut self) {
+        self.reset_requests();
+    }
+
+    /// How many stanzas the policy lets go unrequested: a batch writer puts an `<r/>` after every
+    /// this many stanzas, so acks flow while a long batch is still on the wire.
+    pub fn request_every(&self) -> u32 {
+        self.config.request_after.max(1)
+    }
+
     /// When [`Self::poll_request`] will next become true without other input.
     pub fn poll_timeout(&self) -> Option<Instant> {
         if self.phase != Phase::Enabled {

@@ -16,6 +16,8 @@
 //! background thread), so tests can be plain `#[test]` functions, and both
 //! clean up after themselves on drop, including when a test panics.
 //!
+//! [`raw`] is a plain XMPP client (tokio-xmpp) for a second user or a hostile one.
+//!
 //! [`tether`] drives the `tether` CLI (built from `core/`) as a separate
 //! process, one database per client.
 //!
@@ -35,7 +37,9 @@
 mod process;
 pub mod prosody;
 pub mod proxy;
+pub mod raw;
 pub mod tether;
 
-pub use prosody::{Prosody, ProsodyOptions, DOMAIN};
+pub use prosody::{Prosody, ProsodyOptions, DOMAIN, MUC_DOMAIN};
 pub use proxy::Proxy;
+pub use raw::RawClient;

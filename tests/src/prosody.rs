@@ -40,6 +40,9 @@ use crate::process;
 /// is also the DNS name in its certificate.
 pub const DOMAIN: &str = "localhost";
 
+/// The MUC service's domain when [`ProsodyOptions::muc`] is set; rooms are `ROOM@conference.localhost`.
+pub const MUC_DOMAIN: &str = "conference.localhost";
+
 /// How long [`Prosody::start`] (and [`Prosody::restart`]) waits for the server
 /// to listen before giving up.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
@@ -54,8 +57,17 @@ const PORT_ATTEMPTS: usize = 3;
 /// Options for [`Prosody::start`].
 #[derive(Debug, Clone)]
 pub struct ProsodyOptions {
-    /// Enable `mod_mam` (XEP-0313 message archive). Default: `false`.
+    /// Enable `mod_mam` (XEP-0313 message archive), archiving every user's chats by default
+    /// (`default_archive_policy = true`), and `mod_muc_mam` on the MUC component when
+    /// [`muc`](Self::muc) is set too. Default: `false`.
     pub mam: bool,
+    /// Add the MUC component [`MUC_DOMAIN`] (`Component "conference.localhost" "muc"`), where any
+    /// local user may create rooms (`restrict_room_creation = false`). Prosody's other defaults
+    /// stay: a room created by a join carrying `<x xmlns='http://jabber.org/protocol/muc'/>` is
+    /// locked (others get `item-not-found`) until its owner submits a configuration (an instant
+    /// room: an empty `submit` form); set `muc_room_locking = false` in
+    /// [`extra_config`](Self::extra_config) to skip that. Default: `false`.
+    pub muc: bool,
     /// `smacks_hibernation_time`: how long, in seconds, a stream-management
     /// session survives a lost connection and can still be resumed.
     /// Default: 60.
@@ -72,6 +84,7 @@ impl Default for ProsodyOptions {
     fn default() -> Self {
         Self {
             mam: false,
+            muc: false,
             hibernation_secs: 60,
             extra_config: String::new(),
             starttls: true,
@@ -490,6 +503,11 @@ smacks_hibernation_time = {hibernation}
         hibernation = opts.hibernation_secs,
         require_tls = opts.starttls,
     );
+    if opts.mam {
+        // Prosody 13's default is already "always"; say it, so that a packaged or future default
+        // ("roster", or mam_smart_enable) cannot make archives silently empty.
+        cfg.push_str("-- Archive every user's chats (not only with roster contacts).\ndefault_archive_policy = true\n");
+    }
     if !opts.extra_config.is_empty() {
         cfg.push_str("-- extra_config\n");
         cfg.push_str(&opts.extra_config);
@@ -506,6 +524,19 @@ VirtualHost "{DOMAIN}"
         cert = path("localhost.crt"),
         key = path("localhost.key"),
     );
+    if opts.muc {
+        let _ = writeln!(
+            cfg,
+            r#"
+Component "{MUC_DOMAIN}" "muc"
+    restrict_room_creation = false{mam}"#,
+            mam = if opts.mam {
+                "\n    modules_enabled = { \"muc_mam\" }"
+            } else {
+                ""
+            },
+        );
+    }
     cfg
 }
 

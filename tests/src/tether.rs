@@ -90,6 +90,8 @@ impl Node {
     /// A `tether --db DB` command.
     pub fn cmd(&self) -> Command {
         let mut c = Command::new(tether_bin());
+        // Test-only trust for the raw client (see `raw`); the client under test must not see it.
+        c.env_remove("SSL_CERT_FILE");
         c.arg("--db").arg(&self.db);
         c
     }
@@ -155,6 +157,36 @@ impl Node {
             .lines()
             .map(|l| serde_json::from_str(l).expect("json line"))
             .collect()
+    }
+
+    /// Runs a command that prints JSON lines (e.g. `contacts`, `room list`, `subscriptions`),
+    /// asserting it exits 0, and parses them.
+    pub fn json_lines(&self, args: &[&str]) -> Vec<Value> {
+        let out = self.exec(args);
+        assert_eq!(out.code, Some(0), "{args:?} failed: {}", out.stderr);
+        out.stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{args:?}: {e}: {l}")))
+            .collect()
+    }
+
+    /// The stored message with this id, if any (the first one if, wrongly, there are several).
+    pub fn message(&self, id: &str) -> Option<Value> {
+        self.messages(&[]).into_iter().find(|m| m["id"] == id)
+    }
+
+    /// Polls the store every 200 ms until `pred(self)` holds; false on timeout.
+    pub fn wait_until(&self, timeout: Duration, pred: impl Fn(&Node) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if pred(self) {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     /// Count of outgoing messages in `state`.
@@ -263,6 +295,58 @@ impl Running {
             .count()
     }
 
+    /// A copy of the events named `name` so far.
+    pub fn named(&self, name: &str) -> Vec<Value> {
+        self.events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e["event"] == name)
+            .cloned()
+            .collect()
+    }
+
+    /// How many events so far (an index for [`wait_after`](Self::wait_after)).
+    pub fn len(&self) -> usize {
+        self.events.lock().unwrap().len()
+    }
+
+    /// Whether no event arrived yet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Waits until an event at index `from` or later matches `pred`; returns its index and a
+    /// copy, or None on timeout.
+    pub fn wait_after(
+        &self,
+        from: usize,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Option<(usize, Value)> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            {
+                let events = self.events.lock().unwrap();
+                if let Some((i, e)) = events.iter().enumerate().skip(from).find(|(_, e)| pred(e)) {
+                    return Some((i, e.clone()));
+                }
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits for the first `connection` event with `state: online`.
+    pub fn wait_online(&self, timeout: Duration) -> bool {
+        self.wait_for(timeout, |evs| {
+            evs.iter()
+                .any(|e| e["event"] == "connection" && e["state"] == "online")
+        })
+    }
+
     /// Whether a `connection` event with `state: online, resumed: <resumed>` was seen.
     pub fn saw_online(&self, resumed: bool) -> bool {
         self.events.lock().unwrap().iter().any(|e| {
@@ -273,6 +357,22 @@ impl Running {
     /// Stderr so far.
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
+    }
+
+    /// For failure messages: the last 30 events and the last 30 lines of stderr.
+    pub fn diagnostics(&self) -> String {
+        let events = self.events.lock().unwrap();
+        let from = events.len().saturating_sub(30);
+        let mut out = format!("last {} of {} events:\n", events.len() - from, events.len());
+        for e in &events[from..] {
+            out.push_str(&e.to_string());
+            out.push('\n');
+        }
+        let stderr = self.stderr();
+        let lines: Vec<&str> = stderr.lines().collect();
+        out.push_str("stderr (tail):\n");
+        out.push_str(&lines[lines.len().saturating_sub(30)..].join("\n"));
+        out
     }
 
     /// Waits until `pred(events)` holds; false on timeout.

@@ -928,3 +928,465 @@ fn dropping_the_proxy_closes_its_connections() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------
+// The raw client (tokio-xmpp), and what Prosody does with MUC, MAM and carbons
+// (the facts the client under test depends on).
+// ---------------------------------------------------------------------------
+
+mod raw_client {
+    use std::str::FromStr;
+    use std::time::Duration;
+
+    use tether_e2e::raw::{
+        self, chat_message, forged_carbon, forged_mam_result, is_message_with_body, jid, ns,
+        CarbonKind, RawClient,
+    };
+    use tether_e2e::{Prosody, ProsodyOptions, MUC_DOMAIN};
+    use tokio_xmpp::parsers::data_forms::{DataForm, DataFormType};
+    use tokio_xmpp::parsers::iq::Iq;
+    use tokio_xmpp::parsers::jid::BareJid;
+    use tokio_xmpp::parsers::mam;
+    use tokio_xmpp::parsers::message::{Message, MessageType};
+    use tokio_xmpp::parsers::minidom::Element;
+    use tokio_xmpp::parsers::muc::Muc;
+    use tokio_xmpp::parsers::presence::Presence;
+    use tokio_xmpp::parsers::stanza_id::OriginId;
+
+    const WAIT: Duration = Duration::from_secs(10);
+
+    fn server(opts: ProsodyOptions, users: &[&str]) -> Prosody {
+        let prosody = Prosody::start(opts).expect("Prosody should start");
+        for user in users {
+            prosody.register(user, &format!("{user}-pw")).unwrap();
+        }
+        prosody
+    }
+
+    fn login(prosody: &Prosody, jid: &str) -> RawClient {
+        let user = jid.split('@').next().unwrap();
+        RawClient::connect(
+            prosody.addr(),
+            jid,
+            &format!("{user}-pw"),
+            &prosody.ca_file(),
+        )
+    }
+
+    fn child<'a>(el: &'a Element, name: &str, ns: &str) -> Option<&'a Element> {
+        el.get_child(name, ns)
+    }
+
+    /// A MAM query (iq set) with `queryid`, to `archive` (None: the account's own).
+    fn mam_query(id: &str, queryid: &str, archive: Option<&str>) -> Iq {
+        let query = mam::Query {
+            queryid: Some(mam::QueryId(queryid.to_owned())),
+            node: None,
+            form: None,
+            set: None,
+            flip_page: false,
+        };
+        let iq = Iq::from_set(id, query);
+        match archive {
+            Some(to) => iq.with_to(jid(to)),
+            None => iq,
+        }
+    }
+
+    fn no_errors(prosody: &Prosody) {
+        let log = prosody.log_tail(300);
+        assert!(!log.contains("\terror\t"), "errors in the log:\n{log}");
+    }
+
+    #[test]
+    fn two_raw_clients_exchange_a_message() {
+        let prosody = server(ProsodyOptions::default(), &["alice", "bob"]);
+        let alice = login(&prosody, "alice@localhost");
+        let mut bob = login(&prosody, "bob@localhost");
+        assert_eq!(alice.bare().to_string(), "alice@localhost");
+        assert_eq!(bob.bare().to_string(), "bob@localhost");
+
+        let id = alice.send_chat("bob@localhost", "hello bob").unwrap();
+        let got = bob
+            .recv_until(|el| is_message_with_body(el, "hello bob"), WAIT)
+            .expect("bob should get alice's message");
+        assert_eq!(got.attr("from"), Some(alice.jid().to_string().as_str()));
+        assert_eq!(got.attr("type"), Some("chat"));
+        assert_eq!(got.attr("id"), Some(id.as_str()));
+        // No archive, no stanza-id.
+        assert!(child(&got, "stanza-id", ns::SID).is_none(), "{got:?}");
+        // Exactly one copy.
+        assert!(bob
+            .recv_until(
+                |el| is_message_with_body(el, "hello bob"),
+                Duration::from_millis(500)
+            )
+            .is_none());
+        assert_eq!((alice.sessions(), bob.sessions()), (1, 1));
+        // A literal hostile payload goes through `send_element` as well.
+        bob.send_element(raw::parse(
+            "<message xmlns='jabber:client' to='alice@localhost' type='chat' id='lit1'>\
+             <body>literal</body></message>",
+        ))
+        .unwrap();
+        drop(bob);
+        no_errors(&prosody);
+    }
+
+    #[test]
+    fn mam_archives_chats_by_default_and_stamps_a_stanza_id() {
+        let prosody = server(
+            ProsodyOptions {
+                mam: true,
+                ..ProsodyOptions::default()
+            },
+            &["alice", "bob"],
+        );
+        let config = std::fs::read_to_string(prosody.config_path()).unwrap();
+        assert!(config.contains("default_archive_policy = true"), "{config}");
+
+        // Bob is offline: the message is archived and stored offline.
+        let mut alice = login(&prosody, "alice@localhost");
+        alice
+            .send_chat("bob@localhost", "while you were out")
+            .unwrap();
+        // Prosody 13 drops offline messages for a session that queried the archive before its
+        // initial presence (mod_mam's message/offline/broadcast hook); this one sends presence
+        // first, so the offline copy comes.
+        let mut bob = login(&prosody, "bob@localhost");
+        let offline = bob
+            .recv_until(|el| is_message_with_body(el, "while you were out"), WAIT)
+            .expect("the offline message");
+        let delay = child(&offline, "delay", "urn:xmpp:delay").expect("offline delay");
+        assert_eq!(delay.attr("from"), Some("localhost"));
+        let sid = child(&offline, "stanza-id", ns::SID).expect("stanza-id on the offline copy");
+        assert_eq!(sid.attr("by"), Some("bob@localhost"));
+        let offline_archive_id = sid.attr("id").unwrap().to_owned();
+
+        // Live: stanza-id by the receiver's bare JID.
+        alice.send_chat("bob@localhost", "live one").unwrap();
+        let live = bob
+            .recv_until(|el| is_message_with_body(el, "live one"), WAIT)
+            .expect("the live message");
+        let sid = child(&live, "stanza-id", ns::SID).expect("stanza-id on a live message");
+        assert_eq!(sid.attr("by"), Some("bob@localhost"));
+        let live_archive_id = sid.attr("id").unwrap().to_owned();
+
+        // Bob's archive holds both, with those ids, as results for his queryid.
+        let fin = bob
+            .iq(mam_query("mam-q1", "bob-q1", None), WAIT)
+            .expect("the archive query's answer");
+        assert_eq!(fin.attr("type"), Some("result"), "{fin:?}");
+        let fin = child(&fin, "fin", ns::MAM).expect("<fin/>");
+        assert_eq!(fin.attr("complete"), Some("true"));
+        let results: Vec<Element> = bob
+            .drain()
+            .into_iter()
+            .filter(|el| child(el, "result", ns::MAM).is_some())
+            .collect();
+        assert_eq!(results.len(), 2, "{results:?}");
+        for (result, (body, id)) in results.iter().zip([
+            ("while you were out", &offline_archive_id),
+            ("live one", &live_archive_id),
+        ]) {
+            // The result messages come from the account itself: no `from` attribute at all.
+            assert_eq!(result.attr("from"), None, "{result:?}");
+            let r = child(result, "result", ns::MAM).unwrap();
+            assert_eq!(r.attr("queryid"), Some("bob-q1"));
+            assert_eq!(r.attr("id"), Some(id.as_str()));
+            let inner = child(r, "forwarded", ns::FORWARD)
+                .and_then(|f| f.get_child("message", ns::CLIENT))
+                .expect("forwarded message");
+            assert_eq!(raw::body(inner).as_deref(), Some(body));
+            assert!(inner
+                .attr("from")
+                .is_some_and(|f| f.starts_with("alice@localhost/")));
+        }
+
+        // The sender's archive holds her outgoing messages too.
+        alice
+            .iq(mam_query("mam-q2", "alice-q1", None), WAIT)
+            .expect("answer");
+        let mine = alice
+            .drain()
+            .into_iter()
+            .filter(|el| child(el, "result", ns::MAM).is_some())
+            .count();
+        assert_eq!(mine, 2);
+        no_errors(&prosody);
+    }
+
+    #[test]
+    fn muc_component_answers_disco_locks_new_rooms_and_reflects_messages() {
+        let prosody = server(
+            ProsodyOptions {
+                muc: true,
+                mam: true,
+                ..ProsodyOptions::default()
+            },
+            &["alice", "bob"],
+        );
+        let config = std::fs::read_to_string(prosody.config_path()).unwrap();
+        assert!(
+            config.contains("Component \"conference.localhost\" \"muc\""),
+            "{config}"
+        );
+        assert!(config.contains("\"muc_mam\""), "{config}");
+        let mut alice = login(&prosody, "alice@localhost");
+        let mut bob = login(&prosody, "bob@localhost");
+
+        let disco = alice
+            .iq(
+                Iq::from_get(
+                    "disco1",
+                    tokio_xmpp::parsers::disco::DiscoInfoQuery { node: None },
+                )
+                .with_to(jid(MUC_DOMAIN)),
+                WAIT,
+            )
+            .expect("disco answer");
+        assert_eq!(disco.attr("type"), Some("result"), "{disco:?}");
+        let query = child(&disco, "query", ns::DISCO_INFO).unwrap();
+        assert!(query
+            .children()
+            .any(|c| c.name() == "identity" && c.attr("category") == Some("conference")));
+        let features: Vec<&str> = query.children().filter_map(|c| c.attr("var")).collect();
+        assert!(features.contains(&ns::MUC), "{features:?}");
+        assert!(features.contains(&ns::MAM), "room archives: {features:?}");
+
+        let room = format!("room1@{MUC_DOMAIN}");
+        let join = |nick: &str| {
+            Presence::available()
+                .with_to(jid(&format!("{room}/{nick}")))
+                .with_payload(Muc::new())
+        };
+        let self_presence = |el: &Element, nick: &str| {
+            el.name() == "presence"
+                && el.attr("from") == Some(format!("{room}/{nick}").as_str())
+                && el.get_child("x", ns::MUC_USER).is_some_and(|x| {
+                    x.children()
+                        .any(|c| c.name() == "status" && c.attr("code") == Some("110"))
+                })
+        };
+        alice.send(join("alice")).unwrap();
+        let created = alice
+            .recv_until(|el| self_presence(el, "alice"), WAIT)
+            .expect("alice's self-presence");
+        let codes: Vec<&str> = created
+            .get_child("x", ns::MUC_USER)
+            .unwrap()
+            .children()
+            .filter_map(|c| c.attr("code"))
+            .collect();
+        assert!(codes.contains(&"201"), "new room: {codes:?}");
+
+        // A new room is locked until its owner configures it.
+        bob.send(join("bob")).unwrap();
+        let refused = bob
+            .recv_until(
+                |el| el.name() == "presence" && el.attr("type") == Some("error"),
+                WAIT,
+            )
+            .expect("bob refused while the room is locked");
+        assert!(
+            refused.get_child("error", ns::CLIENT).is_some_and(
+                |e| e.has_child("item-not-found", "urn:ietf:params:xml:ns:xmpp-stanzas")
+            ),
+            "{refused:?}"
+        );
+        // Instant room: an empty submitted form.
+        let form = DataForm::new(
+            DataFormType::Submit,
+            "http://jabber.org/protocol/muc#roomconfig",
+            vec![],
+        );
+        let owner = Element::builder("query", ns::MUC_OWNER)
+            .append(Element::from(form))
+            .build();
+        let configured = alice
+            .iq(
+                Iq::Set {
+                    from: None,
+                    to: Some(jid(&room)),
+                    id: "cfg1".into(),
+                    payload: owner,
+                },
+                WAIT,
+            )
+            .expect("config answer");
+        assert_eq!(configured.attr("type"), Some("result"), "{configured:?}");
+        bob.send(join("bob")).unwrap();
+        bob.recv_until(|el| self_presence(el, "bob"), WAIT)
+            .expect("bob joins the configured room");
+
+        // A groupchat message is reflected to the sender with the same id and origin-id, with a
+        // stanza-id by the room, and reaches the other occupant once.
+        let mut message = Message::new(Some(BareJid::from_str(&room).unwrap().into()));
+        message.type_ = MessageType::Groupchat;
+        message.id = Some(tokio_xmpp::parsers::message::Id("gc-1".into()));
+        message.bodies.insert(Default::default(), "hi room".into());
+        let message = message.with_payload(OriginId {
+            id: "origin-gc-1".into(),
+        });
+        alice.send(message).unwrap();
+        for (client, who) in [(&mut alice, "alice (reflection)"), (&mut bob, "bob")] {
+            let got = client
+                .recv_until(|el| is_message_with_body(el, "hi room"), WAIT)
+                .unwrap_or_else(|| panic!("{who} did not get the groupchat message"));
+            assert_eq!(
+                got.attr("from"),
+                Some(format!("{room}/alice").as_str()),
+                "{who}"
+            );
+            assert_eq!(got.attr("type"), Some("groupchat"));
+            assert_eq!(got.attr("id"), Some("gc-1"), "{who}: the id is kept");
+            assert_eq!(
+                child(&got, "origin-id", ns::SID).and_then(|o| o.attr("id")),
+                Some("origin-gc-1")
+            );
+            let sid = child(&got, "stanza-id", ns::SID).expect("room stanza-id");
+            assert_eq!(sid.attr("by"), Some(room.as_str()), "{who}");
+            assert!(
+                client
+                    .recv_until(
+                        |el| is_message_with_body(el, "hi room"),
+                        Duration::from_millis(300)
+                    )
+                    .is_none(),
+                "{who} got it twice"
+            );
+        }
+
+        // The room's archive answers from the room JID.
+        alice
+            .iq(mam_query("mam-room", "room-q1", Some(&room)), WAIT)
+            .expect("room archive");
+        let results: Vec<Element> = alice
+            .drain()
+            .into_iter()
+            .filter(|el| child(el, "result", ns::MAM).is_some())
+            .collect();
+        assert_eq!(results.len(), 1, "{results:?}");
+        assert_eq!(results[0].attr("from"), Some(room.as_str()));
+
+        // A later joiner gets the room's history, delayed, with the same stanza-id.
+        let mut carol_server_user = {
+            prosody.register("carol", "carol-pw").unwrap();
+            login(&prosody, "carol@localhost")
+        };
+        carol_server_user.send(join("carol")).unwrap();
+        let history = carol_server_user
+            .recv_until(|el| is_message_with_body(el, "hi room"), WAIT)
+            .expect("history on join");
+        assert!(
+            child(&history, "delay", "urn:xmpp:delay").is_some(),
+            "{history:?}"
+        );
+        assert!(
+            child(&history, "stanza-id", ns::SID).is_some(),
+            "{history:?}"
+        );
+        no_errors(&prosody);
+    }
+
+    #[test]
+    fn carbons_copy_other_devices_and_forged_wrappers_pass_through_untouched() {
+        let prosody = server(ProsodyOptions::default(), &["alice", "bob", "carol"]);
+        let alice1 = login(&prosody, "alice@localhost/one");
+        let mut alice2 = login(&prosody, "alice@localhost/two");
+        let mut bob = login(&prosody, "bob@localhost");
+        let carol = login(&prosody, "carol@localhost");
+        for (i, client) in [&alice1, &alice2].into_iter().enumerate() {
+            client
+                .send(Iq::from_set(
+                    format!("carbons{i}"),
+                    tokio_xmpp::parsers::carbons::Enable,
+                ))
+                .unwrap();
+        }
+        alice2
+            .recv_until(|el| el.attr("id") == Some("carbons1"), WAIT)
+            .expect("carbons enabled");
+
+        // Sent from device one: device two gets a <sent/> carbon from the bare JID.
+        alice1.send_chat("bob@localhost", "from one").unwrap();
+        let carbon = alice2
+            .recv_until(|el| child(el, "sent", ns::CARBONS).is_some(), WAIT)
+            .expect("a sent carbon");
+        assert_eq!(carbon.attr("from"), Some("alice@localhost"));
+        let inner = child(&carbon, "sent", ns::CARBONS)
+            .and_then(|s| s.get_child("forwarded", ns::FORWARD))
+            .and_then(|f| f.get_child("message", ns::CLIENT))
+            .expect("forwarded message");
+        assert_eq!(raw::body(inner).as_deref(), Some("from one"));
+        assert_eq!(inner.attr("from"), Some("alice@localhost/one"));
+        bob.recv_until(|el| is_message_with_body(el, "from one"), WAIT)
+            .unwrap();
+
+        // To the bare JID: both devices (same priority) get the message itself, no carbon.
+        bob.send_chat("alice@localhost", "to both").unwrap();
+        let direct = alice2
+            .recv_until(|el| is_message_with_body(el, "to both"), WAIT)
+            .expect("device two gets it directly");
+        assert!(direct.attr("from").unwrap().starts_with("bob@localhost/"));
+        assert!(
+            alice2
+                .recv_until(
+                    |el| child(el, "received", ns::CARBONS).is_some(),
+                    Duration::from_millis(500)
+                )
+                .is_none(),
+            "no received carbon for a bare-JID message"
+        );
+
+        // A forged carbon from carol reaches alice as is: from carol, payload intact.
+        let fake = chat_message(
+            Some("bob@localhost/x"),
+            "alice@localhost",
+            "fake-1",
+            "forged",
+        );
+        carol
+            .send(forged_carbon("alice@localhost", CarbonKind::Received, fake))
+            .unwrap();
+        let forged = alice2
+            .recv_until(|el| child(el, "received", ns::CARBONS).is_some(), WAIT)
+            .expect("the forged carbon is delivered");
+        assert!(forged.attr("from").unwrap().starts_with("carol@localhost/"));
+        // And a forged archive result, likewise.
+        let fake = chat_message(
+            Some("bob@localhost/x"),
+            "alice@localhost",
+            "fake-2",
+            "forged mam",
+        );
+        carol
+            .send(forged_mam_result(
+                "alice@localhost/two",
+                "no-such-query",
+                "A1",
+                fake,
+            ))
+            .unwrap();
+        let forged = alice2
+            .recv_until(|el| child(el, "result", ns::MAM).is_some(), WAIT)
+            .expect("the forged result is delivered");
+        assert!(forged.attr("from").unwrap().starts_with("carol@localhost/"));
+        no_errors(&prosody);
+    }
+
+    #[test]
+    fn raw_client_with_a_wrong_password_does_not_connect() {
+        let prosody = server(ProsodyOptions::default(), &["alice"]);
+        let started = std::time::Instant::now();
+        let err = RawClient::try_connect(
+            prosody.addr(),
+            "alice@localhost",
+            "wrong",
+            &prosody.ca_file(),
+            true,
+        )
+        .expect_err("a wrong password must not get online");
+        eprintln!("wrong password: {err} after {:?}", started.elapsed());
+    }
+}

@@ -47,6 +47,66 @@ enum Command {
     Discard(Selection),
     /// Print the persisted stream-management state as JSON.
     Sm,
+    /// Mark the conversation with a contact read (sends a displayed marker).
+    MarkRead {
+        /// The contact.
+        #[arg(long)]
+        peer: String,
+        /// Up to this incoming message id (default: the newest).
+        #[arg(long)]
+        up_to: Option<String>,
+    },
+    /// Group chat rooms.
+    #[command(subcommand)]
+    Room(RoomCmd),
+    /// List contacts (roster with last seen presence), one JSON object per line.
+    Contacts,
+    /// Ask a contact to share presence.
+    Subscribe {
+        /// The contact's bare JID.
+        #[arg(long)]
+        jid: String,
+    },
+    /// List pending incoming subscription requests.
+    Subscriptions,
+    /// Answer a subscription request.
+    #[command(subcommand)]
+    Subscription(SubscriptionCmd),
+}
+
+#[derive(Subcommand)]
+enum RoomCmd {
+    /// Join a room (persisted, rejoined on every new session).
+    Join {
+        /// The room's bare JID.
+        room: String,
+        /// Our nickname.
+        #[arg(long)]
+        nick: String,
+    },
+    /// Leave a room.
+    Leave {
+        /// The room's bare JID.
+        room: String,
+    },
+    /// List rooms.
+    List,
+}
+
+#[derive(Subcommand)]
+enum SubscriptionCmd {
+    /// Accept (and ask back, so both see each other's presence).
+    Accept {
+        /// Who asked.
+        #[arg(long)]
+        jid: String,
+    },
+    /// Deny.
+    Deny {
+        /// Who asked.
+        #[arg(long)]
+        jid: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -115,11 +175,14 @@ struct RunArgs {
     #[arg(long, default_value_t = 60_000)]
     reconnect_max_ms: u64,
     /// Seconds of silence after which the link is probed.
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = 20)]
     keepalive_secs: u64,
     /// Seconds a probe may go unanswered before the link counts as dead.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 10)]
     dead_after_secs: u64,
+    /// How many days back the first archive sync reaches.
+    #[arg(long, default_value_t = 7)]
+    mam_first_sync_days: u64,
 }
 
 #[derive(Args)]
@@ -149,6 +212,14 @@ struct Selection {
 struct OutLine {
     to: String,
     body: String,
+}
+
+/// A line of `run --stdin`: a message to send, or a lifecycle command.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum StdinLine {
+    Command { cmd: String },
+    Message(OutLine),
 }
 
 fn parse_direction(s: &str) -> Result<Direction, String> {
@@ -274,6 +345,72 @@ fn dispatch(cli: Cli) -> Result<(), Error> {
             Ok(())
         }
         Command::Run(r) => run(&cli.db, r),
+        Command::MarkRead { peer, up_to } => {
+            let client = Client::open(&cli.db, ClientConfig::default())?;
+            match client.mark_read(&peer, up_to.as_deref())? {
+                Some((id, count)) => print_json(&serde_json::json!({
+                    "event": "mark-read", "peer": peer, "up_to": id, "count": count
+                })),
+                None => print_json(&serde_json::json!({
+                    "event": "mark-read", "peer": peer, "up_to": null, "count": 0
+                })),
+            }
+            Ok(())
+        }
+        Command::Room(cmd) => {
+            let client = Client::open(&cli.db, ClientConfig::default())?;
+            match cmd {
+                RoomCmd::Join { room, nick } => {
+                    client.join_room(&room, &nick)?;
+                    print_json(
+                        &serde_json::json!({"event": "room:join", "room": room, "nick": nick}),
+                    );
+                }
+                RoomCmd::Leave { room } => {
+                    client.leave_room(&room)?;
+                    print_json(&serde_json::json!({"event": "room:leave", "room": room}));
+                }
+                RoomCmd::List => {
+                    for room in client.rooms()? {
+                        print_json(&room);
+                    }
+                }
+            }
+            Ok(())
+        }
+        Command::Contacts => {
+            let client = Client::open(&cli.db, ClientConfig::default())?;
+            for c in client.contacts()? {
+                print_json(&c);
+            }
+            Ok(())
+        }
+        Command::Subscribe { jid } => {
+            let client = Client::open(&cli.db, ClientConfig::default())?;
+            client.request_subscription(&jid)?;
+            print_json(&serde_json::json!({"event": "subscribe", "jid": jid}));
+            Ok(())
+        }
+        Command::Subscriptions => {
+            let client = Client::open(&cli.db, ClientConfig::default())?;
+            for jid in client.subscription_requests()? {
+                print_json(&serde_json::json!({ "jid": jid }));
+            }
+            Ok(())
+        }
+        Command::Subscription(cmd) => {
+            let client = Client::open(&cli.db, ClientConfig::default())?;
+            let (jid, accept) = match cmd {
+                SubscriptionCmd::Accept { jid } => (jid, true),
+                SubscriptionCmd::Deny { jid } => (jid, false),
+            };
+            client.answer_subscription_request(&jid, accept)?;
+            print_json(&serde_json::json!({
+                "event": if accept { "subscription:accepted" } else { "subscription:denied" },
+                "jid": jid
+            }));
+            Ok(())
+        }
     }
 }
 
@@ -307,6 +444,7 @@ fn run(db: &std::path::Path, r: RunArgs) -> Result<(), Error> {
         reconnect_max: Duration::from_millis(r.reconnect_max_ms),
         keepalive: Duration::from_secs(r.keepalive_secs),
         dead_after: Duration::from_secs(r.dead_after_secs),
+        mam_first_sync: Duration::from_secs(r.mam_first_sync_days * 24 * 3600),
         ..ClientConfig::default()
     };
     let client = Client::open(db, config)?;
@@ -331,9 +469,28 @@ fn run(db: &std::path::Path, r: RunArgs) -> Result<(), Error> {
                             if line.trim().is_empty() {
                                 continue;
                             }
-                            let sent = serde_json::from_str::<OutLine>(&line)
+                            let sent = serde_json::from_str::<StdinLine>(&line)
                                 .map_err(|e| Error::Usage(format!("stdin line {n}: {e}")))
-                                .and_then(|m| c.send(&m.to, &m.body));
+                                .and_then(|l| match l {
+                                    StdinLine::Message(m) => c.send(&m.to, &m.body).map(drop),
+                                    StdinLine::Command { cmd } => match cmd.as_str() {
+                                        "suspend" => {
+                                            c.suspend();
+                                            Ok(())
+                                        }
+                                        "resume" => {
+                                            c.resume();
+                                            Ok(())
+                                        }
+                                        "network-changed" => {
+                                            c.network_changed();
+                                            Ok(())
+                                        }
+                                        other => Err(Error::Usage(format!(
+                                            "stdin line {n}: unknown command {other:?} (suspend, resume, network-changed)"
+                                        ))),
+                                    },
+                                });
                             if let Err(e) = sent {
                                 // Not committed: say so loudly, on stdout and stderr.
                                 eprintln!("tether: error: {e}");

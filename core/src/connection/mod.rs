@@ -2,7 +2,9 @@
 //! the sans-IO [`crate::sm::StreamManager`] and writes every change to the store before acting on it.
 
 mod backoff;
+mod inbound;
 mod login;
+mod mam;
 mod session;
 
 pub use backoff::Backoff;
@@ -15,7 +17,16 @@ use crate::delivery::State;
 use crate::error::{Error, Result};
 use crate::events::{ConnState, Event};
 use crate::sm::StreamManager;
-use crate::store::Move;
+use crate::store::{ControlMove, Move};
+
+/// What an SM-tracked stanza is in the store: a message row or a control row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Tag {
+    /// `messages.seq_local`.
+    Msg(i64),
+    /// `control.seq_local`.
+    Ctl(i64),
+}
 
 /// Why a session ended.
 #[derive(Debug)]
@@ -29,6 +40,37 @@ pub(crate) enum SessionEnd {
 /// Failure text for messages whose fate the server never confirmed.
 pub(crate) const UNCONFIRMED: &str =
     "the connection was lost before the server confirmed this message and the session could not be resumed";
+
+/// How a group of tags is settled.
+#[derive(Clone, Copy)]
+pub(crate) enum Fate<'a> {
+    /// Covered by the server's h: messages acked, control rows deleted.
+    Acked,
+    /// Waiting for resumption: messages hibernated, control rows kept.
+    Hibernated,
+    /// The stream is gone for good: messages failed (the user decides), control rows re-queued.
+    Lost(&'a str),
+}
+
+/// The store moves that settle `tags`.
+pub(crate) fn settle(tags: &[Tag], fate: Fate<'_>) -> (Vec<Move>, Vec<ControlMove>) {
+    let mut moves = Vec::new();
+    let mut control = Vec::new();
+    for tag in tags {
+        match (*tag, fate) {
+            (Tag::Msg(key), Fate::Acked) => moves.push(Move::to(key, State::Acked)),
+            (Tag::Msg(key), Fate::Hibernated) => moves.push(Move::to(key, State::Hibernated)),
+            (Tag::Msg(key), Fate::Lost(why)) => moves.push(Move {
+                error: Some(why.to_owned()),
+                ..Move::to(key, State::Failed)
+            }),
+            (Tag::Ctl(key), Fate::Acked) => control.push(ControlMove::Done { key }),
+            (Tag::Ctl(_), Fate::Hibernated) => {}
+            (Tag::Ctl(key), Fate::Lost(_)) => control.push(ControlMove::Pending { key }),
+        }
+    }
+    (moves, control)
+}
 
 /// Runs the account until shutdown, a final error, or idle (see [`crate::Client::run`]).
 pub(crate) async fn drive(shared: Arc<Shared>) -> Result<()> {
@@ -85,31 +127,23 @@ pub(crate) async fn drive(shared: Arc<Shared>) -> Result<()> {
         };
         // The link is gone: settle what was in flight.
         let resumable = sm.can_resume();
-        let keys = sm.on_disconnect();
-        let (to, error) = if resumable {
-            (State::Hibernated, None)
+        let tags = sm.on_disconnect();
+        let fate = if resumable {
+            Fate::Hibernated
         } else {
-            (State::Failed, Some(UNCONFIRMED))
+            Fate::Lost(UNCONFIRMED)
         };
-        let mut moves: Vec<Move> = keys
-            .into_iter()
-            .map(|key| Move {
-                key,
-                to,
-                error: error.map(str::to_owned),
-                seq: None,
-            })
-            .collect();
+        let (mut moves, control) = settle(&tags, fate);
         // Messages written without SM have no ack to wait for: their fate is unknown.
-        moves.extend(std::mem::take(&mut unmanaged).into_iter().map(|key| Move {
-            key,
-            to: State::Failed,
-            error: Some(UNCONFIRMED.to_owned()),
-            seq: None,
-        }));
-        let changes = shared
-            .store()
-            .apply(account_id, &moves, Some(sm.snapshot()))?;
+        let lost: Vec<Tag> = std::mem::take(&mut unmanaged)
+            .into_iter()
+            .map(Tag::Msg)
+            .collect();
+        moves.extend(settle(&lost, Fate::Lost(UNCONFIRMED)).0);
+        let changes =
+            shared
+                .store()
+                .apply_all(account_id, &moves, &control, Some(sm.snapshot()))?;
         shared.emit_changes(&changes);
 
         let delay = backoff.next_delay();
@@ -130,44 +164,41 @@ pub(crate) async fn drive(shared: Arc<Shared>) -> Result<()> {
 
 /// Rebuilds the SM engine from the store after a (re)start, and settles what cannot be resumed:
 /// messages in flight without a usable seq, or with no resumable stream, become `failed` (the user
-/// decides); the rest become `hibernated` until the resumption attempt.
-fn restore_sm(shared: &Shared) -> Result<StreamManager<i64>> {
+/// decides); the rest become `hibernated` until the resumption attempt. Control rows that cannot be
+/// resumed are queued again.
+fn restore_sm(shared: &Shared) -> Result<StreamManager<Tag>> {
     let account = shared.account.id;
     let mut store = shared.store();
     let snap = store.load_sm(account)?;
-    let in_flight = store.in_flight(account)?;
-    let mut unmanaged = Vec::new();
-    let mut managed = Vec::new();
-    for (seq, key) in in_flight {
+    let mut unnumbered = Vec::new();
+    let mut numbered = Vec::new();
+    let messages = store
+        .in_flight(account)?
+        .into_iter()
+        .map(|(s, k)| (s, Tag::Msg(k)));
+    let control = store
+        .control_in_flight(account)?
+        .into_iter()
+        .map(|(s, k)| (s, Tag::Ctl(k)));
+    for (seq, tag) in messages.chain(control) {
         match seq {
-            Some(seq) => managed.push((seq, key)),
-            None => unmanaged.push(key),
+            Some(seq) => numbered.push((seq, tag)),
+            None => unnumbered.push(tag),
         }
     }
-    let (mut sm, invalid) = StreamManager::restore(shared.config.sm.clone(), snap, managed);
-    let mut failed: Vec<i64> = unmanaged.into_iter().chain(invalid).collect();
+    let (mut sm, invalid) = StreamManager::restore(shared.config.sm.clone(), snap, numbered);
+    let mut lost: Vec<Tag> = unnumbered.into_iter().chain(invalid).collect();
     let hibernate = if sm.can_resume() {
         sm.on_disconnect()
     } else {
-        failed.extend(sm.take_unsettled());
+        lost.extend(sm.take_unsettled());
         Vec::new()
     };
-    let mut moves: Vec<Move> = failed
-        .into_iter()
-        .map(|key| Move {
-            key,
-            to: State::Failed,
-            error: Some(UNCONFIRMED.to_owned()),
-            seq: None,
-        })
-        .collect();
-    moves.extend(hibernate.into_iter().map(|key| Move {
-        key,
-        to: State::Hibernated,
-        error: None,
-        seq: None,
-    }));
-    let changes = store.apply(account, &moves, Some(sm.snapshot()))?;
+    let (mut moves, mut ctl) = settle(&lost, Fate::Lost(UNCONFIRMED));
+    let (m2, c2) = settle(&hibernate, Fate::Hibernated);
+    moves.extend(m2);
+    ctl.extend(c2);
+    let changes = store.apply_all(account, &moves, &ctl, Some(sm.snapshot()))?;
     drop(store);
     shared.emit_changes(&changes);
     Ok(sm)

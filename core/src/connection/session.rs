@@ -1,24 +1,30 @@
-//! One live session: resume or bind + enable, then the loop that writes the outbox, answers the
+//! One live session: resume or bind + enable, then the loop that writes the outboxes, answers the
 //! server, stores what arrives, and settles acks. Each step commits to the store before acting:
-//! a message row is marked `sent` (with its SM seq, and the SM state) before its bytes are written,
-//! and an inbound stanza is counted in `h` in the same transaction that commits what it carries.
+//! a row is marked written (with its SM seq, and the SM state) before its bytes go out, and an
+//! inbound stanza is counted in `h` in the same transaction that commits what it carries.
+//! Stanza handlers live in `inbound.rs`, the archive catch-up in `mam.rs`.
 
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use futures::{SinkExt, StreamExt};
 use tokio::sync::watch;
 use tokio_xmpp::jid::{BareJid, Jid};
+use tokio_xmpp::minidom::Element;
 use tokio_xmpp::parsers::{
     bind::{BindQuery, BindResponse},
-    delay::Delay,
+    carbons, csi,
     iq::Iq,
     message::{Id, Lang, Message, MessageType},
+    muc::{muc::History, Muc},
     ns,
-    presence::Presence,
+    presence::{self, Presence},
+    receipts,
+    roster::Roster,
     sm::{self, Nonza},
     stanza::Stanza,
-    stanza_error::{DefinedCondition, ErrorType, StanzaError},
-    stanza_id::{OriginId, StanzaId},
+    stanza_id::OriginId,
     stream_error::{ReceivedStreamError, StreamError},
     stream_features::StreamFeatures,
 };
@@ -27,42 +33,55 @@ use tokio_xmpp::xmlstream::{
 };
 
 use super::login::{Io, LoggedIn};
-use super::{Backoff, SessionEnd, UNCONFIRMED};
+use super::mam::MamSync;
+use super::{settle, Backoff, Fate, SessionEnd, Tag, UNCONFIRMED};
 use crate::client::Shared;
 use crate::delivery::State;
 use crate::error::{Error, Result};
 use crate::events::{ConnState, Event};
-use crate::sm::{SmError, SmSnapshot, StreamManager};
-use crate::store::{InboundMessage, Move, OutboxItem};
+use crate::sm::{SmError, StreamManager};
+use crate::store::{ControlItem, ControlKind, ControlMove, Move, OutboxItem};
 
 const BIND_ID: &str = "tether-bind";
-/// How many queued messages one store round-trip takes.
+/// How many queued rows one store round-trip takes.
 const OUTBOX_BATCH: usize = 64;
 
 /// What the stream gave us. (Boxing the element would cost an allocation per stanza.)
 #[allow(clippy::large_enum_variant)]
-enum Incoming {
+pub(super) enum Incoming {
     Element(XmppStreamElement),
     Invalid(StreamElementError),
     SoftTimeout,
 }
 
-struct Session<'a> {
-    shared: &'a Shared,
-    sm: &'a mut StreamManager<i64>,
+/// An iq we sent and whose answer we handle.
+#[derive(Debug)]
+pub(super) enum PendingIq {
+    Roster,
+    Carbons,
+    Mam,
+}
+
+pub(super) struct Session<'a> {
+    pub(super) shared: &'a Shared,
+    pub(super) sm: &'a mut StreamManager<Tag>,
     unmanaged: &'a mut Vec<i64>,
     stream: XmppStream<Io>,
     features: StreamFeatures,
-    own: BareJid,
-    account: i64,
+    pub(super) own: BareJid,
+    pub(super) account: i64,
     /// Elements fed but not flushed.
     dirty: bool,
+    pub(super) pending_iqs: HashMap<String, PendingIq>,
+    pub(super) mam: MamSync,
+    /// What we last told the server about CSI on this session (`None`: nothing, i.e. active).
+    csi_inactive: Option<bool>,
 }
 
 /// Runs one session on a logged-in stream. `Ok(Lost)` asks the driver to reconnect; `Err` is final.
 pub(crate) async fn run(
     shared: &Shared,
-    sm: &mut StreamManager<i64>,
+    sm: &mut StreamManager<Tag>,
     unmanaged: &mut Vec<i64>,
     logged_in: LoggedIn,
     shutdown: &mut watch::Receiver<bool>,
@@ -82,6 +101,9 @@ pub(crate) async fn run(
         own,
         account: shared.account.id,
         dirty: false,
+        pending_iqs: HashMap::new(),
+        mam: MamSync::default(),
+        csi_inactive: None,
     };
     let outcome = async {
         let resumed = s.establish().await?;
@@ -92,6 +114,9 @@ pub(crate) async fn run(
             None,
             None,
         ));
+        if !resumed {
+            s.start_new_session().await?;
+        }
         s.live(shutdown).await
     }
     .await;
@@ -120,10 +145,10 @@ impl Session<'_> {
         }
     }
 
-    async fn feed(&mut self, el: XmppStreamElement) -> Result<()> {
+    pub(super) async fn feed<T: xso::AsXml>(&mut self, el: &T) -> Result<()> {
         self.dirty = true;
         self.stream
-            .feed(&el)
+            .feed(el)
             .await
             .map_err(|e| Error::Network(format!("write failed: {e}")))
     }
@@ -138,18 +163,25 @@ impl Session<'_> {
         Ok(())
     }
 
-    /// Writes a stanza that carries no message row (presence, iq), counting it first.
-    async fn write_untracked(&mut self, stanza: Stanza) -> Result<()> {
+    /// Writes a stanza that no row tracks (presence, iq), counting it (and persisting the count)
+    /// first.
+    pub(super) async fn write_untracked(&mut self, stanza: Stanza) -> Result<()> {
         if self.sm.on_sent(None, Instant::now()).is_some() {
             self.shared
                 .store()
                 .save_sm(self.account, self.sm.snapshot())?;
         }
-        self.feed(XmppStreamElement::Stanza(stanza)).await
+        self.feed(&XmppStreamElement::Stanza(stanza)).await
+    }
+
+    /// Sends an iq whose answer [`Self::on_iq_answer`] handles.
+    pub(super) async fn send_iq(&mut self, iq: Iq, what: PendingIq) -> Result<()> {
+        self.pending_iqs.insert(iq.id().to_owned(), what);
+        self.write_untracked(Stanza::Iq(iq)).await
     }
 
     /// Counts an inbound stanza that carries nothing to store.
-    fn count_inbound(&mut self) -> Result<()> {
+    pub(super) fn count_inbound(&mut self) -> Result<()> {
         if self.sm.is_enabled() {
             self.sm.on_inbound_handled();
             self.shared
@@ -159,21 +191,33 @@ impl Session<'_> {
         Ok(())
     }
 
-    fn apply(&mut self, moves: &[Move], snap: Option<&SmSnapshot>) -> Result<()> {
-        let changes = self.shared.store().apply(self.account, moves, snap)?;
+    /// Counts an inbound stanza; returns the snapshot to write with what it carries (None without
+    /// SM).
+    pub(super) fn count_with_commit(&mut self) -> Option<crate::sm::SmSnapshot> {
+        self.sm.on_inbound_handled();
+        self.sm.is_enabled().then(|| self.sm.snapshot().clone())
+    }
+
+    fn apply(&mut self, moves: &[Move], control: &[ControlMove]) -> Result<()> {
+        let snap = self.sm.is_enabled().then(|| self.sm.snapshot().clone());
+        let changes = self
+            .shared
+            .store()
+            .apply_all(self.account, moves, control, snap.as_ref())?;
         self.shared.emit_changes(&changes);
         Ok(())
     }
 
-    fn moves(keys: impl IntoIterator<Item = i64>, to: State, error: Option<&str>) -> Vec<Move> {
-        keys.into_iter()
-            .map(|key| Move {
-                key,
-                to,
-                error: error.map(str::to_owned),
-                seq: None,
-            })
-            .collect()
+    fn apply_settlement(&mut self, tags: &[Tag], fate: Fate<'_>) -> Result<()> {
+        let (moves, control) = settle(tags, fate);
+        // The snapshot must be written even when the SM state was just dropped.
+        let snap = self.sm.snapshot().clone();
+        let changes = self
+            .shared
+            .store()
+            .apply_all(self.account, &moves, &control, Some(&snap))?;
+        self.shared.emit_changes(&changes);
+        Ok(())
     }
 
     // ------------------------------------------------------------------------------ negotiation
@@ -189,18 +233,14 @@ impl Session<'_> {
                 }
             } else {
                 // The server no longer offers SM: nothing unacked can be settled.
-                let keys = self.sm.take_unsettled();
-                let snap = self.sm.snapshot().clone();
-                self.apply(
-                    &Self::moves(keys, State::Failed, Some(UNCONFIRMED)),
-                    Some(&snap),
-                )?;
+                let tags = self.sm.take_unsettled();
+                self.apply_settlement(&tags, Fate::Lost(UNCONFIRMED))?;
             }
         }
         self.bind().await?;
         if sm_offered {
             let enable = self.sm.start_enable();
-            self.feed(XmppStreamElement::SM(Nonza::Enable(enable)))
+            self.feed(&XmppStreamElement::SM(Nonza::Enable(enable)))
                 .await?;
             self.flush().await?;
             loop {
@@ -214,6 +254,11 @@ impl Session<'_> {
                         self.sm.on_enable_failed();
                         break;
                     }
+                    Incoming::Invalid(ref e) if is_sm_failed(e) => {
+                        tracing::warn!("the server refused stream management");
+                        self.sm.on_enable_failed();
+                        break;
+                    }
                     Incoming::SoftTimeout => continue,
                     other => self.unexpected_during_negotiation(other)?,
                 }
@@ -222,17 +267,55 @@ impl Session<'_> {
                 .store()
                 .save_sm(self.account, self.sm.snapshot())?;
         }
-        self.write_untracked(Stanza::Presence(Presence::available()))
-            .await?;
-        self.flush().await?;
         Ok(false)
     }
 
+    /// What a new (not resumed) session needs: the roster, carbons, our presence, room joins, and
+    /// the archive catch-up. Rows a lost stream had written go out again through the outboxes.
+    async fn start_new_session(&mut self) -> Result<()> {
+        let ver_supported = self
+            .features
+            .others
+            .iter()
+            .any(|e| e.is("ver", "urn:xmpp:features:rosterver"));
+        let rooms = {
+            let mut store = self.shared.store();
+            store.reset_presence(self.account)?;
+            store.rejoin_rooms(self.account)?
+        };
+        let ver = if ver_supported {
+            Some(
+                self.shared
+                    .store()
+                    .roster_ver(self.account)?
+                    .unwrap_or_default(),
+            )
+        } else {
+            None
+        };
+        let roster = Iq::from_get(
+            format!("roster-{}", uuid::Uuid::new_v4().simple()),
+            Roster { ver, items: vec![] },
+        );
+        self.send_iq(roster, PendingIq::Roster).await?;
+        let carbons = Iq::from_set(
+            format!("carbons-{}", uuid::Uuid::new_v4().simple()),
+            carbons::Enable,
+        );
+        self.send_iq(carbons, PendingIq::Carbons).await?;
+        self.write_untracked(Stanza::Presence(Presence::available()))
+            .await?;
+        self.flush().await?;
+        let archives = rooms.into_iter().map(|r| r.jid).collect();
+        self.start_mam(archives).await
+    }
+
     /// Sends `<resume/>`. On `<resumed/>` settles acks and re-sends the rest (returns true); on
-    /// `<failed/>` settles acks and fails the rest, never resending them silently (returns false).
+    /// `<failed/>` settles acks and fails the rest, never resending messages silently (returns
+    /// false).
     async fn resume(&mut self) -> Result<bool> {
         let resume = self.sm.start_resume().expect("can_resume checked");
-        self.feed(XmppStreamElement::SM(Nonza::Resume(resume)))
+        self.feed(&XmppStreamElement::SM(Nonza::Resume(resume)))
             .await?;
         self.flush().await?;
         loop {
@@ -250,14 +333,43 @@ impl Session<'_> {
                 Incoming::Element(XmppStreamElement::SM(Nonza::Failed(f))) => {
                     tracing::info!(h = ?f.h, "the server could not resume the session");
                     let s = self.sm.on_resume_failed(f.h);
-                    let mut moves = Self::moves(s.acked, State::Acked, None);
-                    moves.extend(Self::moves(
-                        s.rest,
-                        State::Failed,
-                        Some("the server lost the session before confirming this message (resumption failed)"),
-                    ));
+                    let (mut moves, mut control) = settle(&s.acked, Fate::Acked);
+                    let (m2, c2) = settle(
+                        &s.rest,
+                        Fate::Lost("the server lost the session before confirming this message (resumption failed)"),
+                    );
+                    moves.extend(m2);
+                    control.extend(c2);
                     let snap = self.sm.snapshot().clone();
-                    self.apply(&moves, Some(&snap))?;
+                    let changes = self.shared.store().apply_all(
+                        self.account,
+                        &moves,
+                        &control,
+                        Some(&snap),
+                    )?;
+                    self.shared.emit_changes(&changes);
+                    return Ok(false);
+                }
+                // xmpp-parsers 0.23 requires h on <failed/> although XEP-0198 makes it optional
+                // (Prosody omits it for an unknown or destroyed session): take it as failed, no h.
+                Incoming::Invalid(ref e) if is_sm_failed(e) => {
+                    tracing::info!("the server could not resume the session (no h)");
+                    let s = self.sm.on_resume_failed(None);
+                    let (mut moves, mut control) = settle(&s.acked, Fate::Acked);
+                    let (m2, c2) = settle(
+                        &s.rest,
+                        Fate::Lost("the server lost the session before confirming this message (resumption failed)"),
+                    );
+                    moves.extend(m2);
+                    control.extend(c2);
+                    let snap = self.sm.snapshot().clone();
+                    let changes = self.shared.store().apply_all(
+                        self.account,
+                        &moves,
+                        &control,
+                        Some(&snap),
+                    )?;
+                    self.shared.emit_changes(&changes);
                     return Ok(false);
                 }
                 Incoming::SoftTimeout => continue,
@@ -266,30 +378,55 @@ impl Session<'_> {
         }
     }
 
-    async fn resend_after_resume(&mut self, acked: Vec<i64>, rest: Vec<i64>) -> Result<()> {
-        let items = self.shared.store().outbox_items(&rest)?;
-        let now = Instant::now();
-        let mut moves = Self::moves(acked, State::Acked, None);
-        for item in &items {
-            moves.push(Move {
-                key: item.key,
-                to: State::Retrying,
-                error: None,
-                seq: self.sm.on_sent(Some(item.key), now),
-            });
-        }
-        let snap = self.sm.snapshot().clone();
-        self.apply(&moves, Some(&snap))?;
-        for item in &items {
-            match outgoing_message(item) {
-                Ok(m) => {
-                    self.feed(XmppStreamElement::Stanza(Stanza::Message(m)))
-                        .await?
-                }
-                // Cannot happen for rows send() validated; the SM counted it, so the server's h
-                // will fall one short and the message stays unacked until the user decides.
-                Err(e) => tracing::error!(id = item.id, "cannot re-send: {e}"),
+    /// After `<resumed/>`: what `h` covers is settled, the rest is written again first, in order,
+    /// each counted anew, in one transaction with the new seqs.
+    async fn resend_after_resume(&mut self, acked: Vec<Tag>, rest: Vec<Tag>) -> Result<()> {
+        let (mut moves, mut control) = settle(&acked, Fate::Acked);
+        let mut msg_keys = Vec::new();
+        let mut ctl_keys = Vec::new();
+        for t in &rest {
+            match t {
+                Tag::Msg(k) => msg_keys.push(*k),
+                Tag::Ctl(k) => ctl_keys.push(*k),
             }
+        }
+        let (messages, controls) = {
+            let store = self.shared.store();
+            (
+                store.resendable(&msg_keys)?,
+                store.control_items(&ctl_keys)?,
+            )
+        };
+        let now = Instant::now();
+        let mut out = Vec::new();
+        // Original order: rest is ordered by seq; rebuild the order by looking each tag up.
+        for t in &rest {
+            match t {
+                Tag::Msg(k) => {
+                    if let Some(item) = messages.iter().find(|m| m.key == *k) {
+                        let stanza = outgoing_message(item)?;
+                        moves.push(Move {
+                            seq: self.sm.on_sent(Some(*t), now),
+                            ..Move::to(*k, State::Retrying)
+                        });
+                        out.push(stanza);
+                    }
+                }
+                Tag::Ctl(k) => {
+                    if let Some(item) = controls.iter().find(|c| c.key == *k) {
+                        let stanza = control_stanza(item)?;
+                        control.push(ControlMove::Written {
+                            key: *k,
+                            seq: self.sm.on_sent(Some(*t), now),
+                        });
+                        out.push(stanza);
+                    }
+                }
+            }
+        }
+        self.apply(&moves, &control)?;
+        for stanza in out {
+            self.feed(&XmppStreamElement::Stanza(stanza)).await?;
         }
         self.flush().await
     }
@@ -297,7 +434,8 @@ impl Session<'_> {
     async fn bind(&mut self) -> Result<()> {
         let resource = self.shared.account.resource.clone();
         let iq = Iq::from_set(BIND_ID, BindQuery::new(Some(resource)));
-        self.feed(XmppStreamElement::Stanza(Stanza::Iq(iq))).await?;
+        self.feed(&XmppStreamElement::Stanza(Stanza::Iq(iq)))
+            .await?;
         self.flush().await?;
         loop {
             match self.read().await? {
@@ -352,7 +490,7 @@ impl Session<'_> {
             let err: StreamError = sm::HandledCountTooHigh { h, send_count }.into();
             // Best effort: the stream is being torn down either way.
             if let Err(we) = self
-                .feed(XmppStreamElement::StreamError(ReceivedStreamError(err)))
+                .feed(&XmppStreamElement::StreamError(ReceivedStreamError(err)))
                 .await
             {
                 tracing::debug!("could not send the stream error: {we}");
@@ -361,13 +499,9 @@ impl Session<'_> {
                 tracing::debug!("could not close the stream: {we}");
             }
         }
-        let keys = self.sm.take_unsettled();
-        let snap = self.sm.snapshot().clone();
+        let tags = self.sm.take_unsettled();
         let reason = format!("{UNCONFIRMED} ({e})");
-        if let Err(store_err) = self.apply(
-            &Self::moves(keys, State::Failed, Some(&reason)),
-            Some(&snap),
-        ) {
+        if let Err(store_err) = self.apply_settlement(&tags, Fate::Lost(&reason)) {
             return store_err;
         }
         Error::Protocol(e.to_string())
@@ -381,10 +515,9 @@ impl Session<'_> {
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             self.pump().await?;
-            if shared
-                .exit_when_idle
-                .load(std::sync::atomic::Ordering::SeqCst)
+            if shared.exit_when_idle.load(Ordering::SeqCst)
                 && self.sm.in_flight() == 0
+                && !self.mam.busy()
                 && shared.store().pending_count(self.account)? == 0
             {
                 return self.close().await;
@@ -401,29 +534,43 @@ impl Session<'_> {
         }
     }
 
-    /// Writes what the outbox holds (as far as flow control allows), asks for an ack when the
-    /// policy says so, and flushes.
+    /// Writes what the outboxes hold (as far as flow control allows), tells the server our CSI
+    /// state, asks for an ack when the policy says so, and flushes.
     async fn pump(&mut self) -> Result<()> {
+        self.pump_messages().await?;
+        self.pump_control().await?;
+        self.sync_csi().await?;
+        if self.sm.poll_request(Instant::now()) {
+            self.feed(&XmppStreamElement::SM(Nonza::Req(sm::R))).await?;
+        }
+        self.flush().await
+    }
+
+    fn room(&self) -> usize {
+        if self.sm.is_enabled() {
+            (self
+                .shared
+                .config
+                .sm
+                .max_in_flight
+                .saturating_sub(self.sm.in_flight())) as usize
+        } else {
+            OUTBOX_BATCH
+        }
+    }
+
+    async fn pump_messages(&mut self) -> Result<()> {
         loop {
-            let room = if self.sm.is_enabled() {
-                (self
-                    .shared
-                    .config
-                    .sm
-                    .max_in_flight
-                    .saturating_sub(self.sm.in_flight())) as usize
-            } else {
-                OUTBOX_BATCH
-            };
+            let room = self.room();
             if room == 0 {
-                break;
+                return Ok(());
             }
             let items = self
                 .shared
                 .store()
                 .queued(self.account, room.min(OUTBOX_BATCH))?;
             if items.is_empty() {
-                break;
+                return Ok(());
             }
             let now = Instant::now();
             let mut moves = Vec::with_capacity(items.len());
@@ -432,18 +579,14 @@ impl Session<'_> {
                 match outgoing_message(item) {
                     Ok(m) => {
                         moves.push(Move {
-                            key: item.key,
-                            to: State::Sent,
-                            error: None,
-                            seq: self.sm.on_sent(Some(item.key), now),
+                            seq: self.sm.on_sent(Some(Tag::Msg(item.key)), now),
+                            ..Move::to(item.key, State::Sent)
                         });
                         out.push(m);
                     }
                     Err(e) => moves.push(Move {
-                        key: item.key,
-                        to: State::Failed,
                         error: Some(e.to_string()),
-                        seq: None,
+                        ..Move::to(item.key, State::Failed)
                     }),
                 }
             }
@@ -451,35 +594,113 @@ impl Session<'_> {
                 self.unmanaged
                     .extend(moves.iter().filter(|m| m.to == State::Sent).map(|m| m.key));
             }
-            let snap = self.sm.is_enabled().then(|| self.sm.snapshot().clone());
-            self.apply(&moves, snap.as_ref())?;
-            for m in out {
-                self.feed(XmppStreamElement::Stanza(Stanza::Message(m)))
-                    .await?;
+            self.apply(&moves, &[])?;
+            self.write_batch(out).await?;
+        }
+    }
+
+    /// Writes a batch, with an `<r/>` after every few stanzas when SM is on, so the server's acks
+    /// come back while the rest of a long batch is still on its way.
+    ///
+    /// Each stanza is flushed on its own, so every TLS record holds whole stanzas: when a link is
+    /// cut, the server has decrypted only complete stanzas. This matters beyond tidiness: Prosody
+    /// 13.0.1 feeds a resumed connection's bytes to the old connection's XML parser
+    /// (`mod_c2s` `session.data` keeps the old `stream`), so half a stanza left there by a cut makes
+    /// the resumed stream fail as not-well-formed and the session is lost.
+    async fn write_batch(&mut self, stanzas: Vec<Stanza>) -> Result<()> {
+        let every = self.sm.request_every() as usize;
+        let sm_on = self.sm.is_enabled();
+        let n = stanzas.len();
+        for (i, stanza) in stanzas.into_iter().enumerate() {
+            self.feed(&XmppStreamElement::Stanza(stanza)).await?;
+            if sm_on && (i + 1) % every == 0 && i + 1 < n {
+                self.feed(&XmppStreamElement::SM(Nonza::Req(sm::R))).await?;
             }
+            self.flush().await?;
         }
-        if self.sm.poll_request(Instant::now()) {
-            self.feed(XmppStreamElement::SM(Nonza::Req(sm::R))).await?;
+        if sm_on && n >= every {
+            self.feed(&XmppStreamElement::SM(Nonza::Req(sm::R))).await?;
+            self.sm.on_request_sent();
         }
-        self.flush().await
+        Ok(())
+    }
+
+    async fn pump_control(&mut self) -> Result<()> {
+        loop {
+            let room = self.room();
+            if room == 0 {
+                return Ok(());
+            }
+            let items = self
+                .shared
+                .store()
+                .pending_control(self.account, room.min(OUTBOX_BATCH))?;
+            if items.is_empty() {
+                return Ok(());
+            }
+            let now = Instant::now();
+            let mut control = Vec::with_capacity(items.len());
+            let mut out = Vec::with_capacity(items.len());
+            for item in &items {
+                match control_stanza(item) {
+                    Ok(stanza) => {
+                        let seq = self.sm.on_sent(Some(Tag::Ctl(item.key)), now);
+                        // Without SM nothing will ack it: written is as good as it gets.
+                        control.push(match seq {
+                            Some(_) => ControlMove::Written { key: item.key, seq },
+                            None => ControlMove::Done { key: item.key },
+                        });
+                        out.push(stanza);
+                    }
+                    Err(e) => {
+                        tracing::warn!(?item, "dropping an unusable control row: {e}");
+                        self.shared.emit(Event::error("stanza", e.to_string()));
+                        control.push(ControlMove::Done { key: item.key });
+                    }
+                }
+            }
+            self.apply(&[], &control)?;
+            self.write_batch(out).await?;
+        }
+    }
+
+    /// Sends CSI inactive/active when the wanted state differs from what the server was told.
+    async fn sync_csi(&mut self) -> Result<()> {
+        let want = self.shared.inactive.load(Ordering::SeqCst);
+        if self.csi_inactive.unwrap_or(false) == want {
+            return Ok(());
+        }
+        let supported = self.features.others.iter().any(|e| e.is("csi", ns::CSI));
+        if !supported {
+            tracing::debug!("the server does not offer CSI");
+            self.csi_inactive = Some(want);
+            return Ok(());
+        }
+        if want {
+            self.feed(&csi::Inactive).await?;
+        } else {
+            self.feed(&csi::Active).await?;
+        }
+        self.csi_inactive = Some(want);
+        self.shared.emit(Event::csi(want));
+        Ok(())
     }
 
     async fn handle(&mut self, incoming: Incoming) -> Result<()> {
         match incoming {
-            Incoming::Element(XmppStreamElement::Stanza(Stanza::Message(m))) => self.on_message(m),
+            Incoming::Element(XmppStreamElement::Stanza(Stanza::Message(m))) => {
+                self.on_message(m).await
+            }
             Incoming::Element(XmppStreamElement::Stanza(Stanza::Iq(iq))) => self.on_iq(iq).await,
-            Incoming::Element(XmppStreamElement::Stanza(Stanza::Presence(_))) => {
-                self.count_inbound()
+            Incoming::Element(XmppStreamElement::Stanza(Stanza::Presence(p))) => {
+                self.on_presence(p)
             }
             Incoming::Element(XmppStreamElement::SM(Nonza::Req(_))) => {
                 let a = self.sm.answer_request();
-                self.feed(XmppStreamElement::SM(Nonza::Ack(a))).await
+                self.feed(&XmppStreamElement::SM(Nonza::Ack(a))).await
             }
             Incoming::Element(XmppStreamElement::SM(Nonza::Ack(a))) => match self.sm.on_ack(a.h) {
-                Ok(keys) => {
-                    let snap = self.sm.snapshot().clone();
-                    self.apply(&Self::moves(keys, State::Acked, None), Some(&snap))
-                }
+                Ok(tags) => self.apply_settlement(&tags, Fate::Acked),
                 Err(e) => Err(self.protocol_violation(e).await),
             },
             Incoming::Element(XmppStreamElement::StreamError(e)) => {
@@ -508,7 +729,7 @@ impl Session<'_> {
             Incoming::SoftTimeout => {
                 // Silence: prove the link is alive (the read times out hard if nothing answers).
                 if self.sm.is_enabled() {
-                    self.feed(XmppStreamElement::SM(Nonza::Req(sm::R))).await
+                    self.feed(&XmppStreamElement::SM(Nonza::Req(sm::R))).await
                 } else {
                     let ping = Iq::from_get(
                         format!("ping-{}", uuid::Uuid::new_v4().simple()),
@@ -518,106 +739,6 @@ impl Session<'_> {
                 }
             }
         }
-    }
-
-    fn on_message(&mut self, mut m: Message) -> Result<()> {
-        if m.type_ == MessageType::Error {
-            let reason = m
-                .payloads
-                .iter()
-                .find(|p| p.is("error", ns::DEFAULT_NS))
-                .and_then(|p| StanzaError::try_from(p.clone()).ok())
-                .map(|e| describe_error(&e))
-                .unwrap_or_else(|| "the server returned an error".to_owned());
-            self.sm.on_inbound_handled();
-            let key = match &m.id {
-                Some(Id(id)) => self.shared.store().outgoing_key(self.account, id)?,
-                None => None,
-            };
-            let snap = self.sm.is_enabled().then(|| self.sm.snapshot().clone());
-            return self.apply(
-                &Self::moves(key, State::Failed, Some(&reason)),
-                snap.as_ref(),
-            );
-        }
-        let body = m
-            .bodies
-            .get("")
-            .or_else(|| m.bodies.values().next())
-            .cloned();
-        let from = m.from.as_ref().map(|j| j.to_bare());
-        let (Some(body), Some(peer), MessageType::Chat | MessageType::Normal) =
-            (body, from, m.type_.clone())
-        else {
-            // Chat states, receipts, carbons, group chat...: handled in later issues.
-            return self.count_inbound();
-        };
-        let mut origin_id = None;
-        let mut stanza_id = None;
-        let mut server_ts = None;
-        for p in std::mem::take(&mut m.payloads) {
-            if p.is("origin-id", ns::SID) {
-                origin_id = OriginId::try_from(p).ok().map(|o| o.id);
-            } else if p.is("stanza-id", ns::SID) {
-                // Trust a stanza-id only when our own server stamped it.
-                if let Ok(sid) = StanzaId::try_from(p) {
-                    if sid.by == self.own {
-                        stanza_id = Some(sid.id);
-                    }
-                }
-            } else if p.is("delay", ns::DELAY) {
-                server_ts = Delay::try_from(p)
-                    .ok()
-                    .map(|d| d.stamp.0.timestamp_millis());
-            }
-        }
-        let msg = InboundMessage {
-            id: m.id.map(|i| i.0),
-            origin_id,
-            stanza_id,
-            peer: peer.to_string(),
-            body,
-            server_ts,
-        };
-        self.sm.on_inbound_handled();
-        let snap = self.sm.snapshot().clone();
-        let change = self
-            .shared
-            .store()
-            .store_inbound(self.account, &msg, &snap)?;
-        match change {
-            Some(c) => self.shared.emit_changes(&[c]),
-            None => tracing::info!(peer = msg.peer, id = ?msg.id, "duplicate message dropped"),
-        }
-        Ok(())
-    }
-
-    async fn on_iq(&mut self, iq: Iq) -> Result<()> {
-        self.count_inbound()?;
-        let reply = match iq {
-            Iq::Get {
-                from, id, payload, ..
-            } if payload.is("ping", ns::PING) => Iq::Result {
-                from: None,
-                to: from,
-                id,
-                payload: None,
-            },
-            Iq::Get { from, id, .. } | Iq::Set { from, id, .. } => Iq::Error {
-                from: None,
-                to: from,
-                id,
-                payload: None,
-                error: StanzaError::new(
-                    ErrorType::Cancel,
-                    DefinedCondition::ServiceUnavailable,
-                    "en",
-                    "not supported by this client",
-                ),
-            },
-            Iq::Result { .. } | Iq::Error { .. } => return Ok(()),
-        };
-        self.write_untracked(Stanza::Iq(reply)).await
     }
 
     // ---------------------------------------------------------------------------------- endings
@@ -643,7 +764,7 @@ impl Session<'_> {
     async fn close(&mut self) -> Result<SessionEnd> {
         if self.sm.is_enabled() {
             let a = self.sm.answer_request();
-            self.feed(XmppStreamElement::SM(Nonza::Ack(a))).await?;
+            self.feed(&XmppStreamElement::SM(Nonza::Ack(a))).await?;
         }
         self.flush().await?;
         if let Err(e) = self.stream.shutdown().await {
@@ -652,7 +773,7 @@ impl Session<'_> {
         let drain = async {
             while let Ok(incoming) = self.read().await {
                 if let Incoming::Element(XmppStreamElement::Stanza(Stanza::Message(m))) = incoming {
-                    self.on_message(m)?;
+                    self.store_message_while_closing(m)?;
                 }
             }
             Ok::<_, Error>(())
@@ -664,21 +785,30 @@ impl Session<'_> {
             tracing::debug!("the server did not close its side in time");
         }
         let leftover = self.sm.take_unsettled();
-        let snap = self.sm.snapshot().clone();
-        self.apply(
-            &Self::moves(leftover, State::Failed, Some(UNCONFIRMED)),
-            Some(&snap),
-        )?;
+        self.apply_settlement(&leftover, Fate::Lost(UNCONFIRMED))?;
         Ok(SessionEnd::Done)
     }
 }
 
-fn outgoing_message(item: &OutboxItem) -> Result<Message> {
+/// Whether an element that failed to parse is an SM `<failed/>` (see the resume loop).
+fn is_sm_failed(e: &StreamElementError) -> bool {
+    matches!(e, StreamElementError::InvalidNonza { qname, .. }
+        if qname.0.as_str() == ns::SM && qname.1.as_str() == "failed")
+}
+
+/// The stanza for an outgoing message row: id and origin-id (kept across resends), a receipt
+/// request and a markable flag for one-to-one chat.
+pub(super) fn outgoing_message(item: &OutboxItem) -> Result<Stanza> {
     let to: BareJid = item
         .peer
         .parse()
         .map_err(|e| Error::Usage(format!("bad recipient {:?}: {e}", item.peer)))?;
-    let mut m = Message::chat(Some(Jid::from(to)));
+    let groupchat = item.kind == "groupchat";
+    let mut m = if groupchat {
+        Message::groupchat(Some(Jid::from(to)))
+    } else {
+        Message::chat(Some(Jid::from(to)))
+    };
     m.id = Some(Id(item.id.clone()));
     m.bodies.insert(Lang::new(), item.body.clone());
     m.payloads.push(
@@ -687,13 +817,65 @@ fn outgoing_message(item: &OutboxItem) -> Result<Message> {
         }
         .into(),
     );
-    Ok(m)
+    if !groupchat {
+        m.payloads.push(receipts::Request.into());
+        m.payloads
+            .push(tokio_xmpp::parsers::displayed_markers::Markable.into());
+    }
+    Ok(Stanza::Message(m))
 }
 
-fn describe_error(e: &StanzaError) -> String {
-    let condition = format!("{:?}", e.defined_condition);
-    match e.texts.values().next() {
-        Some(text) => format!("{condition}: {text}"),
-        None => condition,
-    }
+/// The stanza for a control row.
+fn control_stanza(item: &ControlItem) -> Result<Stanza> {
+    let bad = |e: &dyn std::fmt::Display| {
+        Error::Usage(format!("bad control target {:?}: {e}", item.target))
+    };
+    let id = || Some(Id(format!("tether-{}", uuid::Uuid::new_v4().simple())));
+    Ok(match item.kind {
+        ControlKind::Receipt | ControlKind::Displayed => {
+            let to: Jid = item.target.parse().map_err(|e| bad(&e))?;
+            let ref_id = item.ref_id.clone().unwrap_or_default();
+            let mut m = Message::new_with_type(MessageType::Chat, Some(to));
+            m.id = id();
+            let payload: Element = if item.kind == ControlKind::Receipt {
+                receipts::Received { id: ref_id }.into()
+            } else {
+                tokio_xmpp::parsers::displayed_markers::Displayed { id: Id(ref_id) }.into()
+            };
+            m.payloads.push(payload);
+            Stanza::Message(m)
+        }
+        ControlKind::Presence => {
+            let to: Jid = item.target.parse().map_err(|e| bad(&e))?;
+            let type_ = match item.payload.as_deref() {
+                Some("subscribe") => presence::Type::Subscribe,
+                Some("subscribed") => presence::Type::Subscribed,
+                Some("unsubscribed") => presence::Type::Unsubscribed,
+                Some("unsubscribe") => presence::Type::Unsubscribe,
+                other => return Err(Error::Usage(format!("bad presence type {other:?}"))),
+            };
+            Stanza::Presence(Presence::new(type_).with_to(to))
+        }
+        ControlKind::MucJoin | ControlKind::MucLeave => {
+            let room: BareJid = item.target.parse().map_err(|e| bad(&e))?;
+            let nick = item.payload.clone().unwrap_or_default();
+            let occupant = room
+                .with_resource_str(&nick)
+                .map_err(|e| Error::Usage(format!("bad nick {nick:?}: {e}")))?;
+            if item.kind == ControlKind::MucJoin {
+                // History comes from the room's archive; the MUC history is a small fallback
+                // (deduplicated against what we have).
+                let muc = Muc::new().with_history(History::new().with_maxstanzas(20));
+                Stanza::Presence(
+                    Presence::available()
+                        .with_to(Jid::from(occupant))
+                        .with_payloads(vec![muc.into()]),
+                )
+            } else {
+                Stanza::Presence(
+                    Presence::new(presence::Type::Unavailable).with_to(Jid::from(occupant)),
+                )
+            }
+        }
+    })
 }

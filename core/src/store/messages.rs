@@ -39,6 +39,12 @@ pub struct MessageRow {
     pub acked_at: Option<i64>,
     /// The sender's or server's timestamp, for inbound messages (ms).
     pub server_ts: Option<i64>,
+    /// `chat` or `groupchat`.
+    pub kind: String,
+    /// Sent by another device of this account (learnt from a carbon or the archive).
+    pub other_device: bool,
+    /// For group chat: the sender's nickname in the room.
+    pub from_nick: Option<String>,
 }
 
 /// A queued message ready to be written.
@@ -54,6 +60,8 @@ pub struct OutboxItem {
     pub peer: String,
     /// The text.
     pub body: String,
+    /// `chat` or `groupchat`.
+    pub kind: String,
 }
 
 /// A message that changed state: the material of an event.
@@ -73,16 +81,25 @@ pub struct StateChange {
     pub body: Option<String>,
 }
 
-/// An incoming chat message, parsed and checked by the connection layer.
+/// A message learnt from the network (live, a carbon, or the archive), parsed and checked by the
+/// connection layer. Usually incoming; `Out` for our own messages seen through a carbon or the archive.
 #[derive(Clone, Debug)]
 pub struct InboundMessage {
+    /// `In`, or `Out` for a message of this account sent from another device.
+    pub direction: Direction,
+    /// `chat` or `groupchat`.
+    pub kind: &'static str,
+    /// For group chat: the sender's nickname.
+    pub from_nick: Option<String>,
+    /// Answer with a XEP-0184 receipt to this full JID (live messages that asked for one).
+    pub receipt_to: Option<String>,
     /// Stanza id, if any.
     pub id: Option<String>,
     /// XEP-0359 origin-id, if any.
     pub origin_id: Option<String>,
     /// XEP-0359 stanza-id whose `by` is our own bare JID, if any.
     pub stanza_id: Option<String>,
-    /// Sender bare JID.
+    /// The other side's bare JID (the room, for group chat).
     pub peer: String,
     /// The text.
     pub body: String,
@@ -103,6 +120,18 @@ pub struct Move {
     pub seq: Option<Seq>,
 }
 
+impl Move {
+    /// A plain move of `key` to `to`.
+    pub fn to(key: i64, to: State) -> Move {
+        Move {
+            key,
+            to,
+            error: None,
+            seq: None,
+        }
+    }
+}
+
 /// Which messages [`Store::messages`] lists.
 #[derive(Clone, Debug, Default)]
 pub struct MessageFilter {
@@ -115,7 +144,7 @@ pub struct MessageFilter {
 }
 
 const ROW_COLUMNS: &str = "id, origin_id, stanza_id, peer, direction, body, state, error, attempts,
-    created_at, updated_at, sent_at, acked_at, server_ts";
+    created_at, updated_at, sent_at, acked_at, server_ts, kind, other_device, from_nick";
 
 fn row_to_message(r: &rusqlite::Row<'_>) -> rusqlite::Result<MessageRow> {
     let dir: String = r.get(4)?;
@@ -141,7 +170,21 @@ fn row_to_message(r: &rusqlite::Row<'_>) -> rusqlite::Result<MessageRow> {
         sent_at: r.get(11)?,
         acked_at: r.get(12)?,
         server_ts: r.get(13)?,
+        kind: r.get(14)?,
+        other_device: r.get(15)?,
+        from_nick: r.get(16)?,
     })
+}
+
+pub(crate) fn apply_moves(tx: &Transaction<'_>, moves: &[Move]) -> Result<Vec<StateChange>> {
+    let now = now_ms();
+    let mut changes = Vec::with_capacity(moves.len());
+    for m in moves {
+        if let Some(c) = move_one(tx, m.key, m.to, m.error.as_deref(), m.seq, now)? {
+            changes.push(c);
+        }
+    }
+    Ok(changes)
 }
 
 /// Moves one message (by key) to `to` if its current state allows it. Returns the change.
@@ -206,8 +249,10 @@ impl Store {
         {
             let mut stmt = tx.prepare_cached(
                 "INSERT INTO messages (id, origin_id, account_id, peer, direction, body, state,
-                                       created_at, updated_at)
-                 VALUES (?1, ?1, ?2, ?3, 'out', ?4, 'queued', ?5, ?5)",
+                                       created_at, updated_at, kind)
+                 VALUES (?1, ?1, ?2, ?3, 'out', ?4, 'queued', ?5, ?5,
+                         CASE WHEN EXISTS (SELECT 1 FROM rooms WHERE account_id = ?2 AND jid = ?3)
+                              THEN 'groupchat' ELSE 'chat' END)",
             )?;
             for (to, body) in messages {
                 let id = uuid::Uuid::new_v4().to_string();
@@ -229,7 +274,7 @@ impl Store {
     /// The oldest `limit` queued messages.
     pub fn queued(&self, account: i64, limit: usize) -> Result<Vec<OutboxItem>> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT seq_local, id, origin_id, peer, body FROM messages
+            "SELECT seq_local, id, origin_id, peer, body, kind FROM messages
              WHERE account_id = ?1 AND state = 'queued' ORDER BY seq_local LIMIT ?2",
         )?;
         let rows = stmt
@@ -240,30 +285,38 @@ impl Store {
                     origin_id: r.get(2)?,
                     peer: r.get(3)?,
                     body: r.get(4)?,
+                    kind: r.get(5)?,
                 })
             })?
             .collect::<rusqlite::Result<_>>()?;
         Ok(rows)
     }
 
-    /// Loads outbox items by key (for re-sending after `<resumed/>`), in the order given.
-    pub fn outbox_items(&self, keys: &[i64]) -> Result<Vec<OutboxItem>> {
+    /// Loads, in the order given, the outbox items among `keys` that are still in flight (`sent`,
+    /// `hibernated`, `retrying`): what may be re-sent after `<resumed/>`. A message that a receipt
+    /// already moved on is not re-sent.
+    pub fn resendable(&self, keys: &[i64]) -> Result<Vec<OutboxItem>> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT seq_local, id, origin_id, peer, body FROM messages WHERE seq_local = ?1",
+            "SELECT seq_local, id, origin_id, peer, body, kind FROM messages
+             WHERE seq_local = ?1 AND state IN ('sent', 'hibernated', 'retrying')",
         )?;
-        keys.iter()
-            .map(|k| {
-                Ok(stmt.query_row([k], |r| {
+        let mut out = Vec::with_capacity(keys.len());
+        for k in keys {
+            let item = stmt
+                .query_row([k], |r| {
                     Ok(OutboxItem {
                         key: r.get(0)?,
                         id: r.get(1)?,
                         origin_id: r.get(2)?,
                         peer: r.get(3)?,
                         body: r.get(4)?,
+                        kind: r.get(5)?,
                     })
-                })?)
-            })
-            .collect()
+                })
+                .optional()?;
+            out.extend(item);
+        }
+        Ok(out)
     }
 
     /// Moves many messages to `to` (each only if its state allows), writing `snap` in the same
@@ -296,19 +349,7 @@ impl Store {
         moves: &[Move],
         snap: Option<&SmSnapshot>,
     ) -> Result<Vec<StateChange>> {
-        let tx = self.conn.transaction()?;
-        let now = now_ms();
-        let mut changes = Vec::with_capacity(moves.len());
-        for m in moves {
-            if let Some(c) = move_one(&tx, m.key, m.to, m.error.as_deref(), m.seq, now)? {
-                changes.push(c);
-            }
-        }
-        if let Some(snap) = snap {
-            save_sm(&tx, account, snap)?;
-        }
-        tx.commit()?;
-        Ok(changes)
+        self.apply_all(account, moves, &[], snap)
     }
 
     /// Outgoing messages in flight (`sent`, `hibernated`, `retrying`) with their SM seq, for
@@ -325,71 +366,186 @@ impl Store {
         Ok(rows)
     }
 
-    /// Commits an inbound message and counts it in the inbound `h` (`snap`, already incremented by
-    /// the caller) in one transaction. A duplicate (same origin-id, or same id when the sender set no
-    /// origin-id, from the same peer; or the same server stanza-id) is not stored again, but still
-    /// counted. Returns the new row's change, or `None` for a duplicate.
+    /// Commits a message learnt from the network and counts it in the inbound `h` (`snap`, already
+    /// incremented by the caller), in one transaction; queues the receipt it asked for in the same
+    /// transaction. A duplicate (same origin-id, or same id when the sender set no origin-id, with
+    /// the same peer and direction; our own row with that id; or the same server stanza-id) is not
+    /// stored again, but still counted, and its receipt is answered again (the first answer may have
+    /// been lost). Returns the new row's change, or `None` for a duplicate.
     pub fn store_inbound(
         &mut self,
         account: i64,
         msg: &InboundMessage,
-        snap: &SmSnapshot,
+        snap: Option<&SmSnapshot>,
     ) -> Result<Option<StateChange>> {
         let tx = self.conn.transaction()?;
-        let dedupe_key = msg.origin_id.as_ref().or(msg.id.as_ref());
-        let mut duplicate = false;
-        if let Some(key) = dedupe_key {
-            duplicate = tx
-                .prepare_cached(
-                    "SELECT 1 FROM messages WHERE account_id = ?1 AND direction = 'in' AND peer = ?2
-                     AND (origin_id = ?3 OR (origin_id IS NULL AND id = ?3))",
-                )?
-                .exists(params![account, msg.peer, key])?;
-        }
-        if !duplicate {
-            if let Some(sid) = &msg.stanza_id {
-                duplicate = tx
-                    .prepare_cached(
-                        "SELECT 1 FROM messages WHERE account_id = ?1 AND stanza_id = ?2",
-                    )?
-                    .exists(params![account, sid])?;
-            }
-        }
-        let change = if duplicate {
-            None
-        } else {
-            let now = now_ms();
-            let id = msg
-                .id
-                .clone()
-                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-            tx.prepare_cached(
-                "INSERT INTO messages (id, origin_id, stanza_id, account_id, peer, direction, body,
-                                       state, created_at, updated_at, server_ts)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'in', ?6, 'received', ?7, ?7, ?8)",
-            )?
-            .execute(params![
-                id,
-                dedupe_key,
-                msg.stanza_id,
+        let change = insert_inbound(&tx, account, msg)?;
+        if let (Some(to), Some(id)) = (&msg.receipt_to, &msg.id) {
+            super::control::enqueue(
+                &tx,
                 account,
-                msg.peer,
-                msg.body,
-                now,
-                msg.server_ts
-            ])?;
-            Some(StateChange {
-                key: tx.last_insert_rowid(),
-                id,
-                peer: msg.peer.clone(),
-                state: State::Received,
-                error: None,
-                body: Some(msg.body.clone()),
-            })
-        };
-        save_sm(&tx, account, snap)?;
+                super::ControlKind::Receipt,
+                to,
+                Some(id),
+                None,
+            )?;
+        }
+        if let Some(snap) = snap {
+            save_sm(&tx, account, snap)?;
+        }
         tx.commit()?;
         Ok(change)
+    }
+
+    /// Our group-chat message came back from the room (matched by origin-id, else id): it becomes
+    /// `reflected` and takes the room's stanza-id. Returns the change, if any.
+    pub fn reflect(
+        &mut self,
+        account: i64,
+        room: &str,
+        id: &str,
+        stanza_id: Option<&str>,
+        snap: Option<&SmSnapshot>,
+    ) -> Result<Option<StateChange>> {
+        let tx = self.conn.transaction()?;
+        let key: Option<i64> = tx
+            .prepare_cached(
+                "SELECT seq_local FROM messages WHERE account_id = ?1 AND direction = 'out'
+                 AND peer = ?2 AND (origin_id = ?3 OR id = ?3)",
+            )?
+            .query_row(params![account, room, id], |r| r.get(0))
+            .optional()?;
+        let mut change = None;
+        if let Some(key) = key {
+            if let Some(sid) = stanza_id {
+                tx.prepare_cached(
+                    "UPDATE messages SET stanza_id = ?2 WHERE seq_local = ?1 AND stanza_id IS NULL
+                     AND NOT EXISTS (SELECT 1 FROM messages WHERE account_id = ?3 AND stanza_id = ?2)",
+                )?
+                .execute(params![key, sid, account])?;
+            }
+            change = move_one(&tx, key, State::Reflected, None, None, now_ms())?;
+        }
+        if let Some(snap) = snap {
+            save_sm(&tx, account, snap)?;
+        }
+        tx.commit()?;
+        Ok(change)
+    }
+
+    /// Whether we have an outgoing message to `peer` with this origin-id or id.
+    pub fn has_outgoing(&self, account: i64, peer: &str, id: &str) -> Result<bool> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT 1 FROM messages WHERE account_id = ?1 AND direction = 'out' AND peer = ?2
+                 AND (origin_id = ?3 OR id = ?3)",
+            )?
+            .exists(params![account, peer, id])?)
+    }
+
+    /// A receipt (`Delivered`) or displayed marker (`Displayed`) from `peer` for our message `id`.
+    /// A marker also covers our earlier messages to that peer. States only move forward.
+    pub fn confirm(
+        &mut self,
+        account: i64,
+        peer: &str,
+        id: &str,
+        to: State,
+        snap: Option<&SmSnapshot>,
+    ) -> Result<Vec<StateChange>> {
+        let tx = self.conn.transaction()?;
+        let key: Option<i64> = tx
+            .prepare_cached(
+                "SELECT seq_local FROM messages WHERE account_id = ?1 AND direction = 'out'
+                 AND peer = ?2 AND id = ?3",
+            )?
+            .query_row(params![account, peer, id], |r| r.get(0))
+            .optional()?;
+        let mut keys = Vec::new();
+        if let Some(key) = key {
+            if to == State::Displayed {
+                let mut stmt = tx.prepare_cached(
+                    "SELECT seq_local FROM messages WHERE account_id = ?1 AND direction = 'out'
+                     AND peer = ?2 AND seq_local <= ?3
+                     AND state IN ('sent', 'hibernated', 'retrying', 'acked', 'reflected', 'delivered')
+                     ORDER BY seq_local",
+                )?;
+                keys = stmt
+                    .query_map(params![account, peer, key], |r| r.get(0))?
+                    .collect::<rusqlite::Result<_>>()?;
+            } else {
+                keys.push(key);
+            }
+        }
+        let now = now_ms();
+        let mut changes = Vec::new();
+        for key in keys {
+            changes.extend(move_one(&tx, key, to, None, None, now)?);
+        }
+        if let Some(snap) = snap {
+            save_sm(&tx, account, snap)?;
+        }
+        tx.commit()?;
+        Ok(changes)
+    }
+
+    /// The user read the conversation with `peer` up to incoming message `up_to` (default: the
+    /// newest): those messages become `displayed` and a displayed marker for the newest is queued.
+    /// Returns (the marked id, how many rows changed), or `None` if there is nothing from `peer`.
+    pub fn mark_read(
+        &mut self,
+        account: i64,
+        peer: &str,
+        up_to: Option<&str>,
+    ) -> Result<Option<(String, usize)>> {
+        let tx = self.conn.transaction()?;
+        let target: Option<(i64, String)> = match up_to {
+            Some(id) => tx
+                .prepare_cached(
+                    "SELECT seq_local, id FROM messages WHERE account_id = ?1 AND direction = 'in'
+                     AND peer = ?2 AND id = ?3",
+                )?
+                .query_row(params![account, peer, id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?,
+            None => tx
+                .prepare_cached(
+                    "SELECT seq_local, id FROM messages WHERE account_id = ?1 AND direction = 'in'
+                     AND peer = ?2 ORDER BY seq_local DESC LIMIT 1",
+                )?
+                .query_row(params![account, peer], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?,
+        };
+        let Some((key, id)) = target else {
+            return match up_to {
+                Some(id) => Err(StoreError::UnknownMessage(id.to_owned())),
+                None => Ok(None),
+            };
+        };
+        let n = tx
+            .prepare_cached(
+                "UPDATE messages SET state = 'displayed', updated_at = ?4
+                 WHERE account_id = ?1 AND direction = 'in' AND peer = ?2 AND seq_local <= ?3
+                 AND state = 'received'",
+            )?
+            .execute(params![account, peer, key, now_ms()])?;
+        let kind: String = tx.query_row(
+            "SELECT kind FROM messages WHERE seq_local = ?1",
+            [key],
+            |r| r.get(0),
+        )?;
+        if kind == "chat" {
+            super::control::enqueue(
+                &tx,
+                account,
+                super::ControlKind::Displayed,
+                peer,
+                Some(&id),
+                None,
+            )?;
+        }
+        tx.commit()?;
+        Ok(Some((id, n)))
     }
 
     /// The key of our outgoing message with this stanza id, if any.
@@ -508,4 +664,70 @@ impl Store {
             )?
             .query_row([account], |r| r.get(0))?)
     }
+}
+
+fn insert_inbound(
+    tx: &Transaction<'_>,
+    account: i64,
+    msg: &InboundMessage,
+) -> Result<Option<StateChange>> {
+    let dir = msg.direction.as_str();
+    let dedupe_key = msg.origin_id.as_ref().or(msg.id.as_ref());
+    let mut duplicate = false;
+    if let Some(key) = dedupe_key {
+        duplicate = tx
+            .prepare_cached(
+                "SELECT 1 FROM messages WHERE account_id = ?1 AND direction = ?2 AND peer = ?3
+                 AND (origin_id = ?4 OR (origin_id IS NULL AND id = ?4) OR (?2 = 'out' AND id = ?4))",
+            )?
+            .exists(params![account, dir, msg.peer, key])?;
+    }
+    if !duplicate {
+        if let Some(sid) = &msg.stanza_id {
+            duplicate = tx
+                .prepare_cached("SELECT 1 FROM messages WHERE account_id = ?1 AND stanza_id = ?2")?
+                .exists(params![account, sid])?;
+        }
+    }
+    if duplicate {
+        return Ok(None);
+    }
+    let now = now_ms();
+    let id = msg
+        .id
+        .clone()
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    // Our own messages seen through a carbon or the archive: the server has them (acked).
+    let state = match msg.direction {
+        Direction::In => State::Received,
+        Direction::Out => State::Acked,
+    };
+    tx.prepare_cached(
+        "INSERT INTO messages (id, origin_id, stanza_id, account_id, peer, direction, body,
+                               state, created_at, updated_at, server_ts, kind, other_device, from_nick)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10, ?11, ?12, ?13)",
+    )?
+    .execute(params![
+        id,
+        dedupe_key,
+        msg.stanza_id,
+        account,
+        msg.peer,
+        dir,
+        msg.body,
+        state.as_str(),
+        now,
+        msg.server_ts,
+        msg.kind,
+        msg.direction == Direction::Out,
+        msg.from_nick
+    ])?;
+    Ok(Some(StateChange {
+        key: tx.last_insert_rowid(),
+        id,
+        peer: msg.peer.clone(),
+        state,
+        error: None,
+        body: Some(msg.body.clone()),
+    }))
 }

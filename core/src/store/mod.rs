@@ -8,11 +8,15 @@
 //! ([`Store::mark_written`], [`Store::apply_acks`], [`Store::store_inbound`], ...).
 
 mod accounts;
+mod control;
 mod messages;
 mod schema;
+mod social;
 
 pub use accounts::{Account, NewAccount};
+pub use control::{ControlItem, ControlKind, ControlMove};
 pub use messages::{InboundMessage, MessageFilter, MessageRow, Move, OutboxItem, StateChange};
+pub use social::{Contact, Room};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use std::path::{Path, PathBuf};

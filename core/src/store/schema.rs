@@ -64,6 +64,65 @@ const MIGRATIONS: &[&str] = &[
         updated_at       INTEGER NOT NULL
     );
     "#,
+    // v2: beyond the server's ack: receipts/markers/presence as a control outbox, rooms, roster,
+    // subscription requests, archive sync state; message kind and other-device flag.
+    r#"
+    ALTER TABLE messages ADD COLUMN kind TEXT NOT NULL DEFAULT 'chat'
+        CHECK (kind IN ('chat', 'groupchat'));
+    ALTER TABLE messages ADD COLUMN other_device INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE messages ADD COLUMN from_nick TEXT;
+    ALTER TABLE accounts ADD COLUMN roster_ver TEXT;
+
+    -- Stanzas that carry no user text but must not be lost either (receipts, markers, presence
+    -- answers, room joins): written and SM-tracked like messages, deleted once acked, and simply
+    -- re-sent after a failed resumption (they are idempotent).
+    CREATE TABLE control (
+        seq_local        INTEGER PRIMARY KEY,
+        account_id       INTEGER NOT NULL REFERENCES accounts(id),
+        kind             TEXT NOT NULL CHECK (kind IN ('receipt', 'displayed', 'presence',
+                             'muc-join', 'muc-leave')),
+        target           TEXT NOT NULL,
+        ref_id           TEXT,
+        payload          TEXT,
+        state            TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'written')),
+        sm_seq           INTEGER,
+        created_at       INTEGER NOT NULL
+    );
+    CREATE INDEX control_state ON control (account_id, state, seq_local);
+
+    CREATE TABLE rooms (
+        account_id       INTEGER NOT NULL REFERENCES accounts(id),
+        jid              TEXT NOT NULL,
+        nick             TEXT NOT NULL,
+        joined           INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (account_id, jid)
+    );
+
+    CREATE TABLE roster (
+        account_id       INTEGER NOT NULL REFERENCES accounts(id),
+        jid              TEXT NOT NULL,
+        name             TEXT,
+        subscription     TEXT NOT NULL DEFAULT 'none',
+        ask              INTEGER NOT NULL DEFAULT 0,
+        presence         TEXT NOT NULL DEFAULT 'unavailable',
+        PRIMARY KEY (account_id, jid)
+    );
+
+    CREATE TABLE subscription_requests (
+        account_id       INTEGER NOT NULL REFERENCES accounts(id),
+        jid              TEXT NOT NULL,
+        created_at       INTEGER NOT NULL,
+        PRIMARY KEY (account_id, jid)
+    );
+
+    CREATE TABLE mam_state (
+        account_id       INTEGER NOT NULL REFERENCES accounts(id),
+        archive          TEXT NOT NULL,
+        last_id          TEXT,
+        synced_at        INTEGER,
+        PRIMARY KEY (account_id, archive)
+    );
+    "#,
 ];
 
 /// The schema version this build writes.

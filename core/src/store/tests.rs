@@ -171,6 +171,10 @@ fn inbound_is_deduplicated_and_counted_in_the_same_transaction() {
     let dir = tempfile::tempdir().unwrap();
     let (mut store, acc) = new_store(&dir);
     let msg = InboundMessage {
+        direction: crate::delivery::Direction::In,
+        kind: "chat",
+        from_nick: None,
+        receipt_to: None,
         id: Some("m1".into()),
         origin_id: Some("o1".into()),
         stanza_id: Some("s1".into()),
@@ -182,7 +186,10 @@ fn inbound_is_deduplicated_and_counted_in_the_same_transaction() {
         inbound_h: 1,
         ..Default::default()
     };
-    assert!(store.store_inbound(acc, &msg, &snap).unwrap().is_some());
+    assert!(store
+        .store_inbound(acc, &msg, Some(&snap))
+        .unwrap()
+        .is_some());
     snap.inbound_h = 2;
     // same origin-id, new stanza id: duplicate, but counted
     let dup = InboundMessage {
@@ -190,7 +197,10 @@ fn inbound_is_deduplicated_and_counted_in_the_same_transaction() {
         stanza_id: Some("s2".into()),
         ..msg.clone()
     };
-    assert!(store.store_inbound(acc, &dup, &snap).unwrap().is_none());
+    assert!(store
+        .store_inbound(acc, &dup, Some(&snap))
+        .unwrap()
+        .is_none());
     assert_eq!(store.load_sm(acc).unwrap().inbound_h, 2);
     // same server stanza-id, no origin-id: duplicate
     let dup2 = InboundMessage {
@@ -199,14 +209,20 @@ fn inbound_is_deduplicated_and_counted_in_the_same_transaction() {
         stanza_id: Some("s1".into()),
         ..msg.clone()
     };
-    assert!(store.store_inbound(acc, &dup2, &snap).unwrap().is_none());
+    assert!(store
+        .store_inbound(acc, &dup2, Some(&snap))
+        .unwrap()
+        .is_none());
     // same origin-id from another peer is a different message
     let other = InboundMessage {
         peer: "carol@localhost".into(),
         stanza_id: None,
         ..msg.clone()
     };
-    assert!(store.store_inbound(acc, &other, &snap).unwrap().is_some());
+    assert!(store
+        .store_inbound(acc, &other, Some(&snap))
+        .unwrap()
+        .is_some());
     let all = store.messages(acc, &MessageFilter::default()).unwrap();
     assert_eq!(all.len(), 2);
 }

@@ -1,0 +1,297 @@
+//! XEP-0313 archive catch-up after every new (not resumed) session: the account's own archive, then
+//! each room's, paged with RSM from the last archive id the store knows (the first sync of an archive
+//! is capped by time). Results are accepted only from the queried archive with the query's id, and
+//! deduplicated like live traffic (origin-id, then the archive's stanza-id).
+
+use std::collections::VecDeque;
+
+use tokio_xmpp::jid::{BareJid, Jid};
+use tokio_xmpp::minidom::Element;
+use tokio_xmpp::parsers::{
+    data_forms::{DataForm, DataFormType, Field},
+    iq::Iq,
+    mam::{Fin, Query, QueryId, Result_},
+    message::MessageType,
+    ns,
+    rsm::SetQuery,
+};
+
+use super::inbound::{parse, room_message};
+use super::session::{PendingIq, Session};
+use crate::delivery::Direction;
+use crate::error::Result;
+use crate::events::{Event, SocialEvent};
+use crate::store::InboundMessage;
+
+/// Results per page.
+const PAGE: usize = 100;
+
+/// The catch-up in progress.
+#[derive(Debug, Default)]
+pub(super) struct MamSync {
+    /// Archives still to query: "" is the account's own, else a room's bare JID.
+    queue: VecDeque<String>,
+    current: Option<Current>,
+}
+
+#[derive(Debug)]
+struct Current {
+    archive: String,
+    queryid: String,
+    /// New messages stored from this archive so far.
+    stored: u64,
+}
+
+impl MamSync {
+    /// Whether a catch-up is running (`--until-idle` waits for it).
+    pub(super) fn busy(&self) -> bool {
+        self.current.is_some() || !self.queue.is_empty()
+    }
+}
+
+impl Session<'_> {
+    /// Starts the catch-up: our own archive, then the rooms'.
+    pub(super) async fn start_mam(&mut self, rooms: Vec<String>) -> Result<()> {
+        self.mam.queue = std::iter::once(String::new()).chain(rooms).collect();
+        self.next_archive().await
+    }
+
+    async fn next_archive(&mut self) -> Result<()> {
+        let Some(archive) = self.mam.queue.pop_front() else {
+            self.mam.current = None;
+            return Ok(());
+        };
+        let last = self.shared.store().mam_last_id(self.account, &archive)?;
+        self.mam.current = Some(Current {
+            archive,
+            queryid: String::new(),
+            stored: 0,
+        });
+        match last {
+            Some(Some(id)) => self.query_page(Some(id)).await,
+            _ => self.query_page(None).await,
+        }
+    }
+
+    /// Asks for the page after `after`, or (first sync) the messages of the last few days.
+    async fn query_page(&mut self, after: Option<String>) -> Result<()> {
+        let Some(current) = self.mam.current.as_mut() else {
+            return Ok(());
+        };
+        let queryid = format!("q-{}", uuid::Uuid::new_v4().simple());
+        current.queryid = queryid.clone();
+        let archive = current.archive.clone();
+        let form = if after.is_none() {
+            let since = chrono::DateTime::<chrono::Utc>::from(std::time::SystemTime::now())
+                - chrono::Duration::from_std(self.shared.config.mam_first_sync)
+                    .unwrap_or_else(|_| chrono::Duration::days(7));
+            let start = since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+            Some(DataForm::new(
+                DataFormType::Submit,
+                ns::MAM,
+                vec![Field::text_single("start", &start)],
+            ))
+        } else {
+            None
+        };
+        let query = Query {
+            queryid: Some(QueryId(queryid)),
+            node: None,
+            form,
+            set: Some(SetQuery {
+                max: Some(PAGE),
+                after,
+                before: None,
+                index: None,
+            }),
+            flip_page: false,
+        };
+        let mut iq = Iq::from_set(format!("mam-{}", uuid::Uuid::new_v4().simple()), query);
+        if !archive.is_empty() {
+            match archive.parse::<BareJid>() {
+                Ok(room) => iq = iq.with_to(Jid::from(room)),
+                Err(e) => {
+                    tracing::warn!(archive, "bad room JID in the store: {e}");
+                    return Box::pin(self.next_archive()).await;
+                }
+            }
+        }
+        self.send_iq(iq, PendingIq::Mam).await
+    }
+
+    /// A `<result/>` message. Forged ones (another sender, or a query id we did not send) are
+    /// dropped and reported.
+    pub(super) fn on_mam_result(&mut self, from: Option<Jid>, result: Element) -> Result<()> {
+        let own = self.own.clone();
+        let Some(current) = self.mam.current.as_ref() else {
+            return self.forged_mam(from, "no archive query is running");
+        };
+        let expected: Option<BareJid> = if current.archive.is_empty() {
+            None
+        } else {
+            current.archive.parse().ok()
+        };
+        let sender_ok = match (&expected, &from) {
+            (None, None) => true,
+            (None, Some(f)) => *f == own,
+            (Some(room), Some(f)) => f == room,
+            (Some(_), None) => false,
+        };
+        if !sender_ok {
+            return self.forged_mam(from, "not from the queried archive");
+        }
+        let result = match Result_::try_from(result) {
+            Ok(r) => r,
+            Err(e) => return self.forged_mam(from, &format!("malformed result: {e}")),
+        };
+        if result.queryid.as_ref().map(|q| q.0.as_str()) != Some(current.queryid.as_str()) {
+            return self.forged_mam(from, "unknown query id");
+        }
+        let archive_id = result.id;
+        let delay = result
+            .forwarded
+            .delay
+            .as_ref()
+            .map(|d| d.stamp.0.timestamp_millis());
+        let inner = result.forwarded.message;
+        let type_ = inner.type_.clone();
+        let (inner_from, inner_to) = (inner.from.clone(), inner.to.clone());
+        let msg = match expected {
+            None => {
+                if !matches!(type_, MessageType::Chat | MessageType::Normal) {
+                    return self.count_inbound();
+                }
+                let p = parse(inner, &own);
+                let (Some(body), Some(sender)) = (p.body, inner_from) else {
+                    return self.count_inbound();
+                };
+                let outgoing = sender.to_bare() == own;
+                let peer = if outgoing {
+                    match inner_to {
+                        Some(to) => to.to_bare(),
+                        None => return self.count_inbound(),
+                    }
+                } else {
+                    sender.to_bare()
+                };
+                InboundMessage {
+                    direction: if outgoing {
+                        Direction::Out
+                    } else {
+                        Direction::In
+                    },
+                    kind: "chat",
+                    from_nick: None,
+                    receipt_to: None,
+                    id: p.id,
+                    origin_id: p.origin_id,
+                    stanza_id: Some(archive_id),
+                    peer: peer.to_string(),
+                    body,
+                    server_ts: p.delay_ms.or(delay),
+                }
+            }
+            Some(room) => {
+                let Some(Ok(sender)) = inner_from.map(Jid::try_into_full) else {
+                    return self.count_inbound();
+                };
+                let nick = sender.resource().to_string();
+                let our_nick = self.shared.store().room_nick(self.account, room.as_str())?;
+                let p = parse(inner, &room);
+                let Some(body) = p.body else {
+                    return self.count_inbound();
+                };
+                let direction = if our_nick.as_deref() == Some(nick.as_str()) {
+                    Direction::Out
+                } else {
+                    Direction::In
+                };
+                room_message(
+                    &room,
+                    direction,
+                    Some(nick),
+                    p.id,
+                    p.origin_id,
+                    Some(archive_id),
+                    body,
+                    p.delay_ms.or(delay),
+                )
+            }
+        };
+        let snap = self.count_with_commit();
+        let change = self
+            .shared
+            .store()
+            .store_inbound(self.account, &msg, snap.as_ref())?;
+        if let Some(c) = change {
+            if let Some(current) = self.mam.current.as_mut() {
+                current.stored += 1;
+            }
+            self.emit_received(&c, &msg);
+        }
+        Ok(())
+    }
+
+    fn forged_mam(&mut self, from: Option<Jid>, why: &str) -> Result<()> {
+        tracing::warn!(?from, why, "archive result dropped");
+        self.shared.emit(Event::error(
+            "security",
+            format!(
+                "dropped an archive result from {}: {why}",
+                from.map(|j| j.to_string())
+                    .unwrap_or_else(|| "our server".into())
+            ),
+        ));
+        self.count_inbound()
+    }
+
+    /// The answer to a page query: record where we are, then the next page or the next archive.
+    pub(super) async fn on_mam_answer(&mut self, iq: Iq) -> Result<()> {
+        let Some(current) = self.mam.current.as_ref() else {
+            return Ok(());
+        };
+        let archive = current.archive.clone();
+        match iq {
+            Iq::Result {
+                payload: Some(payload),
+                ..
+            } => match Fin::try_from(payload) {
+                Ok(fin) => {
+                    let last = fin.set.last.clone();
+                    self.shared
+                        .store()
+                        .set_mam_last_id(self.account, &archive, last.as_deref())?;
+                    if !fin.complete && last.is_some() {
+                        return self.query_page(last).await;
+                    }
+                    let stored = self.mam.current.as_ref().map_or(0, |c| c.stored);
+                    self.shared.emit(Event::Social(SocialEvent::MamSynced {
+                        archive: if archive.is_empty() {
+                            self.own.to_string()
+                        } else {
+                            archive
+                        },
+                        count: stored,
+                    }));
+                }
+                Err(e) => self
+                    .shared
+                    .emit(Event::error("mam", format!("bad archive answer: {e}"))),
+            },
+            Iq::Error { error, .. } => self.shared.emit(Event::error(
+                "mam",
+                format!(
+                    "archive query to {} failed: {:?}",
+                    if archive.is_empty() {
+                        "our server"
+                    } else {
+                        &archive
+                    },
+                    error.defined_condition
+                ),
+            )),
+            _ => {}
+        }
+        self.next_archive().await
+    }
+}

@@ -1,0 +1,283 @@
+//! Rooms, roster, subscription requests and archive sync state.
+
+use rusqlite::{params, OptionalExtension};
+use serde::Serialize;
+
+use super::control::{enqueue, ControlKind};
+use super::{now_ms, Result, Store};
+
+/// A group-chat room this account wants to be in.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Room {
+    /// The room's bare JID.
+    pub jid: String,
+    /// Our nickname.
+    pub nick: String,
+    /// Whether the room confirmed our presence on the current session.
+    pub joined: bool,
+}
+
+/// A roster entry.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Contact {
+    /// Bare JID.
+    pub jid: String,
+    /// Display name.
+    pub name: Option<String>,
+    /// none, to, from, both.
+    pub subscription: String,
+    /// A subscription request of ours is pending.
+    pub ask: bool,
+    /// Last presence seen: available or unavailable.
+    pub presence: String,
+}
+
+impl Store {
+    /// Wants to be in `room` as `nick` (persisted) and queues the join.
+    pub fn join_room(&mut self, account: i64, room: &str, nick: &str) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT INTO rooms (account_id, jid, nick, joined) VALUES (?1, ?2, ?3, 0)
+             ON CONFLICT(account_id, jid) DO UPDATE SET nick = excluded.nick, joined = 0",
+            params![account, room, nick],
+        )?;
+        enqueue(&tx, account, ControlKind::MucJoin, room, None, Some(nick))?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Leaves `room` (forgets it) and queues the leave. Returns false if it was not a room of ours.
+    pub fn leave_room(&mut self, account: i64, room: &str) -> Result<bool> {
+        let tx = self.conn.transaction()?;
+        let nick: Option<String> = tx
+            .query_row(
+                "SELECT nick FROM rooms WHERE account_id = ?1 AND jid = ?2",
+                params![account, room],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let Some(nick) = nick else {
+            return Ok(false);
+        };
+        tx.execute(
+            "DELETE FROM rooms WHERE account_id = ?1 AND jid = ?2",
+            params![account, room],
+        )?;
+        enqueue(&tx, account, ControlKind::MucLeave, room, None, Some(&nick))?;
+        tx.commit()?;
+        Ok(true)
+    }
+
+    /// The rooms this account wants to be in.
+    pub fn rooms(&self, account: i64) -> Result<Vec<Room>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT jid, nick, joined FROM rooms WHERE account_id = ?1 ORDER BY jid",
+        )?;
+        let rows = stmt
+            .query_map([account], |r| {
+                Ok(Room {
+                    jid: r.get(0)?,
+                    nick: r.get(1)?,
+                    joined: r.get(2)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
+    /// A new session: rooms are not joined until they confirm; queue a join for each.
+    pub fn rejoin_rooms(&mut self, account: i64) -> Result<Vec<Room>> {
+        let rooms = self.rooms(account)?;
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "UPDATE rooms SET joined = 0 WHERE account_id = ?1",
+            [account],
+        )?;
+        for room in &rooms {
+            enqueue(
+                &tx,
+                account,
+                ControlKind::MucJoin,
+                &room.jid,
+                None,
+                Some(&room.nick),
+            )?;
+        }
+        tx.commit()?;
+        Ok(rooms)
+    }
+
+    /// The room confirmed our presence.
+    pub fn room_joined(&mut self, account: i64, room: &str) -> Result<()> {
+        self.conn.execute(
+            "UPDATE rooms SET joined = 1 WHERE account_id = ?1 AND jid = ?2",
+            params![account, room],
+        )?;
+        Ok(())
+    }
+
+    /// Our nickname in `room`, if it is one of ours.
+    pub fn room_nick(&self, account: i64, room: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT nick FROM rooms WHERE account_id = ?1 AND jid = ?2")?
+            .query_row(params![account, room], |r| r.get(0))
+            .optional()?)
+    }
+
+    /// The stored roster version.
+    pub fn roster_ver(&self, account: i64) -> Result<Option<String>> {
+        Ok(self.conn.query_row(
+            "SELECT roster_ver FROM accounts WHERE id = ?1",
+            [account],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// Applies a roster result (`replace`: the full roster) or push, and its version.
+    pub fn update_roster(
+        &mut self,
+        account: i64,
+        items: &[Contact],
+        ver: Option<&str>,
+        replace: bool,
+    ) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        if replace {
+            let keep: Vec<&str> = items.iter().map(|c| c.jid.as_str()).collect();
+            let existing: Vec<String> = tx
+                .prepare("SELECT jid FROM roster WHERE account_id = ?1")?
+                .query_map([account], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            for jid in existing.iter().filter(|j| !keep.contains(&j.as_str())) {
+                tx.execute(
+                    "DELETE FROM roster WHERE account_id = ?1 AND jid = ?2",
+                    params![account, jid],
+                )?;
+            }
+        }
+        for c in items {
+            if c.subscription == "remove" {
+                tx.execute(
+                    "DELETE FROM roster WHERE account_id = ?1 AND jid = ?2",
+                    params![account, c.jid],
+                )?;
+                continue;
+            }
+            tx.execute(
+                "INSERT INTO roster (account_id, jid, name, subscription, ask) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(account_id, jid) DO UPDATE SET name = excluded.name,
+                   subscription = excluded.subscription, ask = excluded.ask",
+                params![account, c.jid, c.name, c.subscription, c.ask],
+            )?;
+        }
+        if let Some(ver) = ver {
+            tx.execute(
+                "UPDATE accounts SET roster_ver = ?2 WHERE id = ?1",
+                params![account, ver],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Records a contact's presence (only for roster entries).
+    pub fn set_presence(&mut self, account: i64, jid: &str, presence: &str) -> Result<()> {
+        self.conn
+            .prepare_cached("UPDATE roster SET presence = ?3 WHERE account_id = ?1 AND jid = ?2")?
+            .execute(params![account, jid, presence])?;
+        Ok(())
+    }
+
+    /// A new session: nobody's presence is known yet.
+    pub fn reset_presence(&mut self, account: i64) -> Result<()> {
+        self.conn.execute(
+            "UPDATE roster SET presence = 'unavailable' WHERE account_id = ?1",
+            [account],
+        )?;
+        Ok(())
+    }
+
+    /// The roster.
+    pub fn contacts(&self, account: i64) -> Result<Vec<Contact>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT jid, name, subscription, ask, presence FROM roster WHERE account_id = ?1 ORDER BY jid",
+        )?;
+        let rows = stmt
+            .query_map([account], |r| {
+                Ok(Contact {
+                    jid: r.get(0)?,
+                    name: r.get(1)?,
+                    subscription: r.get(2)?,
+                    ask: r.get(3)?,
+                    presence: r.get(4)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
+    /// Records an incoming subscription request. Returns false if it was already pending.
+    pub fn add_subscription_request(&mut self, account: i64, jid: &str) -> Result<bool> {
+        Ok(self.conn.execute(
+            "INSERT OR IGNORE INTO subscription_requests (account_id, jid, created_at) VALUES (?1, ?2, ?3)",
+            params![account, jid, now_ms()],
+        )? == 1)
+    }
+
+    /// Pending incoming subscription requests.
+    pub fn subscription_requests(&self, account: i64) -> Result<Vec<String>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT jid FROM subscription_requests WHERE account_id = ?1 ORDER BY created_at",
+        )?;
+        let rows = stmt
+            .query_map([account], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
+    /// Answers a subscription request (accept also asks back), or asks for one (`answer` None).
+    pub fn subscription(&mut self, account: i64, jid: &str, answer: Option<bool>) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "DELETE FROM subscription_requests WHERE account_id = ?1 AND jid = ?2",
+            params![account, jid],
+        )?;
+        let types: &[&str] = match answer {
+            Some(true) => &["subscribed", "subscribe"],
+            Some(false) => &["unsubscribed"],
+            None => &["subscribe"],
+        };
+        for t in types {
+            enqueue(&tx, account, ControlKind::Presence, jid, None, Some(t))?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The last archive id synced from `archive` ("" = the account's own archive).
+    pub fn mam_last_id(&self, account: i64, archive: &str) -> Result<Option<Option<String>>> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT last_id FROM mam_state WHERE account_id = ?1 AND archive = ?2")?
+            .query_row(params![account, archive], |r| r.get(0))
+            .optional()?)
+    }
+
+    /// Records the last archive id synced from `archive`.
+    pub fn set_mam_last_id(
+        &mut self,
+        account: i64,
+        archive: &str,
+        last: Option<&str>,
+    ) -> Result<()> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO mam_state (account_id, archive, last_id, synced_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(account_id, archive) DO UPDATE SET
+                   last_id = coalesce(excluded.last_id, last_id), synced_at = excluded.synced_at",
+            )?
+            .execute(params![account, archive, last, now_ms()])?;
+        Ok(())
+    }
+}
