@@ -24,6 +24,10 @@ use tokio_xmpp::parsers::{
 };
 
 use super::session::{PendingIq, Session};
+use tokio_xmpp::parsers::data_forms::{DataForm, DataFormType};
+
+/// XEP-0045 owner namespace (not in xmpp-parsers 0.23).
+const MUC_OWNER: &str = "http://jabber.org/protocol/muc#owner";
 use crate::delivery::{Direction, State};
 use crate::error::Result;
 use crate::events::{Event, ReceivedEvent, SocialEvent};
@@ -343,15 +347,33 @@ impl Session<'_> {
         let bare = from.to_bare();
         match p.type_ {
             presence::Type::Subscribe if bare != self.own => {
-                let new = self
+                // Someone we asked ourselves (or already follow) asks back: that is the mutual
+                // subscription the user wanted, so accept without asking again.
+                let wanted = self
                     .shared
                     .store()
-                    .add_subscription_request(self.account, bare.as_str())?;
-                if new {
-                    self.shared
-                        .emit(Event::Social(SocialEvent::SubscriptionRequest {
-                            from: bare.to_string(),
-                        }));
+                    .contact(self.account, bare.as_str())?
+                    .is_some_and(|c| c.ask || c.subscription == "to" || c.subscription == "both");
+                if wanted {
+                    self.shared.store().enqueue_control(
+                        self.account,
+                        crate::store::ControlKind::Presence,
+                        bare.as_str(),
+                        None,
+                        Some("subscribed"),
+                    )?;
+                    self.shared.outbox.notify_one();
+                } else {
+                    let new = self
+                        .shared
+                        .store()
+                        .add_subscription_request(self.account, bare.as_str())?;
+                    if new {
+                        self.shared
+                            .emit(Event::Social(SocialEvent::SubscriptionRequest {
+                                from: bare.to_string(),
+                            }));
+                    }
                 }
             }
             presence::Type::None | presence::Type::Unavailable => {
@@ -362,6 +384,25 @@ impl Session<'_> {
                     .find(|e| e.is("x", ns::MUC_USER))
                     .and_then(|e| MucUser::try_from(e.clone()).ok());
                 if let Some(muc) = muc {
+                    if muc.status.contains(&Status::RoomHasBeenCreated) {
+                        // We created the room: accept the default configuration (an "instant
+                        // room", XEP-0045 10.1.2) so that it unlocks for others.
+                        let form = DataForm::new(
+                            DataFormType::Submit,
+                            "http://jabber.org/protocol/muc#roomconfig",
+                            vec![],
+                        );
+                        let query = Element::builder("query", MUC_OWNER)
+                            .append(Element::from(form))
+                            .build();
+                        let iq = Iq::Set {
+                            from: None,
+                            to: Some(Jid::from(bare.clone())),
+                            id: format!("room-config-{}", uuid::Uuid::new_v4().simple()),
+                            payload: query,
+                        };
+                        self.pending_writes.push(Stanza::Iq(iq));
+                    }
                     if muc.status.contains(&Status::SelfPresence) && available {
                         let nick = from.resource().map(|r| r.to_string()).unwrap_or_default();
                         self.shared

@@ -278,18 +278,29 @@ impl Session<'_> {
                     .shared
                     .emit(Event::error("mam", format!("bad archive answer: {e}"))),
             },
-            Iq::Error { error, .. } => self.shared.emit(Event::error(
-                "mam",
-                format!(
-                    "archive query to {} failed: {:?}",
-                    if archive.is_empty() {
-                        "our server"
-                    } else {
-                        &archive
-                    },
-                    error.defined_condition
-                ),
-            )),
+            Iq::Error { error, .. } => {
+                use tokio_xmpp::parsers::stanza_error::DefinedCondition as C;
+                let what = if archive.is_empty() {
+                    "our server"
+                } else {
+                    &archive
+                };
+                if matches!(
+                    error.defined_condition,
+                    C::ServiceUnavailable | C::FeatureNotImplemented
+                ) {
+                    // No archive there: nothing to catch up from, nothing to report.
+                    tracing::info!(archive = what, "no message archive");
+                } else {
+                    self.shared.emit(Event::error(
+                        "mam",
+                        format!(
+                            "archive query to {what} failed: {:?}",
+                            error.defined_condition
+                        ),
+                    ));
+                }
+            }
             _ => {}
         }
         self.next_archive().await

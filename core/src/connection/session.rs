@@ -76,6 +76,8 @@ pub(super) struct Session<'a> {
     pub(super) mam: MamSync,
     /// What we last told the server about CSI on this session (`None`: nothing, i.e. active).
     csi_inactive: Option<bool>,
+    /// Untracked stanzas a synchronous handler wants written (e.g. a room configuration).
+    pub(super) pending_writes: Vec<Stanza>,
 }
 
 /// Runs one session on a logged-in stream. `Ok(Lost)` asks the driver to reconnect; `Err` is final.
@@ -104,6 +106,7 @@ pub(crate) async fn run(
         pending_iqs: HashMap::new(),
         mam: MamSync::default(),
         csi_inactive: None,
+        pending_writes: Vec::new(),
     };
     let outcome = async {
         let resumed = s.establish().await?;
@@ -537,6 +540,9 @@ impl Session<'_> {
     /// Writes what the outboxes hold (as far as flow control allows), tells the server our CSI
     /// state, asks for an ack when the policy says so, and flushes.
     async fn pump(&mut self) -> Result<()> {
+        for stanza in std::mem::take(&mut self.pending_writes) {
+            self.write_untracked(stanza).await?;
+        }
         self.pump_messages().await?;
         self.pump_control().await?;
         self.sync_csi().await?;
@@ -618,8 +624,10 @@ impl Session<'_> {
             }
             self.flush().await?;
         }
-        if sm_on && n >= every {
+        // Ask at the end of every batch: the ack then usually beats the recipient's receipt.
+        if sm_on && n > 0 {
             self.feed(&XmppStreamElement::SM(Nonza::Req(sm::R))).await?;
+            self.flush().await?;
             self.sm.on_request_sent();
         }
         Ok(())

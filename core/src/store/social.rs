@@ -181,6 +181,26 @@ impl Store {
         Ok(())
     }
 
+    /// One roster entry.
+    pub fn contact(&self, account: i64, jid: &str) -> Result<Option<Contact>> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT jid, name, subscription, ask, presence FROM roster
+                 WHERE account_id = ?1 AND jid = ?2",
+            )?
+            .query_row(params![account, jid], |r| {
+                Ok(Contact {
+                    jid: r.get(0)?,
+                    name: r.get(1)?,
+                    subscription: r.get(2)?,
+                    ask: r.get(3)?,
+                    presence: r.get(4)?,
+                })
+            })
+            .optional()?)
+    }
+
     /// Records a contact's presence (only for roster entries).
     pub fn set_presence(&mut self, account: i64, jid: &str, presence: &str) -> Result<()> {
         self.conn
