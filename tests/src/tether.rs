@@ -375,7 +375,8 @@ impl Running {
         out
     }
 
-    /// Waits until `pred(events)` holds; false on timeout.
+    /// Waits until `pred(events)` holds; false on timeout. `pred` runs with the events locked:
+    /// it must not call methods of this `Running` (use the slice it gets).
     pub fn wait_for(&self, timeout: Duration, pred: impl Fn(&[Value]) -> bool) -> bool {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
