@@ -209,6 +209,21 @@ impl Client {
             .messages(self.shared.account.id, filter)?)
     }
 
+    /// The conversation list, newest first.
+    pub fn conversations(&self) -> Result<Vec<crate::store::Conversation>> {
+        Ok(self.shared.store().conversations(self.shared.account.id)?)
+    }
+
+    /// A page of one conversation: up to `limit` messages before `before` (a `MessageRow::seq`, or
+    /// `None` for the newest), oldest first.
+    pub fn page(&self, peer: &str, before: Option<i64>, limit: usize) -> Result<Vec<MessageRow>> {
+        let peer = bare(peer)?;
+        Ok(self
+            .shared
+            .store()
+            .page(self.shared.account.id, &peer, before, limit)?)
+    }
+
     /// Outgoing messages still waiting for the server.
     pub fn pending_count(&self) -> Result<i64> {
         Ok(self.shared.store().pending_count(self.shared.account.id)?)

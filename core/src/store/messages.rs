@@ -11,6 +11,8 @@ use crate::sm::{Seq, SmSnapshot};
 /// A message as the CLI prints it and front ends show it.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct MessageRow {
+    /// Local order (for paging: ask for rows before this one).
+    pub seq: i64,
     /// The stanza id (kept across resends).
     pub id: String,
     /// XEP-0359 origin-id.
@@ -45,6 +47,25 @@ pub struct MessageRow {
     pub other_device: bool,
     /// For group chat: the sender's nickname in the room.
     pub from_nick: Option<String>,
+}
+
+/// One conversation in the list.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Conversation {
+    /// The contact or room.
+    pub peer: String,
+    /// `chat` or `groupchat`.
+    pub kind: String,
+    /// The newest message's text.
+    pub last_body: String,
+    /// When it was committed (ms).
+    pub last_at: i64,
+    /// Whether the newest message is ours.
+    pub last_outgoing: bool,
+    /// Incoming messages not yet read.
+    pub unread: i64,
+    /// Failed messages waiting for the user.
+    pub failed: i64,
 }
 
 /// A queued message ready to be written.
@@ -143,36 +164,38 @@ pub struct MessageFilter {
     pub direction: Option<Direction>,
 }
 
-const ROW_COLUMNS: &str = "id, origin_id, stanza_id, peer, direction, body, state, error, attempts,
+const ROW_COLUMNS: &str =
+    "seq_local, id, origin_id, stanza_id, peer, direction, body, state, error, attempts,
     created_at, updated_at, sent_at, acked_at, server_ts, kind, other_device, from_nick";
 
 fn row_to_message(r: &rusqlite::Row<'_>) -> rusqlite::Result<MessageRow> {
-    let dir: String = r.get(4)?;
-    let state: String = r.get(6)?;
+    let dir: String = r.get(5)?;
+    let state: String = r.get(7)?;
     Ok(MessageRow {
-        id: r.get(0)?,
-        origin_id: r.get(1)?,
-        stanza_id: r.get(2)?,
-        peer: r.get(3)?,
+        seq: r.get(0)?,
+        id: r.get(1)?,
+        origin_id: r.get(2)?,
+        stanza_id: r.get(3)?,
+        peer: r.get(4)?,
         direction: if dir == "in" {
             Direction::In
         } else {
             Direction::Out
         },
-        body: r.get(5)?,
+        body: r.get(6)?,
         state: state.parse().map_err(|e| {
-            rusqlite::Error::FromSqlConversionFailure(6, rusqlite::types::Type::Text, Box::new(e))
+            rusqlite::Error::FromSqlConversionFailure(7, rusqlite::types::Type::Text, Box::new(e))
         })?,
-        error: r.get(7)?,
-        attempts: r.get(8)?,
-        created_at: r.get(9)?,
-        updated_at: r.get(10)?,
-        sent_at: r.get(11)?,
-        acked_at: r.get(12)?,
-        server_ts: r.get(13)?,
-        kind: r.get(14)?,
-        other_device: r.get(15)?,
-        from_nick: r.get(16)?,
+        error: r.get(8)?,
+        attempts: r.get(9)?,
+        created_at: r.get(10)?,
+        updated_at: r.get(11)?,
+        sent_at: r.get(12)?,
+        acked_at: r.get(13)?,
+        server_ts: r.get(14)?,
+        kind: r.get(15)?,
+        other_device: r.get(16)?,
+        from_nick: r.get(17)?,
     })
 }
 
@@ -650,6 +673,58 @@ impl Store {
                 ],
                 row_to_message,
             )?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
+    /// A page of the conversation with `peer`: up to `limit` messages before `before` (a
+    /// [`MessageRow::seq`]; `None` for the newest), returned oldest first.
+    pub fn page(
+        &self,
+        account: i64,
+        peer: &str,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<MessageRow>> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {ROW_COLUMNS} FROM messages WHERE account_id = ?1 AND peer = ?2
+               AND seq_local < ?3 ORDER BY seq_local DESC LIMIT ?4"
+        ))?;
+        let mut rows: Vec<MessageRow> = stmt
+            .query_map(
+                params![account, peer, before.unwrap_or(i64::MAX), limit as i64],
+                row_to_message,
+            )?
+            .collect::<rusqlite::Result<_>>()?;
+        rows.reverse();
+        Ok(rows)
+    }
+
+    /// Every conversation with its newest message, unread and failed counts, newest first.
+    pub fn conversations(&self, account: i64) -> Result<Vec<Conversation>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT m.peer, m.kind, m.body, m.created_at, m.direction,
+                    (SELECT count(*) FROM messages u WHERE u.account_id = ?1 AND u.peer = m.peer
+                       AND u.direction = 'in' AND u.state = 'received'),
+                    (SELECT count(*) FROM messages f WHERE f.account_id = ?1 AND f.peer = m.peer
+                       AND f.state = 'failed')
+             FROM messages m
+             WHERE m.account_id = ?1 AND m.seq_local = (
+                SELECT max(seq_local) FROM messages x WHERE x.account_id = ?1 AND x.peer = m.peer)
+             ORDER BY m.seq_local DESC",
+        )?;
+        let rows = stmt
+            .query_map([account], |r| {
+                Ok(Conversation {
+                    peer: r.get(0)?,
+                    kind: r.get(1)?,
+                    last_body: r.get(2)?,
+                    last_at: r.get(3)?,
+                    last_outgoing: r.get::<_, String>(4)? == "out",
+                    unread: r.get(5)?,
+                    failed: r.get(6)?,
+                })
+            })?
             .collect::<rusqlite::Result<_>>()?;
         Ok(rows)
     }

@@ -15,7 +15,9 @@ mod social;
 
 pub use accounts::{Account, NewAccount};
 pub use control::{ControlItem, ControlKind, ControlMove};
-pub use messages::{InboundMessage, MessageFilter, MessageRow, Move, OutboxItem, StateChange};
+pub use messages::{
+    Conversation, InboundMessage, MessageFilter, MessageRow, Move, OutboxItem, StateChange,
+};
 pub use social::{Contact, Room};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension};

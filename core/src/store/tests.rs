@@ -226,3 +226,32 @@ fn inbound_is_deduplicated_and_counted_in_the_same_transaction() {
     let all = store.messages(acc, &MessageFilter::default()).unwrap();
     assert_eq!(all.len(), 2);
 }
+
+#[test]
+fn pages_and_conversations() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, acc) = new_store(&dir);
+    for i in 0..25 {
+        store
+            .enqueue(acc, "bob@localhost", &format!("to bob {i}"))
+            .unwrap();
+    }
+    store.enqueue(acc, "carol@localhost", "to carol").unwrap();
+    let newest = store.page(acc, "bob@localhost", None, 10).unwrap();
+    assert_eq!(newest.len(), 10);
+    assert_eq!(newest[0].body, "to bob 15");
+    assert_eq!(newest[9].body, "to bob 24");
+    let older = store
+        .page(acc, "bob@localhost", Some(newest[0].seq), 10)
+        .unwrap();
+    assert_eq!(older.last().unwrap().body, "to bob 14");
+    let oldest = store
+        .page(acc, "bob@localhost", Some(older[0].seq), 10)
+        .unwrap();
+    assert_eq!(oldest.len(), 5);
+    let convs = store.conversations(acc).unwrap();
+    assert_eq!(convs.len(), 2);
+    assert_eq!(convs[0].peer, "carol@localhost");
+    assert_eq!(convs[1].last_body, "to bob 24");
+    assert_eq!((convs[1].unread, convs[1].failed), (0, 0));
+}
