@@ -16,13 +16,28 @@ ensure_toolchain() {
 # humans' inspection, build tools for the bundled SQLite.
 ensure_packages() {
   bash "$ROOT/tests/install-prosody.sh"
+  # Build tools, the desktop app's GTK/WebKit libraries, and Xvfb for its window tests.
+  local want=(build-essential pkg-config libwebkit2gtk-4.1-dev libgtk-3-dev librsvg2-dev
+              libsoup-3.0-dev webkit2gtk-driver xvfb xauth nodejs npm)
   local missing=()
-  for p in gcc make pkg-config; do
-    command -v "$p" >/dev/null 2>&1 || missing+=("$p")
+  for p in "${want[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
-  if [ ${#missing[@]} -gt 0 ]; then
-    need_root apt-get install -y --no-install-recommends build-essential pkg-config
+  # Node may come from another source than Debian's package; it only has to be there.
+  if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
+    missing=("${missing[@]/nodejs}"); missing=("${missing[@]/npm}")
   fi
+  local todo=()
+  for p in "${missing[@]}"; do [ -n "$p" ] && todo+=("$p"); done
+  if [ ${#todo[@]} -gt 0 ]; then
+    need_root apt-get update
+    DEBIAN_FRONTEND=noninteractive need_root apt-get install -y --no-install-recommends "${todo[@]}"
+  fi
+}
+
+# The desktop UI: npm packages from the lock file, then the Vite build the app embeds.
+build_ui() {
+  (cd "$ROOT/ui" && npm ci --no-audit --no-fund && npm run build)
 }
 
 # Builds go to a cache outside the clone when one can be made (CI reuses it between runs); nothing

@@ -10,6 +10,8 @@ ensure_toolchain
 ensure_packages
 use_build_cache
 
+build_ui
+(cd ui && npm test)
 cargo build --locked -p tether-core --bin tether
 # Two test threads: each end-to-end test runs its own Prosody and clients; the machine has 2 cores.
 cargo test --locked --workspace -- --test-threads=2

@@ -63,6 +63,8 @@ pub(crate) struct Shared {
     pub exit_when_idle: AtomicBool,
     /// The app is in the background (CSI inactive wanted).
     pub inactive: AtomicBool,
+    /// The last connection event, for front ends that subscribe late.
+    pub connection: Mutex<Option<Event>>,
     pub shutdown: watch::Sender<bool>,
 }
 
@@ -77,6 +79,9 @@ impl Shared {
     /// not a failure: the store, not the event stream, is the record.
     pub fn emit(&self, event: Event) {
         tracing::debug!(?event, "event");
+        if matches!(event, Event::Connection(_)) {
+            *self.connection.lock().unwrap_or_else(|p| p.into_inner()) = Some(event.clone());
+        }
         let _no_subscriber_is_fine = self.events.send(event);
     }
 
@@ -140,6 +145,7 @@ impl Client {
                 wake: Notify::new(),
                 exit_when_idle: AtomicBool::new(false),
                 inactive: AtomicBool::new(false),
+                connection: Mutex::new(None),
                 shutdown,
             }),
         })
@@ -148,6 +154,15 @@ impl Client {
     /// The account.
     pub fn account(&self) -> &Account {
         &self.shared.account
+    }
+
+    /// The last connection event (`None` before [`Client::run`] started).
+    pub fn connection(&self) -> Option<Event> {
+        self.shared
+            .connection
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Subscribes to events from now on.

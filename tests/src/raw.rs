@@ -300,10 +300,14 @@ impl RawClient {
             let _ = rx.recv_timeout(Duration::from_secs(10));
         }
         if let Some(thread) = self.thread.take() {
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while !thread.is_finished() && Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(5));
+            }
             if thread.is_finished() {
                 let _ = thread.join();
             }
-            // Otherwise leave it: its runtime ends with the process, never block a test on it.
+            // Otherwise leave it: its runtime ends with the process; never block a test on it.
         }
     }
 }

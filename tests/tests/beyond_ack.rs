@@ -925,7 +925,13 @@ fn suspend_and_resume_over_stdin_keep_the_same_session() {
         .wait_after(0, Duration::from_secs(10), bob_presence(false))
         .unwrap_or_else(|| panic!("the held presence never came: {}", alice.diagnostics()));
 
-    // 2. Inactive is not offline: messages still come in and go out.
+    // 2. Inactive is not offline: messages still come in and go out. (Bob is available again,
+    //    so that messages to his bare JID reach him.)
+    let mark = alice.len();
+    bob.send(Presence::available()).unwrap();
+    alice
+        .wait_after(mark, LONG, bob_presence(true))
+        .unwrap_or_else(|| panic!("bob's return was not seen: {}", alice.diagnostics()));
     let mark = alice.len();
     alice.write_line(&serde_json::json!({"cmd": "suspend"}).to_string());
     assert!(

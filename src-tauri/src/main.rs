@@ -1,0 +1,263 @@
+//! Tether desktop: a Tauri 2 shell over `tether-core`. Commands call the core's `Client`; core events
+//! are forwarded to the window as `tether://event`. No delivery rule lives here.
+#![cfg_attr(not(debug_assertions), windows_subsystem = "windows")]
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use serde::Serialize;
+use tauri::{AppHandle, Emitter, Manager, State};
+use tether_core::store::{Contact, Conversation, MessageRow, NewAccount, Room};
+use tether_core::{Client, ClientConfig};
+
+/// The window's state: where the database is, and the client once an account exists.
+struct App {
+    db: PathBuf,
+    client: Mutex<Option<Client>>,
+}
+
+/// Errors cross to the UI as their message (the core's errors say what to do).
+type CmdResult<T> = Result<T, String>;
+
+fn err(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+impl App {
+    fn client(&self) -> CmdResult<Client> {
+        self.client
+            .lock()
+            .map_err(err)?
+            .clone()
+            .ok_or_else(|| "no account yet: sign in first".to_owned())
+    }
+}
+
+/// Who is signed in.
+#[derive(Serialize)]
+struct AccountInfo {
+    jid: String,
+    server: Option<String>,
+}
+
+/// Opens the client, forwards its events to the window and keeps it online.
+fn start(app: &AppHandle, client: Client) {
+    let mut events = client.subscribe();
+    let handle = app.clone();
+    tauri::async_runtime::spawn(async move {
+        loop {
+            match events.recv().await {
+                Ok(event) => {
+                    if let Err(e) = handle.emit("tether://event", &event) {
+                        tracing::warn!("cannot reach the window: {e}");
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    // The UI reloads from the store, which has every state.
+                    if let Err(e) = handle.emit("tether://lagged", n) {
+                        tracing::warn!("cannot reach the window: {e}");
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            }
+        }
+    });
+    let runner = client.clone();
+    let handle = app.clone();
+    tauri::async_runtime::spawn(async move {
+        if let Err(e) = runner.run().await {
+            // Final errors (wrong password, untrusted certificate, broken store) reach the UI.
+            tracing::error!("{e}");
+            if let Err(emit) = handle.emit("tether://fatal", e.to_string()) {
+                eprintln!("tether-desktop: {e} (and the window is gone: {emit})");
+            }
+        }
+    });
+}
+
+#[tauri::command]
+fn account(state: State<'_, App>) -> CmdResult<Option<AccountInfo>> {
+    Ok(state
+        .client
+        .lock()
+        .map_err(err)?
+        .as_ref()
+        .map(|c| AccountInfo {
+            jid: c.account().jid.clone(),
+            server: c.account().server.clone(),
+        }))
+}
+
+#[tauri::command]
+fn sign_in(
+    app: AppHandle,
+    state: State<'_, App>,
+    jid: String,
+    password: String,
+    server: Option<String>,
+    ca_file: Option<String>,
+) -> CmdResult<AccountInfo> {
+    let mut slot = state.client.lock().map_err(err)?;
+    if slot.is_some() {
+        return Err("already signed in".into());
+    }
+    let blank = |s: Option<String>| s.filter(|v| !v.trim().is_empty());
+    Client::add_account(
+        &state.db,
+        &NewAccount {
+            jid,
+            password,
+            server: blank(server),
+            ca_file: blank(ca_file),
+            insecure_plaintext: false,
+        },
+    )
+    .map_err(err)?;
+    let client = Client::open(&state.db, ClientConfig::default()).map_err(err)?;
+    let info = AccountInfo {
+        jid: client.account().jid.clone(),
+        server: client.account().server.clone(),
+    };
+    start(&app, client.clone());
+    *slot = Some(client);
+    Ok(info)
+}
+
+#[tauri::command]
+fn connection(state: State<'_, App>) -> CmdResult<Option<tether_core::Event>> {
+    Ok(state.client()?.connection())
+}
+
+#[tauri::command]
+fn conversations(state: State<'_, App>) -> CmdResult<Vec<Conversation>> {
+    state.client()?.conversations().map_err(err)
+}
+
+#[tauri::command]
+fn page(
+    state: State<'_, App>,
+    peer: String,
+    before: Option<i64>,
+    limit: usize,
+) -> CmdResult<Vec<MessageRow>> {
+    state.client()?.page(&peer, before, limit).map_err(err)
+}
+
+#[tauri::command]
+fn send(state: State<'_, App>, to: String, body: String) -> CmdResult<String> {
+    state.client()?.send(&to, &body).map_err(err)
+}
+
+#[tauri::command]
+fn resend(state: State<'_, App>, ids: Vec<String>) -> CmdResult<()> {
+    state.client()?.resend(&ids).map_err(err)
+}
+
+#[tauri::command]
+fn discard(state: State<'_, App>, ids: Vec<String>) -> CmdResult<()> {
+    state.client()?.discard(&ids).map_err(err)
+}
+
+#[tauri::command]
+fn mark_read(state: State<'_, App>, peer: String) -> CmdResult<()> {
+    state
+        .client()?
+        .mark_read(&peer, None)
+        .map(drop)
+        .map_err(err)
+}
+
+#[tauri::command]
+fn join_room(state: State<'_, App>, room: String, nick: String) -> CmdResult<()> {
+    state.client()?.join_room(&room, &nick).map_err(err)
+}
+
+#[tauri::command]
+fn rooms(state: State<'_, App>) -> CmdResult<Vec<Room>> {
+    state.client()?.rooms().map_err(err)
+}
+
+#[tauri::command]
+fn contacts(state: State<'_, App>) -> CmdResult<Vec<Contact>> {
+    state.client()?.contacts().map_err(err)
+}
+
+#[tauri::command]
+fn subscription_requests(state: State<'_, App>) -> CmdResult<Vec<String>> {
+    state.client()?.subscription_requests().map_err(err)
+}
+
+#[tauri::command]
+fn answer_subscription(state: State<'_, App>, jid: String, accept: bool) -> CmdResult<()> {
+    state
+        .client()?
+        .answer_subscription_request(&jid, accept)
+        .map_err(err)
+}
+
+#[tauri::command]
+fn retry_now(state: State<'_, App>) -> CmdResult<()> {
+    state.client()?.network_changed();
+    Ok(())
+}
+
+/// The database: `$TETHER_DB`, else `tether.db` in the app's data directory.
+fn db_path(app: &AppHandle) -> Result<PathBuf, Box<dyn std::error::Error>> {
+    if let Some(p) = std::env::var_os("TETHER_DB") {
+        return Ok(PathBuf::from(p));
+    }
+    let dir = app.path().app_data_dir()?;
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir.join("tether.db"))
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    tauri::Builder::default()
+        .plugin(tauri_plugin_notification::init())
+        .setup(|app| {
+            let handle = app.handle().clone();
+            let db = db_path(&handle)?;
+            // An existing account signs in by itself.
+            let client = if db.exists() {
+                let client = Client::open(&db, ClientConfig::default())?;
+                start(&handle, client.clone());
+                Some(client)
+            } else {
+                None
+            };
+            app.manage(App {
+                db,
+                client: Mutex::new(client),
+            });
+            Ok(())
+        })
+        .invoke_handler(tauri::generate_handler![
+            account,
+            sign_in,
+            connection,
+            conversations,
+            page,
+            send,
+            resend,
+            discard,
+            mark_read,
+            join_room,
+            rooms,
+            contacts,
+            subscription_requests,
+            answer_subscription,
+            retry_now
+        ])
+        .run(tauri::generate_context!())
+        .unwrap_or_else(|e| {
+            eprintln!("tether-desktop: {e}");
+            std::process::exit(1);
+        });
+}

@@ -1,0 +1,70 @@
+// Thin typed wrappers over the Tauri commands and events. The core decides everything; this
+// file only names the calls.
+
+import { invoke } from "@tauri-apps/api/core";
+import { listen, type UnlistenFn } from "@tauri-apps/api/event";
+import type { DeliveryState } from "./states";
+
+export interface Message {
+  seq: number;
+  id: string;
+  peer: string;
+  direction: "in" | "out";
+  body: string;
+  state: DeliveryState;
+  error: string | null;
+  created_at: number;
+  kind: "chat" | "groupchat";
+  other_device: boolean;
+  from_nick: string | null;
+}
+
+export interface Conversation {
+  peer: string;
+  kind: "chat" | "groupchat";
+  last_body: string;
+  last_at: number;
+  last_outgoing: boolean;
+  unread: number;
+  failed: number;
+}
+
+export interface Contact {
+  jid: string;
+  name: string | null;
+  subscription: string;
+  ask: boolean;
+  presence: string;
+}
+
+export interface AccountInfo {
+  jid: string;
+  server: string | null;
+}
+
+/** A core event, as the CLI prints it. */
+export type CoreEvent = { event: string } & Record<string, unknown>;
+
+export const api = {
+  account: () => invoke<AccountInfo | null>("account"),
+  signIn: (jid: string, password: string, server: string, caFile: string) =>
+    invoke<AccountInfo>("sign_in", { jid, password, server, caFile }),
+  connection: () => invoke<CoreEvent | null>("connection"),
+  conversations: () => invoke<Conversation[]>("conversations"),
+  page: (peer: string, before: number | null, limit: number) =>
+    invoke<Message[]>("page", { peer, before, limit }),
+  send: (to: string, body: string) => invoke<string>("send", { to, body }),
+  resend: (ids: string[]) => invoke<void>("resend", { ids }),
+  discard: (ids: string[]) => invoke<void>("discard", { ids }),
+  markRead: (peer: string) => invoke<void>("mark_read", { peer }),
+  joinRoom: (room: string, nick: string) => invoke<void>("join_room", { room, nick }),
+  contacts: () => invoke<Contact[]>("contacts"),
+  subscriptionRequests: () => invoke<string[]>("subscription_requests"),
+  answerSubscription: (jid: string, accept: boolean) =>
+    invoke<void>("answer_subscription", { jid, accept }),
+  retryNow: () => invoke<void>("retry_now"),
+  onEvent: (f: (e: CoreEvent) => void): Promise<UnlistenFn> =>
+    listen<CoreEvent>("tether://event", (e) => f(e.payload)),
+  onFatal: (f: (message: string) => void): Promise<UnlistenFn> =>
+    listen<string>("tether://fatal", (e) => f(e.payload)),
+};

@@ -1,0 +1,338 @@
+import { useCallback, useEffect, useRef, useState } from "preact/hooks";
+import { api, type AccountInfo, type Conversation, type CoreEvent, type Message } from "../api";
+import { bannerText, failedIn, resendConfirmation, type Confirmation } from "../failed";
+import { look } from "../states";
+
+const PAGE = 50;
+
+interface Connection {
+  state: "connecting" | "online" | "offline";
+  resumed?: boolean;
+  reason?: string;
+  retryAt?: number;
+}
+
+export function App() {
+  const [account, setAccount] = useState<AccountInfo | null | undefined>(undefined);
+  const [fatal, setFatal] = useState<string | null>(null);
+  useEffect(() => {
+    api.account().then(setAccount, (e) => setFatal(String(e)));
+    const un = api.onFatal(setFatal);
+    return () => void un.then((f) => f());
+  }, []);
+  if (account === undefined) return <div class="splash">Tether</div>;
+  if (account === null) return <SignIn onDone={setAccount} />;
+  return <Main account={account} fatal={fatal} />;
+}
+
+function SignIn({ onDone }: { onDone: (a: AccountInfo) => void }) {
+  const [error, setError] = useState<string | null>(null);
+  const [busy, setBusy] = useState(false);
+  const submit = async (e: Event) => {
+    e.preventDefault();
+    const f = new FormData(e.target as HTMLFormElement);
+    setBusy(true);
+    setError(null);
+    try {
+      onDone(
+        await api.signIn(
+          String(f.get("jid")),
+          String(f.get("password")),
+          String(f.get("server") ?? ""),
+          String(f.get("ca") ?? ""),
+        ),
+      );
+    } catch (err) {
+      setError(String(err));
+    } finally {
+      setBusy(false);
+    }
+  };
+  return (
+    <form class="signin" onSubmit={submit}>
+      <h1>Sign in to Tether</h1>
+      <label>
+        Address <input name="jid" placeholder="you@example.org" required autoFocus />
+      </label>
+      <label>
+        Password <input name="password" type="password" required />
+      </label>
+      <details>
+        <summary>Server settings</summary>
+        <label>
+          Server (host:port) <input name="server" placeholder="found automatically" />
+        </label>
+        <label>
+          CA certificate file <input name="ca" placeholder="the system's certificates" />
+        </label>
+      </details>
+      {error && <p class="error">{error}</p>}
+      <button type="submit" disabled={busy}>
+        {busy ? "Signing in…" : "Sign in"}
+      </button>
+    </form>
+  );
+}
+
+function ConnectionBar({ c, now }: { c: Connection; now: number }) {
+  let text = "Connecting…";
+  if (c.state === "online") text = c.resumed ? "Online (session resumed)" : "Online";
+  if (c.state === "offline") {
+    const secs = c.retryAt ? Math.max(0, Math.ceil((c.retryAt - now) / 1000)) : null;
+    text = `Offline${c.reason ? `: ${c.reason}` : ""}${secs !== null ? ` · retrying in ${secs} s` : ""}`;
+  }
+  return (
+    <div class={`connection ${c.state}`} data-testid="connection">
+      <span class="dot" />
+      <span class="text">{text}</span>
+      {c.state === "offline" && (
+        <button class="link" onClick={() => api.retryNow()}>
+          Retry now
+        </button>
+      )}
+    </div>
+  );
+}
+
+function Main({ account, fatal }: { account: AccountInfo; fatal: string | null }) {
+  const [conversations, setConversations] = useState<Conversation[]>([]);
+  const [peer, setPeer] = useState<string | null>(null);
+  const [messages, setMessages] = useState<Message[]>([]);
+  const [hasOlder, setHasOlder] = useState(false);
+  const [conn, setConn] = useState<Connection>({ state: "connecting" });
+  const [confirm, setConfirm] = useState<(Confirmation & { ids: string[] }) | null>(null);
+  const [now, setNow] = useState(Date.now());
+  const [draftTo, setDraftTo] = useState("");
+  const peerRef = useRef<string | null>(null);
+  peerRef.current = peer;
+
+  const refreshList = useCallback(() => {
+    api.conversations().then(setConversations, console.error);
+  }, []);
+  const reload = useCallback(async (p: string) => {
+    const page = await api.page(p, null, PAGE);
+    if (peerRef.current !== p) return;
+    setMessages(page);
+    setHasOlder(page.length === PAGE);
+  }, []);
+
+  useEffect(() => {
+    refreshList();
+    const tick = setInterval(() => setNow(Date.now()), 1000);
+    const onConnection = (e: CoreEvent) =>
+      setConn({
+        state: e.state as Connection["state"],
+        resumed: e.resumed as boolean | undefined,
+        reason: e.reason as string | undefined,
+        retryAt: typeof e.retry_in_ms === "number" ? Date.now() + e.retry_in_ms : undefined,
+      });
+    // Events before this window subscribed are gone; the core remembers the connection state.
+    api.connection().then((e) => e && onConnection(e), console.error);
+    const un = api.onEvent((e: CoreEvent) => {
+      if (e.event === "connection") {
+        onConnection(e);
+        return;
+      }
+      if (e.event.startsWith("message:")) {
+        const current = peerRef.current;
+        if (e.event === "message:received") {
+          notify(String(e.from), String(e.body));
+          if (current && (e.from === current || e.room === current)) void reload(current);
+        } else {
+          setMessages((ms) =>
+            ms.map((m) =>
+              m.id === e.id
+                ? { ...m, state: e.state as Message["state"], error: (e.error as string) ?? null }
+                : m,
+            ),
+          );
+        }
+        refreshList();
+      }
+    });
+    return () => {
+      clearInterval(tick);
+      void un.then((f) => f());
+    };
+  }, [refreshList, reload]);
+
+  useEffect(() => {
+    if (!peer) return;
+    void reload(peer);
+    void api.markRead(peer).then(refreshList);
+  }, [peer, reload, refreshList]);
+
+  const loadOlder = async () => {
+    if (!peer || messages.length === 0) return;
+    const older = await api.page(peer, messages[0].seq, PAGE);
+    setMessages((ms) => [...older, ...ms]);
+    setHasOlder(older.length === PAGE);
+  };
+
+  const askResend = (ms: Message[]) =>
+    setConfirm({ ...resendConfirmation(ms, Date.now()), ids: ms.map((m) => m.id) });
+  const failed = failedIn(messages);
+  const banner = bannerText(failed.length);
+
+  const send = async (body: string) => {
+    const to = peer ?? draftTo.trim();
+    if (!to || !body.trim()) return;
+    await api.send(to, body);
+    if (!peer) setPeer(to);
+    else void reload(to);
+    refreshList();
+  };
+
+  return (
+    <div class="main">
+      <aside>
+        <header>
+          <div class="me">{account.jid}</div>
+          <ConnectionBar c={conn} now={now} />
+        </header>
+        <button class="new" onClick={() => setPeer(null)}>
+          New chat
+        </button>
+        <ul class="conversations">
+          {conversations.map((c) => (
+            <li
+              key={c.peer}
+              class={c.peer === peer ? "active" : ""}
+              onClick={() => setPeer(c.peer)}
+            >
+              <div class="row">
+                <span class="peer">{c.kind === "groupchat" ? `# ${c.peer}` : c.peer}</span>
+                {c.unread > 0 && <span class="badge">{c.unread}</span>}
+                {c.failed > 0 && <span class="badge problem">{c.failed} ⚠</span>}
+              </div>
+              <div class="last">
+                {c.last_outgoing ? "You: " : ""}
+                {c.last_body}
+              </div>
+            </li>
+          ))}
+        </ul>
+      </aside>
+      <section class="conversation">
+        {fatal && <div class="fatal">{fatal}</div>}
+        {peer ? (
+          <h2>{peer}</h2>
+        ) : (
+          <div class="start">
+            <h2>New chat</h2>
+            <input
+              placeholder="someone@example.org or room@conference.example.org"
+              value={draftTo}
+              onInput={(e) => setDraftTo((e.target as HTMLInputElement).value)}
+            />
+          </div>
+        )}
+        {banner && (
+          <div class="banner" data-testid="failed-banner">
+            <span>{banner}</span>
+            <button onClick={() => askResend(failed)}>Resend all</button>
+            <button class="secondary" onClick={() => api.discard(failed.map((m) => m.id))}>
+              Discard all
+            </button>
+          </div>
+        )}
+        <div class="messages">
+          {hasOlder && (
+            <button class="link older" onClick={loadOlder}>
+              Load older messages
+            </button>
+          )}
+          {messages.map((m) => (
+            <Bubble key={m.id} m={m} onResend={() => askResend([m])} />
+          ))}
+        </div>
+        <Composer onSend={send} />
+      </section>
+      {confirm && (
+        <div class="modal" role="dialog" aria-modal="true">
+          <div class="card">
+            <h3>{confirm.title}</h3>
+            <p>{confirm.body}</p>
+            <div class="actions">
+              <button class="secondary" onClick={() => setConfirm(null)}>
+                Cancel
+              </button>
+              <button
+                onClick={async () => {
+                  await api.resend(confirm.ids);
+                  setConfirm(null);
+                  if (peer) void reload(peer);
+                }}
+              >
+                {confirm.confirm}
+              </button>
+            </div>
+          </div>
+        </div>
+      )}
+    </div>
+  );
+}
+
+function Bubble({ m, onResend }: { m: Message; onResend: () => void }) {
+  const l = look(m.state);
+  const mine = m.direction === "out";
+  return (
+    <div class={`bubble ${mine ? "mine" : "theirs"} ${l.tone}`} data-state={m.state}>
+      {m.from_nick && !mine && <div class="nick">{m.from_nick}</div>}
+      <div class="body">{m.body}</div>
+      <div class="meta">
+        <time>{new Date(m.created_at).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })}</time>
+        {mine && (
+          <span class="state" title={m.error ? `${l.tooltip}\n${m.error}` : l.tooltip} aria-label={l.label}>
+            {l.icon}
+          </span>
+        )}
+      </div>
+      {mine && m.state === "failed" && (
+        <div class="fail-actions">
+          <button onClick={onResend}>Retry</button>
+          <button class="secondary" onClick={() => api.discard([m.id])}>
+            Discard
+          </button>
+        </div>
+      )}
+    </div>
+  );
+}
+
+function Composer({ onSend }: { onSend: (body: string) => Promise<void> }) {
+  const [text, setText] = useState("");
+  const submit = async (e: Event) => {
+    e.preventDefault();
+    const body = text;
+    setText("");
+    try {
+      await onSend(body);
+    } catch (err) {
+      setText(body);
+      alert(String(err));
+    }
+  };
+  return (
+    <form class="composer" onSubmit={submit}>
+      <input
+        placeholder="Write a message (works offline too)"
+        value={text}
+        onInput={(e) => setText((e.target as HTMLInputElement).value)}
+      />
+      <button type="submit">Send</button>
+    </form>
+  );
+}
+
+function notify(from: string, body: string) {
+  if (document.hasFocus()) return;
+  import("@tauri-apps/plugin-notification")
+    .then(async ({ isPermissionGranted, requestPermission, sendNotification }) => {
+      let ok = await isPermissionGranted();
+      if (!ok) ok = (await requestPermission()) === "granted";
+      if (ok) sendNotification({ title: from, body });
+    })
+    .catch(console.error);
+}
