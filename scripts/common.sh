@@ -18,7 +18,7 @@ ensure_packages() {
   bash "$ROOT/tests/install-prosody.sh"
   # Build tools, the desktop app's GTK/WebKit libraries, and Xvfb for its window tests.
   local want=(build-essential pkg-config libwebkit2gtk-4.1-dev libgtk-3-dev librsvg2-dev
-              libsoup-3.0-dev webkit2gtk-driver xvfb xauth nodejs npm)
+              libsoup-3.0-dev webkit2gtk-driver xvfb xauth x11-utils nodejs npm)
   local missing=()
   for p in "${want[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -37,7 +37,7 @@ ensure_packages() {
 
 # The desktop UI: npm packages from the lock file, then the Vite build the app embeds.
 build_ui() {
-  (cd "$ROOT/ui" && npm ci --no-audit --no-fund && npm run build)
+  (cd "$ROOT/ui" && npm install --no-audit --no-fund && npm run build)
 }
 
 # Builds go to a cache outside the clone when one can be made (CI reuses it between runs); nothing

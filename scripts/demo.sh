@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Sets up and runs Tether: a local demo Prosody on loopback with demo accounts (alice, bob), bob
-# listening in the background, and the CLI signed in as alice. Type a line to send it to bob; every
-# event prints as a JSON line. Ctrl-D (or Ctrl-C) ends the demo and stops the server.
+# Sets up and runs Tether: a local demo Prosody on loopback with demo accounts (alice, bob), bob as a
+# demo peer that answers (with receipts and read markers), and the desktop app signed in as alice.
+# Without a display it falls back to the CLI. Closing the window (or Ctrl-C) stops the server.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
@@ -10,7 +10,8 @@ source scripts/common.sh
 ensure_toolchain
 ensure_packages
 use_build_cache
-cargo build --locked -p tether-core --bin tether -p tether-e2e --bin tether-demo-server
+build_ui
+cargo build --locked -p tether-core --bin tether -p tether-e2e --bin tether-demo-server -p tether-desktop
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug"
 
 DEMO="$ROOT/.demo"
@@ -45,11 +46,38 @@ done
 
 "$BIN/tether" --db "$DEMO/bob.db" run > "$DEMO/bob.events" 2> "$DEMO/bob.log" &
 BOB=$!
+# The demo peer: bob reads what alice writes (a displayed marker), and answers it. Receipts are
+# automatic. This loop only drives bob's CLI; bob's running client does the delivery.
+demo_peer() {
+  while kill -0 "$BOB" 2>/dev/null; do
+    "$BIN/tether" --db "$DEMO/bob.db" messages --direction in --state received 2>/dev/null |
+      python3 -c '
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    print(m["peer"] + "\t" + m["body"].replace("\t", " ").replace("\n", " "))
+' | while IFS=$'\t' read -r peer body; do
+        "$BIN/tether" --db "$DEMO/bob.db" mark-read --peer "$peer" > /dev/null
+        sleep 1
+        "$BIN/tether" --db "$DEMO/bob.db" send --to "$peer" --body "You said: $body" > /dev/null
+      done
+    sleep 1
+  done
+}
+demo_peer &
+PEER=$!
 
 "$BIN/tether" --db "$DEMO/alice.db" send --to bob@localhost --body "Hello from Tether!" > /dev/null
+if [ -n "${DISPLAY:-}${WAYLAND_DISPLAY:-}" ] && [ -z "${TETHER_DEMO_CLI:-}" ]; then
+  echo "Tether demo: a local Prosody at $ADDR; the app is signed in as alice@localhost."
+  echo "bob@localhost answers every message (with receipts and read markers). Close the window to end."
+  TETHER_DB="$DEMO/alice.db" "$BIN/tether-desktop"
+  kill "$PEER" 2>/dev/null || true
+  exit 0
+fi
 cat <<MSG
-Tether demo: a local Prosody at $ADDR, signed in as alice@localhost.
-Type a line and press Enter to send it to bob@localhost (bob's events: $DEMO/bob.events).
+Tether demo (no display found, so the CLI): a local Prosody at $ADDR, signed in as alice@localhost.
+Type a line and press Enter to send it to bob@localhost, who answers (bob's events: $DEMO/bob.events).
 Inspect stores with: $BIN/tether --db $DEMO/alice.db messages
 Ctrl-D ends the demo.
 MSG
@@ -60,3 +88,4 @@ for line in sys.stdin:
     if line:
         print(json.dumps({"to": "bob@localhost", "body": line}), flush=True)
 ' | "$BIN/tether" --db "$DEMO/alice.db" run --stdin --until-idle
+kill "$PEER" 2>/dev/null || true

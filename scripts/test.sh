@@ -15,3 +15,5 @@ build_ui
 cargo build --locked -p tether-core --bin tether
 # Two test threads: each end-to-end test runs its own Prosody and clients; the machine has 2 cores.
 cargo test --locked --workspace -- --test-threads=2
+# The desktop installer: built offline, unpacked, started in a real (virtual) display.
+bash tests/desktop/deb-smoke.sh
