@@ -988,3 +988,56 @@ fn suspend_and_resume_over_stdin_keep_the_same_session() {
     alice.close_stdin();
     stop(&mut alice, "alice");
 }
+
+/// A room refuses a message (here: alice's join lost a nickname conflict, so she is no occupant):
+/// the error reply moves the message to `failed` with the room's reason, and nothing resends it.
+#[test]
+fn room_error_reply_fails_the_message_with_the_rooms_reason() {
+    let w = world(ProsodyOptions {
+        muc: true,
+        ..ProsodyOptions::default()
+    });
+    w.bob.json_lines(&["room", "join", ROOM, "--nick", "host"]);
+    let mut bob = online(w.bob.spawn_run(&[]), "bob");
+    assert!(
+        bob.wait_for(LONG, |evs| evs.iter().any(|e| e["event"] == "room:joined")),
+        "{}",
+        bob.diagnostics()
+    );
+    std::thread::sleep(SETTLE);
+    // Alice asks for the nickname bob already has: the room refuses her join.
+    w.alice
+        .json_lines(&["room", "join", ROOM, "--nick", "host"]);
+    let mut alice = online(w.alice.spawn_run(&[]), "alice");
+    assert!(
+        alice.wait_for(LONG, |evs| evs
+            .iter()
+            .any(|e| e["event"] == "error" && e["kind"] == "presence")),
+        "the conflict was not reported: {}",
+        alice.diagnostics()
+    );
+    let id = send_one(&w.alice, ROOM, "am I in?");
+    assert!(
+        wait_message_event(&alice, "message:failed", &id),
+        "{}",
+        alice.diagnostics()
+    );
+    let row = w.alice.message(&id).expect("alice's row");
+    assert_eq!(row["state"], "failed");
+    let reason = row["error"].as_str().unwrap_or_default().to_owned();
+    assert!(!reason.is_empty(), "no reason: {row}");
+    std::thread::sleep(SETTLE);
+    assert_eq!(
+        w.alice.message(&id).expect("alice's row")["state"],
+        "failed",
+        "it moved without the user"
+    );
+    assert_eq!(
+        count_for(&alice, "message:written", &id),
+        1,
+        "it was resent"
+    );
+    eprintln!("room error: message failed once with reason {reason:?}, not resent");
+    stop(&mut alice, "alice");
+    stop(&mut bob, "bob");
+}
