@@ -17,3 +17,6 @@ cargo build --locked -p tether-core --bin tether
 cargo test --locked --workspace -- --test-threads=2
 # The desktop installer: built offline, unpacked, started in a real (virtual) display.
 bash tests/desktop/deb-smoke.sh
+# The app in a real window over WebDriver, against Prosody and the fault proxy (screenshots in
+# tests/artifacts/).
+bash tests/desktop/window.sh

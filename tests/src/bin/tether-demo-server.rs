@@ -8,7 +8,17 @@ use std::io::Read;
 use tether_e2e::prosody::{Prosody, ProsodyOptions};
 
 fn main() -> std::io::Result<()> {
-    let prosody = Prosody::start(ProsodyOptions::default())?;
+    // `--hibernation-secs N`: how long the server keeps a broken session resumable (tests shorten
+    // it to reach `failed`).
+    let mut opts = ProsodyOptions::default();
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--hibernation-secs") {
+        opts.hibernation_secs = args
+            .get(i + 1)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| std::io::Error::other("--hibernation-secs takes a number"))?;
+    }
+    let prosody = Prosody::start(opts)?;
     for user in ["alice", "bob"] {
         prosody.register(user, user)?;
     }

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The desktop app in a real window: tauri-driver + WebKitWebDriver under Xvfb, against a real
+# Prosody behind the fault proxy. Screenshots land in tests/artifacts/.
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
+cd "$ROOT"
+# tauri-driver comes from the Rust registry; it is installed next to the build cache.
+TOOLS="${TETHER_TOOLS:-$(dirname "$TARGET")/tools}"
+if ! [ -x "$TOOLS/bin/tauri-driver" ]; then
+  cargo install --locked --root "$TOOLS" tauri-driver@2.0.6
+fi
+export PATH="$TOOLS/bin:$PATH"
+cargo build --locked -p tether-core --bin tether -p tether-e2e --bins -p tether-desktop
+export TETHER_BIN_DIR="$TARGET/debug"
+export TETHER_ARTIFACTS="$ROOT/tests/artifacts"
+cd ui
+xvfb-run -a -s "-screen 0 1280x800x24" node --test --test-concurrency=1 e2e/window.test.mjs

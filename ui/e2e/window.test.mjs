@@ -1,0 +1,217 @@
+// The desktop app in a real window (Xvfb), driven over WebDriver (tauri-driver + WebKitWebDriver),
+// against a real Prosody (tether-demo-server) behind the fault proxy (tether-test-proxy), with bob
+// as a second Tether client (the CLI). Run by tests/desktop/window.sh under xvfb-run.
+//
+// Screenshots of each state go to $TETHER_ARTIFACTS (default tests/artifacts).
+
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+import { spawn, spawnSync } from "node:child_process";
+import { createInterface } from "node:readline";
+import fs from "node:fs";
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+import { Builder, By, until } from "selenium-webdriver";
+
+const BIN = process.env.TETHER_BIN_DIR;
+const ARTIFACTS = path.resolve(process.env.TETHER_ARTIFACTS ?? "../tests/artifacts");
+const WORK = fs.mkdtempSync(path.join(os.tmpdir(), "tether-window-"));
+const LONG = 60_000;
+const children = [];
+let server, proxy, driver, browser, bob;
+let serverInfo, proxyAddr;
+
+function start(cmd, args, opts = {}) {
+  const child = spawn(cmd, args, { stdio: ["pipe", "pipe", "pipe"], ...opts });
+  children.push(child);
+  child.stderr.on("data", (d) => fs.appendFileSync(path.join(WORK, `${path.basename(cmd)}.log`), d));
+  return child;
+}
+
+function firstJsonLine(child) {
+  return new Promise((resolve, reject) => {
+    const rl = createInterface({ input: child.stdout });
+    rl.once("line", (line) => resolve({ value: JSON.parse(line), rl }));
+    child.once("exit", (code) => reject(new Error(`exited ${code} before printing`)));
+  });
+}
+
+function tether(db, ...args) {
+  const r = spawnSync(path.join(BIN, "tether"), ["--db", db, ...args], { encoding: "utf8" });
+  assert.equal(r.status, 0, `tether ${args.join(" ")}: ${r.stderr}`);
+  return r.stdout;
+}
+
+async function proxyCommand(cmd) {
+  proxy.stdin.write(`${cmd}\n`);
+  const line = await new Promise((resolve) => proxy.lines.once("line", resolve));
+  assert.equal(line, "ok", `proxy ${cmd}`);
+}
+
+function waitPort(port) {
+  const deadline = Date.now() + 30_000;
+  return new Promise((resolve, reject) => {
+    const attempt = () => {
+      const s = net.connect(port, "127.0.0.1", () => {
+        s.end();
+        resolve();
+      });
+      s.on("error", () =>
+        Date.now() > deadline ? reject(new Error(`port ${port} closed`)) : setTimeout(attempt, 200),
+      );
+    };
+    attempt();
+  });
+}
+
+async function shot(name) {
+  fs.mkdirSync(ARTIFACTS, { recursive: true });
+  const png = await browser.takeScreenshot();
+  fs.writeFileSync(path.join(ARTIFACTS, `desktop-${name}.png`), png, "base64");
+}
+
+/** The state of the newest bubble with `body`, or null. */
+async function stateOf(body) {
+  const bubbles = await browser.findElements(By.css(".bubble"));
+  for (const b of bubbles.reverse()) {
+    const text = await b.findElement(By.css(".body")).getText();
+    if (text === body) return b.getAttribute("data-state");
+  }
+  return null;
+}
+
+/** Polls the bubble until `done(state)`; returns every state seen, in order. */
+async function watch(body, done, timeout = LONG) {
+  const seen = [];
+  const deadline = Date.now() + timeout;
+  while (Date.now() < deadline) {
+    const s = await stateOf(body);
+    if (s && seen[seen.length - 1] !== s) seen.push(s);
+    if (s && done(s)) return seen;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  assert.fail(`"${body}" never got there; states seen: ${seen.join(" -> ")}`);
+}
+
+async function send(body) {
+  const input = await browser.findElement(By.css(".composer input"));
+  await input.sendKeys(body);
+  await browser.findElement(By.css(".composer button")).click();
+}
+
+function bobReceived(body) {
+  return tether(bob.db, "messages", "--direction", "in")
+    .split("\n")
+    .filter(Boolean)
+    .map((l) => JSON.parse(l))
+    .filter((m) => m.body === body).length;
+}
+
+before(async () => {
+  server = start(path.join(BIN, "tether-demo-server"), ["--hibernation-secs", "3"]);
+  ({ value: serverInfo } = await firstJsonLine(server));
+  proxy = start(path.join(BIN, "tether-test-proxy"), [serverInfo.addr]);
+  const p = await firstJsonLine(proxy);
+  proxyAddr = p.value.addr;
+  proxy.lines = p.rl;
+
+  bob = { db: path.join(WORK, "bob.db") };
+  spawnSync(path.join(BIN, "tether"), ["--db", bob.db, "account", "add", "--jid", "bob@localhost",
+    "--password-env", "PW", "--server", serverInfo.addr, "--ca-file", serverInfo.ca_file],
+    { env: { ...process.env, PW: "bob" } });
+  bob.run = start(path.join(BIN, "tether"), ["--db", bob.db, "run"]);
+
+  driver = start("tauri-driver", ["--port", "4444", "--native-driver", "/usr/bin/WebKitWebDriver"], {
+    env: { ...process.env, TETHER_DB: path.join(WORK, "alice.db") },
+  });
+  await waitPort(4444);
+  browser = await new Builder()
+    .withCapabilities({
+      browserName: "wry",
+      "tauri:options": { application: path.join(BIN, "tether-desktop") },
+    })
+    .usingServer("http://127.0.0.1:4444/")
+    .build();
+});
+
+after(async () => {
+  if (browser) await browser.quit().catch(() => {});
+  for (const c of children.reverse()) c.kill("SIGTERM");
+});
+
+test("sign in", async () => {
+  const form = await browser.wait(until.elementLocated(By.css("form.signin")), LONG);
+  await shot("1-sign-in");
+  await form.findElement(By.css("input[name=jid]")).sendKeys("alice@localhost");
+  await form.findElement(By.css("input[name=password]")).sendKeys("alice");
+  await form.findElement(By.css("details summary")).click();
+  await form.findElement(By.css("input[name=server]")).sendKeys(proxyAddr);
+  await form.findElement(By.css("input[name=ca]")).sendKeys(serverInfo.ca_file);
+  await form.findElement(By.css("button[type=submit]")).click();
+  const bar = await browser.wait(until.elementLocated(By.css("[data-testid=connection]")), LONG);
+  await browser.wait(until.elementTextContains(bar, "Online"), LONG);
+});
+
+test("a message reaches acked, then delivered", async () => {
+  await browser.findElement(By.css("button.new")).click();
+  await browser.findElement(By.css(".start input")).sendKeys("bob@localhost");
+  await send("Hello Bob");
+  const seen = await watch("Hello Bob", (s) => s === "delivered");
+  assert.ok(seen.includes("delivered"), seen.join(" -> "));
+  assert.ok(!seen.includes("failed"), seen.join(" -> "));
+  await shot("2-delivered");
+  assert.equal(bobReceived("Hello Bob"), 1);
+});
+
+test("a dropped link: hibernated or retrying, then acked", async () => {
+  // The link goes silent (nothing reaches the server), then breaks: resumption saves the message.
+  await proxyCommand("blackhole-current");
+  await send("Through the storm");
+  await watch("Through the storm", (s) => s === "sent");
+  await proxyCommand("drop");
+  const seen = await watch("Through the storm", (s) => ["acked", "delivered"].includes(s));
+  assert.ok(
+    seen.includes("hibernated") || seen.includes("retrying"),
+    `no hibernated/retrying state: ${seen.join(" -> ")}`,
+  );
+  await shot("3-resumed");
+  assert.equal(bobReceived("Through the storm"), 1);
+});
+
+test("resumption expires: failed, Retry, confirm, received once", async () => {
+  await proxyCommand("blackhole-current");
+  await send("Lost in transit");
+  await watch("Lost in transit", (s) => s === "sent");
+  await proxyCommand("refuse on");
+  await proxyCommand("drop");
+  await new Promise((r) => setTimeout(r, 6000)); // the server keeps the session 3 s
+  await proxyCommand("refuse off");
+  await browser.findElement(By.css("[data-testid=connection] button")).click().catch(() => {});
+  await watch("Lost in transit", (s) => s === "failed");
+  const banner = await browser.wait(until.elementLocated(By.css("[data-testid=failed-banner]")), LONG);
+  assert.match(await banner.getText(), /1 message was not sent/);
+  assert.equal(bobReceived("Lost in transit"), 0, "it was resent without the user");
+  await shot("4-failed");
+  const bubble = await browser.findElement(By.css(".bubble[data-state=failed]"));
+  await bubble.findElement(By.xpath(".//button[text()='Retry']")).click();
+  const dialog = await browser.wait(until.elementLocated(By.css(".modal .card")), LONG);
+  const text = await dialog.getText();
+  assert.match(text, /Resend this message\?/);
+  assert.match(text, /You wrote it (just now|\d+ \w+ ago)/);
+  await shot("5-confirm");
+  await dialog.findElement(By.xpath(".//button[starts-with(text(), 'Resend')]")).click();
+  await watch("Lost in transit", (s) => ["acked", "delivered"].includes(s));
+  await new Promise((r) => setTimeout(r, 1500));
+  assert.equal(bobReceived("Lost in transit"), 1);
+  await shot("6-resent");
+});
+
+test("an incoming message appears", async () => {
+  tether(bob.db, "send", "--to", "alice@localhost", "--body", "Got everything, thanks!");
+  await browser.wait(
+    until.elementLocated(By.xpath("//div[contains(@class,'bubble') and contains(., 'Got everything, thanks!')]")),
+    LONG,
+  );
+  await shot("7-received");
+});
