@@ -4,5 +4,5 @@ import { defineConfig } from "vite";
 export default defineConfig({
   esbuild: { jsx: "automatic", jsxImportSource: "preact" },
   build: { outDir: "dist", emptyOutDir: true, target: "es2021" },
-  test: { environment: "jsdom", globals: true },
+  test: { environment: "jsdom", globals: true, include: ["src/**/*.test.ts"] },
 });

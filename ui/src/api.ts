@@ -37,6 +37,12 @@ export interface Contact {
   presence: string;
 }
 
+export interface Room {
+  jid: string;
+  nick: string;
+  joined: boolean;
+}
+
 export interface AccountInfo {
   jid: string;
   server: string | null;
@@ -59,6 +65,7 @@ export const api = {
   markRead: (peer: string) => invoke<void>("mark_read", { peer }),
   joinRoom: (room: string, nick: string) => invoke<void>("join_room", { room, nick }),
   contacts: () => invoke<Contact[]>("contacts"),
+  rooms: () => invoke<Room[]>("rooms"),
   subscriptionRequests: () => invoke<string[]>("subscription_requests"),
   answerSubscription: (jid: string, accept: boolean) =>
     invoke<void>("answer_subscription", { jid, accept }),

@@ -1,7 +1,16 @@
 import { useCallback, useEffect, useRef, useState } from "preact/hooks";
-import { api, type AccountInfo, type Conversation, type CoreEvent, type Message } from "../api";
+import {
+  api,
+  type AccountInfo,
+  type Contact,
+  type Conversation,
+  type CoreEvent,
+  type Message,
+  type Room,
+} from "../api";
 import { bannerText, failedIn, resendConfirmation, type Confirmation } from "../failed";
 import { look } from "../states";
+import { MessageList } from "./MessageList";
 
 const PAGE = 50;
 
@@ -103,11 +112,20 @@ function Main({ account, fatal }: { account: AccountInfo; fatal: string | null }
   const [confirm, setConfirm] = useState<(Confirmation & { ids: string[] }) | null>(null);
   const [now, setNow] = useState(Date.now());
   const [draftTo, setDraftTo] = useState("");
+  const [contacts, setContacts] = useState<Contact[]>([]);
+  const [rooms, setRooms] = useState<Room[]>([]);
+  const [requests, setRequests] = useState<string[]>([]);
+  const [joining, setJoining] = useState(false);
   const peerRef = useRef<string | null>(null);
   peerRef.current = peer;
 
   const refreshList = useCallback(() => {
     api.conversations().then(setConversations, console.error);
+  }, []);
+  const refreshPeople = useCallback(() => {
+    api.contacts().then(setContacts, console.error);
+    api.rooms().then(setRooms, console.error);
+    api.subscriptionRequests().then(setRequests, console.error);
   }, []);
   const reload = useCallback(async (p: string) => {
     const page = await api.page(p, null, PAGE);
@@ -133,11 +151,19 @@ function Main({ account, fatal }: { account: AccountInfo; fatal: string | null }
         onConnection(e);
         return;
       }
+      if (["roster", "presence", "subscription:request", "room:joined"].includes(e.event)) {
+        refreshPeople();
+        return;
+      }
       if (e.event.startsWith("message:")) {
         const current = peerRef.current;
         if (e.event === "message:received") {
           notify(String(e.from), String(e.body));
-          if (current && (e.from === current || e.room === current)) void reload(current);
+          if (current && (e.from === current || e.room === current)) {
+            void reload(current);
+            // Read while the conversation is open in front of the user: tell the sender.
+            if (document.hasFocus()) void api.markRead(current);
+          }
         } else {
           setMessages((ms) =>
             ms.map((m) =>
@@ -154,7 +180,9 @@ function Main({ account, fatal }: { account: AccountInfo; fatal: string | null }
       clearInterval(tick);
       void un.then((f) => f());
     };
-  }, [refreshList, reload]);
+  }, [refreshList, refreshPeople, reload]);
+
+  useEffect(() => refreshPeople(), [refreshPeople]);
 
   useEffect(() => {
     if (!peer) return;
@@ -162,11 +190,12 @@ function Main({ account, fatal }: { account: AccountInfo; fatal: string | null }
     void api.markRead(peer).then(refreshList);
   }, [peer, reload, refreshList]);
 
-  const loadOlder = async () => {
-    if (!peer || messages.length === 0) return;
+  const loadOlder = async (): Promise<number> => {
+    if (!peer || messages.length === 0) return 0;
     const older = await api.page(peer, messages[0].seq, PAGE);
     setMessages((ms) => [...older, ...ms]);
     setHasOlder(older.length === PAGE);
+    return older.length;
   };
 
   const askResend = (ms: Message[]) =>
@@ -212,6 +241,63 @@ function Main({ account, fatal }: { account: AccountInfo; fatal: string | null }
             </li>
           ))}
         </ul>
+        {requests.map((jid) => (
+          <div class="request" key={jid}>
+            <div>
+              <strong>{jid}</strong> wants to see when you are online.
+            </div>
+            <div class="actions">
+              <button onClick={() => api.answerSubscription(jid, true).then(refreshPeople)}>Accept</button>
+              <button class="secondary" onClick={() => api.answerSubscription(jid, false).then(refreshPeople)}>
+                Deny
+              </button>
+            </div>
+          </div>
+        ))}
+        <h4>Rooms</h4>
+        <ul class="people">
+          {rooms.map((r) => (
+            <li key={r.jid} onClick={() => setPeer(r.jid)} class={r.jid === peer ? "active" : ""}>
+              <span class={`dot ${r.joined ? "on" : ""}`} /># {r.jid}
+            </li>
+          ))}
+        </ul>
+        {joining ? (
+          <form
+            class="join"
+            onSubmit={(e) => {
+              e.preventDefault();
+              const f = new FormData(e.target as HTMLFormElement);
+              const room = String(f.get("room"));
+              api
+                .joinRoom(room, String(f.get("nick")))
+                .then(() => {
+                  setJoining(false);
+                  refreshPeople();
+                  setPeer(room);
+                })
+                .catch((err) => alert(String(err)));
+            }}
+          >
+            <input name="room" placeholder="room@conference.example.org" required />
+            <input name="nick" placeholder="Your nickname" value={account.jid.split("@")[0]} required />
+            <button type="submit">Join</button>
+          </form>
+        ) : (
+          <button class="link join-link" onClick={() => setJoining(true)}>
+            + Join a room
+          </button>
+        )}
+        <h4>Contacts</h4>
+        <ul class="people">
+          {contacts.map((c) => (
+            <li key={c.jid} onClick={() => setPeer(c.jid)} class={c.jid === peer ? "active" : ""}>
+              <span class={`dot ${c.presence === "available" ? "on" : ""}`} />
+              {c.name ?? c.jid}
+              {c.ask && <span class="hint"> (waiting for approval)</span>}
+            </li>
+          ))}
+        </ul>
       </aside>
       <section class="conversation">
         {fatal && <div class="fatal">{fatal}</div>}
@@ -236,16 +322,12 @@ function Main({ account, fatal }: { account: AccountInfo; fatal: string | null }
             </button>
           </div>
         )}
-        <div class="messages">
-          {hasOlder && (
-            <button class="link older" onClick={loadOlder}>
-              Load older messages
-            </button>
-          )}
-          {messages.map((m) => (
-            <Bubble key={m.id} m={m} onResend={() => askResend([m])} />
-          ))}
-        </div>
+        <MessageList
+          messages={messages}
+          hasOlder={hasOlder}
+          loadOlder={loadOlder}
+          row={(m) => <Bubble m={m} onResend={() => askResend([m])} />}
+        />
         <Composer onSend={send} />
       </section>
       {confirm && (
