@@ -335,50 +335,42 @@ impl Session<'_> {
                 }
                 Incoming::Element(XmppStreamElement::SM(Nonza::Failed(f))) => {
                     tracing::info!(h = ?f.h, "the server could not resume the session");
-                    let s = self.sm.on_resume_failed(f.h);
-                    let (mut moves, mut control) = settle(&s.acked, Fate::Acked);
-                    let (m2, c2) = settle(
-                        &s.rest,
-                        Fate::Lost("the server lost the session before confirming this message (resumption failed)"),
-                    );
-                    moves.extend(m2);
-                    control.extend(c2);
-                    let snap = self.sm.snapshot().clone();
-                    let changes = self.shared.store().apply_all(
-                        self.account,
-                        &moves,
-                        &control,
-                        Some(&snap),
-                    )?;
-                    self.shared.emit_changes(&changes);
+                    self.resume_failed(f.h)?;
                     return Ok(false);
                 }
                 // xmpp-parsers 0.23 requires h on <failed/> although XEP-0198 makes it optional
                 // (Prosody omits it for an unknown or destroyed session): take it as failed, no h.
                 Incoming::Invalid(ref e) if is_sm_failed(e) => {
                     tracing::info!("the server could not resume the session (no h)");
-                    let s = self.sm.on_resume_failed(None);
-                    let (mut moves, mut control) = settle(&s.acked, Fate::Acked);
-                    let (m2, c2) = settle(
-                        &s.rest,
-                        Fate::Lost("the server lost the session before confirming this message (resumption failed)"),
-                    );
-                    moves.extend(m2);
-                    control.extend(c2);
-                    let snap = self.sm.snapshot().clone();
-                    let changes = self.shared.store().apply_all(
-                        self.account,
-                        &moves,
-                        &control,
-                        Some(&snap),
-                    )?;
-                    self.shared.emit_changes(&changes);
+                    self.resume_failed(None)?;
                     return Ok(false);
                 }
                 Incoming::SoftTimeout => continue,
                 other => self.unexpected_during_negotiation(other)?,
             }
         }
+    }
+
+    /// `<failed/>` in answer to `<resume/>`: what `h` covers is acked, the rest of the messages
+    /// failed (the user decides), control rows queued again; the SM state is dropped.
+    fn resume_failed(&mut self, h: Option<u32>) -> Result<()> {
+        let s = self.sm.on_resume_failed(h);
+        let (mut moves, mut control) = settle(&s.acked, Fate::Acked);
+        let (m2, c2) = settle(
+            &s.rest,
+            Fate::Lost(
+                "the server lost the session before confirming this message (resumption failed)",
+            ),
+        );
+        moves.extend(m2);
+        control.extend(c2);
+        let snap = self.sm.snapshot().clone();
+        let changes = self
+            .shared
+            .store()
+            .apply_all(self.account, &moves, &control, Some(&snap))?;
+        self.shared.emit_changes(&changes);
+        Ok(())
     }
 
     /// After `<resumed/>`: what `h` covers is settled, the rest is written again first, in order,

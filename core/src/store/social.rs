@@ -32,6 +32,18 @@ pub struct Contact {
     pub presence: String,
 }
 
+const CONTACT_COLUMNS: &str = "jid, name, subscription, ask, presence";
+
+fn row_to_contact(r: &rusqlite::Row<'_>) -> rusqlite::Result<Contact> {
+    Ok(Contact {
+        jid: r.get(0)?,
+        name: r.get(1)?,
+        subscription: r.get(2)?,
+        ask: r.get(3)?,
+        presence: r.get(4)?,
+    })
+}
+
 impl Store {
     /// Wants to be in `room` as `nick` (persisted) and queues the join.
     pub fn join_room(&mut self, account: i64, room: &str, nick: &str) -> Result<()> {
@@ -185,19 +197,10 @@ impl Store {
     pub fn contact(&self, account: i64, jid: &str) -> Result<Option<Contact>> {
         Ok(self
             .conn
-            .prepare_cached(
-                "SELECT jid, name, subscription, ask, presence FROM roster
-                 WHERE account_id = ?1 AND jid = ?2",
-            )?
-            .query_row(params![account, jid], |r| {
-                Ok(Contact {
-                    jid: r.get(0)?,
-                    name: r.get(1)?,
-                    subscription: r.get(2)?,
-                    ask: r.get(3)?,
-                    presence: r.get(4)?,
-                })
-            })
+            .prepare_cached(&format!(
+                "SELECT {CONTACT_COLUMNS} FROM roster WHERE account_id = ?1 AND jid = ?2"
+            ))?
+            .query_row(params![account, jid], row_to_contact)
             .optional()?)
     }
 
@@ -220,19 +223,11 @@ impl Store {
 
     /// The roster.
     pub fn contacts(&self, account: i64) -> Result<Vec<Contact>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT jid, name, subscription, ask, presence FROM roster WHERE account_id = ?1 ORDER BY jid",
-        )?;
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {CONTACT_COLUMNS} FROM roster WHERE account_id = ?1 ORDER BY jid"
+        ))?;
         let rows = stmt
-            .query_map([account], |r| {
-                Ok(Contact {
-                    jid: r.get(0)?,
-                    name: r.get(1)?,
-                    subscription: r.get(2)?,
-                    ask: r.get(3)?,
-                    presence: r.get(4)?,
-                })
-            })?
+            .query_map([account], row_to_contact)?
             .collect::<rusqlite::Result<_>>()?;
         Ok(rows)
     }
