@@ -207,11 +207,52 @@ test("resumption expires: failed, Retry, confirm, received once", async () => {
   await shot("6-resent");
 });
 
-test("an incoming message appears", async () => {
+test("an incoming message appears, with a notification when the window is in the background", async () => {
+  // The window loses focus (the user is elsewhere).
+  await browser.executeScript("document.hasFocus = () => false;");
   tether(bob.db, "send", "--to", "alice@localhost", "--body", "Got everything, thanks!");
   await browser.wait(
     until.elementLocated(By.xpath("//div[contains(@class,'bubble') and contains(., 'Got everything, thanks!')]")),
     LONG,
   );
+  const requested = await browser.executeScript("return document.body.dataset.notifications");
+  assert.equal(requested, "1", "no notification was requested");
   await shot("7-received");
+});
+
+test("a conversation of 100,000 messages opens fast and keeps the DOM small", async () => {
+  // 100,000 incoming messages from carol, written straight into alice's store (test data only).
+  const seed = spawnSync("python3", ["-c", `
+import sqlite3, sys, time, uuid
+db = sqlite3.connect(sys.argv[1], timeout=30)
+now = int(time.time() * 1000)
+acc = db.execute("SELECT id FROM accounts").fetchone()[0]
+rows = [(str(uuid.uuid4()), acc, "carol@localhost", "in", f"message {i} from the archive of a long friendship",
+         "displayed", now - (100000 - i) * 1000, now) for i in range(100000)]
+db.executemany("INSERT INTO messages (id, account_id, peer, direction, body, state, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?)", rows)
+db.commit()
+`, path.join(WORK, "alice.db")], { encoding: "utf8" });
+  assert.equal(seed.status, 0, seed.stderr);
+  await browser.executeScript("location.reload()");
+  const item = await browser.wait(until.elementLocated(By.xpath("//li[.//span[text()='carol@localhost']]")), LONG);
+  const t0 = Date.now();
+  await item.click();
+  await browser.wait(
+    until.elementLocated(By.xpath("//div[contains(@class,'bubble') and contains(., 'message 99999 from')]")),
+    LONG,
+  );
+  const openMs = Date.now() - t0;
+  // Scroll back through ten pages: rows page in from the store, the DOM stays small.
+  for (let i = 0; i < 10; i++) {
+    await browser.executeScript("document.querySelector('[data-testid=messages]').scrollTop = 0;");
+    await new Promise((r) => setTimeout(r, 300));
+  }
+  const inDom = (await browser.findElements(By.css(".bubble"))).length;
+  const oldest = await browser.executeScript(
+    "return Math.min(...[...document.querySelectorAll('.bubble .body')].map(b => Number(b.textContent.split(' ')[1])))",
+  );
+  console.log(`100k conversation: opened in ${openMs} ms; after 10 scrolls to the top ${inDom} bubbles in the DOM, oldest shown #${oldest}`);
+  assert.ok(inDom < 150, `${inDom} bubbles in the DOM: not virtualised`);
+  assert.ok(oldest < 99950, `history did not page in (oldest shown #${oldest})`);
+  await shot("8-long-history");
 });

@@ -408,13 +408,16 @@ function Composer({ onSend }: { onSend: (body: string) => Promise<void> }) {
   );
 }
 
+/** Raises a desktop notification for an incoming message when the window is not focused. Each
+ * request is counted on `<body data-notifications>` (what the window tests read). */
 function notify(from: string, body: string) {
   if (document.hasFocus()) return;
+  document.body.dataset.notifications = String(Number(document.body.dataset.notifications ?? 0) + 1);
   import("@tauri-apps/plugin-notification")
     .then(async ({ isPermissionGranted, requestPermission, sendNotification }) => {
       let ok = await isPermissionGranted();
       if (!ok) ok = (await requestPermission()) === "granted";
       if (ok) sendNotification({ title: from, body });
     })
-    .catch(console.error);
+    .catch((e) => console.error("notification failed", e));
 }
