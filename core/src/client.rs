@@ -65,6 +65,8 @@ pub(crate) struct Shared {
     pub inactive: AtomicBool,
     /// The last connection event, for front ends that subscribe late.
     pub connection: Mutex<Option<Event>>,
+    /// The password when the front end keeps it outside the database (an OS keyring).
+    pub password: Mutex<Option<String>>,
     pub shutdown: watch::Sender<bool>,
 }
 
@@ -73,6 +75,17 @@ impl Shared {
     /// connection is still consistent and we keep using it.
     pub fn store(&self) -> MutexGuard<'_, Store> {
         self.store.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The password to log in with: the front end's, else the one in the database.
+    pub fn password(&self) -> Option<String> {
+        let held = self
+            .password
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        held.or_else(|| Some(self.account.password.clone()))
+            .filter(|p| !p.is_empty())
     }
 
     /// Publishes one event. Having no subscriber is normal (a headless send), so a send error is
@@ -146,6 +159,7 @@ impl Client {
                 exit_when_idle: AtomicBool::new(false),
                 inactive: AtomicBool::new(false),
                 connection: Mutex::new(None),
+                password: Mutex::new(None),
                 shutdown,
             }),
         })
@@ -154,6 +168,17 @@ impl Client {
     /// The account.
     pub fn account(&self) -> &Account {
         &self.shared.account
+    }
+
+    /// Gives the client the password when the front end keeps it outside the database (the
+    /// desktop app's OS keyring). It is held in memory only.
+    pub fn set_password(&self, password: String) {
+        *self
+            .shared
+            .password
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(password);
+        self.shared.wake.notify_one();
     }
 
     /// The last connection event (`None` before [`Client::run`] started).

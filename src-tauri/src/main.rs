@@ -2,6 +2,8 @@
 //! are forwarded to the window as `tether://event`. No delivery rule lives here.
 #![cfg_attr(not(debug_assertions), windows_subsystem = "windows")]
 
+mod secrets;
+
 use std::path::PathBuf;
 use std::sync::Mutex;
 
@@ -88,6 +90,9 @@ fn account(state: State<'_, App>) -> CmdResult<Option<AccountInfo>> {
         }))
 }
 
+/// Signs in: the password goes to the OS keyring; without one, only with the user's consent
+/// (`allow_database`) into the owner-only database. Without consent the error starts with
+/// `NO_KEYRING` and the UI asks.
 #[tauri::command]
 fn sign_in(
     app: AppHandle,
@@ -96,17 +101,22 @@ fn sign_in(
     password: String,
     server: Option<String>,
     ca_file: Option<String>,
+    allow_database: Option<bool>,
 ) -> CmdResult<AccountInfo> {
     let mut slot = state.client.lock().map_err(err)?;
     if slot.is_some() {
         return Err("already signed in".into());
     }
     let blank = |s: Option<String>| s.filter(|v| !v.trim().is_empty());
+    let stored = secrets::store(&jid, &password, allow_database.unwrap_or(false))?;
     Client::add_account(
         &state.db,
         &NewAccount {
             jid,
-            password,
+            password: match stored {
+                secrets::Stored::Keyring => String::new(),
+                secrets::Stored::Database => password.clone(),
+            },
             server: blank(server),
             ca_file: blank(ca_file),
             insecure_plaintext: false,
@@ -114,6 +124,9 @@ fn sign_in(
     )
     .map_err(err)?;
     let client = Client::open(&state.db, ClientConfig::default()).map_err(err)?;
+    if stored == secrets::Stored::Keyring {
+        client.set_password(password);
+    }
     let info = AccountInfo {
         jid: client.account().jid.clone(),
         server: client.account().server.clone(),
@@ -227,6 +240,14 @@ fn main() {
             // An existing account signs in by itself.
             let client = if db.exists() {
                 let client = Client::open(&db, ClientConfig::default())?;
+                if client.account().password.is_empty() {
+                    // Kept in the keyring; if it cannot be read, the client reports that it has no
+                    // password and the window shows it.
+                    match secrets::load(&client.account().jid) {
+                        Ok(password) => client.set_password(password),
+                        Err(e) => tracing::warn!("{e}"),
+                    }
+                }
                 start(&handle, client.clone());
                 Some(client)
             } else {

@@ -149,6 +149,11 @@ test("sign in", async () => {
   await form.findElement(By.css("input[name=server]")).sendKeys(proxyAddr);
   await form.findElement(By.css("input[name=ca]")).sendKeys(serverInfo.ca_file);
   await form.findElement(By.css("button[type=submit]")).click();
+  // This machine has no Secret Service: the app must ask before keeping the password elsewhere.
+  const ask = await browser.wait(until.elementLocated(By.css("[data-testid=keyring-dialog]")), LONG);
+  assert.match(await ask.getText(), /No keyring/);
+  await shot("1b-no-keyring");
+  await ask.findElement(By.xpath(".//button[text()='Keep it in the database']")).click();
   const bar = await browser.wait(until.elementLocated(By.css("[data-testid=connection]")), LONG);
   await browser.wait(until.elementTextContains(bar, "Online"), LONG);
 });

@@ -53,8 +53,8 @@ export type CoreEvent = { event: string } & Record<string, unknown>;
 
 export const api = {
   account: () => invoke<AccountInfo | null>("account"),
-  signIn: (jid: string, password: string, server: string, caFile: string) =>
-    invoke<AccountInfo>("sign_in", { jid, password, server, caFile }),
+  signIn: (jid: string, password: string, server: string, caFile: string, allowDatabase = false) =>
+    invoke<AccountInfo>("sign_in", { jid, password, server, caFile, allowDatabase }),
   connection: () => invoke<CoreEvent | null>("connection"),
   conversations: () => invoke<Conversation[]>("conversations"),
   page: (peer: string, before: number | null, limit: number) =>

@@ -123,6 +123,7 @@ fn features_err(e: RecvFeaturesError) -> Error {
 /// (retryable); wrong credentials [`Error::Auth`] and certificate problems [`Error::Tls`] (final).
 pub async fn login(
     account: &Account,
+    password: &str,
     tls: Option<&Arc<ClientConfig>>,
     timeouts: Timeouts,
 ) -> Result<LoggedIn> {
@@ -234,7 +235,7 @@ pub async fn login(
     };
     let creds = Credentials::default()
         .with_username(username)
-        .with_password(account.password.clone())
+        .with_password(password.to_owned())
         .with_channel_binding(channel_binding);
     let stream = tokio_xmpp::client_login(stream, scram, creds)
         .await

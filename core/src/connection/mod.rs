@@ -94,9 +94,17 @@ pub(crate) async fn drive(shared: Arc<Shared>) -> Result<()> {
         if *shutdown.borrow() {
             return Ok(());
         }
+        let Some(password) = shared.password() else {
+            let e = Error::Auth(
+                "no password: it is neither in the database nor given by the app (is the keyring locked?)"
+                    .into(),
+            );
+            shared.emit(Event::error(e.kind(), e.to_string()));
+            return Err(e);
+        };
         shared.emit(Event::connection(ConnState::Connecting, None, None, None));
         let attempt = tokio::select! {
-            r = login::login(&shared.account, tls.as_ref(), timeouts) => r,
+            r = login::login(&shared.account, &password, tls.as_ref(), timeouts) => r,
             _ = shutdown.changed() => return Ok(()),
         };
         let reason = match attempt {

@@ -37,9 +37,9 @@ export function App() {
 function SignIn({ onDone }: { onDone: (a: AccountInfo) => void }) {
   const [error, setError] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
-  const submit = async (e: Event) => {
-    e.preventDefault();
-    const f = new FormData(e.target as HTMLFormElement);
+  // No keyring: the user decides whether the password may be kept in Tether's database.
+  const [askStore, setAskStore] = useState<{ why: string; form: FormData } | null>(null);
+  const attempt = async (f: FormData, allowDatabase: boolean) => {
     setBusy(true);
     setError(null);
     try {
@@ -49,37 +49,71 @@ function SignIn({ onDone }: { onDone: (a: AccountInfo) => void }) {
           String(f.get("password")),
           String(f.get("server") ?? ""),
           String(f.get("ca") ?? ""),
+          allowDatabase,
         ),
       );
     } catch (err) {
-      setError(String(err));
+      const text = String(err);
+      if (text.startsWith("NO_KEYRING")) setAskStore({ why: text.replace(/^NO_KEYRING:\s*/, ""), form: f });
+      else setError(text);
     } finally {
       setBusy(false);
     }
   };
+  const submit = (e: Event) => {
+    e.preventDefault();
+    void attempt(new FormData(e.target as HTMLFormElement), false);
+  };
   return (
-    <form class="signin" onSubmit={submit}>
-      <h1>Sign in to Tether</h1>
-      <label>
-        Address <input name="jid" placeholder="you@example.org" required autoFocus />
-      </label>
-      <label>
-        Password <input name="password" type="password" required />
-      </label>
-      <details>
-        <summary>Server settings</summary>
+    <>
+      <form class="signin" onSubmit={submit}>
+        <h1>Sign in to Tether</h1>
         <label>
-          Server (host:port) <input name="server" placeholder="found automatically" />
+          Address <input name="jid" placeholder="you@example.org" required autoFocus />
         </label>
         <label>
-          CA certificate file <input name="ca" placeholder="the system's certificates" />
+          Password <input name="password" type="password" required />
         </label>
-      </details>
-      {error && <p class="error">{error}</p>}
-      <button type="submit" disabled={busy}>
-        {busy ? "Signing in…" : "Sign in"}
-      </button>
-    </form>
+        <details>
+          <summary>Server settings</summary>
+          <label>
+            Server (host:port) <input name="server" placeholder="found automatically" />
+          </label>
+          <label>
+            CA certificate file <input name="ca" placeholder="the system's certificates" />
+          </label>
+        </details>
+        {error && <p class="error">{error}</p>}
+        <button type="submit" disabled={busy}>
+          {busy ? "Signing in…" : "Sign in"}
+        </button>
+      </form>
+      {askStore && (
+        <div class="modal" role="dialog" aria-modal="true">
+          <div class="card" data-testid="keyring-dialog">
+            <h3>No keyring to keep your password</h3>
+            <p>
+              Tether keeps passwords in your system's keyring, and none is available here ({askStore.why}).
+              Keep it in Tether's database instead? The file is readable only by your user account.
+            </p>
+            <div class="actions">
+              <button class="secondary" onClick={() => setAskStore(null)}>
+                Cancel
+              </button>
+              <button
+                onClick={() => {
+                  const f = askStore.form;
+                  setAskStore(null);
+                  void attempt(f, true);
+                }}
+              >
+                Keep it in the database
+              </button>
+            </div>
+          </div>
+        </div>
+      )}
+    </>
   );
 }
 

@@ -1,0 +1,86 @@
+//! Where the desktop app keeps the password: the OS keyring (Secret Service on Linux). When no
+//! keyring is available the user is asked before the password goes anywhere else; the fallback is
+//! the core's owner-only database.
+
+/// The keyring service name.
+const SERVICE: &str = "org.tether.desktop";
+
+/// The marker the UI recognises to ask the user about the fallback.
+pub const NO_KEYRING: &str = "NO_KEYRING";
+
+/// Where a password ended up.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Stored {
+    /// In the OS keyring; the database holds no password.
+    Keyring,
+    /// The user agreed to keep it in the database (no keyring available).
+    Database,
+}
+
+/// Stores `password` for `jid` in the keyring. Without a keyring: `Ok(Database)` if the user
+/// already agreed (`allow_database`), else an error starting with [`NO_KEYRING`] that says why.
+pub fn store(jid: &str, password: &str, allow_database: bool) -> Result<Stored, String> {
+    let saved = keyring::Entry::new(SERVICE, jid).and_then(|e| e.set_password(password));
+    match saved {
+        Ok(()) => Ok(Stored::Keyring),
+        Err(_) if allow_database => Ok(Stored::Database),
+        Err(e) => Err(format!("{NO_KEYRING}: {e}")),
+    }
+}
+
+/// The password kept in the keyring for `jid`.
+pub fn load(jid: &str) -> Result<String, String> {
+    keyring::Entry::new(SERVICE, jid)
+        .and_then(|e| e.get_password())
+        .map_err(|e| format!("cannot read the password from the keyring: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keyring_first_and_the_database_only_with_consent() {
+        // A keyring that works: the password goes there.
+        keyring::set_default_credential_builder(keyring::mock::default_credential_builder());
+        assert_eq!(
+            store("alice@localhost", "s3cret", false),
+            Ok(Stored::Keyring)
+        );
+        // (The mock keeps nothing between entries, so read-back is not checked here.)
+
+        // No keyring at all: refused until the user agrees, then the database.
+        keyring::set_default_credential_builder(Box::new(NoKeyring));
+        let err = store("alice@localhost", "s3cret", false).unwrap_err();
+        assert!(err.starts_with(NO_KEYRING), "{err}");
+        assert!(
+            !err.contains("s3cret"),
+            "the password leaked into an error: {err}"
+        );
+        assert_eq!(
+            store("alice@localhost", "s3cret", true),
+            Ok(Stored::Database)
+        );
+        assert!(load("alice@localhost").is_err());
+    }
+
+    /// A credential store that is never available (like a machine without Secret Service).
+    struct NoKeyring;
+
+    impl keyring::credential::CredentialBuilderApi for NoKeyring {
+        fn build(
+            &self,
+            _target: Option<&str>,
+            _service: &str,
+            _user: &str,
+        ) -> keyring::Result<Box<keyring::credential::Credential>> {
+            Err(keyring::Error::NoStorageAccess(Box::new(
+                std::io::Error::other("no Secret Service on this bus"),
+            )))
+        }
+
+        fn as_any(&self) -> &dyn std::any::Any {
+            self
+        }
+    }
+}
