@@ -225,6 +225,58 @@ test("an incoming message appears, with a notification when the window is in the
   await shot("7-received");
 });
 
+test("reading a conversation sends displayed markers", async () => {
+  // Open another conversation and come back to bob's, with the window in front.
+  await browser.executeScript("document.hasFocus = () => true;");
+  await browser.findElement(By.css("button.new")).click();
+  await browser.findElement(By.xpath("//li[.//span[text()='bob@localhost']]")).click();
+  const deadline = Date.now() + LONG;
+  let state = null;
+  while (Date.now() < deadline) {
+    const rows = tether(bob.db, "messages", "--direction", "out").split("\n").filter(Boolean).map((l) => JSON.parse(l));
+    state = rows.find((m) => m.body === "Got everything, thanks!")?.state;
+    if (state === "displayed") break;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  assert.equal(state, "displayed", "bob never learnt that alice read his message");
+});
+
+test("a subscription request is accepted from the window", async () => {
+  tether(bob.db, "subscribe", "--jid", "alice@localhost");
+  const card = await browser.wait(until.elementLocated(By.css(".request")), LONG);
+  assert.match(await card.getText(), /bob@localhost wants to see when you are online/);
+  await shot("9-subscription-request");
+  await card.findElement(By.xpath(".//button[text()='Accept']")).click();
+  // Accepting also asks back; bob's client (who asked first) approves: both subscribed.
+  await browser.wait(
+    until.elementLocated(By.xpath("//ul[contains(@class,'people')]/li[contains(., 'bob@localhost') and not(contains(., 'waiting'))]")),
+    LONG,
+  );
+  const deadline = Date.now() + LONG;
+  let sub = null;
+  while (Date.now() < deadline) {
+    const c = tether(path.join(WORK, "alice.db"), "contacts").split("\n").filter(Boolean).map((l) => JSON.parse(l));
+    sub = c.find((x) => x.jid === "bob@localhost")?.subscription;
+    if (sub === "both") break;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  assert.equal(sub, "both");
+});
+
+test("a room is joined from the window", async () => {
+  await browser.findElement(By.css(".join-link")).click();
+  const form = await browser.findElement(By.css("form.join"));
+  await form.findElement(By.css("input[name=room]")).sendKeys("lounge@conference.localhost");
+  await form.findElement(By.css("button[type=submit]")).click();
+  await browser.wait(
+    until.elementLocated(By.xpath("//ul[contains(@class,'people')]/li[contains(., 'lounge@conference.localhost')]/span[contains(@class,'dot') and contains(@class,'on')]")),
+    LONG,
+  );
+  await send("Hello room");
+  await watch("Hello room", (s) => s === "reflected");
+  await shot("10-room");
+});
+
 test("a conversation of 100,000 messages opens fast and keeps the DOM small", async () => {
   // 100,000 incoming messages from carol, written straight into alice's store (test data only).
   const seed = spawnSync("python3", ["-c", `

@@ -1,5 +1,6 @@
 //! A local demo XMPP server for `scripts/demo.sh`: a throwaway Prosody on loopback with the demo
-//! accounts `alice@localhost` (password `alice`) and `bob@localhost` (password `bob`). Prints one
+//! accounts `alice@localhost` (password `alice`) and `bob@localhost` (password `bob`), rooms on
+//! `conference.localhost` and message archives. Prints one
 //! JSON line (`{"addr": "...", "ca_file": "..."}`) once ready, then serves until stdin closes or the
 //! process is terminated; the server and its data go away with it.
 
@@ -10,7 +11,12 @@ use tether_e2e::prosody::{Prosody, ProsodyOptions};
 fn main() -> std::io::Result<()> {
     // `--hibernation-secs N`: how long the server keeps a broken session resumable (tests shorten
     // it to reach `failed`).
-    let mut opts = ProsodyOptions::default();
+    // Group chat (conference.localhost) and message archives, as a real server would have.
+    let mut opts = ProsodyOptions {
+        muc: true,
+        mam: true,
+        ..ProsodyOptions::default()
+    };
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--hibernation-secs") {
         opts.hibernation_secs = args
