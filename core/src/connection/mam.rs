@@ -129,7 +129,11 @@ impl Session<'_> {
         let expected: Option<BareJid> = if current.archive.is_empty() {
             None
         } else {
-            current.archive.parse().ok()
+            match current.archive.parse() {
+                Ok(room) => Some(room),
+                // Never fall back to "our own archive" for a room we cannot name.
+                Err(_) => return self.forged_mam(from, "the queried room's JID is unusable"),
+            }
         };
         let sender_ok = match (&expected, &from) {
             (None, None) => true,
