@@ -36,7 +36,14 @@ ensure_packages() {
 }
 
 # The desktop UI: npm packages from the lock file, then the Vite build the app embeds.
+# Vite 7 and selenium-webdriver need Node.js 20 or newer (Debian 12's own nodejs is 18).
 build_ui() {
+  local major
+  major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+  if [ "$major" -lt 20 ]; then
+    echo "Node.js $(node --version 2>/dev/null || echo missing) found; the desktop UI needs Node.js 20 or newer" >&2
+    exit 1
+  fi
   (cd "$ROOT/ui" && npm install --no-audit --no-fund && npm run build)
 }
 
