@@ -118,16 +118,9 @@ pub(super) enum Via {
 }
 
 impl Session<'_> {
-    pub(super) async fn on_message(&mut self, m: Message) -> Result<()> {
-        self.ingest_message(m)
-    }
-
-    /// While closing we can no longer answer, but what arrives is still stored and counted.
-    pub(super) fn store_message_while_closing(&mut self, m: Message) -> Result<()> {
-        self.ingest_message(m)
-    }
-
-    fn ingest_message(&mut self, m: Message) -> Result<()> {
+    /// A message stanza, of any kind. It never writes to the stream (receipts go through the control
+    /// outbox), so it also serves while the stream is closing.
+    pub(super) fn on_message(&mut self, m: Message) -> Result<()> {
         if m.type_ == MessageType::Error {
             return self.on_error_message(m);
         }
@@ -471,15 +464,31 @@ impl Session<'_> {
             } if payload.is("query", ns::ROSTER) => {
                 // A roster push is only legitimate from our own account (or the server for it).
                 let legit = from.as_ref().is_none_or(|f| f.to_bare() == self.own);
-                let reply = if legit {
-                    if let Ok(roster) = Roster::try_from(payload) {
-                        self.apply_roster(roster, false)?;
-                    }
+                let parsed = legit.then(|| Roster::try_from(payload));
+                let reply = if let Some(Ok(roster)) = parsed {
+                    self.apply_roster(roster, false)?;
                     Iq::Result {
                         from: None,
                         to: from,
                         id,
                         payload: None,
+                    }
+                } else if let Some(Err(e)) = parsed {
+                    self.shared.emit(Event::error(
+                        "protocol",
+                        format!("malformed roster push: {e}"),
+                    ));
+                    Iq::Error {
+                        from: None,
+                        to: from,
+                        id,
+                        payload: None,
+                        error: StanzaError::new(
+                            ErrorType::Modify,
+                            DefinedCondition::BadRequest,
+                            "en",
+                            "malformed roster push",
+                        ),
                     }
                 } else {
                     self.shared.emit(Event::error(

@@ -54,6 +54,13 @@ pub(super) enum Incoming {
     SoftTimeout,
 }
 
+/// The two durable outboxes a session writes.
+#[derive(Clone, Copy)]
+enum Outbox {
+    Messages,
+    Control,
+}
+
 /// An iq we sent and whose answer we handle.
 #[derive(Debug)]
 pub(super) enum PendingIq {
@@ -385,45 +392,42 @@ impl Session<'_> {
                 Tag::Ctl(k) => ctl_keys.push(*k),
             }
         }
-        let (messages, controls) = {
+        let (mut messages, mut controls): (HashMap<i64, OutboxItem>, HashMap<i64, ControlItem>) = {
             let store = self.shared.store();
             (
-                store.resendable(&msg_keys)?,
-                store.control_items(&ctl_keys)?,
+                store
+                    .resendable(&msg_keys)?
+                    .into_iter()
+                    .map(|m| (m.key, m))
+                    .collect(),
+                store
+                    .control_items(&ctl_keys)?
+                    .into_iter()
+                    .map(|c| (c.key, c))
+                    .collect(),
             )
         };
         let now = Instant::now();
         let mut out = Vec::new();
-        // Original order: rest is ordered by seq; rebuild the order by looking each tag up.
+        // In the original order (rest is ordered by seq); rows that moved on meanwhile (a receipt
+        // overtook the ack) are not re-sent.
         for t in &rest {
-            match t {
-                Tag::Msg(k) => {
-                    if let Some(item) = messages.iter().find(|m| m.key == *k) {
-                        let stanza = outgoing_message(item)?;
-                        moves.push(Move {
-                            seq: self.sm.on_sent(Some(*t), now),
-                            ..Move::to(*k, State::Retrying)
-                        });
-                        out.push(stanza);
-                    }
-                }
-                Tag::Ctl(k) => {
-                    if let Some(item) = controls.iter().find(|c| c.key == *k) {
-                        let stanza = control_stanza(item)?;
-                        control.push(ControlMove::Written {
-                            key: *k,
-                            seq: self.sm.on_sent(Some(*t), now),
-                        });
-                        out.push(stanza);
-                    }
-                }
-            }
+            let staged = match t {
+                Tag::Msg(k) => messages.remove(k).map(|item| {
+                    let (m, stanza) = self.stage_message(&item, State::Retrying, now);
+                    moves.push(m);
+                    stanza
+                }),
+                Tag::Ctl(k) => controls.remove(k).map(|item| {
+                    let (c, stanza) = self.stage_control(&item, now);
+                    control.push(c);
+                    stanza
+                }),
+            };
+            out.extend(staged.flatten());
         }
         self.apply(&moves, &control)?;
-        for stanza in out {
-            self.feed(&XmppStreamElement::Stanza(stanza)).await?;
-        }
-        self.flush().await
+        self.write_batch(out).await
     }
 
     async fn bind(&mut self) -> Result<()> {
@@ -535,8 +539,7 @@ impl Session<'_> {
         for stanza in std::mem::take(&mut self.pending_writes) {
             self.write_untracked(stanza).await?;
         }
-        self.pump_messages().await?;
-        self.pump_control().await?;
+        self.pump_outboxes().await?;
         self.sync_csi().await?;
         if self.sm.poll_request(Instant::now()) {
             self.feed(&XmppStreamElement::SM(Nonza::Req(sm::R))).await?;
@@ -557,43 +560,100 @@ impl Session<'_> {
         }
     }
 
-    async fn pump_messages(&mut self) -> Result<()> {
-        loop {
-            let room = self.room();
-            if room == 0 {
-                return Ok(());
-            }
-            let items = self
-                .shared
-                .store()
-                .queued(self.account, room.min(OUTBOX_BATCH))?;
-            if items.is_empty() {
-                return Ok(());
-            }
-            let now = Instant::now();
-            let mut moves = Vec::with_capacity(items.len());
-            let mut out = Vec::with_capacity(items.len());
-            for item in &items {
-                match outgoing_message(item) {
-                    Ok(m) => {
-                        moves.push(Move {
-                            seq: self.sm.on_sent(Some(Tag::Msg(item.key)), now),
-                            ..Move::to(item.key, State::Sent)
-                        });
-                        out.push(m);
-                    }
-                    Err(e) => moves.push(Move {
-                        error: Some(e.to_string()),
-                        ..Move::to(item.key, State::Failed)
-                    }),
+    /// Writes both outboxes, batch by batch, as far as flow control allows: each batch is numbered,
+    /// committed (rows marked written with their seqs, and the SM state) and only then written.
+    async fn pump_outboxes(&mut self) -> Result<()> {
+        for outbox in [Outbox::Messages, Outbox::Control] {
+            loop {
+                let room = self.room().min(OUTBOX_BATCH);
+                if room == 0 {
+                    return Ok(());
                 }
+                let now = Instant::now();
+                let (moves, control, stanzas) = match outbox {
+                    Outbox::Messages => {
+                        let items = self.shared.store().queued(self.account, room)?;
+                        let mut moves = Vec::with_capacity(items.len());
+                        let mut stanzas = Vec::with_capacity(items.len());
+                        for item in &items {
+                            let (m, stanza) = self.stage_message(item, State::Sent, now);
+                            moves.push(m);
+                            stanzas.extend(stanza);
+                        }
+                        (moves, Vec::new(), stanzas)
+                    }
+                    Outbox::Control => {
+                        let items = self.shared.store().pending_control(self.account, room)?;
+                        let mut control = Vec::with_capacity(items.len());
+                        let mut stanzas = Vec::with_capacity(items.len());
+                        for item in &items {
+                            let (c, stanza) = self.stage_control(item, now);
+                            control.push(c);
+                            stanzas.extend(stanza);
+                        }
+                        (Vec::new(), control, stanzas)
+                    }
+                };
+                if moves.is_empty() && control.is_empty() {
+                    break;
+                }
+                self.apply(&moves, &control)?;
+                self.write_batch(stanzas).await?;
             }
-            if !self.sm.is_enabled() {
-                self.unmanaged
-                    .extend(moves.iter().filter(|m| m.to == State::Sent).map(|m| m.key));
+        }
+        Ok(())
+    }
+
+    /// Numbers a message row for writing: its move (to `to`, with its SM seq) and its stanza. A row
+    /// that cannot become a stanza fails with the reason (the user decides).
+    fn stage_message(
+        &mut self,
+        item: &OutboxItem,
+        to: State,
+        now: Instant,
+    ) -> (Move, Option<Stanza>) {
+        match outgoing_message(item) {
+            Ok(stanza) => {
+                let seq = self.sm.on_sent(Some(Tag::Msg(item.key)), now);
+                if seq.is_none() {
+                    // Written without SM: nothing will ever ack it.
+                    self.unmanaged.push(item.key);
+                }
+                (
+                    Move {
+                        seq,
+                        ..Move::to(item.key, to)
+                    },
+                    Some(stanza),
+                )
             }
-            self.apply(&moves, &[])?;
-            self.write_batch(out).await?;
+            Err(e) => (
+                Move {
+                    error: Some(e.to_string()),
+                    ..Move::to(item.key, State::Failed)
+                },
+                None,
+            ),
+        }
+    }
+
+    /// Numbers a control row for writing. Without SM nothing will ack it, so written is as good as
+    /// it gets (the row is done); an unusable row is dropped and reported.
+    fn stage_control(&mut self, item: &ControlItem, now: Instant) -> (ControlMove, Option<Stanza>) {
+        match control_stanza(item) {
+            Ok(stanza) => {
+                let seq = self.sm.on_sent(Some(Tag::Ctl(item.key)), now);
+                let m = match seq {
+                    Some(_) => ControlMove::Written { key: item.key, seq },
+                    None => ControlMove::Done { key: item.key },
+                };
+                (m, Some(stanza))
+            }
+            Err(e) => {
+                tracing::warn!(?item, "dropping an unusable control row: {e}");
+                self.shared.emit(Event::error("stanza", e.to_string()));
+                (ControlMove::Done { key: item.key }, None)
+            }
         }
     }
 
@@ -625,45 +685,6 @@ impl Session<'_> {
         Ok(())
     }
 
-    async fn pump_control(&mut self) -> Result<()> {
-        loop {
-            let room = self.room();
-            if room == 0 {
-                return Ok(());
-            }
-            let items = self
-                .shared
-                .store()
-                .pending_control(self.account, room.min(OUTBOX_BATCH))?;
-            if items.is_empty() {
-                return Ok(());
-            }
-            let now = Instant::now();
-            let mut control = Vec::with_capacity(items.len());
-            let mut out = Vec::with_capacity(items.len());
-            for item in &items {
-                match control_stanza(item) {
-                    Ok(stanza) => {
-                        let seq = self.sm.on_sent(Some(Tag::Ctl(item.key)), now);
-                        // Without SM nothing will ack it: written is as good as it gets.
-                        control.push(match seq {
-                            Some(_) => ControlMove::Written { key: item.key, seq },
-                            None => ControlMove::Done { key: item.key },
-                        });
-                        out.push(stanza);
-                    }
-                    Err(e) => {
-                        tracing::warn!(?item, "dropping an unusable control row: {e}");
-                        self.shared.emit(Event::error("stanza", e.to_string()));
-                        control.push(ControlMove::Done { key: item.key });
-                    }
-                }
-            }
-            self.apply(&[], &control)?;
-            self.write_batch(out).await?;
-        }
-    }
-
     /// Sends CSI inactive/active when the wanted state differs from what the server was told.
     async fn sync_csi(&mut self) -> Result<()> {
         let want = self.shared.inactive.load(Ordering::SeqCst);
@@ -688,9 +709,7 @@ impl Session<'_> {
 
     async fn handle(&mut self, incoming: Incoming) -> Result<()> {
         match incoming {
-            Incoming::Element(XmppStreamElement::Stanza(Stanza::Message(m))) => {
-                self.on_message(m).await
-            }
+            Incoming::Element(XmppStreamElement::Stanza(Stanza::Message(m))) => self.on_message(m),
             Incoming::Element(XmppStreamElement::Stanza(Stanza::Iq(iq))) => self.on_iq(iq).await,
             Incoming::Element(XmppStreamElement::Stanza(Stanza::Presence(p))) => {
                 self.on_presence(p)
@@ -773,7 +792,7 @@ impl Session<'_> {
         let drain = async {
             while let Ok(incoming) = self.read().await {
                 if let Incoming::Element(XmppStreamElement::Stanza(Stanza::Message(m))) = incoming {
-                    self.store_message_while_closing(m)?;
+                    self.on_message(m)?;
                 }
             }
             Ok::<_, Error>(())

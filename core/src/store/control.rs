@@ -127,6 +127,8 @@ pub(crate) fn apply_moves(conn: &Connection, moves: &[ControlMove]) -> Result<()
     Ok(())
 }
 
+const CONTROL_COLUMNS: &str = "seq_local, kind, target, ref_id, payload";
+
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Option<ControlItem>> {
     let kind: String = r.get(1)?;
     // The CHECK constraint admits only known kinds; a row from a newer schema would be skipped.
@@ -158,10 +160,10 @@ impl Store {
 
     /// The oldest `limit` pending control rows.
     pub fn pending_control(&self, account: i64, limit: usize) -> Result<Vec<ControlItem>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT seq_local, kind, target, ref_id, payload FROM control
-             WHERE account_id = ?1 AND state = 'pending' ORDER BY seq_local LIMIT ?2",
-        )?;
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {CONTROL_COLUMNS} FROM control
+             WHERE account_id = ?1 AND state = 'pending' ORDER BY seq_local LIMIT ?2"
+        ))?;
         let rows = stmt
             .query_map(params![account, limit as i64], row)?
             .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -170,9 +172,9 @@ impl Store {
 
     /// Control rows among `keys` that still exist, in the order given (re-sent after `<resumed/>`).
     pub fn control_items(&self, keys: &[i64]) -> Result<Vec<ControlItem>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT seq_local, kind, target, ref_id, payload FROM control WHERE seq_local = ?1",
-        )?;
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {CONTROL_COLUMNS} FROM control WHERE seq_local = ?1"
+        ))?;
         let mut out = Vec::new();
         for k in keys {
             let mut rows = stmt.query([k])?;

@@ -129,7 +129,7 @@ function ConnectionBar({ c, now }: { c: Connection; now: number }) {
       <span class="dot" />
       <span class="text">{text}</span>
       {c.state === "offline" && (
-        <button class="link" onClick={() => api.retryNow()}>
+        <button class="link" onClick={() => report(api.retryNow())}>
           Retry now
         </button>
       )}
@@ -196,7 +196,7 @@ function Main({ account, fatal }: { account: AccountInfo; fatal: string | null }
           if (current && (e.from === current || e.room === current)) {
             void reload(current);
             // Read while the conversation is open in front of the user: tell the sender.
-            if (document.hasFocus()) void api.markRead(current);
+            if (document.hasFocus()) report(api.markRead(current));
           }
         } else {
           setMessages((ms) =>
@@ -221,7 +221,7 @@ function Main({ account, fatal }: { account: AccountInfo; fatal: string | null }
   useEffect(() => {
     if (!peer) return;
     void reload(peer);
-    void api.markRead(peer).then(refreshList);
+    report(api.markRead(peer).then(refreshList));
   }, [peer, reload, refreshList]);
 
   const loadOlder = async (): Promise<number> => {
@@ -351,7 +351,7 @@ function Main({ account, fatal }: { account: AccountInfo; fatal: string | null }
           <div class="banner" data-testid="failed-banner">
             <span>{banner}</span>
             <button onClick={() => askResend(failed)}>Resend all</button>
-            <button class="secondary" onClick={() => api.discard(failed.map((m) => m.id))}>
+            <button class="secondary" onClick={() => report(api.discard(failed.map((m) => m.id)))}>
               Discard all
             </button>
           </div>
@@ -374,11 +374,14 @@ function Main({ account, fatal }: { account: AccountInfo; fatal: string | null }
                 Cancel
               </button>
               <button
-                onClick={async () => {
-                  await api.resend(confirm.ids);
-                  setConfirm(null);
-                  if (peer) void reload(peer);
-                }}
+                onClick={() =>
+                  report(
+                    api.resend(confirm.ids).then(() => {
+                      setConfirm(null);
+                      if (peer) void reload(peer);
+                    }),
+                  )
+                }
               >
                 {confirm.confirm}
               </button>
@@ -408,7 +411,7 @@ function Bubble({ m, onResend }: { m: Message; onResend: () => void }) {
       {mine && m.state === "failed" && (
         <div class="fail-actions">
           <button onClick={onResend}>Retry</button>
-          <button class="secondary" onClick={() => api.discard([m.id])}>
+          <button class="secondary" onClick={() => report(api.discard([m.id]))}>
             Discard
           </button>
         </div>
@@ -440,6 +443,11 @@ function Composer({ onSend }: { onSend: (body: string) => Promise<void> }) {
       <button type="submit">Send</button>
     </form>
   );
+}
+
+/** A user action failed: say so rather than swallow it (the store still has every state). */
+function report(p: Promise<unknown>) {
+  p.catch((e) => alert(String(e)));
 }
 
 /** Raises a desktop notification for an incoming message when the window is not focused. Each
