@@ -915,6 +915,9 @@ fn suspend_and_resume_over_stdin_keep_the_same_session() {
     std::thread::sleep(SETTLE);
     alice.write_line(&serde_json::json!({"cmd": "suspend"}).to_string());
     assert!(csi_after(&alice, 0, "inactive"), "{}", alice.diagnostics());
+    // The event comes after alice flushed <inactive/>, but the server reads alice's socket and
+    // bob's in whatever order its event loop picks: give it a moment to read alice's first.
+    std::thread::sleep(Duration::from_millis(500));
     bob.send(Presence::unavailable()).unwrap();
     std::thread::sleep(Duration::from_secs(2));
     assert!(

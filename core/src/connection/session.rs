@@ -540,11 +540,17 @@ impl Session<'_> {
             self.write_untracked(stanza).await?;
         }
         self.pump_outboxes().await?;
-        self.sync_csi().await?;
+        let told = self.sync_csi().await?;
         if self.sm.poll_request(Instant::now()) {
             self.feed(&XmppStreamElement::SM(Nonza::Req(sm::R))).await?;
         }
-        self.flush().await
+        self.flush().await?;
+        // Announced only once the bytes are on their way, so that whoever acts on the event
+        // (a test, an app) knows the server can already see the new state.
+        if let Some(inactive) = told {
+            self.shared.emit(Event::csi(inactive));
+        }
+        Ok(())
     }
 
     fn room(&self) -> usize {
@@ -686,16 +692,17 @@ impl Session<'_> {
     }
 
     /// Sends CSI inactive/active when the wanted state differs from what the server was told.
-    async fn sync_csi(&mut self) -> Result<()> {
+    /// Returns the state it wrote (not yet flushed), if it wrote one.
+    async fn sync_csi(&mut self) -> Result<Option<bool>> {
         let want = self.shared.inactive.load(Ordering::SeqCst);
         if self.csi_inactive.unwrap_or(false) == want {
-            return Ok(());
+            return Ok(None);
         }
         let supported = self.features.others.iter().any(|e| e.is("csi", ns::CSI));
         if !supported {
             tracing::debug!("the server does not offer CSI");
             self.csi_inactive = Some(want);
-            return Ok(());
+            return Ok(None);
         }
         if want {
             self.feed(&csi::Inactive).await?;
@@ -703,8 +710,7 @@ impl Session<'_> {
             self.feed(&csi::Active).await?;
         }
         self.csi_inactive = Some(want);
-        self.shared.emit(Event::csi(want));
-        Ok(())
+        Ok(Some(want))
     }
 
     async fn handle(&mut self, incoming: Incoming) -> Result<()> {
