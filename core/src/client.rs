@@ -33,6 +33,9 @@ pub struct ClientConfig {
     pub outbox_poll: Duration,
     /// How far back the first archive sync of an archive reaches.
     pub mam_first_sync: Duration,
+    /// How many events a subscriber may fall behind before it is told it missed some (and should
+    /// reload from the store). Bounds the event stream's memory.
+    pub event_buffer: usize,
 }
 
 impl Default for ClientConfig {
@@ -45,6 +48,7 @@ impl Default for ClientConfig {
             dead_after: Duration::from_secs(10),
             outbox_poll: Duration::from_millis(200),
             mam_first_sync: Duration::from_secs(7 * 24 * 3600),
+            event_buffer: EVENT_BUFFER,
         }
     }
 }
@@ -112,7 +116,7 @@ pub struct Client {
     shared: Arc<Shared>,
 }
 
-/// Capacity of the event channel. Events are notifications; a subscriber that falls this far behind
+/// Default capacity of the event channel ([`ClientConfig::event_buffer`]). Events are notifications; a subscriber that falls this far behind
 /// is told how many it missed (and the store still has every state).
 pub const EVENT_BUFFER: usize = 65_536;
 
@@ -146,7 +150,7 @@ impl Client {
             },
         )?;
         let account = store.account()?;
-        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        let (events, _) = broadcast::channel(config.event_buffer.max(1));
         let (shutdown, _) = watch::channel(false);
         Ok(Client {
             shared: Arc::new(Shared {
@@ -292,6 +296,47 @@ impl Client {
     pub fn suspend(&self) {
         self.shared.inactive.store(true, Ordering::SeqCst);
         self.shared.outbox.notify_one();
+    }
+
+    /// [`Client::suspend`], then waits (at most `timeout`) until the server has been told: returns
+    /// `true` once `<inactive/>` is flushed to the socket, or at once when there is no session to
+    /// tell (the next session starts inactive). Also folds the write-ahead log into the database
+    /// file, so that a mobile OS that kills the suspended app leaves one self-contained file.
+    pub async fn suspend_flushed(&self, timeout: Duration) -> Result<bool> {
+        let mut events = self.subscribe();
+        let already = self.shared.inactive.load(Ordering::SeqCst);
+        self.suspend();
+        let told = if !self.is_online() {
+            false
+        } else if already {
+            // The earlier call told (or is telling) the server.
+            true
+        } else {
+            let wait = async {
+                loop {
+                    match events.recv().await {
+                        Ok(e) if e == Event::csi(true) => return true,
+                        Ok(Event::Connection(_)) if !self.is_online() => return false,
+                        Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(broadcast::error::RecvError::Closed) => return false,
+                    }
+                }
+            };
+            tokio::time::timeout(timeout, wait).await.unwrap_or(false)
+        };
+        self.shared.store().checkpoint()?;
+        Ok(told)
+    }
+
+    /// Whether a session is up right now.
+    pub fn is_online(&self) -> bool {
+        matches!(
+            self.connection(),
+            Some(Event::Connection(crate::events::ConnectionEvent {
+                state: crate::events::ConnState::Online,
+                ..
+            }))
+        )
     }
 
     /// The app is in the foreground again (CSI active), and reconnects now if it was offline.

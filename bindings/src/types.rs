@@ -1,0 +1,570 @@
+//! The records, enums and errors that cross the FFI, and their conversions from the core's types.
+//! Nothing here decides anything: each type mirrors one of the core's.
+
+use tether_core::events::{ConnState, Event, SocialEvent};
+use tether_core::store::{Contact as CoreContact, Conversation as CoreConversation, MessageRow};
+
+/// Why a call failed. Mirrors `tether_core::Error`'s classes.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, uniffi::Error)]
+pub enum TetherError {
+    /// Bad arguments (a malformed JID, an empty nick, a missing CA file, ...).
+    #[error("{message}")]
+    Usage {
+        /// What was wrong.
+        message: String,
+    },
+    /// The server rejected the credentials. Final: the client stops until the user acts.
+    #[error("{message}")]
+    Auth {
+        /// The server's reason.
+        message: String,
+    },
+    /// TLS failed or the certificate is not trusted. Final.
+    #[error("{message}")]
+    Tls {
+        /// What failed.
+        message: String,
+    },
+    /// The network failed. The client retries by itself.
+    #[error("{message}")]
+    Network {
+        /// What failed.
+        message: String,
+    },
+    /// The server broke the protocol.
+    #[error("{message}")]
+    Protocol {
+        /// What it did.
+        message: String,
+    },
+    /// The database failed, or is not a Tether database, or is damaged. Nothing was changed.
+    #[error("{message}")]
+    Database {
+        /// What failed.
+        message: String,
+    },
+    /// A deadline passed.
+    #[error("{message}")]
+    Timeout {
+        /// What was waited for.
+        message: String,
+    },
+    /// The client was closed; open a new one.
+    #[error("{message}")]
+    Closed {
+        /// What was asked of it.
+        message: String,
+    },
+}
+
+impl From<tether_core::Error> for TetherError {
+    fn from(e: tether_core::Error) -> Self {
+        use tether_core::Error as E;
+        let message = e.to_string();
+        match e {
+            E::Usage(_) => TetherError::Usage { message },
+            E::Auth(_) => TetherError::Auth { message },
+            E::Tls(_) => TetherError::Tls { message },
+            E::Network(_) => TetherError::Network { message },
+            E::Protocol(_) => TetherError::Protocol { message },
+            E::Store(_) => TetherError::Database { message },
+            E::Timeout(_) => TetherError::Timeout { message },
+        }
+    }
+}
+
+impl From<tether_core::store::StoreError> for TetherError {
+    fn from(e: tether_core::store::StoreError) -> Self {
+        tether_core::Error::from(e).into()
+    }
+}
+
+/// A message's delivery state (see DESIGN.md's state machine).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, uniffi::Enum)]
+pub enum DeliveryState {
+    /// Committed, not yet written to a stream.
+    Queued,
+    /// Written to a stream, not yet acked by the server.
+    Sent,
+    /// The stream broke while it was unacked; resumption may still save it.
+    Hibernated,
+    /// Re-sent after the stream was resumed.
+    Retrying,
+    /// The server has it.
+    Acked,
+    /// A room echoed it back.
+    Reflected,
+    /// The recipient's device has it (XEP-0184).
+    Delivered,
+    /// The recipient has seen it (XEP-0333).
+    Displayed,
+    /// Not confirmed and cannot be resumed, or refused: ask the user to resend or discard.
+    Failed,
+    /// The user chose not to resend it.
+    Discarded,
+    /// An incoming message.
+    Received,
+}
+
+impl From<tether_core::State> for DeliveryState {
+    fn from(s: tether_core::State) -> Self {
+        use tether_core::State as S;
+        match s {
+            S::Queued => DeliveryState::Queued,
+            S::Sent => DeliveryState::Sent,
+            S::Hibernated => DeliveryState::Hibernated,
+            S::Retrying => DeliveryState::Retrying,
+            S::Acked => DeliveryState::Acked,
+            S::Reflected => DeliveryState::Reflected,
+            S::Delivered => DeliveryState::Delivered,
+            S::Displayed => DeliveryState::Displayed,
+            S::Failed => DeliveryState::Failed,
+            S::Discarded => DeliveryState::Discarded,
+            S::Received => DeliveryState::Received,
+        }
+    }
+}
+
+impl From<DeliveryState> for tether_core::State {
+    fn from(s: DeliveryState) -> Self {
+        use tether_core::State as S;
+        match s {
+            DeliveryState::Queued => S::Queued,
+            DeliveryState::Sent => S::Sent,
+            DeliveryState::Hibernated => S::Hibernated,
+            DeliveryState::Retrying => S::Retrying,
+            DeliveryState::Acked => S::Acked,
+            DeliveryState::Reflected => S::Reflected,
+            DeliveryState::Delivered => S::Delivered,
+            DeliveryState::Displayed => S::Displayed,
+            DeliveryState::Failed => S::Failed,
+            DeliveryState::Discarded => S::Discarded,
+            DeliveryState::Received => S::Received,
+        }
+    }
+}
+
+/// Whether a message is ours or theirs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, uniffi::Enum)]
+pub enum Direction {
+    /// Sent by this account (from this or another device).
+    Outgoing,
+    /// Received by this account.
+    Incoming,
+}
+
+impl From<tether_core::Direction> for Direction {
+    fn from(d: tether_core::Direction) -> Self {
+        match d {
+            tether_core::Direction::Out => Direction::Outgoing,
+            tether_core::Direction::In => Direction::Incoming,
+        }
+    }
+}
+
+/// The connection's state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, uniffi::Enum)]
+pub enum ConnectionState {
+    /// Connecting, authenticating, resuming or binding.
+    Connecting,
+    /// The session is up.
+    Online,
+    /// Not connected.
+    Offline,
+}
+
+impl From<ConnState> for ConnectionState {
+    fn from(s: ConnState) -> Self {
+        match s {
+            ConnState::Connecting => ConnectionState::Connecting,
+            ConnState::Online => ConnectionState::Online,
+            ConnState::Offline => ConnectionState::Offline,
+        }
+    }
+}
+
+/// One stored message.
+#[derive(Clone, Debug, PartialEq, uniffi::Record)]
+pub struct Message {
+    /// Local order; page backwards with it.
+    pub seq: i64,
+    /// The stanza id, kept across resends.
+    pub id: String,
+    /// The other side's bare JID (the room, for group chat).
+    pub peer: String,
+    /// Ours or theirs.
+    pub direction: Direction,
+    /// The text.
+    pub body: String,
+    /// The delivery state.
+    pub state: DeliveryState,
+    /// Why it failed, if it did.
+    pub error: Option<String>,
+    /// Times written to a stream.
+    pub attempts: i64,
+    /// Committed locally (ms since the epoch).
+    pub created_at_ms: i64,
+    /// Last state change (ms).
+    pub updated_at_ms: i64,
+    /// Acked by the server (ms).
+    pub acked_at_ms: Option<i64>,
+    /// The sender's or server's timestamp for incoming messages (ms).
+    pub server_ts_ms: Option<i64>,
+    /// Group chat.
+    pub groupchat: bool,
+    /// Sent by another device of this account.
+    pub other_device: bool,
+    /// For group chat: the sender's nick.
+    pub from_nick: Option<String>,
+}
+
+impl From<MessageRow> for Message {
+    fn from(m: MessageRow) -> Self {
+        Message {
+            seq: m.seq,
+            id: m.id,
+            peer: m.peer,
+            direction: m.direction.into(),
+            body: m.body,
+            state: m.state.into(),
+            error: m.error,
+            attempts: m.attempts,
+            created_at_ms: m.created_at,
+            updated_at_ms: m.updated_at,
+            acked_at_ms: m.acked_at,
+            server_ts_ms: m.server_ts,
+            groupchat: m.kind == "groupchat",
+            other_device: m.other_device,
+            from_nick: m.from_nick,
+        }
+    }
+}
+
+/// One outgoing message for [`crate::TetherClient::send_many`].
+#[derive(Clone, Debug, uniffi::Record)]
+pub struct OutgoingMessage {
+    /// The recipient's bare JID.
+    pub to: String,
+    /// The text.
+    pub body: String,
+}
+
+/// One entry of the conversation list.
+#[derive(Clone, Debug, PartialEq, uniffi::Record)]
+pub struct Conversation {
+    /// The contact or room.
+    pub peer: String,
+    /// Group chat.
+    pub groupchat: bool,
+    /// The newest message's text.
+    pub last_body: String,
+    /// When it was committed (ms).
+    pub last_at_ms: i64,
+    /// Whether the newest message is ours.
+    pub last_outgoing: bool,
+    /// Incoming messages not yet read.
+    pub unread: i64,
+    /// Failed messages waiting for the user's decision.
+    pub failed: i64,
+}
+
+impl From<CoreConversation> for Conversation {
+    fn from(c: CoreConversation) -> Self {
+        Conversation {
+            peer: c.peer,
+            groupchat: c.kind == "groupchat",
+            last_body: c.last_body,
+            last_at_ms: c.last_at,
+            last_outgoing: c.last_outgoing,
+            unread: c.unread,
+            failed: c.failed,
+        }
+    }
+}
+
+/// A group chat this account is in (or wants to be in).
+#[derive(Clone, Debug, PartialEq, uniffi::Record)]
+pub struct Room {
+    /// The room's bare JID.
+    pub jid: String,
+    /// Our nick.
+    pub nick: String,
+    /// Whether the room confirmed our presence on the current session.
+    pub joined: bool,
+}
+
+impl From<tether_core::store::Room> for Room {
+    fn from(r: tether_core::store::Room) -> Self {
+        Room {
+            jid: r.jid,
+            nick: r.nick,
+            joined: r.joined,
+        }
+    }
+}
+
+/// A roster entry.
+#[derive(Clone, Debug, PartialEq, uniffi::Record)]
+pub struct Contact {
+    /// Bare JID.
+    pub jid: String,
+    /// Display name.
+    pub name: Option<String>,
+    /// `none`, `to`, `from` or `both`.
+    pub subscription: String,
+    /// A subscription request of ours is pending.
+    pub ask: bool,
+    /// Last presence seen: `available` or `unavailable`.
+    pub presence: String,
+}
+
+impl From<CoreContact> for Contact {
+    fn from(c: CoreContact) -> Self {
+        Contact {
+            jid: c.jid,
+            name: c.name,
+            subscription: c.subscription,
+            ask: c.ask,
+            presence: c.presence,
+        }
+    }
+}
+
+/// The account of a database.
+#[derive(Clone, Debug, PartialEq, uniffi::Record)]
+pub struct AccountInfo {
+    /// The bare JID.
+    pub jid: String,
+    /// `host:port` used instead of the SRV lookup, if set.
+    pub server: Option<String>,
+    /// The resource this database always binds.
+    pub resource: String,
+}
+
+impl From<&tether_core::store::Account> for AccountInfo {
+    fn from(a: &tether_core::store::Account) -> Self {
+        AccountInfo {
+            jid: a.jid.clone(),
+            server: a.server.clone(),
+            resource: a.resource.clone(),
+        }
+    }
+}
+
+/// What to create with [`crate::add_account`].
+#[derive(Clone, Debug, uniffi::Record)]
+pub struct AccountSettings {
+    /// The bare JID.
+    pub jid: String,
+    /// The password to store in the (owner-only) database. Leave it empty to keep it in the
+    /// platform's keychain instead and hand it over with `set_password` after each `open`.
+    pub password: String,
+    /// `host:port` to connect to instead of the SRV lookup.
+    pub server: Option<String>,
+    /// A PEM file of CA certificates to trust instead of the system's (a test server's CA).
+    pub ca_file: Option<String>,
+    /// Skip TLS entirely. For loopback tests only: the password would cross the network in clear.
+    pub insecure_plaintext_for_tests: bool,
+}
+
+/// Tunables for [`crate::TetherClient::open`]; the defaults suit a phone.
+#[derive(Clone, Debug, uniffi::Record)]
+pub struct ClientOptions {
+    /// First reconnect delay (ms); doubles with jitter per failure.
+    #[uniffi(default = 500)]
+    pub reconnect_min_ms: u64,
+    /// Longest reconnect delay (ms).
+    #[uniffi(default = 60000)]
+    pub reconnect_max_ms: u64,
+    /// Silence (s) after which the client checks the link with an ack request.
+    #[uniffi(default = 20)]
+    pub keepalive_secs: u64,
+    /// Time (s) the server has to answer that before the link counts as dead.
+    #[uniffi(default = 10)]
+    pub dead_after_secs: u64,
+    /// How many events the listener may fall behind before older ones are dropped and it gets
+    /// [`TetherEvent::EventsMissed`] (the store still has every state). Bounds memory.
+    #[uniffi(default = 65536)]
+    pub event_buffer: u32,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            reconnect_min_ms: 500,
+            reconnect_max_ms: 60_000,
+            keepalive_secs: 20,
+            dead_after_secs: 10,
+            event_buffer: 65_536,
+        }
+    }
+}
+
+impl From<&ClientOptions> for tether_core::ClientConfig {
+    fn from(o: &ClientOptions) -> Self {
+        use std::time::Duration;
+        tether_core::ClientConfig {
+            reconnect_min: Duration::from_millis(o.reconnect_min_ms),
+            reconnect_max: Duration::from_millis(o.reconnect_max_ms.max(o.reconnect_min_ms)),
+            keepalive: Duration::from_secs(o.keepalive_secs.max(1)),
+            dead_after: Duration::from_secs(o.dead_after_secs.max(1)),
+            event_buffer: o.event_buffer.max(1) as usize,
+            ..tether_core::ClientConfig::default()
+        }
+    }
+}
+
+/// Everything the listener hears. The names in the comments are the CLI's JSON event names.
+#[derive(Clone, Debug, PartialEq, uniffi::Enum)]
+pub enum TetherEvent {
+    /// An outgoing message changed state (`message:sent`, `message:written`, `message:hibernated`,
+    /// `message:retry`, `message:acked`, `message:delivered`, `message:displayed`,
+    /// `message:failed`, `message:discarded`, ...).
+    MessageState {
+        /// The event name, e.g. `message:acked`.
+        name: String,
+        /// The message id.
+        id: String,
+        /// The recipient.
+        peer: String,
+        /// The new state.
+        state: DeliveryState,
+        /// Why, for `message:failed`: show it with Resend / Discard.
+        error: Option<String>,
+    },
+    /// A new message was committed (`message:received`): incoming, or ours from another device.
+    /// Duplicates raise nothing.
+    MessageReceived {
+        /// The message id.
+        id: String,
+        /// The other side (the room, for group chat).
+        from: String,
+        /// The text.
+        body: String,
+        /// Theirs, or ours from another device.
+        direction: Direction,
+        /// For group chat: the room.
+        room: Option<String>,
+        /// For group chat: the sender's nick.
+        nick: Option<String>,
+    },
+    /// The connection changed (`connection`).
+    Connection {
+        /// The new state.
+        state: ConnectionState,
+        /// For `Online`: whether the previous stream was resumed (nothing lost in between).
+        resumed: Option<bool>,
+        /// For `Offline`: why.
+        reason: Option<String>,
+        /// For `Offline`: when the next attempt starts (absent when none will).
+        retry_in_ms: Option<u64>,
+    },
+    /// Something the user should know (`error`); `kind` is `auth`, `tls`, `network`,
+    /// `protocol`, `database`, `stanza`, `security`, ...
+    Error {
+        /// The class.
+        kind: String,
+        /// What happened.
+        message: String,
+    },
+    /// A contact's resource came or went (`presence`).
+    Presence {
+        /// Full JID.
+        from: String,
+        /// Available or not.
+        available: bool,
+    },
+    /// Someone asks to see our presence (`subscription:request`).
+    SubscriptionRequest {
+        /// Bare JID.
+        from: String,
+    },
+    /// A roster entry changed (`roster`).
+    Roster {
+        /// Bare JID.
+        jid: String,
+        /// `none`, `to`, `from`, `both` or `remove`.
+        subscription: String,
+    },
+    /// A room confirmed our presence (`room:joined`).
+    RoomJoined {
+        /// The room.
+        room: String,
+        /// Our nick.
+        nick: String,
+    },
+    /// An archive catch-up finished (`mam:synced`).
+    MamSynced {
+        /// The archive: our bare JID or a room.
+        archive: String,
+        /// New messages stored.
+        count: u64,
+    },
+    /// The server was told the app's state (`csi`): after `suspend()` / `resume()`.
+    Csi {
+        /// Inactive (background) or active.
+        inactive: bool,
+    },
+    /// The listener fell more than `event_buffer` events behind and this many were dropped.
+    /// Nothing is lost: reload what is on screen from the store.
+    EventsMissed {
+        /// How many.
+        count: u64,
+    },
+    /// The client stopped: after `close()` (no error), or on a final error (wrong password,
+    /// untrusted certificate, broken database) that needs the user. `connect()` starts it again.
+    Stopped {
+        /// Why, if it was an error.
+        error: Option<TetherError>,
+    },
+}
+
+impl From<Event> for TetherEvent {
+    fn from(e: Event) -> Self {
+        match e {
+            Event::Message(m) => TetherEvent::MessageState {
+                name: m.event.to_owned(),
+                id: m.id,
+                peer: m.peer,
+                state: m.state.into(),
+                error: m.error,
+            },
+            Event::Received(r) => TetherEvent::MessageReceived {
+                id: r.id,
+                from: r.from,
+                body: r.body,
+                direction: r.direction.into(),
+                room: r.room,
+                nick: r.nick,
+            },
+            Event::Connection(c) => TetherEvent::Connection {
+                state: c.state.into(),
+                resumed: c.resumed,
+                reason: c.reason,
+                retry_in_ms: c.retry_in_ms,
+            },
+            Event::Error(e) => TetherEvent::Error {
+                kind: e.kind.to_owned(),
+                message: e.message,
+            },
+            Event::Social(s) => match s {
+                SocialEvent::Presence { from, available } => {
+                    TetherEvent::Presence { from, available }
+                }
+                SocialEvent::SubscriptionRequest { from } => {
+                    TetherEvent::SubscriptionRequest { from }
+                }
+                SocialEvent::Roster { jid, subscription } => {
+                    TetherEvent::Roster { jid, subscription }
+                }
+                SocialEvent::RoomJoined { room, nick } => TetherEvent::RoomJoined { room, nick },
+                SocialEvent::MamSynced { archive, count } => {
+                    TetherEvent::MamSynced { archive, count }
+                }
+                SocialEvent::Csi { state } => TetherEvent::Csi {
+                    inactive: state == "inactive",
+                },
+            },
+        }
+    }
+}
