@@ -170,7 +170,9 @@ impl TetherClient {
         *run = Some(self.runtime.spawn(async move {
             let error = client.run().await.err().map(TetherError::from);
             // If the listener thread is gone, so is the app's interest in this.
-            let _ = items.send(Item::Event(TetherEvent::Stopped { error })).await;
+            let _ = items
+                .send(Item::Event(TetherEvent::Stopped { error }))
+                .await;
         }));
         Ok(())
     }
@@ -279,7 +281,12 @@ impl TetherClient {
 
     /// The contact list.
     pub fn contacts(&self) -> Result<Vec<Contact>, TetherError> {
-        Ok(self.client.contacts()?.into_iter().map(Into::into).collect())
+        Ok(self
+            .client
+            .contacts()?
+            .into_iter()
+            .map(Into::into)
+            .collect())
     }
 
     /// Pending incoming subscription requests (bare JIDs).
@@ -293,7 +300,11 @@ impl TetherClient {
     }
 
     /// Accepts (and asks back) or denies `jid`'s subscription request.
-    pub fn answer_subscription_request(&self, jid: String, accept: bool) -> Result<(), TetherError> {
+    pub fn answer_subscription_request(
+        &self,
+        jid: String,
+        accept: bool,
+    ) -> Result<(), TetherError> {
         Ok(self.client.answer_subscription_request(&jid, accept)?)
     }
 
@@ -324,10 +335,7 @@ impl TetherClient {
     /// SM state so the next `open` resumes. Waits up to five seconds. The listener gets
     /// `Stopped` and then no more events. Any later call but queries fails with `Closed`.
     pub fn close(&self) {
-        if self
-            .closed
-            .swap(true, std::sync::atomic::Ordering::SeqCst)
-        {
+        if self.closed.swap(true, std::sync::atomic::Ordering::SeqCst) {
             return;
         }
         self.client.shutdown();
@@ -346,7 +354,12 @@ impl TetherClient {
                     .await;
             }
         });
-        if let Some(f) = self.forwarder.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        if let Some(f) = self
+            .forwarder
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
             f.abort();
         }
         // With every sender gone, the listener thread delivers what is queued and ends.

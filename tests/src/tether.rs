@@ -226,16 +226,33 @@ impl Node {
 
     /// Starts `tether run ARGS` in the background, collecting its events.
     pub fn spawn_run(&self, args: &[&str]) -> Running {
-        let mut child = self
-            .cmd()
-            .arg("run")
+        let mut cmd = self.cmd();
+        cmd.arg("run")
             .args(["--reconnect-min-ms", "100", "--reconnect-max-ms", "1000"])
-            .args(args)
+            .args(args);
+        Running::spawn(cmd)
+    }
+}
+
+/// A running process that prints events as JSON lines: `tether run`, or an FFI test app.
+pub struct Running {
+    child: Child,
+    events: Arc<Mutex<Vec<Value>>>,
+    stderr: Arc<Mutex<String>>,
+    stdin: Option<ChildStdin>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Starts `cmd` with piped stdio, collecting the JSON lines it prints. A line that is not
+    /// JSON fails the test.
+    pub fn spawn(mut cmd: Command) -> Running {
+        let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("spawn tether run");
+            .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
         let events = Arc::new(Mutex::new(Vec::new()));
         let stderr = Arc::new(Mutex::new(String::new()));
         let out = child.stdout.take().expect("stdout");
@@ -245,7 +262,7 @@ impl Node {
                 let Ok(line) = line else { break };
                 match serde_json::from_str::<Value>(&line) {
                     Ok(v) => ev.lock().unwrap().push(v),
-                    Err(e) => panic!("tether printed a non-JSON line {line:?}: {e}"),
+                    Err(e) => panic!("the process printed a non-JSON line {line:?}: {e}"),
                 }
             }
         });
@@ -268,18 +285,7 @@ impl Node {
             reader: Some(reader),
         }
     }
-}
 
-/// A `tether run` process.
-pub struct Running {
-    child: Child,
-    events: Arc<Mutex<Vec<Value>>>,
-    stderr: Arc<Mutex<String>>,
-    stdin: Option<ChildStdin>,
-    reader: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Running {
     /// A copy of the events so far.
     pub fn events(&self) -> Vec<Value> {
         self.events.lock().unwrap().clone()

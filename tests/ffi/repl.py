@@ -1,0 +1,209 @@
+#!/usr/bin/env python3
+"""A line-driven app over Tether's generated Python bindings (tests/ffi: see README there).
+
+Reads commands on stdin, one per line, tab-separated: SEQ, COMMAND, ARGS... It calls the
+generated `tether_ffi` module and prints JSON lines on stdout: every listener event (in the CLI's
+JSON shape, plus the OS name of the thread that delivered it) and one reply per command:
+{"event": "reply", "seq": N, "ok": true, ...} or {"event": "reply", "seq": N, "ok": false,
+"error": {"kind": "Usage", "message": "..."}}.
+
+The Kotlin twin (Repl.kt) speaks exactly the same protocol, so one Rust driver
+(tests/tests/ffi.rs) runs every scenario against both.
+"""
+
+import json
+import sys
+import threading
+import time
+
+import tether_ffi as t
+
+OUT = threading.Lock()
+
+
+def emit(obj):
+    line = json.dumps(obj)
+    with OUT:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+
+def thread_name():
+    with open("/proc/thread-self/comm") as f:
+        return f.read().strip()
+
+
+def error_json(e):
+    return {"kind": type(e).__name__, "message": getattr(e, "message", str(e))}
+
+
+def event_json(e):
+    """The CLI's JSON shape for a typed event (every variant is matched)."""
+    if e.is_message_state():
+        out = {"event": e.name, "id": e.id, "peer": e.peer, "state": e.state.name.lower()}
+        if e.error is not None:
+            out["error"] = e.error
+        return out
+    if e.is_message_received():
+        out = {
+            "event": "message:received",
+            "id": e.id,
+            "from": e._from,
+            "body": e.body,
+            "direction": "in" if e.direction == t.Direction.INCOMING else "out",
+        }
+        if e.room is not None:
+            out["room"], out["nick"] = e.room, e.nick
+        return out
+    if e.is_connection():
+        out = {"event": "connection", "state": e.state.name.lower()}
+        for k in ("resumed", "reason", "retry_in_ms"):
+            if getattr(e, k) is not None:
+                out[k] = getattr(e, k)
+        return out
+    if e.is_error():
+        return {"event": "error", "kind": e.kind, "message": e.message}
+    if e.is_presence():
+        return {"event": "presence", "from": e._from, "available": e.available}
+    if e.is_subscription_request():
+        return {"event": "subscription:request", "from": e._from}
+    if e.is_roster():
+        return {"event": "roster", "jid": e.jid, "subscription": e.subscription}
+    if e.is_room_joined():
+        return {"event": "room:joined", "room": e.room, "nick": e.nick}
+    if e.is_mam_synced():
+        return {"event": "mam:synced", "archive": e.archive, "count": e.count}
+    if e.is_csi():
+        return {"event": "csi", "state": "inactive" if e.inactive else "active"}
+    if e.is_events_missed():
+        return {"event": "events:missed", "count": e.count}
+    if e.is_stopped():
+        return {"event": "stopped", "error": None if e.error is None else error_json(e.error)}
+    raise AssertionError(f"unknown event {e!r}")
+
+
+class Listener(t.EventListener):
+    """mode: normal, or "slow" (sleeps 1 ms per event) and/or "reentrant" (calls the client back)."""
+
+    def __init__(self, mode):
+        self.mode = mode
+        self.client = None
+
+    def on_event(self, event):
+        out = event_json(event)
+        out["thread"] = thread_name()
+        if "slow" in self.mode:
+            time.sleep(0.001)
+        if "reentrant" in self.mode and self.client is not None:
+            out["pending"] = self.client.pending_count()
+        emit(out)
+
+
+def message_json(m):
+    return {
+        "id": m.id,
+        "peer": m.peer,
+        "body": m.body,
+        "state": m.state.name.lower(),
+        "direction": "in" if m.direction == t.Direction.INCOMING else "out",
+        "error": m.error,
+        "attempts": m.attempts,
+    }
+
+
+def rss_kb():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def main():
+    db = sys.argv[1]
+    client = None
+    for line in sys.stdin:
+        parts = line.rstrip("\n").split("\t")
+        seq, cmd, args = int(parts[0]), parts[1], parts[2:]
+        reply = {"event": "reply", "seq": seq, "cmd": cmd, "ok": True}
+        try:
+            if cmd == "add_account":
+                jid, password, server, ca = args
+                info = t.add_account(
+                    db,
+                    t.AccountSettings(
+                        jid=jid,
+                        password=password,
+                        server=server,
+                        ca_file=ca or None,
+                        insecure_plaintext_for_tests=False,
+                    ),
+                )
+                reply["jid"] = info.jid
+            elif cmd == "open":
+                reconnect_min_ms, event_buffer, mode = args
+                client = t.TetherClient.open(
+                    db,
+                    t.ClientOptions(
+                        reconnect_min_ms=int(reconnect_min_ms),
+                        reconnect_max_ms=1000,
+                        event_buffer=int(event_buffer),
+                    ),
+                )
+                listener = Listener(mode)
+                listener.client = client
+                client.set_listener(listener)
+                reply["jid"] = client.account().jid
+            elif cmd == "set_password":
+                client.set_password(args[0])
+            elif cmd == "connect":
+                client.connect()
+            elif cmd == "send":
+                reply["id"] = client.send(args[0], args[1])
+            elif cmd == "send_many":
+                to, n, prefix = args
+                ids = client.send_many(
+                    [t.OutgoingMessage(to=to, body=f"{prefix} {i}") for i in range(int(n))]
+                )
+                reply["count"] = len(ids)
+            elif cmd == "resend_failed":
+                ids = [m.id for m in client.failed_messages()]
+                client.resend(ids)
+                reply["ids"] = ids
+            elif cmd == "discard_failed":
+                ids = [m.id for m in client.failed_messages()]
+                client.discard(ids)
+                reply["ids"] = ids
+            elif cmd == "suspend":
+                reply["told"] = client.suspend()
+            elif cmd == "resume":
+                client.resume()
+            elif cmd == "network_changed":
+                client.network_changed()
+            elif cmd == "pending":
+                reply["count"] = client.pending_count()
+            elif cmd == "messages":
+                state = getattr(t.DeliveryState, args[0].upper()) if args and args[0] else None
+                reply["messages"] = [message_json(m) for m in client.messages(None, state)]
+            elif cmd == "conversations":
+                reply["conversations"] = [
+                    {"peer": c.peer, "unread": c.unread, "failed": c.failed}
+                    for c in client.conversations()
+                ]
+            elif cmd == "rss":
+                reply["kb"] = rss_kb()
+            elif cmd == "close":
+                client.close()
+            elif cmd == "exit":
+                emit(reply)
+                return
+            else:
+                raise ValueError(f"unknown command {cmd}")
+        except t.TetherError as e:
+            reply["ok"] = False
+            reply["error"] = error_json(e)
+        emit(reply)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,469 @@
+//! The mobile bindings, proven through the generated code: every scenario runs once in Python and
+//! once in Kotlin (on the JVM with JNA), each an app process written against the generated
+//! bindings, against a real Prosody. Alice is the app (connecting through the fault proxy); Bob is
+//! a raw XMPP client that counts every stanza he gets, so a duplicate cannot hide behind his
+//! client's de-duplication.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tether_e2e::ffi::{App, Lang};
+use tether_e2e::prosody::{Prosody, ProsodyOptions};
+use tether_e2e::proxy::Proxy;
+use tether_e2e::raw::{body, RawClient};
+
+const ALICE: &str = "alice@localhost";
+const BOB: &str = "bob@localhost";
+const ALICE_SECRET: &str = "alice-secret";
+/// Bounds a broken run; never what is measured.
+const LONG: Duration = Duration::from_secs(120);
+/// The thread the bindings document for listener calls.
+const LISTENER_THREAD: &str = "tether-listener";
+
+struct World {
+    prosody: Prosody,
+    proxy: Proxy,
+    dir: tempfile::TempDir,
+}
+
+impl World {
+    fn new(opts: ProsodyOptions) -> World {
+        let prosody = Prosody::start(opts).expect("start prosody");
+        prosody.register("alice", ALICE_SECRET).unwrap();
+        prosody.register("bob", "bob-secret").unwrap();
+        let proxy = Proxy::start(prosody.addr());
+        World {
+            prosody,
+            proxy,
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn db(&self) -> PathBuf {
+        self.dir.path().join("alice.db")
+    }
+
+    fn bob(&self) -> RawClient {
+        RawClient::connect(
+            self.prosody.addr(),
+            "bob@localhost/raw",
+            "bob-secret",
+            &self.prosody.ca_file(),
+        )
+    }
+
+    /// Starts the app, creates alice's account (through the bindings) and opens it.
+    fn alice(&self, lang: Lang, open: [&str; 3]) -> App {
+        let mut app = App::start(lang, &self.db());
+        let server = self.proxy.addr().to_string();
+        let ca = self.prosody.ca_file();
+        let reply = app.ok(
+            "add_account",
+            &[ALICE, ALICE_SECRET, &server, ca.to_str().unwrap()],
+        );
+        assert_eq!(reply["jid"], ALICE);
+        app.ok("open", &open);
+        app
+    }
+}
+
+fn event_for<'a>(name: &'a str, id: &'a str) -> impl Fn(&Value) -> bool + 'a {
+    move |e| e["event"] == name && e["id"] == id
+}
+
+fn online(resumed: bool) -> impl Fn(&Value) -> bool {
+    move |e| e["event"] == "connection" && e["state"] == "online" && e["resumed"] == resumed
+}
+
+fn wait(app: &App, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    app.wait_after(0, LONG, pred)
+        .unwrap_or_else(|| panic!("{:?} app: no {what}: {}", app.lang, app.diagnostics()))
+        .1
+}
+
+fn wait_pending_zero(app: &mut App) {
+    let deadline = Instant::now() + LONG;
+    while app.ok("pending", &[])["count"] != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "{:?} app: messages still pending: {}",
+            app.lang,
+            app.diagnostics()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Every listener call so far came on the documented thread.
+fn assert_listener_thread(app: &App) {
+    let events = app.events();
+    let calls: Vec<&Value> = events.iter().filter(|e| e["event"] != "reply").collect();
+    assert!(!calls.is_empty(), "no listener call at all");
+    for e in calls {
+        assert_eq!(
+            e["thread"], LISTENER_THREAD,
+            "listener called elsewhere: {e}"
+        );
+    }
+}
+
+/// Collects Bob's chat messages whose body starts with `prefix` until `n` distinct bodies
+/// arrived, then listens `quiet` longer for extra copies. Returns body -> copies.
+fn bob_collects(
+    bob: &mut RawClient,
+    prefix: &str,
+    n: usize,
+    quiet: Duration,
+) -> HashMap<String, usize> {
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let matches = |el: &tokio_xmpp::parsers::minidom::Element| {
+        el.name() == "message" && body(el).is_some_and(|b| b.starts_with(prefix))
+    };
+    let deadline = Instant::now() + LONG;
+    while seen.len() < n {
+        let left = deadline
+            .checked_duration_since(Instant::now())
+            .unwrap_or_else(|| {
+                panic!(
+                    "bob got only {} of {n} distinct {prefix:?} messages",
+                    seen.len()
+                )
+            });
+        if let Some(el) = bob.recv_until(matches, left) {
+            *seen.entry(body(&el).unwrap()).or_default() += 1;
+        }
+    }
+    while let Some(el) = bob.recv_until(matches, quiet) {
+        *seen.entry(body(&el).unwrap()).or_default() += 1;
+    }
+    seen
+}
+
+fn assert_once_each(seen: &HashMap<String, usize>, n: usize) {
+    let dups: Vec<_> = seen.iter().filter(|(_, c)| **c != 1).collect();
+    assert!(dups.is_empty(), "duplicates at the receiver: {dups:?}");
+    assert_eq!(seen.len(), n, "distinct messages at the receiver");
+}
+
+/// Runs a scenario once per language, as two tests.
+macro_rules! in_each_language {
+    ($($scenario:ident),* $(,)?) => {$(
+        mod $scenario {
+            #[test]
+            fn python() {
+                super::$scenario(tether_e2e::ffi::Lang::Python)
+            }
+            #[test]
+            fn kotlin() {
+                super::$scenario(tether_e2e::ffi::Lang::Kotlin)
+            }
+        }
+    )*};
+}
+
+in_each_language!(
+    sent_offline_then_acked_once_connected,
+    errors_reach_the_app_typed_and_lose_nothing,
+    killed_mid_send_resumes_with_nothing_lost_or_duplicated,
+    expired_resumption_fails_then_confirmed_resend_arrives_once,
+    suspend_and_resume_keep_the_stream,
+    listener_survives_a_burst_and_may_call_back,
+);
+
+fn sent_offline_then_acked_once_connected(lang: Lang) {
+    let w = World::new(ProsodyOptions::default());
+    let mut bob = w.bob();
+    let mut app = w.alice(lang, ["100", "65536", "normal"]);
+
+    let id = app.ok("send", &[BOB, "written offline"])["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    wait(&app, "message:sent", event_for("message:sent", &id));
+    assert_eq!(app.ok("pending", &[])["count"], 1);
+
+    app.ok("connect", &[]);
+    wait(&app, "online", online(false));
+    let acked = wait(&app, "message:acked", event_for("message:acked", &id));
+    assert_eq!(acked["state"], "acked");
+    assert_eq!(acked["peer"], BOB);
+    let seen = bob_collects(&mut bob, "written offline", 1, Duration::from_secs(1));
+    assert_once_each(&seen, 1);
+    assert_eq!(app.ok("pending", &[])["count"], 0);
+    let msgs = app.ok("messages", &["acked"])["messages"].clone();
+    assert_eq!(msgs.as_array().map(Vec::len), Some(1), "{msgs}");
+    assert_eq!(msgs[0]["id"], id.as_str());
+
+    app.ok("close", &[]);
+    let stopped = wait(&app, "stopped", |e| e["event"] == "stopped");
+    assert_eq!(stopped["error"], Value::Null);
+    assert_listener_thread(&app);
+    app.ok("exit", &[]);
+    assert_eq!(app.wait_exit(LONG).and_then(|s| s.code()), Some(0));
+}
+
+fn errors_reach_the_app_typed_and_lose_nothing(lang: Lang) {
+    let w = World::new(ProsodyOptions::default());
+
+    // A file that is not a Tether database is refused, typed, and left untouched.
+    let foreign = w.dir.path().join("notes.db");
+    std::fs::write(&foreign, b"my shopping list, not a database").unwrap();
+    let mut app = App::start(lang, &foreign);
+    let reply = app.call("open", &["100", "65536", "normal"]);
+    assert_eq!(reply["ok"], false, "{reply}");
+    assert_eq!(reply["error"]["kind"], "Database", "{reply}");
+    assert_eq!(
+        std::fs::read(&foreign).unwrap(),
+        b"my shopping list, not a database"
+    );
+    app.ok("exit", &[]);
+
+    // A wrong password is final and reported; what the user wrote stays queued.
+    let mut app = App::start(lang, &w.db());
+    let server = w.prosody.addr().to_string();
+    let ca = w.prosody.ca_file();
+    app.ok(
+        "add_account",
+        &[ALICE, "not-the-password", &server, ca.to_str().unwrap()],
+    );
+    app.ok("open", &["100", "65536", "normal"]);
+    let bad = app.call("send", &["bob@@localhost", "x"]);
+    assert_eq!(bad["ok"], false);
+    assert_eq!(bad["error"]["kind"], "Usage", "{bad}");
+    let id = app.ok("send", &[BOB, "keep me"])["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.ok("connect", &[]);
+    let stopped = wait(&app, "stopped", |e| e["event"] == "stopped");
+    assert_eq!(stopped["error"]["kind"], "Auth", "{stopped}");
+    assert!(
+        app.events()
+            .iter()
+            .any(|e| e["event"] == "error" && e["kind"] == "auth"),
+        "{}",
+        app.diagnostics()
+    );
+    let queued = app.ok("messages", &["queued"])["messages"].clone();
+    assert_eq!(queued[0]["id"], id.as_str(), "{queued}");
+
+    // The right password (as from the platform keychain) and connect() again deliver it.
+    app.ok("set_password", &[ALICE_SECRET]);
+    let mut bob = w.bob();
+    app.ok("connect", &[]);
+    wait(&app, "message:acked", event_for("message:acked", &id));
+    assert_once_each(
+        &bob_collects(&mut bob, "keep me", 1, Duration::from_secs(1)),
+        1,
+    );
+    assert_listener_thread(&app);
+}
+
+fn killed_mid_send_resumes_with_nothing_lost_or_duplicated(lang: Lang) {
+    const N: usize = 600;
+    let w = World::new(ProsodyOptions::default());
+    let mut bob = w.bob();
+    let mut app = w.alice(lang, ["100", "65536", "normal"]);
+    app.ok("connect", &[]);
+    wait(&app, "online", online(false));
+    app.ok("send_many", &[BOB, &N.to_string(), "burst"]);
+    wait(&app, "a first ack", |e| e["event"] == "message:acked");
+    app.kill9();
+    let acked_before = app.count("message:acked");
+    assert!(
+        acked_before < N,
+        "every message was acked before the kill: the scenario needs a slower server or more messages"
+    );
+
+    // The OS relaunches the app: same store, new process.
+    let mut app = App::start(lang, &w.db());
+    app.ok("open", &["100", "65536", "normal"]);
+    app.ok("connect", &[]);
+    wait(&app, "a resumed stream", online(true));
+    wait_pending_zero(&mut app);
+    assert!(
+        !app.events().iter().any(|e| e["event"] == "message:failed"),
+        "{}",
+        app.diagnostics()
+    );
+    let seen = bob_collects(&mut bob, "burst ", N, Duration::from_secs(2));
+    assert_once_each(&seen, N);
+    eprintln!("{lang:?}: killed after {acked_before} of {N} acks; resumed; {N} received once each");
+}
+
+fn expired_resumption_fails_then_confirmed_resend_arrives_once(lang: Lang) {
+    let w = World::new(ProsodyOptions {
+        hibernation_secs: 2,
+        ..ProsodyOptions::default()
+    });
+    let mut bob = w.bob();
+    let mut app = w.alice(lang, ["100", "65536", "normal"]);
+    app.ok("connect", &[]);
+    wait(&app, "online", online(false));
+
+    // The link dies silently: the message is written into the void.
+    w.proxy.blackhole_current();
+    let id = app.ok("send", &[BOB, "into the void"])["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    wait(&app, "message:written", event_for("message:written", &id));
+    // Then it breaks for good, and stays down longer than the server keeps the session.
+    w.proxy.set_refuse(true);
+    w.proxy.drop_all();
+    wait(
+        &app,
+        "message:hibernated",
+        event_for("message:hibernated", &id),
+    );
+    std::thread::sleep(Duration::from_secs(4));
+    w.proxy.set_refuse(false);
+    app.ok("network_changed", &[]);
+
+    let failed = wait(&app, "message:failed", event_for("message:failed", &id));
+    assert!(failed["error"].is_string(), "{failed}");
+    wait(&app, "a new session", online(false));
+    assert!(bob
+        .recv_until(
+            |el| body(el).as_deref() == Some("into the void"),
+            Duration::from_secs(1)
+        )
+        .is_none());
+    // Never resent silently: it stays failed until the user decides.
+    std::thread::sleep(Duration::from_secs(1));
+    let still = app.ok("messages", &["failed"])["messages"].clone();
+    assert_eq!(still[0]["id"], id.as_str(), "{still}");
+
+    let resent = app.ok("resend_failed", &[]);
+    assert_eq!(resent["ids"], serde_json::json!([id]));
+    wait(&app, "message:acked", event_for("message:acked", &id));
+    let el = bob
+        .recv_until(|el| body(el).as_deref() == Some("into the void"), LONG)
+        .expect("bob gets the resent message");
+    assert_eq!(
+        el.attr("id"),
+        Some(id.as_str()),
+        "the resend keeps the message's id"
+    );
+    assert!(bob
+        .recv_until(
+            |el| body(el).as_deref() == Some("into the void"),
+            Duration::from_secs(2)
+        )
+        .is_none());
+    assert_listener_thread(&app);
+}
+
+fn suspend_and_resume_keep_the_stream(lang: Lang) {
+    let w = World::new(ProsodyOptions::default());
+    let mut bob = w.bob();
+    // A long reconnect delay: only resume() can bring the app back quickly.
+    let mut app = w.alice(lang, ["30000", "65536", "normal"]);
+    app.ok("connect", &[]);
+    wait(&app, "online", online(false));
+
+    // Background and foreground again: the same session throughout.
+    assert_eq!(
+        app.ok("suspend", &[])["told"],
+        true,
+        "{}",
+        app.diagnostics()
+    );
+    wait(&app, "csi inactive", |e| {
+        e["event"] == "csi" && e["state"] == "inactive"
+    });
+    app.ok("resume", &[]);
+    wait(&app, "csi active", |e| {
+        e["event"] == "csi" && e["state"] == "active"
+    });
+    let id = app.ok("send", &[BOB, "after resume"])["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    wait(&app, "message:acked", event_for("message:acked", &id));
+    assert_eq!(
+        app.count("connection"),
+        2,
+        "connecting + online only, no reconnection: {}",
+        app.diagnostics()
+    );
+
+    // In the background the OS cuts the socket; back in the foreground the stream is resumed.
+    assert_eq!(app.ok("suspend", &[])["told"], true);
+    w.proxy.drop_all();
+    wait(&app, "offline", |e| {
+        e["event"] == "connection" && e["state"] == "offline"
+    });
+    let mark = app.len();
+    app.ok("resume", &[]);
+    app.wait_after(mark, Duration::from_secs(20), online(true))
+        .unwrap_or_else(|| {
+            panic!(
+                "resume() did not resume the stream now: {}",
+                app.diagnostics()
+            )
+        });
+    let id2 = app.ok("send", &[BOB, "after network loss"])["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    wait(&app, "message:acked", event_for("message:acked", &id2));
+    assert_once_each(
+        &bob_collects(&mut bob, "after ", 2, Duration::from_secs(1)),
+        2,
+    );
+    assert_listener_thread(&app);
+}
+
+fn listener_survives_a_burst_and_may_call_back(lang: Lang) {
+    const N: u64 = 3000;
+    let w = World::new(ProsodyOptions::default());
+    // A slow listener (1 ms per event) that calls back into the client on every event, with a
+    // small event buffer: the burst must overflow it, be reported, and deadlock nothing.
+    let mut app = w.alice(lang, ["100", "128", "slow+reentrant"]);
+    let rss_before = app.ok("rss", &[])["kb"].as_u64().unwrap();
+    app.ok("send_many", &[BOB, &N.to_string(), "flood"]);
+    // Every message:sent event is either delivered or counted as missed.
+    let accounted = |evs: &[Value]| -> u64 {
+        evs.iter()
+            .map(|e| match e["event"].as_str() {
+                Some("message:sent") => 1,
+                Some("events:missed") => e["count"].as_u64().unwrap(),
+                _ => 0,
+            })
+            .sum()
+    };
+    assert!(
+        app.wait_for(LONG, |evs| accounted(evs) >= N),
+        "events unaccounted for: {}",
+        app.diagnostics()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(accounted(&app.events()), N, "{}", app.diagnostics());
+    let missed = app.named("events:missed");
+    assert!(
+        !missed.is_empty(),
+        "a 128-event buffer absorbed a {N}-event burst?"
+    );
+    let rss_after = app.ok("rss", &[])["kb"].as_u64().unwrap();
+
+    app.ok("connect", &[]);
+    wait_pending_zero(&mut app);
+    let calls = app
+        .events()
+        .iter()
+        .filter(|e| e["pending"].is_u64())
+        .count();
+    assert!(calls > 0, "the listener never called back");
+    app.ok("close", &[]);
+    wait(&app, "stopped", |e| e["event"] == "stopped");
+    assert_listener_thread(&app);
+    eprintln!(
+        "{lang:?}: burst of {N}: {} delivered, {} missed in {} reports; RSS {rss_before} -> {rss_after} kB",
+        app.count("message:sent"),
+        N - app.count("message:sent") as u64,
+        missed.len()
+    );
+}
