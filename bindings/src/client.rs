@@ -87,7 +87,7 @@ impl TetherClient {
             .enable_all()
             .build()
             .map_err(|e| TetherError::Usage {
-                message: format!("cannot start the runtime: {e}"),
+                reason: format!("cannot start the runtime: {e}"),
             })?;
         let (items, mut rx) = mpsc::channel::<Item>(LISTENER_QUEUE);
         let listener: Arc<Mutex<Option<Arc<dyn EventListener>>>> = Arc::new(Mutex::new(None));
@@ -125,7 +125,7 @@ impl TetherClient {
                 }
             })
             .map_err(|e| TetherError::Usage {
-                message: format!("cannot start the listener thread: {e}"),
+                reason: format!("cannot start the listener thread: {e}"),
             })?;
 
         Ok(Arc::new(TetherClient {
@@ -384,14 +384,14 @@ impl TetherClient {
             .unwrap_or_else(|p| p.into_inner())
             .clone()
             .ok_or_else(|| TetherError::Closed {
-                message: format!("{what}: the client is closed"),
+                reason: format!("{what}: the client is closed"),
             })
     }
 
     fn check_open(&self, what: &str) -> Result<(), TetherError> {
         if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(TetherError::Closed {
-                message: format!("{what}: the client is closed"),
+                reason: format!("{what}: the client is closed"),
             });
         }
         Ok(())

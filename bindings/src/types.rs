@@ -4,71 +4,72 @@
 use tether_core::events::{ConnState, Event, SocialEvent};
 use tether_core::store::{Contact as CoreContact, Conversation as CoreConversation, MessageRow};
 
-/// Why a call failed. Mirrors `tether_core::Error`'s classes.
+/// Why a call failed. Mirrors `tether_core::Error`'s classes. (The field is `reason`, not
+/// `message`, which Kotlin's `Exception` already has.)
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, uniffi::Error)]
 pub enum TetherError {
     /// Bad arguments (a malformed JID, an empty nick, a missing CA file, ...).
-    #[error("{message}")]
+    #[error("{reason}")]
     Usage {
         /// What was wrong.
-        message: String,
+        reason: String,
     },
     /// The server rejected the credentials. Final: the client stops until the user acts.
-    #[error("{message}")]
+    #[error("{reason}")]
     Auth {
         /// The server's reason.
-        message: String,
+        reason: String,
     },
     /// TLS failed or the certificate is not trusted. Final.
-    #[error("{message}")]
+    #[error("{reason}")]
     Tls {
         /// What failed.
-        message: String,
+        reason: String,
     },
     /// The network failed. The client retries by itself.
-    #[error("{message}")]
+    #[error("{reason}")]
     Network {
         /// What failed.
-        message: String,
+        reason: String,
     },
     /// The server broke the protocol.
-    #[error("{message}")]
+    #[error("{reason}")]
     Protocol {
         /// What it did.
-        message: String,
+        reason: String,
     },
     /// The database failed, or is not a Tether database, or is damaged. Nothing was changed.
-    #[error("{message}")]
+    #[error("{reason}")]
     Database {
         /// What failed.
-        message: String,
+        reason: String,
     },
     /// A deadline passed.
-    #[error("{message}")]
+    #[error("{reason}")]
     Timeout {
         /// What was waited for.
-        message: String,
+        reason: String,
     },
     /// The client was closed; open a new one.
-    #[error("{message}")]
+    #[error("{reason}")]
     Closed {
         /// What was asked of it.
-        message: String,
+        reason: String,
     },
 }
 
 impl From<tether_core::Error> for TetherError {
     fn from(e: tether_core::Error) -> Self {
         use tether_core::Error as E;
-        let message = e.to_string();
+        let reason = e.to_string();
         match e {
-            E::Usage(_) => TetherError::Usage { message },
-            E::Auth(_) => TetherError::Auth { message },
-            E::Tls(_) => TetherError::Tls { message },
-            E::Network(_) => TetherError::Network { message },
-            E::Protocol(_) => TetherError::Protocol { message },
-            E::Store(_) => TetherError::Database { message },
-            E::Timeout(_) => TetherError::Timeout { message },
+            E::Usage(_) => TetherError::Usage { reason },
+            E::Auth(_) => TetherError::Auth { reason },
+            E::Tls(_) => TetherError::Tls { reason },
+            E::Network(_) => TetherError::Network { reason },
+            E::Protocol(_) => TetherError::Protocol { reason },
+            E::Store(_) => TetherError::Database { reason },
+            E::Timeout(_) => TetherError::Timeout { reason },
         }
     }
 }

@@ -34,7 +34,7 @@ def thread_name():
 
 
 def error_json(e):
-    return {"kind": type(e).__name__, "message": getattr(e, "message", str(e))}
+    return {"kind": type(e).__name__, "message": e.reason}
 
 
 def event_json(e):
