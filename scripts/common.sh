@@ -16,9 +16,11 @@ ensure_toolchain() {
 # humans' inspection, build tools for the bundled SQLite.
 ensure_packages() {
   bash "$ROOT/tests/install-prosody.sh"
-  # Build tools, the desktop app's GTK/WebKit libraries, and Xvfb for its window tests.
+  # Build tools, the desktop app's GTK/WebKit libraries, and Xvfb for its window tests; Python,
+  # a Java runtime and JNA for the mobile bindings' test apps.
   local want=(build-essential pkg-config libwebkit2gtk-4.1-dev libgtk-3-dev librsvg2-dev
-              libsoup-3.0-dev webkit2gtk-driver xvfb xauth x11-utils nodejs npm)
+              libsoup-3.0-dev webkit2gtk-driver xvfb xauth x11-utils nodejs npm
+              python3 libjna-java default-jre-headless)
   local missing=()
   for p in "${want[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -26,6 +28,13 @@ ensure_packages() {
   # Node may come from another source than Debian's package; it only has to be there.
   if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
     missing=("${missing[@]/nodejs}"); missing=("${missing[@]/npm}")
+  fi
+  # Likewise a Java runtime (17 or newer) and Python 3 from elsewhere will do.
+  if command -v java >/dev/null 2>&1; then
+    missing=("${missing[@]/default-jre-headless}")
+  fi
+  if command -v python3 >/dev/null 2>&1; then
+    missing=("${missing[@]/python3}")
   fi
   local todo=()
   for p in "${missing[@]}"; do [ -n "$p" ] && todo+=("$p"); done

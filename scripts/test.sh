@@ -13,6 +13,12 @@ use_build_cache
 build_ui
 (cd ui && npm test)
 cargo build --locked -p tether-core --bin tether
+# The mobile bindings: the library's dependency tree has no C crypto (rustls + ring), Swift,
+# Kotlin and Python are generated from the built library, and the Kotlin test app is compiled.
+bash bindings/check-mobile-deps.sh
+bash bindings/generate.sh
+bash bindings/apple/check.sh
+bash tests/ffi/build-kotlin.sh
 # Two test threads: each end-to-end test runs its own Prosody and clients; the machine has 2 cores.
 cargo test --locked --workspace -- --test-threads=2
 # The desktop installer: built offline, unpacked, started in a real (virtual) display.
