@@ -4,7 +4,7 @@
 #
 #   bindings/generate.sh [OUT_DIR]      default OUT_DIR: $CARGO_TARGET_DIR/ffi (or target/ffi)
 #
-# Writes OUT_DIR/{swift,kotlin,python}/ and copies the library next to the Kotlin and Python
+# Writes OUT_DIR/{swift,kotlin,kotlin-android,python}/ and copies the library next to the Kotlin and Python
 # code. Generated code is never committed. Release builds: PROFILE=release.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -27,6 +27,12 @@ for lang in swift kotlin python; do
   mkdir -p "$OUT/$lang"
   "$bindgen" generate --no-format --library "$lib" --language "$lang" --out-dir "$OUT/$lang"
 done
+# Kotlin for Android apps: the same, with the Android-compatible cleaner.
+mkdir -p "$OUT/kotlin-android"
+"$bindgen" generate --no-format --config "$ROOT/bindings/uniffi-android.toml" --library "$lib" \
+  --language kotlin --out-dir "$OUT/kotlin-android"
+grep -q "android.system.SystemCleaner" "$OUT/kotlin-android/uniffi/tether_ffi/tether_ffi.kt" \
+  || { echo "the Android Kotlin lacks the Android cleaner" >&2; exit 1; }
 cp "$lib" "$OUT/kotlin/"
 cp "$lib" "$OUT/python/"
 echo "bindings generated in $OUT:"
