@@ -31,14 +31,10 @@ const LISTENER_QUEUE: usize = 256;
 /// the UI thread yourself (`DispatchQueue.main`, `Dispatchers.Main`). The listener may call any
 /// method of the client, including `close()`. A listener that blocks only delays its own events;
 /// past `event_buffer` of them the oldest are dropped and it gets `EventsMissed`.
-#[uniffi::export(with_foreign)]
+#[uniffi::export(foreign)]
 pub trait EventListener: Send + Sync {
     /// One event.
     fn on_event(&self, event: TetherEvent);
-}
-
-enum Item {
-    Event(TetherEvent),
 }
 
 /// Creates the database at `db_path` (if needed) with its one account. Does not connect.
@@ -63,8 +59,10 @@ pub fn add_account(db_path: String, settings: AccountSettings) -> Result<Account
 pub struct TetherClient {
     client: Client,
     runtime: tokio::runtime::Runtime,
-    /// Taken (dropped) by `close()`, which lets the listener thread end.
-    items: Mutex<Option<mpsc::Sender<Item>>>,
+    /// How a finished run reports to the forwarder, which delivers `Stopped` after every event
+    /// the run emitted. Taken (dropped) by `close()`, which ends the forwarder and then the
+    /// listener thread.
+    stops: Mutex<Option<mpsc::UnboundedSender<Option<TetherError>>>>,
     listener: Arc<Mutex<Option<Arc<dyn EventListener>>>>,
     run: Mutex<Option<tokio::task::JoinHandle<()>>>,
     forwarder: Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -89,23 +87,45 @@ impl TetherClient {
             .map_err(|e| TetherError::Usage {
                 reason: format!("cannot start the runtime: {e}"),
             })?;
-        let (items, mut rx) = mpsc::channel::<Item>(LISTENER_QUEUE);
+        let (items, mut rx) = mpsc::channel::<TetherEvent>(LISTENER_QUEUE);
+        let (stops, mut stop_rx) = mpsc::unbounded_channel::<Option<TetherError>>();
         let listener: Arc<Mutex<Option<Arc<dyn EventListener>>>> = Arc::new(Mutex::new(None));
 
         // Core events -> bounded queue. A lagging listener makes the core's channel drop the
-        // oldest events; the listener is told how many.
+        // oldest events; the listener is told how many. A run's end is delivered after every
+        // event it emitted (they are in the channel before its future returns).
         let mut events = client.subscribe();
-        let tx = items.clone();
         let forwarder = runtime.spawn(async move {
             loop {
-                let item = match events.recv().await {
-                    Ok(e) => TetherEvent::from(e),
-                    Err(broadcast::error::RecvError::Lagged(n)) => {
-                        TetherEvent::EventsMissed { count: n }
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return,
+                let item = tokio::select! {
+                    biased;
+                    e = events.recv() => match e {
+                        Ok(e) => TetherEvent::from(e),
+                        Err(broadcast::error::RecvError::Lagged(n)) => {
+                            TetherEvent::EventsMissed { count: n }
+                        }
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    },
+                    stop = stop_rx.recv() => match stop {
+                        Some(error) => {
+                            loop {
+                                let e = match events.try_recv() {
+                                    Ok(e) => TetherEvent::from(e),
+                                    Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                                        TetherEvent::EventsMissed { count: n }
+                                    }
+                                    Err(_) => break,
+                                };
+                                if items.send(e).await.is_err() {
+                                    return;
+                                }
+                            }
+                            TetherEvent::Stopped { error }
+                        }
+                        None => return,
+                    },
                 };
-                if tx.send(Item::Event(item)).await.is_err() {
+                if items.send(item).await.is_err() {
                     return;
                 }
             }
@@ -117,7 +137,7 @@ impl TetherClient {
         let listener_thread = std::thread::Builder::new()
             .name(LISTENER_THREAD.into())
             .spawn(move || {
-                while let Some(Item::Event(event)) = rx.blocking_recv() {
+                while let Some(event) = rx.blocking_recv() {
                     let current = l.lock().unwrap_or_else(|p| p.into_inner()).clone();
                     if let Some(listener) = current {
                         listener.on_event(event);
@@ -131,7 +151,7 @@ impl TetherClient {
         Ok(Arc::new(TetherClient {
             client,
             runtime,
-            items: Mutex::new(Some(items)),
+            stops: Mutex::new(Some(stops)),
             listener,
             run: Mutex::new(None),
             forwarder: Mutex::new(Some(forwarder)),
@@ -166,13 +186,11 @@ impl TetherClient {
             return Ok(());
         }
         let client = self.client.clone();
-        let items = self.sender("connect")?;
+        let stops = self.stopper("connect")?;
         *run = Some(self.runtime.spawn(async move {
             let error = client.run().await.err().map(TetherError::from);
-            // If the listener thread is gone, so is the app's interest in this.
-            let _ = items
-                .send(Item::Event(TetherEvent::Stopped { error }))
-                .await;
+            // If the forwarder is gone, the client was closed and nobody listens any more.
+            let _ = stops.send(error);
         }));
         Ok(())
     }
@@ -340,37 +358,54 @@ impl TetherClient {
         }
         self.client.shutdown();
         let run = self.run.lock().unwrap_or_else(|p| p.into_inner()).take();
-        let items = self.items.lock().unwrap_or_else(|p| p.into_inner()).take();
-        self.runtime.block_on(async {
-            if let Some(mut handle) = run {
-                if tokio::time::timeout(CLOSE_WAIT, &mut handle).await.is_err() {
-                    tracing::warn!("the connection did not stop in time; dropped");
-                    handle.abort();
-                }
-            } else if let Some(items) = &items {
-                // Never connected: still say that it stopped.
-                let _ = items
-                    .send(Item::Event(TetherEvent::Stopped { error: None }))
-                    .await;
-            }
-        });
-        if let Some(f) = self
+        let stops = self.stops.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let forwarder = self
             .forwarder
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .take()
-        {
-            f.abort();
-        }
-        // With every sender gone, the listener thread delivers what is queued and ends.
-        drop(items);
+            .take();
         let thread = self
             .listener_thread
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take();
+        // Called from the listener itself: nobody drains the queue while we wait, so do not
+        // wait for the forwarder (it may be blocked on a full queue) nor join ourselves.
+        let inside = thread
+            .as_ref()
+            .is_some_and(|t| t.thread().id() == std::thread::current().id());
+        self.runtime.block_on(async {
+            match run {
+                Some(mut handle) if !handle.is_finished() => {
+                    // The run reports its own end (through its clone of `stops`).
+                    if tokio::time::timeout(CLOSE_WAIT, &mut handle).await.is_err() {
+                        tracing::warn!("the connection did not stop in time; dropped");
+                        handle.abort();
+                        if let Some(stops) = &stops {
+                            let _ = stops.send(None);
+                        }
+                    }
+                }
+                // Never connected, or already stopped by a final error: say it stopped now.
+                _ => {
+                    if let Some(stops) = &stops {
+                        let _ = stops.send(None);
+                    }
+                }
+            }
+            // With the last stop sender gone the forwarder delivers what it has and ends.
+            drop(stops);
+            // From inside the listener, let it finish on its own as the listener drains.
+            if let (Some(mut f), false) = (forwarder, inside) {
+                if tokio::time::timeout(CLOSE_WAIT, &mut f).await.is_err() {
+                    f.abort();
+                }
+            }
+        });
+        // The forwarder held the last sender of the listener queue: the listener thread
+        // delivers what is queued and ends.
         if let Some(t) = thread {
-            if std::thread::current().id() != t.thread().id() {
+            if !inside {
                 let _ = t.join();
             }
         }
@@ -378,8 +413,11 @@ impl TetherClient {
 }
 
 impl TetherClient {
-    fn sender(&self, what: &str) -> Result<mpsc::Sender<Item>, TetherError> {
-        self.items
+    fn stopper(
+        &self,
+        what: &str,
+    ) -> Result<mpsc::UnboundedSender<Option<TetherError>>, TetherError> {
+        self.stops
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
