@@ -79,8 +79,23 @@ fn online(resumed: bool) -> impl Fn(&Value) -> bool {
 
 fn wait(app: &App, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
     app.wait_after(0, LONG, pred)
-        .unwrap_or_else(|| panic!("{:?} app: no {what}: {}", app.lang, app.diagnostics()))
+        .unwrap_or_else(|| panic!("{:?} app: no {what}: {}", app.lang, summary(app)))
         .1
+}
+
+/// For failure messages: how many events of each name, every connection and error event, and
+/// the last events.
+fn summary(app: &App) -> String {
+    let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
+    let mut notable = String::new();
+    for e in app.events() {
+        let name = e["event"].as_str().unwrap_or("?").to_owned();
+        if ["connection", "error", "stopped", "message:failed"].contains(&name.as_str()) {
+            notable.push_str(&format!("{e}\n"));
+        }
+        *counts.entry(name).or_default() += 1;
+    }
+    format!("counts: {counts:?}\nconnection/error events:\n{notable}{}", app.diagnostics())
 }
 
 fn wait_pending_zero(app: &mut App) {
@@ -281,7 +296,18 @@ fn killed_mid_send_resumes_with_nothing_lost_or_duplicated(lang: Lang) {
     let mut app = App::start(lang, &w.db());
     app.ok("open", &["100", "65536", "normal"]);
     app.ok("connect", &[]);
-    wait(&app, "a resumed stream", online(true));
+    if app.wait_after(0, LONG, online(true)).is_none() {
+        let log = w.prosody.log_tail(400);
+        let smacks: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("esum") || l.contains("smacks") || l.contains("ibernat"))
+            .collect();
+        panic!(
+            "{lang:?} app: the stream was not resumed: {}\nProsody on resumption:\n{}",
+            summary(&app),
+            smacks.join("\n")
+        );
+    }
     wait_pending_zero(&mut app);
     assert!(
         !app.events().iter().any(|e| e["event"] == "message:failed"),
