@@ -39,6 +39,7 @@ mod process;
 pub mod prosody;
 pub mod proxy;
 pub mod raw;
+pub mod scripted;
 pub mod tether;
 
 pub use prosody::{Prosody, ProsodyOptions, DOMAIN, MUC_DOMAIN};

@@ -560,7 +560,7 @@ fn lua_string(s: &str) -> String {
 
 /// Generates a test CA and a `localhost` server certificate signed by it,
 /// and writes `ca.pem`, `localhost.crt` and `localhost.key` into `dir`.
-fn write_certificates(dir: &Path) -> io::Result<()> {
+pub(crate) fn write_certificates(dir: &Path) -> io::Result<()> {
     let tls_err = |e: rcgen::Error| io::Error::other(format!("generating test certificates: {e}"));
 
     let ca_key = KeyPair::generate().map_err(tls_err)?;

@@ -369,7 +369,20 @@ impl Running {
     pub fn diagnostics(&self) -> String {
         let events = self.events.lock().unwrap();
         let from = events.len().saturating_sub(30);
-        let mut out = format!("last {} of {} events:\n", events.len() - from, events.len());
+        let mut out = String::from("connection and error events:\n");
+        for e in events.iter().filter(|e| {
+            e["event"]
+                .as_str()
+                .is_some_and(|n| !n.starts_with("message") && n != "receipt")
+        }) {
+            out.push_str(&e.to_string());
+            out.push('\n');
+        }
+        out.push_str(&format!(
+            "last {} of {} events:\n",
+            events.len() - from,
+            events.len()
+        ));
         for e in &events[from..] {
             out.push_str(&e.to_string());
             out.push('\n');

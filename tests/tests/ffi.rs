@@ -95,7 +95,10 @@ fn summary(app: &App) -> String {
         }
         *counts.entry(name).or_default() += 1;
     }
-    format!("counts: {counts:?}\nconnection/error events:\n{notable}{}", app.diagnostics())
+    format!(
+        "counts: {counts:?}\nconnection/error events:\n{notable}{}",
+        app.diagnostics()
+    )
 }
 
 fn wait_pending_zero(app: &mut App) {

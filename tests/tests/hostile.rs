@@ -1,0 +1,363 @@
+//! A hostile or broken server, scripted in process (`tether_e2e::scripted`): each case must end
+//! with a clear error or a clean recovery, and nothing the user wrote lost. The client under test
+//! is the `tether` CLI on its own SQLite store, over STARTTLS with the scripted server's test CA.
+//!
+//! The invariants checked after every case:
+//! - every outgoing message ends `acked`, or `failed` with a reason (never silently gone);
+//! - nothing failed is resent until the user says so; after `resend --all-failed` all are acked;
+//! - the server holds every body, and a second copy only ever carries the same id (the receiver's
+//!   de-duplication key); where the server's `h` was truthful, exactly one copy.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use tether_e2e::scripted::{AckPolicy, Behavior, ResumePolicy, ScriptedServer, PASSWORD};
+use tether_e2e::tether::{Node, Running};
+
+const BOB: &str = "bob@localhost";
+const LONG: Duration = Duration::from_secs(120);
+
+struct Case {
+    server: ScriptedServer,
+    alice: Node,
+    _dir: tempfile::TempDir,
+}
+
+fn case(script: Vec<Behavior>) -> Case {
+    let server = ScriptedServer::start(script);
+    let dir = tempfile::tempdir().unwrap();
+    let alice = Node::new(
+        dir.path(),
+        "alice",
+        PASSWORD,
+        server.addr(),
+        &server.ca_file(),
+    );
+    Case {
+        server,
+        alice,
+        _dir: dir,
+    }
+}
+
+fn run_until_idle(c: &Case, extra: &[&str]) -> Running {
+    let node = &c.alice;
+    let mut args = vec![
+        "--until-idle",
+        "--keepalive-secs",
+        "1",
+        "--dead-after-secs",
+        "2",
+    ];
+    args.extend_from_slice(extra);
+    let mut run = node.spawn_run(&args);
+    let status = run.wait_exit(LONG);
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "run did not finish cleanly: {}\nserver: {:?}",
+        run.diagnostics(),
+        c.server.notes()
+    );
+    run
+}
+
+/// Every outgoing row is acked or failed-with-a-reason; returns (acked, failed).
+fn settled(node: &Node) -> (usize, usize) {
+    let rows = node.messages(&["--direction", "out"]);
+    let mut acked = 0;
+    let mut failed = 0;
+    for r in &rows {
+        match r["state"].as_str() {
+            Some("acked") => acked += 1,
+            Some("failed") => {
+                assert!(r["error"].is_string(), "failed without a reason: {r}");
+                failed += 1
+            }
+            other => panic!("message left in state {other:?}: {r}"),
+        }
+    }
+    (acked, failed)
+}
+
+/// The server got every body; copies of one body share its id. With `exact`, one copy each.
+fn server_has_all(c: &Case, bodies: &[String], exact: bool) {
+    let mut ids: HashMap<String, Vec<Option<String>>> = HashMap::new();
+    for m in c.server.messages() {
+        ids.entry(m.body.clone().unwrap_or_default())
+            .or_default()
+            .push(m.id);
+    }
+    for b in bodies {
+        let copies = ids
+            .get(b)
+            .unwrap_or_else(|| panic!("the server never got {b:?}: {:?}", c.server.notes()));
+        assert!(
+            copies.iter().all(|id| id == &copies[0]),
+            "copies of {b:?} with different ids: {copies:?}"
+        );
+        if exact {
+            assert_eq!(copies.len(), 1, "{b:?} arrived {} times", copies.len());
+        }
+    }
+}
+
+/// The user confirms resending whatever failed; then everything must be acked.
+fn user_resends(c: &Case) {
+    let out = c.alice.exec(&["resend", "--all-failed"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    run_until_idle(&c, &[]);
+    let (acked, failed) = settled(&c.alice);
+    assert_eq!(failed, 0);
+    assert!(acked > 0);
+}
+
+fn send(c: &Case, n: usize, prefix: &str) -> Vec<String> {
+    c.alice.send_many(BOB, n, prefix);
+    (0..n).map(|i| format!("{prefix} {i}")).collect()
+}
+
+fn protocol_errors(run: &Running) -> usize {
+    run.events()
+        .iter()
+        .filter(|e| e["event"] == "error" && e["kind"] == "protocol")
+        .count()
+}
+
+#[test]
+fn h_above_what_was_sent_is_refused_and_nothing_is_lost() {
+    let c = case(vec![
+        Behavior {
+            ack: AckPolicy::TooHigh,
+            ..Behavior::default()
+        },
+        Behavior::default(),
+    ]);
+    let bodies = send(&c, 20, "too-high");
+    let run = run_until_idle(&c, &[]);
+    assert!(
+        protocol_errors(&run) > 0 || run.stderr().contains("handled-count-too-high"),
+        "{}",
+        run.diagnostics()
+    );
+    assert!(
+        c.server
+            .notes()
+            .iter()
+            .any(|n| n.contains("client stream error")),
+        "the client did not tell the server: {:?}",
+        c.server.notes()
+    );
+    assert!(c.server.connections() >= 2, "the client did not carry on");
+    let (_, failed) = settled(&c.alice);
+    if failed > 0 {
+        user_resends(&c);
+    }
+    server_has_all(&c, &bodies, false);
+}
+
+#[test]
+fn h_going_backwards_is_refused_and_nothing_is_lost() {
+    let c = case(vec![
+        Behavior {
+            ack: AckPolicy::BackwardsAfter(6),
+            ..Behavior::default()
+        },
+        Behavior::default(),
+    ]);
+    let bodies = send(&c, 30, "backwards");
+    let run = run_until_idle(&c, &[]);
+    assert!(
+        c.server.connections() >= 2,
+        "a backwards h went unnoticed: {}",
+        run.diagnostics()
+    );
+    let (_, failed) = settled(&c.alice);
+    if failed > 0 {
+        user_resends(&c);
+    }
+    server_has_all(&c, &bodies, false);
+}
+
+/// Connection 0 drops after `cut` stanzas; connection 1 answers the resumption with `resume`.
+fn cut_then(resume: ResumePolicy, cut: usize) -> Case {
+    case(vec![
+        Behavior {
+            close_after: Some(cut),
+            ..Behavior::default()
+        },
+        Behavior {
+            resume,
+            ..Behavior::default()
+        },
+        Behavior::default(),
+    ])
+}
+
+#[test]
+fn failed_with_h_acks_what_the_server_had_and_fails_only_the_rest() {
+    let c = cut_then(ResumePolicy::FailedWithH, 12);
+    let bodies = send(&c, 40, "failed-h");
+    run_until_idle(&c, &[]);
+    let (acked, failed) = settled(&c.alice);
+    assert!(failed > 0, "nothing failed: the cut came too late");
+    // With a truthful h, the server's copy and the client's acks agree exactly.
+    let got_first: usize = c
+        .server
+        .messages()
+        .iter()
+        .filter(|m| m.connection == 0)
+        .count();
+    assert!(
+        acked >= got_first,
+        "acked {acked} < {got_first} the server confirmed"
+    );
+    user_resends(&c);
+    server_has_all(&c, &bodies, true);
+}
+
+#[test]
+fn failed_without_h_fails_every_unconfirmed_message_until_the_user_resends() {
+    let c = cut_then(ResumePolicy::FailedWithoutH, 12);
+    let bodies = send(&c, 40, "failed-no-h");
+    run_until_idle(&c, &[]);
+    let (_, failed) = settled(&c.alice);
+    assert!(failed > 0);
+    let before = c.server.messages().len();
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        c.server.messages().len(),
+        before,
+        "something was resent without the user"
+    );
+    user_resends(&c);
+    server_has_all(&c, &bodies, false);
+}
+
+#[test]
+fn resumed_for_another_stream_is_a_protocol_error_and_nothing_is_lost() {
+    let c = cut_then(ResumePolicy::OtherStreamId, 12);
+    let bodies = send(&c, 40, "other-id");
+    let run = run_until_idle(&c, &[]);
+    assert!(c.server.connections() >= 3, "{}", run.diagnostics());
+    let (_, failed) = settled(&c.alice);
+    if failed > 0 {
+        user_resends(&c);
+    }
+    server_has_all(&c, &bodies, false);
+}
+
+#[test]
+fn dropped_after_the_nth_stanza_resumes_with_each_message_once() {
+    let c = cut_then(ResumePolicy::Honest, 15);
+    let bodies = send(&c, 60, "cut");
+    let run = run_until_idle(&c, &[]);
+    assert!(run.saw_online(true), "not resumed: {}", run.diagnostics());
+    assert_eq!(settled(&c.alice), (60, 0));
+    server_has_all(&c, &bodies, true);
+}
+
+#[test]
+fn a_server_that_stalls_forever_is_noticed_and_the_stream_resumed() {
+    let c = case(vec![
+        Behavior {
+            stall_after: Some(10),
+            ..Behavior::default()
+        },
+        Behavior::default(),
+    ]);
+    let bodies = send(&c, 30, "stall");
+    let run = run_until_idle(&c, &[]);
+    assert!(
+        run.saw_online(true),
+        "not resumed after the stall: {}",
+        run.diagnostics()
+    );
+    assert_eq!(settled(&c.alice), (30, 0));
+    server_has_all(&c, &bodies, true);
+}
+
+#[test]
+fn a_flood_of_ack_requests_is_answered_and_harms_nothing() {
+    let c = case(vec![Behavior {
+        flood_r: 2000,
+        ..Behavior::default()
+    }]);
+    let bodies = send(&c, 20, "flood");
+    run_until_idle(&c, &[]);
+    assert_eq!(settled(&c.alice), (20, 0));
+    server_has_all(&c, &bodies, true);
+    assert!(
+        c.server.client_acks().len() >= 2000,
+        "{} acks",
+        c.server.client_acks().len()
+    );
+    assert_eq!(c.server.connections(), 1);
+}
+
+#[test]
+fn a_stream_error_mid_burst_is_reported_and_the_stream_resumed() {
+    let c = case(vec![
+        Behavior {
+            stream_error_after: Some(10),
+            ..Behavior::default()
+        },
+        Behavior::default(),
+    ]);
+    let bodies = send(&c, 40, "stream-error");
+    let run = run_until_idle(&c, &[]);
+    assert!(
+        run.events().iter().any(|e| e["event"] == "connection"
+            && e["state"] == "offline"
+            && e["reason"].as_str().is_some_and(
+                |r| r.contains("internal-server-error") || r.contains("InternalServerError")
+            )),
+        "the stream error was not reported: {}",
+        run.diagnostics()
+    );
+    let (_, failed) = settled(&c.alice);
+    if failed > 0 {
+        user_resends(&c);
+    }
+    server_has_all(&c, &bodies, false);
+}
+
+fn garbage_case(bytes: &[u8], prefix: &str) {
+    let c = case(vec![
+        Behavior {
+            raw_after: Some((8, bytes.to_vec())),
+            ..Behavior::default()
+        },
+        Behavior::default(),
+    ]);
+    let bodies = send(&c, 30, prefix);
+    let run = run_until_idle(&c, &[]);
+    assert!(
+        c.server.connections() >= 2,
+        "the bad input went unnoticed: {}",
+        run.diagnostics()
+    );
+    let (_, failed) = settled(&c.alice);
+    if failed > 0 {
+        user_resends(&c);
+    }
+    server_has_all(&c, &bodies, false);
+}
+
+#[test]
+fn garbage_bytes_end_the_stream_and_nothing_is_lost() {
+    garbage_case(b"\x00\x01 this is not <xml at all >>> \xff", "garbage");
+}
+
+#[test]
+fn invalid_utf8_ends_the_stream_and_nothing_is_lost() {
+    garbage_case(b"<message><body>\xc3\x28\xa0\xa1</body></message>", "utf8");
+}
+
+#[test]
+fn a_dtd_with_entity_expansion_is_refused_and_nothing_is_lost() {
+    garbage_case(
+        b"<!DOCTYPE lol [<!ENTITY a \"aaaaaaaaaa\"><!ENTITY b \"&a;&a;&a;&a;&a;&a;&a;&a;\">]><message><body>&b;</body></message>",
+        "dtd",
+    );
+}
