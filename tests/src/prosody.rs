@@ -78,6 +78,9 @@ pub struct ProsodyOptions {
     /// Offer STARTTLS (load `mod_tls` and require encryption). `false` makes a plaintext-only
     /// server, to test that clients refuse it unless told otherwise. Default: `true`.
     pub starttls: bool,
+    /// Log at `debug` level (every stanza and parser error), as `TETHER_PROSODY_DEBUG` does for
+    /// all servers; for tests that look for a debug-only line. Default: `false`.
+    pub debug_log: bool,
 }
 
 impl Default for ProsodyOptions {
@@ -88,6 +91,7 @@ impl Default for ProsodyOptions {
             hibernation_secs: 60,
             extra_config: String::new(),
             starttls: true,
+            debug_log: false,
         }
     }
 }
@@ -432,7 +436,7 @@ impl From<io::Error> for StartError {
 /// Renders the Prosody config (Lua).
 fn render_config(dir: &Path, port: u16, opts: &ProsodyOptions) -> String {
     let path = |name: &str| lua_string(&dir.join(name).to_string_lossy());
-    let log_level = if std::env::var_os("TETHER_PROSODY_DEBUG").is_some() {
+    let log_level = if opts.debug_log || std::env::var_os("TETHER_PROSODY_DEBUG").is_some() {
         "debug"
     } else {
         "info"

@@ -666,11 +666,11 @@ impl Session<'_> {
     /// Writes a batch, with an `<r/>` after every few stanzas when SM is on, so the server's acks
     /// come back while the rest of a long batch is still on its way.
     ///
-    /// Each stanza is flushed on its own, so every TLS record holds whole stanzas: when a link is
-    /// cut, the server has decrypted only complete stanzas. This matters beyond tidiness: Prosody
-    /// 13.0.1 feeds a resumed connection's bytes to the old connection's XML parser
-    /// (`mod_c2s` `session.data` keeps the old `stream`), so half a stanza left there by a cut makes
-    /// the resumed stream fail as not-well-formed and the session is lost.
+    /// Each stanza is flushed on its own, so every TLS record holds whole stanzas. That narrows, but
+    /// cannot close, a Prosody 13.0.1 bug: it feeds a resumed connection's bytes to the old
+    /// connection's XML parser, so half a stanza left there by a cut (Prosody reads in chunks that
+    /// end anywhere) makes the resumed stream fail as not-well-formed and the session is lost; the
+    /// unconfirmed messages then become `failed` for the user to resend (ARCHITECTURE.md).
     async fn write_batch(&mut self, stanzas: Vec<Stanza>) -> Result<()> {
         let every = self.sm.request_every() as usize;
         let sm_on = self.sm.is_enabled();
