@@ -57,9 +57,16 @@ impl Error {
         }
     }
 
-    /// Whether reconnecting could help. Credentials, certificates and a broken store won't fix
-    /// themselves, so those stop the client and surface to the user.
+    /// Whether reconnecting could help. Credentials, certificates and a damaged store won't fix
+    /// themselves, so those stop the client and surface to the user. A store that is full,
+    /// read-only or locked by another process may be fixed while the client runs: the session
+    /// is dropped (whatever could not be committed was not acked, so the server keeps it) and
+    /// retried with backoff.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::Network(_) | Error::Protocol(_))
+        match self {
+            Error::Network(_) | Error::Protocol(_) => true,
+            Error::Store(e) => e.is_transient(),
+            _ => false,
+        }
     }
 }

@@ -40,6 +40,7 @@ pub mod prosody;
 pub mod proxy;
 pub mod raw;
 pub mod scripted;
+pub mod small_disk;
 pub mod tether;
 
 pub use prosody::{Prosody, ProsodyOptions, DOMAIN, MUC_DOMAIN};

@@ -363,9 +363,11 @@ async fn authenticate(
                 let success =
                     XmppStreamElement::Sasl(nonza::Nonza::Success(nonza::Success { data }));
                 let accepted = stream.accept_reset(&success).await?;
-                let mut features = StreamFeatures::default();
-                features.bind = Some(tokio_xmpp::parsers::bind::BindFeature { required: true });
-                features.stream_management = Some(sm::StreamManagement { optional: false });
+                let features = StreamFeatures {
+                    bind: Some(tokio_xmpp::parsers::bind::BindFeature { required: true }),
+                    stream_management: Some(sm::StreamManagement { optional: false }),
+                    ..StreamFeatures::default()
+                };
                 return accepted
                     .send_header(header())
                     .await?

@@ -38,6 +38,9 @@ pub struct Node {
     pub db: PathBuf,
     /// The account's bare JID.
     pub jid: String,
+    /// A command every `tether` invocation runs under (e.g. `nsenter` into a mount namespace of
+    /// its own); empty for none.
+    pub wrapper: Vec<String>,
 }
 
 /// The result of a finished CLI command.
@@ -66,9 +69,22 @@ impl Node {
         server: SocketAddr,
         extra: &[&str],
     ) -> Node {
+        Node::with_wrapper(dir, user, password, server, extra, Vec::new())
+    }
+
+    /// Like [`Node::with_args`], every command run under `wrapper` (see [`Node::wrapper`]).
+    pub fn with_wrapper(
+        dir: &Path,
+        user: &str,
+        password: &str,
+        server: SocketAddr,
+        extra: &[&str],
+        wrapper: Vec<String>,
+    ) -> Node {
         let node = Node {
             db: dir.join(format!("{user}.db")),
             jid: format!("{user}@localhost"),
+            wrapper,
         };
         let server = server.to_string();
         let mut args = vec![
@@ -89,7 +105,14 @@ impl Node {
 
     /// A `tether --db DB` command.
     pub fn cmd(&self) -> Command {
-        let mut c = Command::new(tether_bin());
+        let mut c = match self.wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(tether_bin());
+                c
+            }
+            None => Command::new(tether_bin()),
+        };
         // Test-only trust for the raw client (see `raw`); the client under test must not see it.
         c.env_remove("SSL_CERT_FILE");
         c.arg("--db").arg(&self.db);

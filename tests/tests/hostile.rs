@@ -106,7 +106,7 @@ fn server_has_all(c: &Case, bodies: &[String], exact: bool) {
 fn user_resends(c: &Case) {
     let out = c.alice.exec(&["resend", "--all-failed"]);
     assert_eq!(out.code, Some(0), "{}", out.stderr);
-    run_until_idle(&c, &[]);
+    run_until_idle(c, &[]);
     let (acked, failed) = settled(&c.alice);
     assert_eq!(failed, 0);
     assert!(acked > 0);

@@ -2,6 +2,8 @@
 //! the sans-IO [`crate::sm::StreamManager`] and writes every change to the store before acting on it.
 
 mod backoff;
+#[cfg(any(fuzzing, test))]
+pub mod fuzzing;
 mod inbound;
 mod login;
 mod mam;
@@ -148,11 +150,21 @@ pub(crate) async fn drive(shared: Arc<Shared>) -> Result<()> {
             .map(Tag::Msg)
             .collect();
         moves.extend(settle(&lost, Fate::Lost(UNCONFIRMED)).0);
-        let changes =
-            shared
-                .store()
-                .apply_all(account_id, &moves, &control, Some(sm.snapshot()))?;
-        shared.emit_changes(&changes);
+        if let Error::Store(e) = &reason {
+            shared.emit(Event::error(reason.kind(), e.to_string()));
+        }
+        match shared
+            .store()
+            .apply_all(account_id, &moves, &control, Some(sm.snapshot()))
+        {
+            Ok(changes) => shared.emit_changes(&changes),
+            // The store is full or locked: the rows keep their last committed state (the next
+            // session or start settles them again from the SM state), and we retry.
+            Err(e) if e.is_transient() => {
+                tracing::warn!("could not record the disconnect: {e}");
+            }
+            Err(e) => return Err(e.into()),
+        }
 
         let delay = backoff.next_delay();
         tracing::info!(%reason, ?delay, "offline");

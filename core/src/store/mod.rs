@@ -121,6 +121,29 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    /// Whether the cause lies outside the file and may go away: a full disk, a read-only file or
+    /// directory, a lock held by another process, an I/O error. A damaged, foreign or newer file
+    /// is not transient.
+    pub fn is_transient(&self) -> bool {
+        use rusqlite::ErrorCode as C;
+        match self {
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => matches!(
+                e.code,
+                C::DiskFull
+                    | C::ReadOnly
+                    | C::DatabaseBusy
+                    | C::DatabaseLocked
+                    | C::SystemIoFailure
+                    | C::CannotOpen
+                    | C::PermissionDenied
+            ),
+            StoreError::Io { .. } => true,
+            _ => false,
+        }
+    }
+}
+
 /// A result with [`StoreError`].
 pub type Result<T> = std::result::Result<T, StoreError>;
 
