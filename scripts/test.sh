@@ -21,6 +21,9 @@ bash bindings/apple/check.sh
 bash tests/ffi/build-kotlin.sh
 # Two test threads: each end-to-end test runs its own Prosody and clients; the machine has 2 cores.
 cargo test --locked --workspace -- --test-threads=2
+# A short fuzz run of the core (30 s per target; FUZZ_SECONDS sets it), after replaying every
+# input a fuzz run ever crashed on.
+bash core/fuzz/run.sh
 # The desktop installer: built offline, unpacked, started in a real (virtual) display.
 bash tests/desktop/deb-smoke.sh
 # The app in a real window over WebDriver, against Prosody and the fault proxy (screenshots in

@@ -226,6 +226,10 @@ impl<T: Clone> StreamManager<T> {
             outbound_count: 0,
             acked_h: 0,
         };
+        debug_assert!(
+            self.unacked.is_empty(),
+            "tags of an older stream were not settled before <enable/>"
+        );
         self.unacked.clear();
         self.reset_requests();
         self.phase = Phase::Enabled;

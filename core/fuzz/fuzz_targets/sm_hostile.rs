@@ -136,6 +136,10 @@ fuzz_target!(|ops: Vec<Op>| {
                 h.send(tag);
             }
             Op::StartEnable => {
+                // The engine's contract, kept by the session: tags of an older stream are settled
+                // (failed) before a new stream is enabled.
+                let old = h.sm.take_unsettled();
+                h.settle(&old);
                 let _ = h.sm.start_enable();
             }
             Op::StartResume => {
