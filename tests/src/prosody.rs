@@ -565,6 +565,12 @@ fn lua_string(s: &str) -> String {
 /// Generates a test CA and a `localhost` server certificate signed by it,
 /// and writes `ca.pem`, `localhost.crt` and `localhost.key` into `dir`.
 pub(crate) fn write_certificates(dir: &Path) -> io::Result<()> {
+    write_certificates_for(dir, &[DOMAIN, "127.0.0.1"])
+}
+
+/// Like [`write_certificates`], with a server certificate for `names` (still written to
+/// `localhost.crt`): a certificate for another host, signed by the trusted CA.
+pub(crate) fn write_certificates_for(dir: &Path, names: &[&str]) -> io::Result<()> {
     let tls_err = |e: rcgen::Error| io::Error::other(format!("generating test certificates: {e}"));
 
     let ca_key = KeyPair::generate().map_err(tls_err)?;
@@ -581,9 +587,9 @@ pub(crate) fn write_certificates(dir: &Path) -> io::Result<()> {
     let ca = CertifiedIssuer::self_signed(ca_params, ca_key).map_err(tls_err)?;
 
     let server_key = KeyPair::generate().map_err(tls_err)?;
-    let mut params =
-        CertificateParams::new(vec![DOMAIN.to_owned(), "127.0.0.1".to_owned()]).map_err(tls_err)?;
-    params.distinguished_name.push(DnType::CommonName, DOMAIN);
+    let mut params = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+        .map_err(tls_err)?;
+    params.distinguished_name.push(DnType::CommonName, names[0]);
     params.key_usages = vec![
         KeyUsagePurpose::DigitalSignature,
         KeyUsagePurpose::KeyEncipherment,

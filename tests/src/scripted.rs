@@ -124,6 +124,28 @@ struct State {
     client_acks: Vec<u32>,
     /// Stream errors and other notable things the client sent.
     notes: Vec<String>,
+    /// The SASL mechanism of every `<auth/>` a client sent.
+    sasl_attempts: Vec<String>,
+}
+
+/// What the server presents before any script runs.
+#[derive(Clone, Debug)]
+pub struct ServerOptions {
+    /// The names the server certificate (signed by the test CA) is for. Default: `localhost` and
+    /// `127.0.0.1`.
+    pub cert_names: Vec<String>,
+    /// The SASL mechanisms offered after STARTTLS. Only `SCRAM-SHA-256` can succeed; a client
+    /// choosing anything else is disconnected. Default: `SCRAM-SHA-256`.
+    pub mechanisms: Vec<String>,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            cert_names: vec!["localhost".into(), "127.0.0.1".into()],
+            mechanisms: vec!["SCRAM-SHA-256".into()],
+        }
+    }
 }
 
 /// The running server. Stops when dropped.
@@ -138,6 +160,11 @@ impl ScriptedServer {
     /// Starts a server on a free loopback port. Connection `i` follows `script[i]`, the last
     /// entry repeating (an empty script is all honest).
     pub fn start(script: Vec<Behavior>) -> ScriptedServer {
+        ScriptedServer::start_with(script, ServerOptions::default())
+    }
+
+    /// Like [`Self::start`], with a certificate or SASL offer of `opts`.
+    pub fn start_with(script: Vec<Behavior>, opts: ServerOptions) -> ScriptedServer {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -148,7 +175,9 @@ impl ScriptedServer {
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let certs = tempfile::tempdir().expect("tempdir");
-        crate::prosody::write_certificates(certs.path()).expect("test certificates");
+        let names: Vec<&str> = opts.cert_names.iter().map(String::as_str).collect();
+        crate::prosody::write_certificates_for(certs.path(), &names).expect("test certificates");
+        let mechanisms = Arc::new(opts.mechanisms);
         let tls = tls_acceptor(certs.path());
         let state = Arc::new(Mutex::new(State::default()));
         let st = state.clone();
@@ -165,8 +194,9 @@ impl ScriptedServer {
                 let behavior = script.get(n).or(script.last()).cloned().unwrap_or_default();
                 let st = st.clone();
                 let tls = tls.clone();
+                let mechanisms = mechanisms.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = serve(tcp, tls, n, behavior, st.clone()).await {
+                    if let Err(e) = serve(tcp, tls, &mechanisms, n, behavior, st.clone()).await {
                         st.lock()
                             .unwrap()
                             .notes
@@ -191,6 +221,11 @@ impl ScriptedServer {
     /// The test CA that signed the server's `localhost` certificate (for `--ca-file`).
     pub fn ca_file(&self) -> PathBuf {
         self.certs.path().join("ca.pem")
+    }
+
+    /// The mechanism of every SASL `<auth/>` received so far.
+    pub fn sasl_attempts(&self) -> Vec<String> {
+        self.state.lock().unwrap().sasl_attempts.clone()
     }
 
     /// Connections accepted so far.
@@ -306,6 +341,8 @@ where
 async fn authenticate(
     tcp: TcpStream,
     tls: tokio_rustls::TlsAcceptor,
+    mechanisms: &[String],
+    st: &Arc<Mutex<State>>,
 ) -> io::Result<XmlStream<Io, XmppStreamElement>> {
     let ns = tokio_xmpp::parsers::ns::JABBER_CLIENT;
     let accepted = accept_stream(BufStream::new(tcp), ns, timeouts()).await?;
@@ -335,7 +372,9 @@ async fn authenticate(
     let tls = tls.accept(tcp).await?;
     let accepted = accept_stream(BufStream::new(tls), ns, timeouts()).await?;
     let mut features = StreamFeatures::default();
-    features.sasl_mechanisms.insert("SCRAM-SHA-256".into());
+    for m in mechanisms {
+        features.sasl_mechanisms.insert(m.clone());
+    }
     let mut stream = accepted
         .send_header(header())
         .await?
@@ -345,7 +384,19 @@ async fn authenticate(
     let mut first = true;
     loop {
         let data = match next(&mut stream).await? {
-            XmppStreamElement::Sasl(nonza::Nonza::Auth(a)) if first => a.data,
+            XmppStreamElement::Sasl(nonza::Nonza::Auth(a)) if first => {
+                st.lock()
+                    .unwrap()
+                    .sasl_attempts
+                    .push(format!("{:?}", a.mechanism));
+                if !matches!(a.mechanism, nonza::Mechanism::ScramSha256) {
+                    return Err(io::Error::other(format!(
+                        "the client chose {:?}",
+                        a.mechanism
+                    )));
+                }
+                a.data
+            }
             XmppStreamElement::Sasl(nonza::Nonza::Response(r)) if !first => r.data,
             other => {
                 return Err(io::Error::other(format!(
@@ -390,11 +441,12 @@ async fn authenticate(
 async fn serve(
     tcp: TcpStream,
     tls: tokio_rustls::TlsAcceptor,
+    mechanisms: &[String],
     n: usize,
     b: Behavior,
     st: Arc<Mutex<State>>,
 ) -> io::Result<()> {
-    let mut stream = authenticate(tcp, tls).await?;
+    let mut stream = authenticate(tcp, tls, mechanisms, &st).await?;
     let mut stanzas = 0usize;
     let mut sm_id: Option<String> = None;
     let mut h_in: u32 = 0;
