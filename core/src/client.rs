@@ -36,7 +36,13 @@ pub struct ClientConfig {
     /// How many events a subscriber may fall behind before it is told it missed some (and should
     /// reload from the store). Bounds the event stream's memory.
     pub event_buffer: usize,
+    /// The most the server may send without completing an element (a stanza or nonza), in bytes.
+    /// More ends the stream with a protocol error instead of buffering without bound.
+    pub max_stanza_bytes: usize,
 }
+
+/// Default of [`ClientConfig::max_stanza_bytes`]: 4 MiB, room for a large roster or vCard.
+pub const MAX_STANZA_BYTES: usize = 4 << 20;
 
 impl Default for ClientConfig {
     fn default() -> Self {
@@ -49,6 +55,7 @@ impl Default for ClientConfig {
             outbox_poll: Duration::from_millis(200),
             mam_first_sync: Duration::from_secs(7 * 24 * 3600),
             event_buffer: EVENT_BUFFER,
+            max_stanza_bytes: MAX_STANZA_BYTES,
         }
     }
 }

@@ -587,8 +587,9 @@ pub(crate) fn write_certificates_for(dir: &Path, names: &[&str]) -> io::Result<(
     let ca = CertifiedIssuer::self_signed(ca_params, ca_key).map_err(tls_err)?;
 
     let server_key = KeyPair::generate().map_err(tls_err)?;
-    let mut params = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
-        .map_err(tls_err)?;
+    let mut params =
+        CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+            .map_err(tls_err)?;
     params.distinguished_name.push(DnType::CommonName, names[0]);
     params.key_usages = vec![
         KeyUsagePurpose::DigitalSignature,

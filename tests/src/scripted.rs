@@ -101,6 +101,8 @@ pub struct Behavior {
     pub raw_after: Option<(usize, Vec<u8>)>,
     /// Send this many `<r/>` right after the session is up.
     pub flood_r: usize,
+    /// Once this many stanzas arrived (`.0`), send a chat message whose body has `.1` bytes.
+    pub oversized_after: Option<(usize, usize)>,
 }
 
 /// A chat message the client sent.
@@ -493,6 +495,17 @@ async fn serve(
                     let drain = async { while next(&mut stream).await.is_ok() {} };
                     let _ = tokio::time::timeout(Duration::from_secs(5), drain).await;
                     return Ok(());
+                }
+                if let Some((after, size)) = b.oversized_after {
+                    if after == stanzas {
+                        let mut m = Message::new(Some(Jid::new("alice@localhost").expect("JID")));
+                        m.from = Some(Jid::new("bob@localhost/big").expect("JID"));
+                        m.type_ = tokio_xmpp::parsers::message::MessageType::Chat;
+                        m.bodies.insert(Default::default(), "b".repeat(size));
+                        stream
+                            .send(&XmppStreamElement::Stanza(Stanza::Message(m)))
+                            .await?;
+                    }
                 }
                 if let Some((after, bytes)) = &b.raw_after {
                     if *after == stanzas {

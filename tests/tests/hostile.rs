@@ -361,3 +361,34 @@ fn a_dtd_with_entity_expansion_is_refused_and_nothing_is_lost() {
         "dtd",
     );
 }
+
+#[test]
+fn an_oversized_stanza_is_refused_at_the_cap_and_nothing_is_lost() {
+    let c = case(vec![
+        Behavior {
+            // 2 MiB, against a 256 KiB cap.
+            oversized_after: Some((8, 2 << 20)),
+            ..Behavior::default()
+        },
+        Behavior::default(),
+    ]);
+    let bodies = send(&c, 30, "oversized");
+    let run = run_until_idle(&c, &["--max-stanza-kib", "256"]);
+    assert!(
+        run.events().iter().any(|e| e["event"] == "connection"
+            && e["state"] == "offline"
+            && e["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("size limit"))),
+        "the cap did not end the stream: {}",
+        run.diagnostics()
+    );
+    // The client read at most the cap plus one buffer, never the whole 2 MiB stanza.
+    assert!(c.alice.received_from("bob@localhost").0 == 0);
+    let (_, failed) = settled(&c.alice);
+    if failed > 0 {
+        user_resends(&c);
+    }
+    server_has_all(&c, &bodies, false);
+    assert!(c.server.connections() >= 2);
+}

@@ -16,7 +16,13 @@ const LONG: Duration = Duration::from_secs(120);
 fn scripted(opts: ServerOptions) -> (ScriptedServer, Node, tempfile::TempDir) {
     let server = ScriptedServer::start_with(Vec::new(), opts);
     let dir = tempfile::tempdir().unwrap();
-    let alice = Node::new(dir.path(), "alice", PASSWORD, server.addr(), &server.ca_file());
+    let alice = Node::new(
+        dir.path(),
+        "alice",
+        PASSWORD,
+        server.addr(),
+        &server.ca_file(),
+    );
     (server, alice, dir)
 }
 
@@ -43,7 +49,11 @@ fn a_certificate_for_another_host_is_refused_before_any_credential() {
         "the reason should name the mismatch: {stderr}"
     );
     assert!(server.sasl_attempts().is_empty(), "credentials were sent");
-    assert_eq!(server.connections(), 1, "a TLS failure is final, not retried");
+    assert_eq!(
+        server.connections(),
+        1,
+        "a TLS failure is final, not retried"
+    );
     assert_eq!(alice.count_out("queued"), 1, "the message waits");
 }
 
@@ -56,7 +66,11 @@ fn a_server_offering_only_plain_gets_no_password() {
     let mut run = alice.spawn_run(&[]);
     assert_eq!(exits(&mut run), Some(3), "{}", run.diagnostics());
     assert!(run.stderr().contains("no SCRAM"), "{}", run.stderr());
-    assert!(server.sasl_attempts().is_empty(), "{:?}", server.sasl_attempts());
+    assert!(
+        server.sasl_attempts().is_empty(),
+        "{:?}",
+        server.sasl_attempts()
+    );
     assert_eq!(server.connections(), 1);
 }
 
@@ -114,7 +128,13 @@ fn the_password_is_in_no_log_line_and_no_event_even_at_trace_level() {
     let prosody = Prosody::start(ProsodyOptions::default()).expect("start prosody");
     prosody.register("alice", SECRET).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let alice = Node::new(dir.path(), "alice", SECRET, prosody.addr(), &prosody.ca_file());
+    let alice = Node::new(
+        dir.path(),
+        "alice",
+        SECRET,
+        prosody.addr(),
+        &prosody.ca_file(),
+    );
     alice.send_many(BOB, 1, "logged run");
     let mut run = alice.spawn_run(&["--until-idle", "--log", "trace"]);
     assert_eq!(exits(&mut run), Some(0), "{}", run.diagnostics());
@@ -130,12 +150,22 @@ fn the_password_is_in_no_log_line_and_no_event_even_at_trace_level() {
     for args in [&["account", "show"][..], &["sm"][..]] {
         let out = alice.exec(args);
         let text = format!("{}{}", out.stdout, out.stderr);
-        assert_eq!(leaks(&text, SECRET, "alice"), Vec::<String>::new(), "{args:?}");
+        assert_eq!(
+            leaks(&text, SECRET, "alice"),
+            Vec::<String>::new(),
+            "{args:?}"
+        );
     }
     // A wrong password is reported without echoing it.
     let dir2 = tempfile::tempdir().unwrap();
     let wrong = "Wrong-pw-0815-do-not-log";
-    let mallory = Node::new(dir2.path(), "alice", wrong, prosody.addr(), &prosody.ca_file());
+    let mallory = Node::new(
+        dir2.path(),
+        "alice",
+        wrong,
+        prosody.addr(),
+        &prosody.ca_file(),
+    );
     let mut run = mallory.spawn_run(&["--log", "trace"]);
     assert_eq!(exits(&mut run), Some(3), "{}", run.diagnostics());
     let text = format!(

@@ -183,6 +183,9 @@ struct RunArgs {
     /// How many days back the first archive sync reaches.
     #[arg(long, default_value_t = 7)]
     mam_first_sync_days: u64,
+    /// The most the server may send without completing a stanza, in KiB.
+    #[arg(long, default_value_t = (tether_core::client::MAX_STANZA_BYTES / 1024) as u64)]
+    max_stanza_kib: u64,
 }
 
 #[derive(Args)]
@@ -445,6 +448,7 @@ fn run(db: &std::path::Path, r: RunArgs) -> Result<(), Error> {
         keepalive: Duration::from_secs(r.keepalive_secs),
         dead_after: Duration::from_secs(r.dead_after_secs),
         mam_first_sync: Duration::from_secs(r.mam_first_sync_days * 24 * 3600),
+        max_stanza_bytes: (r.max_stanza_kib as usize).saturating_mul(1024),
         ..ClientConfig::default()
     };
     let client = Client::open(db, config)?;

@@ -2,11 +2,14 @@
 //! SASL SCRAM through tokio-xmpp's `client_login`, and the post-auth stream restart.
 
 use std::collections::BTreeSet;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 
 use futures::{SinkExt, StreamExt};
 use sasl::common::{ChannelBinding, Credentials};
-use tokio::io::{AsyncRead, AsyncWrite, BufStream};
+use tokio::io::{AsyncRead, AsyncWrite, BufStream, ReadBuf};
 use tokio_rustls::rustls::{self, pki_types::ServerName, ClientConfig, RootCertStore};
 use tokio_xmpp::connect::DnsConfig;
 use tokio_xmpp::parsers::{ns, starttls, stream_features::StreamFeatures};
@@ -31,6 +34,69 @@ pub struct LoggedIn {
     pub stream: XmppStream<Io>,
     /// What the server offers (bind, SM, ...).
     pub features: StreamFeatures,
+    /// Bytes read since the last complete element; the session resets it after each one.
+    pub budget: ReadBudget,
+}
+
+/// Counts the bytes read from the server since the reader last completed an element, so that a
+/// server cannot make us buffer an endless stanza. Shared by the socket wrapper and the session.
+#[derive(Clone, Debug, Default)]
+pub struct ReadBudget(Arc<AtomicUsize>);
+
+impl ReadBudget {
+    /// A complete element arrived: start counting again.
+    pub fn reset(&self) {
+        self.0.store(0, Ordering::Relaxed);
+    }
+}
+
+/// The socket, failing a read once more than `cap` bytes arrived without [`ReadBudget::reset`].
+/// It counts what crosses the socket (TLS records included); the slack is one read buffer.
+struct Capped<S> {
+    inner: S,
+    used: ReadBudget,
+    cap: usize,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Capped<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut self.inner).poll_read(cx, buf))?;
+        let n = buf.filled().len() - before;
+        let used = self.used.0.fetch_add(n, Ordering::Relaxed) + n;
+        if used > self.cap {
+            return Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "the server sent more than {} KiB without completing a stanza (size limit)",
+                    self.cap / 1024
+                ),
+            )));
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Capped<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 /// Builds the TLS client config: the CA file's certificates if given, else the system's roots.
@@ -126,6 +192,7 @@ pub async fn login(
     password: &str,
     tls: Option<&Arc<ClientConfig>>,
     timeouts: Timeouts,
+    max_stanza_bytes: usize,
 ) -> Result<LoggedIn> {
     let jid: tokio_xmpp::jid::BareJid = account
         .jid
@@ -144,6 +211,12 @@ pub async fn login(
     if let Err(e) = tcp.set_nodelay(true) {
         tracing::debug!("TCP_NODELAY not set: {e}");
     }
+    let budget = ReadBudget::default();
+    let tcp = Capped {
+        inner: tcp,
+        used: budget.clone(),
+        cap: max_stanza_bytes,
+    };
     let io: Io = BufStream::new(Box::new(tcp));
     let (features, mut stream) = initiate_stream(io, ns::JABBER_CLIENT, header(&domain), timeouts)
         .await
@@ -260,5 +333,9 @@ pub async fn login(
         .recv_features()
         .await
         .map_err(features_err)?;
-    Ok(LoggedIn { stream, features })
+    Ok(LoggedIn {
+        stream,
+        features,
+        budget,
+    })
 }

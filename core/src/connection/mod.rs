@@ -106,7 +106,13 @@ pub(crate) async fn drive(shared: Arc<Shared>) -> Result<()> {
         };
         shared.emit(Event::connection(ConnState::Connecting, None, None, None));
         let attempt = tokio::select! {
-            r = login::login(&shared.account, &password, tls.as_ref(), timeouts) => r,
+            r = login::login(
+                &shared.account,
+                &password,
+                tls.as_ref(),
+                timeouts,
+                shared.config.max_stanza_bytes,
+            ) => r,
             _ = shutdown.changed() => return Ok(()),
         };
         let reason = match attempt {

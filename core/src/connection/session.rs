@@ -32,7 +32,7 @@ use tokio_xmpp::xmlstream::{
     FallibleStreamElement, ReadError, StreamElementError, XmppStream, XmppStreamElement,
 };
 
-use super::login::{Io, LoggedIn};
+use super::login::{Io, LoggedIn, ReadBudget};
 use super::mam::MamSync;
 use super::{settle, Backoff, Fate, SessionEnd, Tag, UNCONFIRMED};
 use crate::client::Shared;
@@ -85,6 +85,8 @@ pub(super) struct Session<'a> {
     csi_inactive: Option<bool>,
     /// Untracked stanzas a synchronous handler wants written (e.g. a room configuration).
     pub(super) pending_writes: Vec<Stanza>,
+    /// Bytes read since the last complete element (the stanza size cap).
+    budget: ReadBudget,
 }
 
 /// Runs one session on a logged-in stream. `Ok(Lost)` asks the driver to reconnect; `Err` is final.
@@ -107,6 +109,7 @@ pub(crate) async fn run(
         unmanaged,
         stream: logged_in.stream,
         features: logged_in.features,
+        budget: logged_in.budget,
         own,
         account: shared.account.id,
         dirty: false,
@@ -142,8 +145,14 @@ impl Session<'_> {
 
     async fn read(&mut self) -> Result<Incoming> {
         match self.stream.next().await {
-            Some(Ok(FallibleStreamElement::Ok(el))) => Ok(Incoming::Element(el)),
-            Some(Ok(FallibleStreamElement::Err(e))) => Ok(Incoming::Invalid(e)),
+            Some(Ok(FallibleStreamElement::Ok(el))) => {
+                self.budget.reset();
+                Ok(Incoming::Element(el))
+            }
+            Some(Ok(FallibleStreamElement::Err(e))) => {
+                self.budget.reset();
+                Ok(Incoming::Invalid(e))
+            }
             Some(Err(ReadError::SoftTimeout)) => Ok(Incoming::SoftTimeout),
             Some(Err(ReadError::HardError(e))) => Err(Error::Network(e.to_string())),
             Some(Err(ReadError::ParseError(e))) => Err(Error::Protocol(format!(
