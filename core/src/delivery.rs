@@ -114,6 +114,9 @@ impl State {
             (Sent | Hibernated | Retrying | Acked, Reflected) => true,
             (Sent | Hibernated | Retrying | Acked | Reflected, Delivered) => true,
             (Sent | Hibernated | Retrying | Acked | Reflected | Delivered, Displayed) => true,
+            // A room refused our join: its queued messages cannot go out (an error stanza, before
+            // any byte of them was written).
+            (Queued, Failed) => true,
             // The user's decision on a failed message.
             (Failed, Queued | Discarded) => true,
             // The user reads an incoming message.

@@ -12,7 +12,7 @@ use serde_json::Value;
 use tether_e2e::prosody::{Prosody, ProsodyOptions};
 use tether_e2e::proxy::Proxy;
 use tether_e2e::raw::{
-    chat_message, forged_carbon, forged_mam_result, jid, next_id, CarbonKind, RawClient,
+    chat_message, forged_carbon, forged_mam_result, jid, next_id, parse, CarbonKind, RawClient,
 };
 use tether_e2e::tether::{Node, Running};
 use xmpp_parsers::message::{Id, Message};
@@ -1046,4 +1046,87 @@ fn room_error_reply_fails_the_message_with_the_rooms_reason() {
     eprintln!("room error: message failed once with reason {reason:?}, not resent");
     stop(&mut alice, "alice");
     stop(&mut bob, "bob");
+}
+
+/// Another occupant reuses the id of alice's room message (it could learn it from any earlier
+/// message of hers, or guess it): the copy comes from its own nick, so it is that occupant's
+/// message, never alice's reflection. Alice's message is `reflected` exactly once, by the room's
+/// real echo of it, after she sent it.
+///
+/// Also the regression test of a bug this test found: a room message queued while offline went
+/// out on the new session before the room had confirmed the rejoin, and the room refused it
+/// (`not-acceptable`); room messages now wait for the join.
+#[test]
+fn a_forged_reflection_from_another_occupant_is_not_taken_for_ours() {
+    let w = world(ProsodyOptions {
+        muc: true,
+        extra_config: "muc_room_locking = false\n".into(),
+        ..ProsodyOptions::default()
+    });
+    w.alice
+        .json_lines(&["room", "join", ROOM, "--nick", "alice"]);
+    let mut alice = online(w.alice.spawn_run(&[]), "alice");
+    assert!(
+        alice
+            .wait_after(0, LONG, |e| e["event"] == "room:joined"
+                && e["room"] == ROOM)
+            .is_some(),
+        "alice: {}",
+        alice.diagnostics()
+    );
+    let mallory = w.raw(CAROL);
+    mallory
+        .send_element(parse(&format!(
+            "<presence xmlns='jabber:client' to='{ROOM}/mallory'><x xmlns='http://jabber.org/protocol/muc'/></presence>"
+        )))
+        .unwrap();
+    std::thread::sleep(SETTLE);
+
+    // Alice writes while offline: the message is queued, its id known (the CLI prints it).
+    stop(&mut alice, "alice");
+    let id = send_one(&w.alice, ROOM, "only mine");
+    // Mallory sends a room message with that id and origin-id, and the same body.
+    mallory
+        .send_element(parse(&format!(
+            "<message xmlns='jabber:client' to='{ROOM}' type='groupchat' id='{id}'>\
+             <body>only mine</body><origin-id xmlns='urn:xmpp:sid:0' id='{id}'/></message>"
+        )))
+        .unwrap();
+    std::thread::sleep(SETTLE);
+
+    // Alice comes back: the room's history carries mallory's copy, then her own goes out.
+    let mut alice = online(w.alice.spawn_run(&[]), "alice again");
+    assert!(
+        wait_message_event(&alice, "message:reflected", &id),
+        "alice's message was never reflected: {}",
+        alice.diagnostics()
+    );
+    std::thread::sleep(SETTLE);
+    let states = states_of(&alice, &id);
+    assert_forward_only(&states, "alice's room message");
+    assert_eq!(count_for(&alice, "message:reflected", &id), 1);
+    let sent_at = states.iter().position(|s| s == "sent");
+    let reflected_at = states.iter().position(|s| s == "reflected");
+    assert!(
+        matches!((sent_at, reflected_at), (Some(s), Some(r)) if s < r),
+        "reflected before it was sent: {states:?}"
+    );
+    let rows = rows_with(&w.alice, ROOM);
+    let mine: Vec<_> = rows.iter().filter(|r| r["direction"] == "out").collect();
+    assert_eq!(mine.len(), 1, "{rows:?}");
+    assert_eq!(mine[0]["id"], id.as_str());
+    for r in rows.iter().filter(|r| r["direction"] == "in") {
+        assert_eq!(r["from_nick"], "mallory", "{r}");
+    }
+    eprintln!(
+        "forged reflection: alice's states {states:?}; room rows {} (mallory's copy {})",
+        rows.len(),
+        if rows.len() > 1 {
+            "stored as hers"
+        } else {
+            "dropped as a duplicate id"
+        }
+    );
+    drop(mallory);
+    stop(&mut alice, "alice again");
 }

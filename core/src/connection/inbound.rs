@@ -434,6 +434,27 @@ impl Session<'_> {
                     "presence",
                     format!("presence error from {from}: {reason}"),
                 ));
+                // A room refused our join: what waits for it cannot be sent; the user decides.
+                let room = bare.as_str();
+                if self.shared.store().room_nick(self.account, room)?.is_some() {
+                    self.shared.store().room_refused(self.account, room)?;
+                    let keys = self.shared.store().queued_to_room(self.account, room)?;
+                    let why = format!("the room refused to let us in: {reason}");
+                    let moves: Vec<_> = keys
+                        .into_iter()
+                        .map(|k| crate::store::Move {
+                            error: Some(why.clone()),
+                            ..crate::store::Move::to(k, State::Failed)
+                        })
+                        .collect();
+                    let snap = self.count_with_commit();
+                    let changes = self
+                        .shared
+                        .store()
+                        .apply(self.account, &moves, snap.as_ref())?;
+                    self.shared.emit_changes(&changes);
+                    return Ok(());
+                }
             }
             _ => {}
         }

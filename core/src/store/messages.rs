@@ -294,11 +294,29 @@ impl Store {
         Ok(out)
     }
 
-    /// The oldest `limit` queued messages.
+    /// The keys of the room messages to `room` still queued (waiting for the join).
+    pub fn queued_to_room(&self, account: i64, room: &str) -> Result<Vec<i64>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT seq_local FROM messages WHERE account_id = ?1 AND peer = ?2
+             AND kind = 'groupchat' AND state = 'queued' ORDER BY seq_local",
+        )?;
+        let keys = stmt
+            .query_map(params![account, room], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(keys)
+    }
+
+    /// The oldest `limit` queued messages that may go out now. A room message waits until the
+    /// room has answered this session's join: sent before, the room would refuse it as coming
+    /// from a non-occupant (`not-acceptable`). After a refused join it goes out, and the room's
+    /// error reply fails it with the room's reason.
     pub fn queued(&self, account: i64, limit: usize) -> Result<Vec<OutboxItem>> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT seq_local, id, origin_id, peer, body, kind FROM messages
-             WHERE account_id = ?1 AND state = 'queued' ORDER BY seq_local LIMIT ?2",
+            "SELECT seq_local, id, origin_id, peer, body, kind FROM messages m
+             WHERE account_id = ?1 AND state = 'queued'
+               AND (kind = 'chat' OR EXISTS (SELECT 1 FROM rooms r WHERE r.account_id = ?1
+                                             AND r.jid = m.peer AND r.joined != 0))
+             ORDER BY seq_local LIMIT ?2",
         )?;
         let rows = stmt
             .query_map(params![account, limit as i64], |r| {

@@ -90,7 +90,8 @@ impl Store {
                 Ok(Room {
                     jid: r.get(0)?,
                     nick: r.get(1)?,
-                    joined: r.get(2)?,
+                    // 1 joined, 0 not (yet) on this session, -1 refused on this session.
+                    joined: r.get::<_, i64>(2)? == 1,
                 })
             })?
             .collect::<rusqlite::Result<_>>()?;
@@ -123,6 +124,16 @@ impl Store {
     pub fn room_joined(&mut self, account: i64, room: &str) -> Result<()> {
         self.conn.execute(
             "UPDATE rooms SET joined = 1 WHERE account_id = ?1 AND jid = ?2",
+            params![account, room],
+        )?;
+        Ok(())
+    }
+
+    /// The room refused our join on this session: its messages are no longer held for the join
+    /// (sent, the room answers each with its error, which fails it with the room's reason).
+    pub fn room_refused(&mut self, account: i64, room: &str) -> Result<()> {
+        self.conn.execute(
+            "UPDATE rooms SET joined = -1 WHERE account_id = ?1 AND jid = ?2",
             params![account, room],
         )?;
         Ok(())
