@@ -8,6 +8,8 @@ source scripts/common.sh
 
 ensure_toolchain
 ensure_packages
+# The second server for the end-to-end tests (ejabberd 24.12, from the same backports).
+bash tests/install-ejabberd.sh
 use_build_cache
 
 build_ui

@@ -34,6 +34,7 @@
 
 #![warn(missing_docs)]
 
+pub mod ejabberd;
 pub mod ffi;
 mod process;
 pub mod prosody;

@@ -576,6 +576,9 @@ pub(crate) fn write_certificates_for(dir: &Path, names: &[&str]) -> io::Result<(
     let ca_key = KeyPair::generate().map_err(tls_err)?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(tls_err)?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    // rcgen's default validity ends in 4096, which Erlang's certificate code (ejabberd) rejects.
+    ca_params.not_before = rcgen::date_time_ymd(2024, 1, 1);
+    ca_params.not_after = rcgen::date_time_ymd(2040, 1, 1);
     ca_params
         .distinguished_name
         .push(DnType::CommonName, "Tether e2e test CA");
@@ -591,6 +594,8 @@ pub(crate) fn write_certificates_for(dir: &Path, names: &[&str]) -> io::Result<(
         CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
             .map_err(tls_err)?;
     params.distinguished_name.push(DnType::CommonName, names[0]);
+    params.not_before = rcgen::date_time_ymd(2024, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2040, 1, 1);
     params.key_usages = vec![
         KeyUsagePurpose::DigitalSignature,
         KeyUsagePurpose::KeyEncipherment,
@@ -650,7 +655,7 @@ fn offers_features(addr: SocketAddr, starttls: bool) -> bool {
 }
 
 /// Picks a free port on 127.0.0.1 by binding port 0 and releasing it.
-fn free_port() -> io::Result<u16> {
+pub(crate) fn free_port() -> io::Result<u16> {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .map_err(|e| context(e, "binding 127.0.0.1:0 to pick a port"))?;
     Ok(listener.local_addr()?.port())
