@@ -103,6 +103,8 @@ pub struct Behavior {
     pub flood_r: usize,
     /// Once this many stanzas arrived (`.0`), send a chat message whose body has `.1` bytes.
     pub oversized_after: Option<(usize, usize)>,
+    /// Once this many stanzas arrived (`.0`), send these messages (XML, `jabber:client`).
+    pub inject_after: Option<(usize, Vec<String>)>,
 }
 
 /// A chat message the client sent.
@@ -505,6 +507,18 @@ async fn serve(
                         stream
                             .send(&XmppStreamElement::Stanza(Stanza::Message(m)))
                             .await?;
+                    }
+                }
+                if let Some((after, xml)) = &b.inject_after {
+                    if *after == stanzas {
+                        for x in xml {
+                            let el: tokio_xmpp::parsers::minidom::Element =
+                                x.parse().expect("injected XML parses");
+                            let m = Message::try_from(el).expect("an injected message");
+                            stream
+                                .send(&XmppStreamElement::Stanza(Stanza::Message(m)))
+                                .await?;
+                        }
                     }
                 }
                 if let Some((after, bytes)) = &b.raw_after {

@@ -392,3 +392,38 @@ fn an_oversized_stanza_is_refused_at_the_cap_and_nothing_is_lost() {
     server_has_all(&c, &bodies, false);
     assert!(c.server.connections() >= 2);
 }
+
+/// A server that does not strip stanza-ids (XEP-0359 says it must) lets carol forge one "by"
+/// alice's account. Carol copies the id the server will stamp on bob's next message (she may have
+/// seen it, e.g. in a shared archive): bob's message must still be stored, not dropped as a
+/// duplicate of hers.
+#[test]
+fn a_forged_stanza_id_cannot_shadow_another_peers_message() {
+    let msg = |from: &str, id: &str, body: &str| {
+        format!(
+            "<message xmlns='jabber:client' from='{from}' to='alice@localhost/t' type='chat' id='{id}'>\
+             <body>{body}</body><stanza-id xmlns='urn:xmpp:sid:0' by='alice@localhost' id='S-1'/></message>"
+        )
+    };
+    let c = case(vec![Behavior {
+        inject_after: Some((
+            3,
+            vec![
+                msg("carol@localhost/x", "c1", "carol with a forged stanza-id"),
+                msg("bob@localhost/y", "b1", "bob's real message"),
+            ],
+        )),
+        ..Behavior::default()
+    }]);
+    let bodies = send(&c, 5, "sid");
+    run_until_idle(&c, &[]);
+    server_has_all(&c, &bodies, true);
+    let rows = c.alice.messages(&["--direction", "in"]);
+    let got: Vec<&str> = rows.iter().filter_map(|r| r["body"].as_str()).collect();
+    assert!(
+        got.contains(&"bob's real message"),
+        "bob's message was dropped: {rows:?}"
+    );
+    assert!(got.contains(&"carol with a forged stanza-id"), "{rows:?}");
+    assert_eq!(rows.len(), 2, "{rows:?}");
+}

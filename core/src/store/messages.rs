@@ -461,9 +461,10 @@ impl Store {
             if let Some(sid) = stanza_id {
                 tx.prepare_cached(
                     "UPDATE messages SET stanza_id = ?2 WHERE seq_local = ?1 AND stanza_id IS NULL
-                     AND NOT EXISTS (SELECT 1 FROM messages WHERE account_id = ?3 AND stanza_id = ?2)",
+                     AND NOT EXISTS (SELECT 1 FROM messages WHERE account_id = ?3 AND peer = ?4
+                                     AND stanza_id = ?2)",
                 )?
-                .execute(params![key, sid, account])?;
+                .execute(params![key, sid, account, room])?;
             }
             change = move_one(&tx, key, State::Reflected, None, None, now_ms())?;
         }
@@ -777,9 +778,13 @@ fn insert_inbound(
     }
     if !duplicate {
         if let Some(sid) = &msg.stanza_id {
+            // Only within the same conversation: a stanza-id that a peer forged (a server that
+            // does not strip them lets it through) can then only shadow that peer's own messages.
             duplicate = tx
-                .prepare_cached("SELECT 1 FROM messages WHERE account_id = ?1 AND stanza_id = ?2")?
-                .exists(params![account, sid])?;
+                .prepare_cached(
+                    "SELECT 1 FROM messages WHERE account_id = ?1 AND peer = ?2 AND stanza_id = ?3",
+                )?
+                .exists(params![account, msg.peer, sid])?;
         }
     }
     if duplicate {

@@ -123,6 +123,13 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (account_id, archive)
     );
     "#,
+    // v3: a stanza-id is unique per conversation, not per account: one a peer forged (a server
+    // that does not strip them lets it through) must not collide with another peer's.
+    r#"
+    DROP INDEX messages_stanza_id;
+    CREATE UNIQUE INDEX messages_stanza_id
+        ON messages (account_id, peer, stanza_id) WHERE stanza_id IS NOT NULL;
+    "#,
 ];
 
 /// The schema version this build writes.
