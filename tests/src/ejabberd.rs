@@ -25,12 +25,16 @@ const STARTUP: Duration = Duration::from_secs(60);
 pub struct EjabberdOptions {
     /// `mod_stream_mgmt` `resume_timeout`, in seconds. Default 60.
     pub resume_timeout_secs: u64,
+    /// Require STARTTLS. `false` makes a plaintext-only listener (no STARTTLS offered), for the
+    /// insecure loopback option. Default `true`.
+    pub starttls: bool,
 }
 
 impl Default for EjabberdOptions {
     fn default() -> Self {
         EjabberdOptions {
             resume_timeout_secs: 60,
+            starttls: true,
         }
     }
 }
@@ -227,7 +231,8 @@ listen:
     port: {port}
     ip: "127.0.0.1"
     module: ejabberd_c2s
-    starttls_required: true
+    starttls: {tls}
+    starttls_required: {tls}
     max_stanza_size: 262144
 acl:
   local:
@@ -254,6 +259,7 @@ modules:
   mod_client_state: {{}}
   mod_ping: {{}}
 "#,
-        resume = opts.resume_timeout_secs
+        resume = opts.resume_timeout_secs,
+        tls = opts.starttls
     )
 }

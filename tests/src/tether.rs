@@ -141,6 +141,13 @@ impl Node {
     /// Commits `n` messages to `to` in one transaction (`send --stdin`); bodies are
     /// `"{prefix} {i}"`. Returns their ids.
     pub fn send_many(&self, to: &str, n: usize, prefix: &str) -> Vec<String> {
+        let bodies: Vec<String> = (0..n).map(|i| format!("{prefix} {i}")).collect();
+        self.send_bodies(to, &bodies)
+    }
+
+    /// Commits one message per body to `to` in one transaction (`send --stdin`). Returns their
+    /// ids.
+    pub fn send_bodies(&self, to: &str, bodies: &[String]) -> Vec<String> {
         let mut child = self
             .cmd()
             .args(["send", "--stdin"])
@@ -151,8 +158,8 @@ impl Node {
             .expect("spawn tether send");
         {
             let mut stdin = child.stdin.take().expect("stdin");
-            for i in 0..n {
-                let line = serde_json::json!({"to": to, "body": format!("{prefix} {i}")});
+            for body in bodies {
+                let line = serde_json::json!({"to": to, "body": body});
                 writeln!(stdin, "{line}").expect("write stdin");
             }
         }
@@ -166,8 +173,17 @@ impl Node {
             .lines()
             .map(str::to_owned)
             .collect();
-        assert_eq!(ids.len(), n);
+        assert_eq!(ids.len(), bodies.len());
         ids
+    }
+
+    /// Outgoing messages the server confirmed: acked, or further along (a receipt may already
+    /// have moved them to delivered or displayed).
+    pub fn confirmed(&self) -> usize {
+        ["acked", "delivered", "displayed"]
+            .iter()
+            .map(|s| self.count_out(s))
+            .sum()
     }
 
     /// `messages` with extra filter arguments, parsed.
@@ -415,6 +431,17 @@ impl Running {
         out.push_str("stderr (tail):\n");
         out.push_str(&lines[lines.len().saturating_sub(30)..].join("\n"));
         out
+    }
+
+    /// Waits until `n` messages were confirmed by the server (acked, or a receipt overtook the
+    /// ack); false on timeout.
+    pub fn wait_confirmed(&self, n: usize, timeout: Duration) -> bool {
+        self.wait_for(timeout, |evs| {
+            evs.iter()
+                .filter(|e| e["event"] == "message:acked" || e["event"] == "message:delivered")
+                .count()
+                >= n
+        })
     }
 
     /// Waits until `pred(events)` holds; false on timeout. `pred` runs with the events locked:

@@ -52,25 +52,6 @@ fn bob_online(w: &World) -> Running {
     bob
 }
 
-/// Outgoing messages the server confirmed: acked, or further along (a receipt may already have
-/// moved them to delivered).
-fn confirmed(node: &Node) -> usize {
-    ["acked", "delivered", "displayed"]
-        .iter()
-        .map(|s| node.count_out(s))
-        .sum()
-}
-
-/// Waits until `n` messages were confirmed by the server (acked, or a receipt overtook the ack).
-fn wait_confirmed(run: &Running, n: usize) -> bool {
-    run.wait_for(LONG, |evs| {
-        evs.iter()
-            .filter(|e| e["event"] == "message:acked" || e["event"] == "message:delivered")
-            .count()
-            >= n
-    })
-}
-
 fn finish(run: &mut Running, what: &str) {
     let status = run.wait_exit(LONG);
     assert_eq!(
@@ -101,7 +82,7 @@ fn sent_while_offline_is_delivered_once_when_the_network_returns() {
 
     w.proxy.set_refuse(false);
     finish(&mut alice, "alice");
-    assert_eq!(confirmed(&w.alice), 5);
+    assert_eq!(w.alice.confirmed(), 5);
     let (rows, distinct) = w.bob.wait_received(ALICE, 5, LONG);
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(w.bob.received_from(ALICE), (5, 5));
@@ -118,7 +99,7 @@ fn link_dropped_mid_burst_resumes_and_delivers_each_once() {
     // Slow the link so the burst takes a few seconds, and cut it once 100 are confirmed.
     w.proxy.set_rate_limit(Some(60_000));
     let mut alice = w.alice.spawn_run(&["--until-idle"]);
-    assert!(wait_confirmed(&alice, 100), "{}", alice.stderr());
+    assert!(alice.wait_confirmed(100, LONG), "{}", alice.stderr());
     w.proxy.drop_all();
     w.proxy.set_rate_limit(None);
     finish(&mut alice, "alice");
@@ -127,7 +108,7 @@ fn link_dropped_mid_burst_resumes_and_delivers_each_once() {
         "the drop did not land mid-burst"
     );
     assert!(alice.saw_online(true), "the stream was not resumed");
-    assert_eq!(confirmed(&w.alice), 500);
+    assert_eq!(w.alice.confirmed(), 500);
     assert_eq!(w.bob.wait_received(ALICE, 500, LONG), (500, 500));
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(w.bob.received_from(ALICE), (500, 500));
@@ -147,9 +128,9 @@ fn sender_killed_mid_burst_resumes_on_restart_with_nothing_lost_or_doubled() {
     // ~300 bytes per message: 500 take several seconds at 30 kB/s.
     w.proxy.set_rate_limit(Some(30_000));
     let mut alice = w.alice.spawn_run(&["--until-idle"]);
-    assert!(wait_confirmed(&alice, 100), "{}", alice.stderr());
+    assert!(alice.wait_confirmed(100, LONG), "{}", alice.stderr());
     alice.kill9();
-    let acked_before = confirmed(&w.alice);
+    let acked_before = w.alice.confirmed();
     assert!(acked_before < 500, "the kill came too late");
     let sm = w.alice.sm();
     assert_eq!(sm["resumable"], true, "SM state not persisted: {sm}");
@@ -161,7 +142,7 @@ fn sender_killed_mid_burst_resumes_on_restart_with_nothing_lost_or_doubled() {
         again.saw_online(true),
         "the restarted process did not resume the stream"
     );
-    assert_eq!(confirmed(&w.alice), 500);
+    assert_eq!(w.alice.confirmed(), 500);
     assert_eq!(w.bob.wait_received(ALICE, 500, LONG), (500, 500));
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(w.bob.received_from(ALICE), (500, 500));
@@ -179,7 +160,7 @@ fn expired_resumption_fails_messages_until_the_user_resends_them() {
     w.alice.send_many(BOB, 300, "expire");
     w.proxy.set_rate_limit(Some(20_000));
     let mut alice = w.alice.spawn_run(&["--until-idle"]);
-    assert!(wait_confirmed(&alice, 50), "{}", alice.stderr());
+    assert!(alice.wait_confirmed(50, LONG), "{}", alice.stderr());
     // The network goes away for longer than the server keeps the session.
     w.proxy.set_refuse(true);
     w.proxy.drop_all();
@@ -188,7 +169,7 @@ fn expired_resumption_fails_messages_until_the_user_resends_them() {
     w.proxy.set_refuse(false);
     finish(&mut alice, "alice");
     assert!(alice.saw_online(false) && alice.count("message:failed") > 0);
-    let acked = confirmed(&w.alice);
+    let acked = w.alice.confirmed();
     let failed = w.alice.count_out("failed");
     assert!(failed > 0, "nothing failed: the expiry did not bite");
     assert_eq!(acked + failed, 300);
@@ -207,7 +188,7 @@ fn expired_resumption_fails_messages_until_the_user_resends_them() {
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     let mut again = w.alice.spawn_run(&["--until-idle"]);
     finish(&mut again, "alice resend");
-    assert_eq!(confirmed(&w.alice), 300);
+    assert_eq!(w.alice.confirmed(), 300);
     assert_eq!(w.bob.wait_received(ALICE, 300, LONG), (300, 300));
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(w.bob.received_from(ALICE), (300, 300));
@@ -233,7 +214,7 @@ fn receiver_killed_while_messages_arrive_loses_and_doubles_nothing() {
     let mut bob2 = w.bob.spawn_run(&[]);
     w.proxy.set_rate_limit(None);
     finish(&mut alice, "alice");
-    assert_eq!(confirmed(&w.alice), 500);
+    assert_eq!(w.alice.confirmed(), 500);
     assert_eq!(w.bob.wait_received(ALICE, 500, LONG), (500, 500));
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(w.bob.received_from(ALICE), (500, 500));
@@ -329,7 +310,7 @@ fn plaintext_only_with_the_insecure_flag() {
     loopback.send_many(ALICE, 2, "note to self");
     let mut run = loopback.spawn_run(&["--until-idle"]);
     finish(&mut run, "plaintext run");
-    assert_eq!(confirmed(&loopback), 2);
+    assert_eq!(loopback.confirmed(), 2);
 }
 
 /// A cut that leaves half a stanza at the server. Prosody 13.0.1 then feeds the resumed connection
@@ -344,7 +325,7 @@ fn cut_mid_stanza_loses_nothing_even_when_the_server_drops_the_session() {
     w.proxy.drop_after_upstream_bytes(40_000);
     let mut alice = w.alice.spawn_run(&["--until-idle"]);
     finish(&mut alice, "alice");
-    let (confirmed_first, failed) = (confirmed(&w.alice), w.alice.count_out("failed"));
+    let (confirmed_first, failed) = (w.alice.confirmed(), w.alice.count_out("failed"));
     assert_eq!(confirmed_first + failed, 500);
     let (bob_first, distinct) = w.bob.received_from(ALICE);
     assert_eq!(bob_first, distinct, "bob stored a duplicate");
@@ -354,7 +335,7 @@ fn cut_mid_stanza_loses_nothing_even_when_the_server_drops_the_session() {
         let mut again = w.alice.spawn_run(&["--until-idle"]);
         finish(&mut again, "alice resend");
     }
-    assert_eq!(confirmed(&w.alice), 500);
+    assert_eq!(w.alice.confirmed(), 500);
     assert_eq!(w.bob.wait_received(ALICE, 500, LONG), (500, 500));
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(w.bob.received_from(ALICE), (500, 500));

@@ -50,22 +50,6 @@ fn bob_online(w: &World) -> Running {
     bob
 }
 
-fn confirmed(node: &Node) -> usize {
-    ["acked", "delivered", "displayed"]
-        .iter()
-        .map(|s| node.count_out(s))
-        .sum()
-}
-
-fn wait_confirmed(run: &Running, n: usize) -> bool {
-    run.wait_for(LONG, |evs| {
-        evs.iter()
-            .filter(|e| e["event"] == "message:acked" || e["event"] == "message:delivered")
-            .count()
-            >= n
-    })
-}
-
 fn finish(run: &mut Running, what: &str, w: &World) {
     let status = run.wait_exit(LONG);
     assert_eq!(
@@ -96,7 +80,7 @@ fn ejabberd_sent_offline_is_delivered_once() {
         .any(|e| e["event"] == "connection" && e["state"] == "offline")));
     w.proxy.set_refuse(false);
     finish(&mut alice, "alice", &w);
-    assert_eq!(confirmed(&w.alice), 5);
+    assert_eq!(w.alice.confirmed(), 5);
     bob_has_exactly(&w, 5);
     bob.terminate(LONG);
 }
@@ -108,7 +92,7 @@ fn ejabberd_link_dropped_mid_burst_resumes_and_delivers_each_once() {
     w.alice.send_many(BOB, 300, "burst");
     w.proxy.set_rate_limit(Some(40_000));
     let mut alice = w.alice.spawn_run(&["--until-idle"]);
-    assert!(wait_confirmed(&alice, 60), "{}", alice.diagnostics());
+    assert!(alice.wait_confirmed(60, LONG), "{}", alice.diagnostics());
     w.proxy.drop_all();
     w.proxy.set_rate_limit(None);
     finish(&mut alice, "alice", &w);
@@ -121,7 +105,7 @@ fn ejabberd_link_dropped_mid_burst_resumes_and_delivers_each_once() {
         "not resumed: {}",
         alice.diagnostics()
     );
-    assert_eq!(confirmed(&w.alice), 300);
+    assert_eq!(w.alice.confirmed(), 300);
     bob_has_exactly(&w, 300);
     bob.terminate(LONG);
 }
@@ -133,9 +117,9 @@ fn ejabberd_sender_killed_mid_burst_resumes_on_restart() {
     w.alice.send_many(BOB, 300, "kill");
     w.proxy.set_rate_limit(Some(30_000));
     let mut alice = w.alice.spawn_run(&["--until-idle"]);
-    assert!(wait_confirmed(&alice, 60), "{}", alice.diagnostics());
+    assert!(alice.wait_confirmed(60, LONG), "{}", alice.diagnostics());
     alice.kill9();
-    let before = confirmed(&w.alice);
+    let before = w.alice.confirmed();
     assert!(before < 300, "the kill came too late");
     w.proxy.set_rate_limit(None);
     let mut again = w.alice.spawn_run(&["--until-idle"]);
@@ -145,7 +129,7 @@ fn ejabberd_sender_killed_mid_burst_resumes_on_restart() {
         "not resumed: {}",
         again.diagnostics()
     );
-    assert_eq!(confirmed(&w.alice), 300);
+    assert_eq!(w.alice.confirmed(), 300);
     bob_has_exactly(&w, 300);
     eprintln!("ejabberd kill: {before} acked before the kill, 300 after, bob 300 distinct");
     bob.terminate(LONG);
@@ -155,12 +139,13 @@ fn ejabberd_sender_killed_mid_burst_resumes_on_restart() {
 fn ejabberd_expired_resumption_fails_until_the_user_resends() {
     let w = world(EjabberdOptions {
         resume_timeout_secs: 2,
+        ..EjabberdOptions::default()
     });
     let mut bob = bob_online(&w);
     w.alice.send_many(BOB, 200, "expire");
     w.proxy.set_rate_limit(Some(15_000));
     let mut alice = w.alice.spawn_run(&["--until-idle"]);
-    assert!(wait_confirmed(&alice, 30), "{}", alice.diagnostics());
+    assert!(alice.wait_confirmed(30, LONG), "{}", alice.diagnostics());
     w.proxy.set_refuse(true);
     w.proxy.drop_all();
     std::thread::sleep(Duration::from_secs(6));
@@ -169,7 +154,7 @@ fn ejabberd_expired_resumption_fails_until_the_user_resends() {
     finish(&mut alice, "alice", &w);
     let failed = w.alice.count_out("failed");
     assert!(failed > 0, "nothing failed: {}", alice.diagnostics());
-    assert_eq!(confirmed(&w.alice) + failed, 200);
+    assert_eq!(w.alice.confirmed() + failed, 200);
     for r in w.alice.messages(&["--direction", "out"]) {
         if r["state"] == "failed" {
             assert!(r["error"].is_string(), "failed without a reason: {r}");
@@ -181,7 +166,7 @@ fn ejabberd_expired_resumption_fails_until_the_user_resends() {
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     let mut again = w.alice.spawn_run(&["--until-idle"]);
     finish(&mut again, "alice resend", &w);
-    assert_eq!(confirmed(&w.alice), 200);
+    assert_eq!(w.alice.confirmed(), 200);
     bob_has_exactly(&w, 200);
     eprintln!("ejabberd expiry: {failed} failed, resent; bob 200 distinct");
     bob.terminate(LONG);
@@ -212,7 +197,7 @@ fn ejabberd_restart_loses_sessions_not_messages() {
     w.alice.send_many(BOB, 100, "restart");
     w.proxy.set_rate_limit(Some(15_000));
     let mut alice = w.alice.spawn_run(&[]);
-    assert!(wait_confirmed(&alice, 20), "{}", alice.diagnostics());
+    assert!(alice.wait_confirmed(20, LONG), "{}", alice.diagnostics());
     w.server.restart().expect("restart ejabberd");
     w.proxy.set_rate_limit(None);
     // Alice carries on by herself: a new session after the refused resumption.
@@ -247,10 +232,55 @@ fn ejabberd_restart_loses_sessions_not_messages() {
         let mut again = w.alice.spawn_run(&["--until-idle"]);
         finish(&mut again, "alice resend", &w);
     }
-    assert_eq!(confirmed(&w.alice), 100);
+    assert_eq!(w.alice.confirmed(), 100);
     // Bob comes online only now: what the server stored offline (or archived) reaches him once.
     let mut bob = bob_online(&w);
     bob_has_exactly(&w, 100);
     eprintln!("ejabberd restart: {failed} failed and resent; bob 100 distinct");
     bob.terminate(LONG);
+}
+
+/// Without TLS (the loopback test option), SCRAM must say it does not do channel binding ('n'):
+/// ejabberd checks the flag, unlike Prosody.
+#[test]
+fn ejabberd_scram_over_plaintext_with_the_insecure_option() {
+    let server = Ejabberd::start(EjabberdOptions {
+        starttls: false,
+        ..EjabberdOptions::default()
+    })
+    .expect("start ejabberd");
+    server.register("alice", "alice-secret").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // Without the option: refused, no password sent in the clear.
+    let careful = Node::new(
+        dir.path(),
+        "alice",
+        "alice-secret",
+        server.addr(),
+        &server.ca_file(),
+    );
+    let mut run = careful.spawn_run(&[]);
+    let status = run
+        .wait_exit(Duration::from_secs(30))
+        .expect("exits by itself");
+    assert_eq!(status.code(), Some(6), "{}", run.diagnostics());
+    let dir2 = tempfile::tempdir().unwrap();
+    let loopback = Node::with_args(
+        dir2.path(),
+        "alice",
+        "alice-secret",
+        server.addr(),
+        &["--insecure-plaintext"],
+    );
+    loopback.send_many(ALICE, 2, "note to self");
+    let mut run = loopback.spawn_run(&["--until-idle"]);
+    let status = run.wait_exit(LONG);
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "{}\nejabberd: {}",
+        run.diagnostics(),
+        server.log_tail(30)
+    );
+    assert_eq!(loopback.confirmed(), 2);
 }

@@ -102,30 +102,18 @@ fn leaks(text: &str, password: &str, user: &str) -> Vec<String> {
 }
 
 fn base64(data: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(data)
 }
 
 #[test]
 fn the_password_is_in_no_log_line_and_no_event_even_at_trace_level() {
     const SECRET: &str = "Tether-pw-4711-do-not-log";
-    let prosody = Prosody::start(ProsodyOptions::default()).expect("start prosody");
+    let prosody = Prosody::start(ProsodyOptions {
+        debug_log: true,
+        ..ProsodyOptions::default()
+    })
+    .expect("start prosody");
     prosody.register("alice", SECRET).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let alice = Node::new(
@@ -142,6 +130,14 @@ fn the_password_is_in_no_log_line_and_no_event_even_at_trace_level() {
     assert!(
         stderr.lines().count() > 50,
         "trace logging did not happen: {stderr}"
+    );
+    // Prosody offers SCRAM-SHA-1-PLUS over TLS 1.3: the client binds to the channel
+    // (tls-exporter).
+    let log = std::fs::read_to_string(prosody.log_path()).unwrap_or_default();
+    assert!(
+        log.contains("mechanism='SCRAM-SHA-1-PLUS'"),
+        "no channel binding: {}",
+        prosody.log_tail(40)
     );
     let events: String = run.events().iter().map(|e| e.to_string()).collect();
     assert_eq!(leaks(&stderr, SECRET, "alice"), Vec::<String>::new());

@@ -9,8 +9,6 @@
 //!
 //! The small file system is a tmpfs in a private mount namespace ([`SmallDisk`]).
 
-use std::io::Write;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -59,34 +57,6 @@ fn world() -> (World, impl Fn(&std::path::Path, Vec<String>) -> Node) {
     )
 }
 
-/// Commits one message per body in one `send --stdin`; returns their ids.
-fn send_bodies(node: &Node, to: &str, bodies: &[String]) -> Vec<String> {
-    let mut child = node
-        .cmd()
-        .args(["send", "--stdin"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn tether send");
-    {
-        let mut stdin = child.stdin.take().expect("stdin");
-        for b in bodies {
-            writeln!(stdin, "{}", serde_json::json!({"to": to, "body": b})).unwrap();
-        }
-    }
-    let out = child.wait_with_output().expect("wait send");
-    assert!(
-        out.status.success(),
-        "send failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_owned)
-        .collect()
-}
-
 /// Large bodies, so that storing them must grow the database (or its WAL).
 fn big_bodies(prefix: &str, n: usize) -> Vec<String> {
     (0..n)
@@ -105,7 +75,7 @@ fn online(run: Running, who: &str) -> Running {
 
 /// Bob delivers `bodies` to alice (his run ends once the server acked all).
 fn bob_sends(bob: &Node, bodies: &[String]) {
-    send_bodies(bob, ALICE, bodies);
+    bob.send_bodies(ALICE, bodies);
     let mut run = bob.spawn_run(&["--until-idle"]);
     let status = run.wait_exit(LONG);
     assert_eq!(

@@ -100,6 +100,16 @@ pub(super) fn parse(mut m: Message, trusted_by: &BareJid) -> Parsed {
     p
 }
 
+/// Moves that fail these messages with `reason` (an error stanza answered them).
+fn failing(keys: impl IntoIterator<Item = i64>, reason: &str) -> Vec<crate::store::Move> {
+    keys.into_iter()
+        .map(|k| crate::store::Move {
+            error: Some(reason.to_owned()),
+            ..crate::store::Move::to(k, State::Failed)
+        })
+        .collect()
+}
+
 fn describe_error(e: &StanzaError) -> String {
     let condition = format!("{:?}", e.defined_condition);
     match e.texts.values().next() {
@@ -157,13 +167,7 @@ impl Session<'_> {
             Some(Id(id)) => self.shared.store().outgoing_key(self.account, id)?,
             None => None,
         };
-        let moves: Vec<_> = key
-            .into_iter()
-            .map(|k| crate::store::Move {
-                error: Some(reason.clone()),
-                ..crate::store::Move::to(k, State::Failed)
-            })
-            .collect();
+        let moves = failing(key, &reason);
         let changes = self
             .shared
             .store()
@@ -440,13 +444,7 @@ impl Session<'_> {
                     self.shared.store().room_refused(self.account, room)?;
                     let keys = self.shared.store().queued_to_room(self.account, room)?;
                     let why = format!("the room refused to let us in: {reason}");
-                    let moves: Vec<_> = keys
-                        .into_iter()
-                        .map(|k| crate::store::Move {
-                            error: Some(why.clone()),
-                            ..crate::store::Move::to(k, State::Failed)
-                        })
-                        .collect();
+                    let moves = failing(keys, &why);
                     let snap = self.count_with_commit();
                     let changes = self
                         .shared
