@@ -284,3 +284,31 @@ fn ejabberd_scram_over_plaintext_with_the_insecure_option() {
     );
     assert_eq!(loopback.confirmed(), 2);
 }
+
+/// A silently dead link: ejabberd still holds the old connection when the client comes back and
+/// resumes, so it takes the session over (and sends the old stream a `<conflict/>`, which nobody
+/// reads). The client must see a resumption, and nothing lost or doubled.
+#[test]
+fn ejabberd_takeover_of_a_dead_link_resumes_without_loss() {
+    let w = world(EjabberdOptions::default());
+    let mut bob = bob_online(&w);
+    let mut alice = w
+        .alice
+        .spawn_run(&["--keepalive-secs", "1", "--dead-after-secs", "2"]);
+    assert!(alice.wait_online(LONG), "{}", alice.diagnostics());
+    w.proxy.blackhole_current();
+    w.alice.send_many(BOB, 20, "takeover");
+    assert!(
+        alice.wait_for(LONG, |evs| evs.iter().any(|e| e["event"] == "connection"
+            && e["state"] == "online"
+            && e["resumed"] == true)),
+        "no resumption: {}\nejabberd: {}",
+        alice.diagnostics(),
+        w.server.log_tail(30)
+    );
+    assert!(alice.wait_confirmed(20, LONG), "{}", alice.diagnostics());
+    bob_has_exactly(&w, 20);
+    assert_eq!(w.alice.count_out("failed"), 0);
+    alice.terminate(LONG);
+    bob.terminate(LONG);
+}
