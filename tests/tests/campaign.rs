@@ -9,8 +9,9 @@
 //! - a message fails at its sender only if that sender lost a session (a resumption refused, or a
 //!   session that could not be resumed at all);
 //! - every sender row ends confirmed (acked or further), nothing queued or in flight;
-//! - each client's SM counters are settled: everything it wrote was acked (`acked_h` =
-//!   `outbound_count`).
+//! - the SM counters agree with the server's: everything each client wrote was acked
+//!   (`acked_h` = `outbound_count`), and no `h` either side sent was refused by the other
+//!   (Prosody closes a stream whose client acknowledges more or less than it sent).
 //!
 //! It prints the seed and one summary line. `TETHER_CAMPAIGN_SEED` replays a schedule;
 //! `TETHER_CAMPAIGN_STEPS` makes it longer (CI runs the default, a few minutes at most). A
@@ -259,6 +260,26 @@ fn fault_campaign_loses_and_doubles_nothing() {
                 "{}: a row ended {state}: {r}",
                 sender.name
             );
+        }
+    }
+    // The inbound direction: Prosody checks every `<a h/>` the clients send against what it sent
+    // them, and closes the stream if one disagrees ("Client acknowledged more/less stanzas");
+    // the client checks the server's `h` the same way (`handled-count-too-high`).
+    for p in &peers {
+        for run in p.runs() {
+            for e in run.events() {
+                let text = e.to_string();
+                assert!(
+                    !(text.contains("acknowledged") || text.contains("handled-count")),
+                    "{}: the SM counters disagreed: {e}",
+                    p.name
+                );
+                assert!(
+                    !(e["event"] == "error" && e["kind"] == "protocol"),
+                    "{}: protocol error: {e}",
+                    p.name
+                );
+            }
         }
     }
     for p in &peers {
