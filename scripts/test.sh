@@ -23,6 +23,8 @@ bash bindings/apple/check.sh
 bash tests/ffi/build-kotlin.sh
 # Two test threads: each end-to-end test runs its own Prosody and clients; the machine has 2 cores.
 cargo test --locked --workspace -- --test-threads=2
+# The benchmark harness, small, so that it cannot rot (no timing is asserted anywhere).
+bash tests/bench/run.sh --smoke
 # A short fuzz run of the core (30 s per target; FUZZ_SECONDS sets it), after replaying every
 # input a fuzz run ever crashed on.
 bash core/fuzz/run.sh
