@@ -780,6 +780,29 @@ impl Session<'_> {
     /// Shutdown asked: close cleanly if nothing is in flight (the session ends for good), else just
     /// drop the link and keep the SM state so the next start resumes the stream.
     async fn stop(&mut self) -> Result<SessionEnd> {
+        if self.sm.is_enabled() && self.sm.in_flight() > 0 {
+            // Usually only a presence or a receipt is unconfirmed: ask once, and give the server
+            // a moment to confirm, so that the session can end cleanly (others then see us go at
+            // once, instead of after the server's resumption window).
+            let confirmed = async {
+                self.feed(&XmppStreamElement::SM(Nonza::Req(sm::R))).await?;
+                self.flush().await?;
+                self.sm.on_request_sent();
+                while self.sm.in_flight() > 0 {
+                    let incoming = self.read().await?;
+                    self.handle(incoming).await?;
+                }
+                Ok::<_, Error>(())
+            };
+            match tokio::time::timeout(STOP_CONFIRM, confirmed).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::debug!("the link failed while stopping: {e}");
+                    return Ok(SessionEnd::Done);
+                }
+                Err(_) => tracing::debug!("the server did not confirm in time"),
+            }
+        }
         if self.sm.in_flight() == 0 {
             return self.close().await;
         }
@@ -823,6 +846,10 @@ impl Session<'_> {
         Ok(SessionEnd::Done)
     }
 }
+
+/// How long a stop waits for the server to confirm what is unacked before it gives up on a clean
+/// close (and keeps the stream resumable instead).
+const STOP_CONFIRM: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Whether an element that failed to parse is an SM `<failed/>` (see the resume loop).
 fn is_sm_failed(e: &StreamElementError) -> bool {
