@@ -37,7 +37,8 @@ pub struct ClientConfig {
     /// reload from the store). Bounds the event stream's memory.
     pub event_buffer: usize,
     /// The most the server may send without completing an element (a stanza or nonza), in bytes.
-    /// More ends the stream with a protocol error instead of buffering without bound.
+    /// More ends the stream (an error event; the client reconnects with backoff) instead of
+    /// buffering without bound.
     pub max_stanza_bytes: usize,
 }
 

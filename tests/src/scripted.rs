@@ -227,6 +227,11 @@ impl ScriptedServer {
         self.certs.path().join("ca.pem")
     }
 
+    /// A Tether client (CLI, database in `dir`) for the only account, trusting this server's CA.
+    pub fn alice(&self, dir: &std::path::Path) -> crate::tether::Node {
+        crate::tether::Node::new(dir, "alice", PASSWORD, self.addr(), &self.ca_file())
+    }
+
     /// The mechanism of every SASL `<auth/>` received so far.
     pub fn sasl_attempts(&self) -> Vec<String> {
         self.state.lock().unwrap().sasl_attempts.clone()

@@ -180,10 +180,7 @@ impl Node {
     /// Outgoing messages the server confirmed: acked, or further along (a receipt may already
     /// have moved them to delivered or displayed).
     pub fn confirmed(&self) -> usize {
-        ["acked", "delivered", "displayed"]
-            .iter()
-            .map(|s| self.count_out(s))
-            .sum()
+        self.count_out_in(&["acked", "delivered", "displayed"])
     }
 
     /// `messages` with extra filter arguments, parsed.
@@ -232,6 +229,19 @@ impl Node {
     pub fn count_out(&self, state: &str) -> usize {
         self.messages(&["--direction", "out", "--state", state])
             .len()
+    }
+
+    /// Outgoing messages in any of `states` (one query).
+    pub fn count_out_in(&self, states: &[&str]) -> usize {
+        self.messages(&["--direction", "out"])
+            .iter()
+            .filter(|r| r["state"].as_str().is_some_and(|s| states.contains(&s)))
+            .count()
+    }
+
+    /// Outgoing messages still on their way: queued, sent, hibernated or retrying.
+    pub fn pending(&self) -> usize {
+        self.count_out_in(&["queued", "sent", "hibernated", "retrying"])
     }
 
     /// Incoming messages from `peer`: (total rows, distinct bodies).
@@ -431,6 +441,37 @@ impl Running {
         out.push_str("stderr (tail):\n");
         out.push_str(&lines[lines.len().saturating_sub(30)..].join("\n"));
         out
+    }
+
+    /// Asserts that the client comes online within `timeout`; `who` names it in the failure.
+    pub fn online(self, timeout: Duration, who: &str) -> Running {
+        assert!(
+            self.wait_online(timeout),
+            "{who} never came online: {}",
+            self.diagnostics()
+        );
+        self
+    }
+
+    /// Waits up to `timeout` for the process to exit by itself and asserts it exited 0.
+    pub fn finish(&mut self, timeout: Duration, what: &str) {
+        let status = self.wait_exit(timeout);
+        self.assert_exit_0(status, what);
+    }
+
+    /// Asks the process to stop (SIGTERM) and asserts it stopped cleanly (exit 0).
+    pub fn stop(&mut self, timeout: Duration, what: &str) {
+        let status = self.terminate(timeout);
+        self.assert_exit_0(status, what);
+    }
+
+    fn assert_exit_0(&self, status: Option<ExitStatus>, what: &str) {
+        assert_eq!(
+            status.and_then(|s| s.code()),
+            Some(0),
+            "{what} did not exit 0 ({status:?}): {}",
+            self.diagnostics()
+        );
     }
 
     /// Waits until `n` messages were confirmed by the server (acked, or a receipt overtook the

@@ -74,32 +74,15 @@ impl World {
 
 /// Waits for the run's first `online`, or fails with its stderr.
 fn online(run: Running, who: &str) -> Running {
-    assert!(
-        run.wait_online(LONG),
-        "{who} never came online: {}",
-        run.diagnostics()
-    );
-    run
+    run.online(LONG, who)
 }
 
 fn finish(run: &mut Running, what: &str) {
-    let status = run.wait_exit(LONG);
-    assert_eq!(
-        status.and_then(|s| s.code()),
-        Some(0),
-        "{what} did not exit 0: {}",
-        run.diagnostics()
-    );
+    run.finish(LONG, what)
 }
 
 fn stop(run: &mut Running, what: &str) {
-    let status = run.terminate(LONG);
-    assert_eq!(
-        status.and_then(|s| s.code()),
-        Some(0),
-        "{what} did not stop cleanly: {}",
-        run.diagnostics()
-    );
+    run.stop(LONG, what)
 }
 
 /// Waits for an event named `name` about message `id`.

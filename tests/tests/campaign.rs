@@ -25,8 +25,6 @@ use tether_e2e::proxy::Proxy;
 use tether_e2e::tether::{Node, Running};
 
 const LONG: Duration = Duration::from_secs(180);
-/// Rows still on their way.
-const PENDING: [&str; 4] = ["queued", "sent", "hibernated", "retrying"];
 const CONFIRMED: [&str; 3] = ["acked", "delivered", "displayed"];
 
 /// splitmix64: small, seedable, good enough for a schedule.
@@ -91,7 +89,7 @@ impl Peer {
     }
 
     fn pending(&self) -> usize {
-        PENDING.iter().map(|s| self.node.count_out(s)).sum()
+        self.node.pending()
     }
 }
 

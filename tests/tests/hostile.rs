@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use tether_e2e::scripted::{AckPolicy, Behavior, ResumePolicy, ScriptedServer, PASSWORD};
+use tether_e2e::scripted::{AckPolicy, Behavior, ResumePolicy, ScriptedServer};
 use tether_e2e::tether::{Node, Running};
 
 const BOB: &str = "bob@localhost";
@@ -26,13 +26,7 @@ struct Case {
 fn case(script: Vec<Behavior>) -> Case {
     let server = ScriptedServer::start(script);
     let dir = tempfile::tempdir().unwrap();
-    let alice = Node::new(
-        dir.path(),
-        "alice",
-        PASSWORD,
-        server.addr(),
-        &server.ca_file(),
-    );
+    let alice = server.alice(dir.path());
     Case {
         server,
         alice,
@@ -51,14 +45,7 @@ fn run_until_idle(c: &Case, extra: &[&str]) -> Running {
     ];
     args.extend_from_slice(extra);
     let mut run = node.spawn_run(&args);
-    let status = run.wait_exit(LONG);
-    assert_eq!(
-        status.and_then(|s| s.code()),
-        Some(0),
-        "run did not finish cleanly: {}\nserver: {:?}",
-        run.diagnostics(),
-        c.server.notes()
-    );
+    run.finish(LONG, &format!("run (server notes: {:?})", c.server.notes()));
     run
 }
 

@@ -40,25 +40,14 @@ fn world(opts: EjabberdOptions) -> World {
 }
 
 fn bob_online(w: &World) -> Running {
-    let bob = w.bob.spawn_run(&[]);
-    assert!(
-        bob.wait_online(LONG),
-        "bob never came online: {}\nejabberd: {}",
-        bob.diagnostics(),
-        w.server.log_tail(30)
-    );
-    bob
+    w.bob.spawn_run(&[]).online(LONG, "bob")
 }
 
 fn finish(run: &mut Running, what: &str, w: &World) {
-    let status = run.wait_exit(LONG);
-    assert_eq!(
-        status.and_then(|s| s.code()),
-        Some(0),
-        "{what} did not exit 0: {}\nejabberd: {}",
-        run.diagnostics(),
-        w.server.log_tail(30)
-    );
+    run.finish(
+        LONG,
+        &format!("{what} (ejabberd log: {})", w.server.log_tail(30)),
+    )
 }
 
 /// Bob ends with exactly `n` distinct messages from alice, one row each.
@@ -211,12 +200,7 @@ fn ejabberd_restart_loses_sessions_not_messages() {
         alice.diagnostics()
     );
     let deadline = std::time::Instant::now() + LONG;
-    while ["queued", "sent", "hibernated", "retrying"]
-        .iter()
-        .map(|s| w.alice.count_out(s))
-        .sum::<usize>()
-        > 0
-    {
+    while w.alice.pending() > 0 {
         assert!(
             std::time::Instant::now() < deadline,
             "{}",
@@ -273,14 +257,9 @@ fn ejabberd_scram_over_plaintext_with_the_insecure_option() {
         &["--insecure-plaintext"],
     );
     loopback.send_many(ALICE, 2, "note to self");
-    let mut run = loopback.spawn_run(&["--until-idle"]);
-    let status = run.wait_exit(LONG);
-    assert_eq!(
-        status.and_then(|s| s.code()),
-        Some(0),
-        "{}\nejabberd: {}",
-        run.diagnostics(),
-        server.log_tail(30)
+    loopback.spawn_run(&["--until-idle"]).finish(
+        LONG,
+        &format!("plaintext run (ejabberd log: {})", server.log_tail(30)),
     );
     assert_eq!(loopback.confirmed(), 2);
 }

@@ -7,7 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use tether_e2e::prosody::{Prosody, ProsodyOptions};
-use tether_e2e::scripted::{ScriptedServer, ServerOptions, PASSWORD};
+use tether_e2e::scripted::{ScriptedServer, ServerOptions};
 use tether_e2e::tether::{Node, Running};
 
 const BOB: &str = "bob@localhost";
@@ -16,13 +16,7 @@ const LONG: Duration = Duration::from_secs(120);
 fn scripted(opts: ServerOptions) -> (ScriptedServer, Node, tempfile::TempDir) {
     let server = ScriptedServer::start_with(Vec::new(), opts);
     let dir = tempfile::tempdir().unwrap();
-    let alice = Node::new(
-        dir.path(),
-        "alice",
-        PASSWORD,
-        server.addr(),
-        &server.ca_file(),
-    );
+    let alice = server.alice(dir.path());
     (server, alice, dir)
 }
 

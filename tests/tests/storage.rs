@@ -65,25 +65,13 @@ fn big_bodies(prefix: &str, n: usize) -> Vec<String> {
 }
 
 fn online(run: Running, who: &str) -> Running {
-    assert!(
-        run.wait_online(LONG),
-        "{who} never came online: {}",
-        run.diagnostics()
-    );
-    run
+    run.online(LONG, who)
 }
 
 /// Bob delivers `bodies` to alice (his run ends once the server acked all).
 fn bob_sends(bob: &Node, bodies: &[String]) {
     bob.send_bodies(ALICE, bodies);
-    let mut run = bob.spawn_run(&["--until-idle"]);
-    let status = run.wait_exit(LONG);
-    assert_eq!(
-        status.and_then(|s| s.code()),
-        Some(0),
-        "bob: {}",
-        run.diagnostics()
-    );
+    bob.spawn_run(&["--until-idle"]).finish(LONG, "bob");
 }
 
 /// A database error event whose text contains `needle`.
@@ -202,7 +190,7 @@ fn a_read_only_file_system_is_a_clear_error_and_work_resumes_when_writable() {
     let out = alice.exec(&["send", "--to", BOB, "--body", "on a writable disk"]);
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     let mut run = alice.spawn_run(&["--until-idle"]);
-    assert_eq!(run.wait_exit(LONG).and_then(|s| s.code()), Some(0));
+    run.finish(LONG, "alice on a writable disk");
     let rows = alice.messages(&["--direction", "out"]);
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!(rows[0]["body"], "on a writable disk");
@@ -244,6 +232,7 @@ fn a_database_locked_by_another_process_delays_work_and_loses_nothing() {
     release_tx.send(()).unwrap();
     holder.join().unwrap();
     wait_alice_has(&alice, &bodies);
-    let failed: Vec<Value> = alice.messages(&["--direction", "out"]);
-    assert!(failed.is_empty(), "{failed:?}");
+    // The send refused while locked left no row behind (nothing half-written).
+    let outgoing: Vec<Value> = alice.messages(&["--direction", "out"]);
+    assert!(outgoing.is_empty(), "{outgoing:?}");
 }

@@ -100,16 +100,6 @@ pub(super) fn parse(mut m: Message, trusted_by: &BareJid) -> Parsed {
     p
 }
 
-/// Moves that fail these messages with `reason` (an error stanza answered them).
-fn failing(keys: impl IntoIterator<Item = i64>, reason: &str) -> Vec<crate::store::Move> {
-    keys.into_iter()
-        .map(|k| crate::store::Move {
-            error: Some(reason.to_owned()),
-            ..crate::store::Move::to(k, State::Failed)
-        })
-        .collect()
-}
-
 fn describe_error(e: &StanzaError) -> String {
     let condition = format!("{:?}", e.defined_condition);
     match e.texts.values().next() {
@@ -167,7 +157,10 @@ impl Session<'_> {
             Some(Id(id)) => self.shared.store().outgoing_key(self.account, id)?,
             None => None,
         };
-        let moves = failing(key, &reason);
+        let moves: Vec<_> = key
+            .into_iter()
+            .map(|k| crate::store::Move::failed(k, reason.as_str()))
+            .collect();
         let changes = self
             .shared
             .store()
@@ -441,15 +434,14 @@ impl Session<'_> {
                 // A room refused our join: what waits for it cannot be sent; the user decides.
                 let room = bare.as_str();
                 if self.shared.store().room_nick(self.account, room)?.is_some() {
-                    self.shared.store().room_refused(self.account, room)?;
-                    let keys = self.shared.store().queued_to_room(self.account, room)?;
                     let why = format!("the room refused to let us in: {reason}");
-                    let moves = failing(keys, &why);
                     let snap = self.count_with_commit();
-                    let changes = self
-                        .shared
-                        .store()
-                        .apply(self.account, &moves, snap.as_ref())?;
+                    let changes = self.shared.store().room_refused(
+                        self.account,
+                        room,
+                        &why,
+                        snap.as_ref(),
+                    )?;
                     self.shared.emit_changes(&changes);
                     return Ok(());
                 }

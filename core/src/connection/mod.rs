@@ -62,10 +62,7 @@ pub(crate) fn settle(tags: &[Tag], fate: Fate<'_>) -> (Vec<Move>, Vec<ControlMov
         match (*tag, fate) {
             (Tag::Msg(key), Fate::Acked) => moves.push(Move::to(key, State::Acked)),
             (Tag::Msg(key), Fate::Hibernated) => moves.push(Move::to(key, State::Hibernated)),
-            (Tag::Msg(key), Fate::Lost(why)) => moves.push(Move {
-                error: Some(why.to_owned()),
-                ..Move::to(key, State::Failed)
-            }),
+            (Tag::Msg(key), Fate::Lost(why)) => moves.push(Move::failed(key, why)),
             (Tag::Ctl(key), Fate::Acked) => control.push(ControlMove::Done { key }),
             (Tag::Ctl(_), Fate::Hibernated) => {}
             (Tag::Ctl(key), Fate::Lost(_)) => control.push(ControlMove::Pending { key }),
@@ -168,6 +165,10 @@ pub(crate) async fn drive(shared: Arc<Shared>) -> Result<()> {
             // session or start settles them again from the SM state), and we retry.
             Err(e) if e.is_transient() => {
                 tracing::warn!("could not record the disconnect: {e}");
+                shared.emit(Event::error(
+                    "database",
+                    format!("could not record the disconnect (retrying): {e}"),
+                ));
             }
             Err(e) => return Err(e.into()),
         }

@@ -642,13 +642,7 @@ impl Session<'_> {
                     Some(stanza),
                 )
             }
-            Err(e) => (
-                Move {
-                    error: Some(e.to_string()),
-                    ..Move::to(item.key, State::Failed)
-                },
-                None,
-            ),
+            Err(e) => (Move::failed(item.key, e.to_string()), None),
         }
     }
 

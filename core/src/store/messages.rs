@@ -151,6 +151,14 @@ impl Move {
             seq: None,
         }
     }
+
+    /// A move of `key` to `failed`, with the reason the user will see.
+    pub fn failed(key: i64, reason: impl Into<String>) -> Move {
+        Move {
+            error: Some(reason.into()),
+            ..Move::to(key, State::Failed)
+        }
+    }
 }
 
 /// Which messages [`Store::messages`] lists.
@@ -292,18 +300,6 @@ impl Store {
         }
         tx.commit()?;
         Ok(out)
-    }
-
-    /// The keys of the room messages to `room` still queued (waiting for the join).
-    pub fn queued_to_room(&self, account: i64, room: &str) -> Result<Vec<i64>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT seq_local FROM messages WHERE account_id = ?1 AND peer = ?2
-             AND kind = 'groupchat' AND state = 'queued' ORDER BY seq_local",
-        )?;
-        let keys = stmt
-            .query_map(params![account, room], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
-        Ok(keys)
     }
 
     /// The oldest `limit` queued messages that may go out now. A room message waits until the

@@ -4,7 +4,8 @@ use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
 
 use super::control::{enqueue, ControlKind};
-use super::{now_ms, Result, Store};
+use super::{now_ms, save_sm, Move, Result, StateChange, Store};
+use crate::sm::SmSnapshot;
 
 /// A group-chat room this account wants to be in.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
@@ -129,14 +130,36 @@ impl Store {
         Ok(())
     }
 
-    /// The room refused our join on this session: its messages are no longer held for the join
-    /// (sent, the room answers each with its error, which fails it with the room's reason).
-    pub fn room_refused(&mut self, account: i64, room: &str) -> Result<()> {
-        self.conn.execute(
+    /// The room refused our join on this session. In one transaction (with `snap`, the SM state
+    /// that counts the refusal): the messages that waited for the join fail with `why`, and later
+    /// ones are no longer held (sent, the room answers each with its error, which fails it with
+    /// the room's reason). Returns the changes.
+    pub fn room_refused(
+        &mut self,
+        account: i64,
+        room: &str,
+        why: &str,
+        snap: Option<&SmSnapshot>,
+    ) -> Result<Vec<StateChange>> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
             "UPDATE rooms SET joined = -1 WHERE account_id = ?1 AND jid = ?2",
             params![account, room],
         )?;
-        Ok(())
+        let moves: Vec<Move> = tx
+            .prepare_cached(
+                "SELECT seq_local FROM messages WHERE account_id = ?1 AND peer = ?2
+                 AND kind = 'groupchat' AND state = 'queued' ORDER BY seq_local",
+            )?
+            .query_map(params![account, room], |r| r.get(0))?
+            .map(|key| key.map(|k| Move::failed(k, why)))
+            .collect::<rusqlite::Result<_>>()?;
+        let changes = super::messages::apply_moves(&tx, &moves)?;
+        if let Some(snap) = snap {
+            save_sm(&tx, account, snap)?;
+        }
+        tx.commit()?;
+        Ok(changes)
     }
 
     /// Our nickname in `room`, if it is one of ours.
