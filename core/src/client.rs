@@ -3,8 +3,9 @@
 //! the modules this drives.
 
 use std::path::Path;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::sync::{broadcast, watch, Notify};
@@ -80,6 +81,69 @@ pub(crate) struct Shared {
     /// The password when the front end keeps it outside the database (an OS keyring).
     pub password: Mutex<Option<String>>,
     pub shutdown: watch::Sender<bool>,
+    /// The store's integrity check, run in the background from [`Client::open`].
+    pub integrity: Arc<Integrity>,
+}
+
+/// The outcome of the background integrity check ([`Store::verify_file`]) that
+/// [`Client::open`] starts. Reads do not wait for it; every write and every session does, so
+/// nothing is written to, and nothing is acked into, a damaged file.
+pub(crate) struct Integrity {
+    path: PathBuf,
+    /// `None` while the check runs; then `Ok`, or SQLite's report.
+    outcome: Mutex<Option<std::result::Result<(), String>>>,
+    done: Condvar,
+}
+
+impl Integrity {
+    /// Starts the check on a thread of its own.
+    fn start(path: PathBuf) -> Arc<Integrity> {
+        let gate = Arc::new(Integrity {
+            path,
+            outcome: Mutex::new(None),
+            done: Condvar::new(),
+        });
+        let worker = gate.clone();
+        let spawned = std::thread::Builder::new()
+            .name("tether-integrity".into())
+            .spawn(move || {
+                let outcome = Store::verify_file(&worker.path).map_err(|e| match e {
+                    crate::store::StoreError::Corrupt { detail, .. } => detail,
+                    other => format!("the integrity check could not run: {other}"),
+                });
+                worker.finish(outcome);
+            });
+        if let Err(e) = spawned {
+            // No thread to spare: check here, before the client is handed out.
+            tracing::warn!("no thread for the integrity check ({e}); checking before open returns");
+            let outcome = Store::verify_file(&gate.path).map_err(|e| e.to_string());
+            gate.finish(outcome);
+        }
+        gate
+    }
+
+    fn finish(&self, outcome: std::result::Result<(), String>) {
+        if let Err(detail) = &outcome {
+            tracing::error!(path = %self.path.display(), %detail, "the store failed its integrity check");
+        }
+        *self.outcome.lock().unwrap_or_else(|p| p.into_inner()) = Some(outcome);
+        self.done.notify_all();
+    }
+
+    /// Blocks until the check is done; [`crate::store::StoreError::Corrupt`] if it failed.
+    pub fn wait(&self) -> Result<()> {
+        let mut outcome = self.outcome.lock().unwrap_or_else(|p| p.into_inner());
+        while outcome.is_none() {
+            outcome = self.done.wait(outcome).unwrap_or_else(|p| p.into_inner());
+        }
+        match outcome.as_ref() {
+            Some(Err(detail)) => Err(Error::Store(crate::store::StoreError::Corrupt {
+                path: self.path.clone(),
+                detail: detail.clone(),
+            })),
+            _ => Ok(()),
+        }
+    }
 }
 
 impl Shared {
@@ -149,14 +213,22 @@ impl Client {
     }
 
     /// Opens the account database at `path` (which must exist). Does not connect.
+    ///
+    /// A file that is not a Tether database, or one from a newer Tether, is refused here. SQLite's
+    /// full integrity check reads every page, about a second for a 1,000,000-message store, so it
+    /// runs in the background: reads (the conversation list, a page of history) are served at
+    /// once, while every write and [`Client::run`] wait for it, and a damaged file is then refused
+    /// with [`crate::store::StoreError::Corrupt`], untouched. [`Client::verify`] waits for it.
     pub fn open(path: impl AsRef<Path>, config: ClientConfig) -> Result<Client> {
         let store = Store::open(
-            path,
+            path.as_ref(),
             &StoreOptions {
                 create: false,
+                check_integrity: false,
                 ..StoreOptions::default()
             },
         )?;
+        let integrity = Integrity::start(store.path().to_path_buf());
         let account = store.account()?;
         let (events, _) = broadcast::channel(config.event_buffer.max(1));
         let (shutdown, _) = watch::channel(false);
@@ -173,8 +245,15 @@ impl Client {
                 connection: Mutex::new(None),
                 password: Mutex::new(None),
                 shutdown,
+                integrity,
             }),
         })
+    }
+
+    /// Waits for the store's integrity check (started by [`Client::open`]) and returns its
+    /// verdict: [`crate::store::StoreError::Corrupt`] if the file is damaged.
+    pub fn verify(&self) -> Result<()> {
+        self.shared.integrity.wait()
     }
 
     /// The account.
@@ -216,6 +295,7 @@ impl Client {
 
     /// Commits many messages in one transaction, in order. Returns their ids.
     pub fn send_many(&self, messages: &[(String, String)]) -> Result<Vec<String>> {
+        self.verify()?;
         let mut checked = Vec::with_capacity(messages.len());
         for (to, body) in messages {
             let to: tokio_xmpp::jid::BareJid = to
@@ -235,6 +315,7 @@ impl Client {
     /// The user confirms resending failed messages: they are queued again with the same id and
     /// origin-id, so a receiver that already has one drops the duplicate.
     pub fn resend(&self, ids: &[String]) -> Result<()> {
+        self.verify()?;
         let changes = self.shared.store().resend(self.shared.account.id, ids)?;
         self.shared.emit_changes(&changes);
         self.shared.outbox.notify_one();
@@ -243,6 +324,7 @@ impl Client {
 
     /// The user discards failed messages.
     pub fn discard(&self, ids: &[String]) -> Result<()> {
+        self.verify()?;
         let changes = self.shared.store().discard(self.shared.account.id, ids)?;
         self.shared.emit_changes(&changes);
         Ok(())
@@ -332,6 +414,7 @@ impl Client {
             };
             tokio::time::timeout(timeout, wait).await.unwrap_or(false)
         };
+        self.verify()?;
         self.shared.store().checkpoint()?;
         Ok(told)
     }
@@ -357,6 +440,7 @@ impl Client {
     /// The user read the conversation with `peer` up to `up_to` (default: the newest incoming
     /// message): marks them displayed and sends a displayed marker. Returns (marked id, count).
     pub fn mark_read(&self, peer: &str, up_to: Option<&str>) -> Result<Option<(String, usize)>> {
+        self.verify()?;
         let peer = bare(peer)?;
         let r = self
             .shared
@@ -368,6 +452,7 @@ impl Client {
 
     /// Joins `room` as `nick` (persisted; rejoined on every new session).
     pub fn join_room(&self, room: &str, nick: &str) -> Result<()> {
+        self.verify()?;
         let room = bare(room)?;
         if nick.is_empty() {
             return Err(Error::Usage("the nick is empty".into()));
@@ -381,6 +466,7 @@ impl Client {
 
     /// Leaves `room`.
     pub fn leave_room(&self, room: &str) -> Result<()> {
+        self.verify()?;
         let room = bare(room)?;
         if !self
             .shared
@@ -422,6 +508,7 @@ impl Client {
     }
 
     fn answer_subscription(&self, jid: &str, answer: Option<bool>) -> Result<()> {
+        self.verify()?;
         let jid = bare(jid)?;
         self.shared
             .store()

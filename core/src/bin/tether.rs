@@ -289,7 +289,7 @@ fn dispatch(cli: Cli) -> Result<(), Error> {
             Ok(())
         }
         Command::Account(AccountCmd::Show) => {
-            let client = Client::open(&cli.db, ClientConfig::default())?;
+            let client = open(&cli.db)?;
             let a = client.account();
             print_json(&serde_json::json!({
                 "jid": a.jid, "server": a.server, "ca_file": a.ca_file,
@@ -298,7 +298,7 @@ fn dispatch(cli: Cli) -> Result<(), Error> {
             Ok(())
         }
         Command::Send(s) => {
-            let client = Client::open(&cli.db, ClientConfig::default())?;
+            let client = open(&cli.db)?;
             let batch = if s.stdin {
                 read_lines(std::io::stdin().lock())?
             } else {
@@ -310,7 +310,7 @@ fn dispatch(cli: Cli) -> Result<(), Error> {
             Ok(())
         }
         Command::Messages(m) => {
-            let client = Client::open(&cli.db, ClientConfig::default())?;
+            let client = open(&cli.db)?;
             let filter = MessageFilter {
                 peer: m.peer,
                 state: m.state,
@@ -322,14 +322,14 @@ fn dispatch(cli: Cli) -> Result<(), Error> {
             Ok(())
         }
         Command::Resend(sel) => {
-            let client = Client::open(&cli.db, ClientConfig::default())?;
+            let client = open(&cli.db)?;
             let ids = selection(&client, sel)?;
             client.resend(&ids)?;
             print_json(&serde_json::json!({"event": "resend", "ids": ids}));
             Ok(())
         }
         Command::Discard(sel) => {
-            let client = Client::open(&cli.db, ClientConfig::default())?;
+            let client = open(&cli.db)?;
             let ids = selection(&client, sel)?;
             client.discard(&ids)?;
             print_json(&serde_json::json!({"event": "discard", "ids": ids}));
@@ -349,7 +349,7 @@ fn dispatch(cli: Cli) -> Result<(), Error> {
         }
         Command::Run(r) => run(&cli.db, r),
         Command::MarkRead { peer, up_to } => {
-            let client = Client::open(&cli.db, ClientConfig::default())?;
+            let client = open(&cli.db)?;
             match client.mark_read(&peer, up_to.as_deref())? {
                 Some((id, count)) => print_json(&serde_json::json!({
                     "event": "mark-read", "peer": peer, "up_to": id, "count": count
@@ -361,7 +361,7 @@ fn dispatch(cli: Cli) -> Result<(), Error> {
             Ok(())
         }
         Command::Room(cmd) => {
-            let client = Client::open(&cli.db, ClientConfig::default())?;
+            let client = open(&cli.db)?;
             match cmd {
                 RoomCmd::Join { room, nick } => {
                     client.join_room(&room, &nick)?;
@@ -382,27 +382,27 @@ fn dispatch(cli: Cli) -> Result<(), Error> {
             Ok(())
         }
         Command::Contacts => {
-            let client = Client::open(&cli.db, ClientConfig::default())?;
+            let client = open(&cli.db)?;
             for c in client.contacts()? {
                 print_json(&c);
             }
             Ok(())
         }
         Command::Subscribe { jid } => {
-            let client = Client::open(&cli.db, ClientConfig::default())?;
+            let client = open(&cli.db)?;
             client.request_subscription(&jid)?;
             print_json(&serde_json::json!({"event": "subscribe", "jid": jid}));
             Ok(())
         }
         Command::Subscriptions => {
-            let client = Client::open(&cli.db, ClientConfig::default())?;
+            let client = open(&cli.db)?;
             for jid in client.subscription_requests()? {
                 print_json(&serde_json::json!({ "jid": jid }));
             }
             Ok(())
         }
         Command::Subscription(cmd) => {
-            let client = Client::open(&cli.db, ClientConfig::default())?;
+            let client = open(&cli.db)?;
             let (jid, accept) = match cmd {
                 SubscriptionCmd::Accept { jid } => (jid, true),
                 SubscriptionCmd::Deny { jid } => (jid, false),
@@ -415,6 +415,15 @@ fn dispatch(cli: Cli) -> Result<(), Error> {
             Ok(())
         }
     }
+}
+
+/// Opens the store for a one-shot command and waits for its integrity check, so that every
+/// command refuses a damaged file (exit 5), reads included. (`run` serves reads at once and waits
+/// for the check before it connects, as the apps do.)
+fn open(db: &std::path::Path) -> Result<Client, Error> {
+    let client = Client::open(db, ClientConfig::default())?;
+    client.verify()?;
+    Ok(client)
 }
 
 fn selection(client: &Client, sel: Selection) -> Result<Vec<String>, Error> {

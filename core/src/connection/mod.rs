@@ -74,6 +74,15 @@ pub(crate) fn settle(tags: &[Tag], fate: Fate<'_>) -> (Vec<Move>, Vec<ControlMov
 /// Runs the account until shutdown, a final error, or idle (see [`crate::Client::run`]).
 pub(crate) async fn drive(shared: Arc<Shared>) -> Result<()> {
     let account_id = shared.account.id;
+    // No session on a store that has not passed its integrity check: it would ack into it.
+    let integrity = shared.integrity.clone();
+    let verdict = tokio::task::spawn_blocking(move || integrity.wait())
+        .await
+        .map_err(|e| Error::Usage(format!("the integrity check panicked: {e}")))?;
+    if let Err(e) = verdict {
+        shared.emit(Event::error(e.kind(), e.to_string()));
+        return Err(e);
+    }
     let mut sm = restore_sm(&shared)?;
     let tls = if shared.account.insecure_plaintext {
         tracing::warn!("insecure plaintext connection requested: for loopback tests only");

@@ -135,8 +135,12 @@ const MIGRATIONS: &[&str] = &[
 /// The schema version this build writes.
 pub const LATEST: i64 = MIGRATIONS.len() as i64;
 
-/// Brings the database to [`LATEST`], one transaction per step. Refuses a newer database.
-pub fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
+/// Whether the database is older than [`LATEST`] (a new, empty file too). Refuses a newer one.
+pub fn needs_migration(conn: &Connection, path: &Path) -> Result<bool> {
+    Ok(version(conn, path)? < LATEST)
+}
+
+fn version(conn: &Connection, path: &Path) -> Result<i64> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     if version > LATEST {
         return Err(StoreError::TooNew {
@@ -145,6 +149,12 @@ pub fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
             supported: LATEST,
         });
     }
+    Ok(version)
+}
+
+/// Brings the database to [`LATEST`], one transaction per step. Refuses a newer database.
+pub fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
+    let version = version(conn, path)?;
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;

@@ -73,10 +73,9 @@ fn refuses_foreign_newer_and_corrupt_files_without_touching_them() {
     assert!(matches!(err, StoreError::Missing(_)));
 }
 
-#[test]
-fn corrupt_pages_are_reported() {
-    let dir = tempfile::tempdir().unwrap();
-    let (mut store, acc) = new_store(&dir);
+/// A store of 2,000 messages with 8 KiB in the middle of the file (message pages) smashed.
+fn damaged_store(dir: &tempfile::TempDir) -> std::path::PathBuf {
+    let (mut store, acc) = new_store(dir);
     for i in 0..2000 {
         store
             .enqueue(
@@ -99,6 +98,13 @@ fn corrupt_pages_are_reported() {
         *b = 0xA5;
     }
     std::fs::write(&path, &bytes).unwrap();
+    path
+}
+
+#[test]
+fn corrupt_pages_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = damaged_store(&dir);
     let err = Store::open(&path, &StoreOptions::default()).unwrap_err();
     assert!(
         matches!(
@@ -107,6 +113,69 @@ fn corrupt_pages_are_reported() {
         ),
         "{err}"
     );
+    let err = Store::verify_file(&path).unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+}
+
+#[test]
+fn a_client_on_a_damaged_store_refuses_every_write_and_the_session_untouched() {
+    use crate::{Client, ClientConfig, Error};
+    let dir = tempfile::tempdir().unwrap();
+    let path = damaged_store(&dir);
+    let before = std::fs::read(&path).unwrap();
+    // The header, the schema and the account are intact, so the open itself succeeds (reads are
+    // served while the check runs in the background)...
+    let client = Client::open(&path, ClientConfig::default()).unwrap();
+    assert_eq!(client.account().jid, "alice@localhost");
+    // ...but nothing is written to it, and no session starts on it.
+    let corrupt = |r: crate::Result<()>, what: &str| {
+        let e = r.expect_err(what);
+        assert!(
+            matches!(e, Error::Store(StoreError::Corrupt { .. })),
+            "{what}: {e}"
+        );
+        assert_eq!(e.exit_code(), 5);
+    };
+    corrupt(client.verify(), "verify");
+    corrupt(client.send("bob@localhost", "hello").map(|_| ()), "send");
+    corrupt(client.resend(&["x".into()]), "resend");
+    corrupt(client.discard(&["x".into()]), "discard");
+    corrupt(
+        client.mark_read("bob@localhost", None).map(|_| ()),
+        "mark_read",
+    );
+    corrupt(client.join_room("room@muc.localhost", "alice"), "join");
+    corrupt(client.request_subscription("carol@localhost"), "subscribe");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut events = client.subscribe();
+    corrupt(rt.block_on(client.run()), "run");
+    let event = events.try_recv().expect("an error event");
+    assert!(
+        format!("{event:?}").contains("damaged"),
+        "the run says why: {event:?}"
+    );
+    drop(client);
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        before,
+        "the file was not modified"
+    );
+}
+
+#[test]
+fn a_client_on_a_healthy_store_passes_the_background_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, acc) = new_store(&dir);
+    store.enqueue(acc, "bob@localhost", "hi").unwrap();
+    drop(store);
+    let client =
+        crate::Client::open(dir.path().join("t.db"), crate::ClientConfig::default()).unwrap();
+    client.verify().unwrap();
+    client.send("bob@localhost", "again").unwrap();
+    assert_eq!(client.pending_count().unwrap(), 2);
 }
 
 #[test]
