@@ -13,6 +13,8 @@
 //! transaction as the change that moved it, so a process killed at any instant resumes its stream.
 #![deny(missing_docs)]
 
+#[cfg(feature = "bench")]
+pub mod bench;
 pub mod client;
 pub mod connection;
 pub mod delivery;

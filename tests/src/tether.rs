@@ -287,6 +287,8 @@ impl Node {
 pub struct Running {
     child: Child,
     events: Arc<Mutex<Vec<Value>>>,
+    /// When each event was read (same index as `events`; pushed under its lock).
+    arrivals: Arc<Mutex<Vec<Instant>>>,
     stderr: Arc<Mutex<String>>,
     stdin: Option<ChildStdin>,
     reader: Option<std::thread::JoinHandle<()>>,
@@ -303,14 +305,21 @@ impl Running {
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
         let events = Arc::new(Mutex::new(Vec::new()));
+        let arrivals = Arc::new(Mutex::new(Vec::new()));
         let stderr = Arc::new(Mutex::new(String::new()));
         let out = child.stdout.take().expect("stdout");
         let ev = events.clone();
+        let at = arrivals.clone();
         let reader = std::thread::spawn(move || {
             for line in BufReader::new(out).lines() {
                 let Ok(line) = line else { break };
                 match serde_json::from_str::<Value>(&line) {
-                    Ok(v) => ev.lock().unwrap().push(v),
+                    Ok(v) => {
+                        let now = Instant::now();
+                        let mut events = ev.lock().unwrap();
+                        events.push(v);
+                        at.lock().unwrap().push(now);
+                    }
                     Err(e) => panic!("the process printed a non-JSON line {line:?}: {e}"),
                 }
             }
@@ -329,10 +338,21 @@ impl Running {
         Running {
             child,
             events,
+            arrivals,
             stderr,
             stdin,
             reader: Some(reader),
         }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// When the event at `index` was read from the process's stdout (for benchmarks).
+    pub fn arrival(&self, index: usize) -> Instant {
+        self.arrivals.lock().unwrap()[index]
     }
 
     /// A copy of the events so far.

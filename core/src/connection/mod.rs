@@ -5,9 +5,9 @@ mod backoff;
 #[cfg(any(fuzzing, test))]
 pub mod fuzzing;
 mod inbound;
-mod login;
+pub(crate) mod login;
 mod mam;
-mod session;
+pub(crate) mod session;
 
 pub use backoff::Backoff;
 pub use login::tls_config;

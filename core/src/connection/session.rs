@@ -853,7 +853,7 @@ fn is_sm_failed(e: &StreamElementError) -> bool {
 
 /// The stanza for an outgoing message row: id and origin-id (kept across resends), a receipt
 /// request and a markable flag for one-to-one chat.
-pub(super) fn outgoing_message(item: &OutboxItem) -> Result<Stanza> {
+pub(crate) fn outgoing_message(item: &OutboxItem) -> Result<Stanza> {
     let to: BareJid = item
         .peer
         .parse()

@@ -1,0 +1,89 @@
+#!/usr/bin/env python3
+"""slixmpp (from PyPI, XEP-0198 on) as the peer client in Tether's benchmark.
+
+Usage: slix_sender.py JID PASSWORD HOST PORT CA_FILE TO N BODY_BYTES
+
+Connects (STARTTLS, certificates checked against CA_FILE, SASL as slixmpp picks it), enables
+stream management, prints "ready" and waits for a line on stdin. Then it sends N chat messages of
+BODY_BYTES bytes to TO, and prints "done N" once the server has acked all of them (slixmpp's
+`stanza_acked` event, one per stanza). Every further stdin line starts another round of N.
+The harness times the rounds and reads the process's CPU time and RSS from /proc.
+"""
+
+import asyncio
+import os
+import sys
+
+import slixmpp
+
+DEBUG = bool(os.environ.get("SLIX_DEBUG"))
+
+
+class Sender(slixmpp.ClientXMPP):
+    def __init__(self, jid, password, ca_file, to, n, body_bytes):
+        super().__init__(jid, password)
+        self.ca_certs = ca_file
+        self.to = to
+        self.n = n
+        self.body_bytes = body_bytes
+        self.acked = 0
+        self.target = 0
+        self.sent = 0
+        self.register_plugin("xep_0198")
+        self.ready = asyncio.Event()
+        self.add_event_handler("sm_enabled", lambda _: self.ready.set())
+        self.add_event_handler("stanza_acked", self.on_acked)
+        self.add_event_handler("failed_auth", lambda _: fail("authentication failed"))
+
+    def on_acked(self, stanza):
+        if DEBUG:
+            print(f"acked {stanza.name} {self.acked}/{self.target}", file=sys.stderr, flush=True)
+        if stanza.name != "message":
+            return
+        self.acked += 1
+        if self.acked == self.target:
+            print(f"done {self.acked}", flush=True)
+
+    def round(self):
+        self.target += self.n
+        for _ in range(self.n):
+            prefix = f"{self.sent:010} "
+            self.send_message(mto=self.to, mbody=prefix + "x" * (self.body_bytes - len(prefix)), mtype="chat")
+            self.sent += 1
+
+    async def ask_for_the_tail(self):
+        """slixmpp asks for an ack every `window` (5) stanzas and has no timer for the rest; a
+        request written now would overtake messages still in its send queue. So ask every 100 ms
+        until the round is acked (Tether's policy: after 5 stanzas or 100 ms)."""
+        while self.acked < self.target:
+            await asyncio.sleep(0.1)
+            if self.acked < self.target:
+                self.plugin["xep_0198"].request_ack()
+
+
+def fail(why):
+    print(f"error {why}", flush=True)
+    sys.exit(1)
+
+
+async def main():
+    jid, password, host, port, ca_file, to, n, body_bytes = sys.argv[1:9]
+    xmpp = Sender(jid, password, ca_file, to, int(n), int(body_bytes))
+    xmpp.connect(host, int(port))
+    try:
+        await asyncio.wait_for(xmpp.ready.wait(), 30)
+    except asyncio.TimeoutError:
+        fail("no stream management session within 30 s")
+    print("ready", flush=True)
+    loop = asyncio.get_running_loop()
+    while True:
+        line = await loop.run_in_executor(None, sys.stdin.readline)
+        if not line:
+            break
+        xmpp.round()
+        await xmpp.ask_for_the_tail()
+    xmpp.disconnect()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
