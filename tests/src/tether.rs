@@ -355,6 +355,16 @@ impl Running {
         self.arrivals.lock().unwrap()[index]
     }
 
+    /// A copy of the events from index `from` on (cheaper than [`events`](Self::events) when
+    /// polling a long run).
+    pub fn events_since(&self, from: usize) -> Vec<Value> {
+        let events = self.events.lock().unwrap();
+        events
+            .get(from..)
+            .map(<[Value]>::to_vec)
+            .unwrap_or_default()
+    }
+
     /// A copy of the events so far.
     pub fn events(&self) -> Vec<Value> {
         self.events.lock().unwrap().clone()

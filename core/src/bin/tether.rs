@@ -11,7 +11,6 @@ use clap::{Args, Parser, Subcommand};
 use tether_core::events::Event;
 use tether_core::store::{MessageFilter, NewAccount, Store, StoreOptions};
 use tether_core::{Client, ClientConfig, Direction, Error, State};
-use tokio::io::AsyncBufReadExt;
 
 #[derive(Parser)]
 #[command(
@@ -450,6 +449,67 @@ fn read_lines(input: impl BufRead) -> Result<Vec<(String, String)>, Error> {
     Ok(out)
 }
 
+/// Most `run --stdin` lines committed in one transaction.
+const STDIN_BATCH: usize = 1_000;
+
+/// Handles lines of `run --stdin` that arrived together: consecutive messages are committed in
+/// one transaction, commands run in their place. A line that cannot be taken is reported loudly
+/// (stdout and stderr) and nothing of it is committed; the others are.
+fn stdin_lines(c: &Client, lines: Vec<(usize, String)>) {
+    let report = |kind: &'static str, what: String| {
+        eprintln!("tether: error: {what}");
+        print_json(&Event::error(kind, what));
+    };
+    let mut batch: Vec<(usize, (String, String))> = Vec::new();
+    let flush = |batch: &mut Vec<(usize, (String, String))>| {
+        if batch.is_empty() {
+            return;
+        }
+        let messages: Vec<(String, String)> = batch.iter().map(|(_, m)| m.clone()).collect();
+        match c.send_many(&messages) {
+            Ok(_) => {}
+            // One bad recipient refuses the whole transaction: commit one by one to say which.
+            Err(Error::Usage(_)) => {
+                for (n, (to, body)) in batch.iter() {
+                    if let Err(e) = c.send(to, body) {
+                        report(e.kind(), format!("stdin line {n} was not committed: {e}"));
+                    }
+                }
+            }
+            Err(e) => {
+                let (first, last) = (batch[0].0, batch[batch.len() - 1].0);
+                report(
+                    e.kind(),
+                    format!("stdin lines {first} to {last} were not committed: {e}"),
+                );
+            }
+        }
+        batch.clear();
+    };
+    for (n, line) in lines {
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<StdinLine>(&line) {
+            Ok(StdinLine::Message(m)) => batch.push((n, (m.to, m.body))),
+            Ok(StdinLine::Command { cmd }) => {
+                flush(&mut batch);
+                match cmd.as_str() {
+                    "suspend" => c.suspend(),
+                    "resume" => c.resume(),
+                    "network-changed" => c.network_changed(),
+                    other => report(
+                        "usage",
+                        format!("stdin line {n}: unknown command {other:?} (suspend, resume, network-changed)"),
+                    ),
+                }
+            }
+            Err(e) => report("usage", format!("stdin line {n}: {e}")),
+        }
+    }
+    flush(&mut batch);
+}
+
 fn run(db: &std::path::Path, r: RunArgs) -> Result<(), Error> {
     let config = ClientConfig {
         reconnect_min: Duration::from_millis(r.reconnect_min_ms),
@@ -472,50 +532,34 @@ fn run(db: &std::path::Path, r: RunArgs) -> Result<(), Error> {
         if r.stdin {
             let c = client.clone();
             let until_idle = r.until_idle;
-            tokio::spawn(async move {
-                let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-                let mut n = 0;
-                loop {
-                    match lines.next_line().await {
-                        Ok(Some(line)) => {
-                            n += 1;
-                            if line.trim().is_empty() {
-                                continue;
-                            }
-                            let sent = serde_json::from_str::<StdinLine>(&line)
-                                .map_err(|e| Error::Usage(format!("stdin line {n}: {e}")))
-                                .and_then(|l| match l {
-                                    StdinLine::Message(m) => c.send(&m.to, &m.body).map(drop),
-                                    StdinLine::Command { cmd } => match cmd.as_str() {
-                                        "suspend" => {
-                                            c.suspend();
-                                            Ok(())
-                                        }
-                                        "resume" => {
-                                            c.resume();
-                                            Ok(())
-                                        }
-                                        "network-changed" => {
-                                            c.network_changed();
-                                            Ok(())
-                                        }
-                                        other => Err(Error::Usage(format!(
-                                            "stdin line {n}: unknown command {other:?} (suspend, resume, network-changed)"
-                                        ))),
-                                    },
-                                });
-                            if let Err(e) = sent {
-                                // Not committed: say so loudly, on stdout and stderr.
-                                eprintln!("tether: error: {e}");
-                                print_json(&Event::error(e.kind(), e.to_string()));
+            // A thread reads the lines; the task commits what has arrived together (one
+            // transaction, one fsync, for a burst of lines), in order.
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(usize, String)>();
+            std::thread::spawn(move || {
+                for (n, line) in std::io::stdin().lock().lines().enumerate() {
+                    match line {
+                        Ok(line) => {
+                            if tx.send((n + 1, line)).is_err() {
+                                return;
                             }
                         }
-                        Ok(None) => break,
                         Err(e) => {
                             eprintln!("tether: error: reading stdin: {e}");
-                            break;
+                            return;
                         }
                     }
+                }
+            });
+            tokio::spawn(async move {
+                while let Some(first) = rx.recv().await {
+                    let mut lines = vec![first];
+                    while lines.len() < STDIN_BATCH {
+                        match rx.try_recv() {
+                            Ok(line) => lines.push(line),
+                            Err(_) => break,
+                        }
+                    }
+                    stdin_lines(&c, lines);
                 }
                 c.set_exit_when_idle(until_idle);
             });

@@ -267,9 +267,8 @@ pub async fn login(
                     other => other,
                 })?;
             // No cap on rustls's outgoing buffer: every write is then taken whole and sealed into
-            // records at once, so with one flush per stanza a record never ends inside a stanza
-            // (which, after a crash, Prosody 13.0.1 would feed into the resumed stream; see
-            // ARCHITECTURE.md). What it can hold is bounded by SM flow control.
+            // records at once, never half taken by a stalled socket (which narrows a Prosody 13.0.1
+            // resumption bug; see ARCHITECTURE.md). What it can hold is bounded by SM flow control.
             let mut tls_stream = tls_stream;
             tls_stream.get_mut().1.set_buffer_limit(None);
             let (_, conn) = tls_stream.get_ref();

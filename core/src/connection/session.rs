@@ -667,13 +667,15 @@ impl Session<'_> {
     }
 
     /// Writes a batch, with an `<r/>` after every few stanzas when SM is on, so the server's acks
-    /// come back while the rest of a long batch is still on its way.
+    /// come back while the rest of a long batch is still on its way, and flushes once at its end:
+    /// one write (and a few TLS records) per batch instead of one per stanza.
     ///
-    /// Each stanza is flushed on its own, so every TLS record holds whole stanzas. That narrows, but
-    /// cannot close, a Prosody 13.0.1 bug: it feeds a resumed connection's bytes to the old
-    /// connection's XML parser, so half a stanza left there by a cut (Prosody reads in chunks that
-    /// end anywhere) makes the resumed stream fail as not-well-formed and the session is lost; the
-    /// unconfirmed messages then become `failed` for the user to resend (ARCHITECTURE.md).
+    /// Where the TLS records end does not matter for correctness. (Flushing per stanza used to
+    /// narrow a Prosody 13.0.1 bug, which feeds a resumed connection's bytes to the old
+    /// connection's XML parser, so half a stanza left there by a cut makes the resumed stream fail
+    /// as not-well-formed; but Prosody reads in chunks that end anywhere, so it never closed it.
+    /// The session is then lost and the unconfirmed messages become `failed` for the user to
+    /// resend, as for any lost session; ARCHITECTURE.md.)
     async fn write_batch(&mut self, stanzas: Vec<Stanza>) -> Result<()> {
         let every = self.sm.request_every() as usize;
         let sm_on = self.sm.is_enabled();
@@ -683,15 +685,13 @@ impl Session<'_> {
             if sm_on && (i + 1) % every == 0 && i + 1 < n {
                 self.feed(&XmppStreamElement::SM(Nonza::Req(sm::R))).await?;
             }
-            self.flush().await?;
         }
         // Ask at the end of every batch: the ack then usually beats the recipient's receipt.
         if sm_on && n > 0 {
             self.feed(&XmppStreamElement::SM(Nonza::Req(sm::R))).await?;
-            self.flush().await?;
             self.sm.on_request_sent();
         }
-        Ok(())
+        self.flush().await
     }
 
     /// Sends CSI inactive/active when the wanted state differs from what the server was told.

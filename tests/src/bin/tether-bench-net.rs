@@ -114,12 +114,15 @@ fn main() {
 
     let alice = Node::new(dir.path(), "alice", PASSWORD, prosody.addr(), &ca);
     let mut alice_run = alice.spawn_run(&["--stdin"]).online(WAIT, "alice");
-    let alice_lines: String = (0..n)
-        .map(|i| {
-            let line = serde_json::json!({"to": "bob@localhost", "body": body(i)});
-            format!("{line}\n")
-        })
-        .collect();
+    // Each round's bodies are numbered on from the last, so every message is distinct.
+    let alice_lines = |round: usize| -> String {
+        (round * n..(round + 1) * n)
+            .map(|i| {
+                let line = serde_json::json!({"to": "bob@localhost", "body": body(i)});
+                format!("{line}\n")
+            })
+            .collect()
+    };
 
     let mut slix = o.python.as_deref().map(|py| Slix::start(py, &prosody, n));
 
@@ -141,8 +144,9 @@ fn main() {
 
         // Tether.
         let cpu0 = (cpu_secs(alice_run.pid()), cpu_secs(bob_run.pid()));
+        let lines = alice_lines(round);
         let t0 = Instant::now();
-        alice_run.write_line(alice_lines.trim_end());
+        alice_run.write_line(lines.trim_end());
         let acked = nth_event(&alice_run, want, |e| e["event"] == "message:acked");
         eprintln!("round {}: Tether acked", round + 1);
         let stored = nth_received(&bob_run, "alice@localhost", want);
@@ -359,8 +363,14 @@ impl RawSender {
             loop {
                 let event = match xml.read().await {
                     Ok(Some(e)) => e,
-                    Ok(None) => return,
-                    Err(e) => panic!("raw reader: {e}"),
+                    Ok(None) => {
+                        eprintln!("raw baseline: the server closed the stream");
+                        return;
+                    }
+                    Err(e) => {
+                        eprintln!("raw baseline: reading from the server failed: {e}");
+                        return;
+                    }
                 };
                 match event {
                     rxml::Event::StartElement(_, (ns, name), attrs) => {
@@ -514,16 +524,16 @@ fn nth_event(run: &Running, n: usize, pred: impl Fn(&Value) -> bool) -> Instant 
     let mut seen = 0;
     let mut from = 0;
     loop {
-        let events = run.events();
-        for (i, e) in events.iter().enumerate().skip(from) {
+        let events = run.events_since(from);
+        for (i, e) in events.iter().enumerate() {
             if pred(e) {
                 seen += 1;
                 if seen == n {
-                    return run.arrival(i);
+                    return run.arrival(from + i);
                 }
             }
         }
-        from = events.len();
+        from += events.len();
         assert!(
             Instant::now() < deadline,
             "only {seen} of {n} events: {}",
@@ -539,15 +549,7 @@ fn resume(prosody: &Prosody, dir: &Path, n: usize) -> Vec<(Duration, Duration)> 
     let node = Node::new(dir, "resumer", PASSWORD, proxy.addr(), &prosody.ca_file());
     let rsink = Node::new(dir, "rsink", PASSWORD, prosody.addr(), &prosody.ca_file());
     let _rsink_run = rsink.spawn_run(&[]).online(WAIT, "rsink");
-    let mut run = node
-        .spawn_run(&[
-            "--stdin",
-            "--reconnect-min-ms",
-            "50",
-            "--reconnect-max-ms",
-            "200",
-        ])
-        .online(WAIT, "resumer");
+    let mut run = node.spawn_run(&["--stdin"]).online(WAIT, "resumer");
     let lines: String = (0..n)
         .map(|i| {
             format!(
@@ -559,6 +561,9 @@ fn resume(prosody: &Prosody, dir: &Path, n: usize) -> Vec<(Duration, Duration)> 
     let mut out = Vec::new();
     for attempt in 0..3 {
         let want = (attempt + 1) * n;
+        // Let the session's start (presence, roster, carbons) or the last attempt settle, so that
+        // the link dies between stanzas, not inside one.
+        std::thread::sleep(Duration::from_secs(1));
         proxy.blackhole_current();
         let mark = run.len();
         run.write_line(lines.trim_end());
@@ -581,7 +586,16 @@ fn resume(prosody: &Prosody, dir: &Path, n: usize) -> Vec<(Duration, Duration)> 
                 e["event"] == "connection" && e["state"] == "online"
             })
             .expect("online");
-        assert_eq!(online["resumed"], true, "the stream resumed: {online}");
+        assert_eq!(
+            online["resumed"],
+            true,
+            "the stream resumed: {online}; events since the cut: {:?}",
+            run.events_since(cut)
+                .iter()
+                .filter(|e| e["event"] != "message:written" && e["event"] != "message:hibernated")
+                .take(20)
+                .collect::<Vec<_>>()
+        );
         let resumed = run.arrival(j) - t0;
         let all = nth_event(&run, want, |e| e["event"] == "message:acked") - t0;
         out.push((resumed, all));
