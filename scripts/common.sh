@@ -20,24 +20,27 @@ ensure_packages() {
   # a Java runtime and JNA for the mobile bindings' test apps.
   local want=(build-essential pkg-config libwebkit2gtk-4.1-dev libgtk-3-dev librsvg2-dev
               libsoup-3.0-dev webkit2gtk-driver xvfb xauth x11-utils nodejs npm
-              python3 libjna-java default-jre-headless)
+              python3 python3-venv libjna-java default-jre-headless)
   local missing=()
   for p in "${want[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
-  # Node may come from another source than Debian's package; it only has to be there.
+  # Node may come from another source than Debian's package; it only has to be there. Likewise a
+  # Java runtime (17 or newer) and Python 3 from elsewhere will do (names matched exactly).
+  local skip=()
   if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
-    missing=("${missing[@]/nodejs}"); missing=("${missing[@]/npm}")
+    skip+=(nodejs npm)
   fi
-  # Likewise a Java runtime (17 or newer) and Python 3 from elsewhere will do.
-  if command -v java >/dev/null 2>&1; then
-    missing=("${missing[@]/default-jre-headless}")
-  fi
-  if command -v python3 >/dev/null 2>&1; then
-    missing=("${missing[@]/python3}")
-  fi
+  command -v java >/dev/null 2>&1 && skip+=(default-jre-headless)
+  command -v python3 >/dev/null 2>&1 && skip+=(python3)
+  # python3-venv is only wanted when this python3 cannot make a virtualenv.
+  python3 -c "import ensurepip, venv" >/dev/null 2>&1 && skip+=(python3-venv)
   local todo=()
-  for p in "${missing[@]}"; do [ -n "$p" ] && todo+=("$p"); done
+  for p in "${missing[@]}"; do
+    local s keep=1
+    for s in "${skip[@]}"; do [ "$p" = "$s" ] && keep=0; done
+    [ "$keep" = 1 ] && todo+=("$p")
+  done
   if [ ${#todo[@]} -gt 0 ]; then
     need_root apt-get update
     DEBIAN_FRONTEND=noninteractive need_root apt-get install -y --no-install-recommends "${todo[@]}"

@@ -1,23 +1,50 @@
 #!/usr/bin/env bash
 # Tether's benchmark harness: prints the results as Markdown tables (BENCHMARKS.md holds a full run).
-#   tests/bench/run.sh            full run (release build; a 1,000,000-message store, built once)
-#   tests/bench/run.sh --smoke    a small, quick run (CI runs it so the harness cannot rot; no
-#                                 figures from it mean anything)
-# So far it measures the store; the network runs (raw limit, Tether, slixmpp, resume) are the
-# open part of the performance issue.
+#   tests/bench/run.sh            full run (release build): the store (a 1,000,000-message store,
+#                                 built once), then the network runs against a local Prosody with
+#                                 its archive off (the limit, Tether, slixmpp, resume), and once
+#                                 more with the archive on
+#   tests/bench/run.sh --smoke    a small, quick run of all of it (CI runs it so the harness cannot
+#                                 rot; no figure from it means anything, and none is asserted)
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$ROOT"
 source scripts/common.sh
 use_build_cache >/dev/null
 target="${CARGO_TARGET_DIR:-$ROOT/target}"
+
+# slixmpp, the peer client, from PyPI in a virtualenv (kept outside the clone when it can be).
+slix_python() {
+  local venv="${TETHER_BENCH_VENV:-$HOME/.cache/tether/bench-venv}"
+  if ! mkdir -p "$(dirname "$venv")" 2>/dev/null; then
+    venv="$(mktemp -d)/venv"
+  fi
+  [ -x "$venv/bin/python" ] || python3 -m venv "$venv" >&2
+  "$venv/bin/python" -c "import slixmpp" 2>/dev/null \
+    || "$venv/bin/pip" install -q --disable-pip-version-check "slixmpp==1.17.0" >&2
+  echo "$venv/bin/python"
+}
+
+python="$(slix_python)"
 if [ "${1:-}" = "--smoke" ]; then
-  cargo build --locked -q -p tether-e2e --bin tether-bench-store
+  cargo build --locked -q -p tether-core --bin tether -p tether-e2e --bin tether-bench-store --bin tether-bench-net
   dir="$(mktemp -d)"
   trap 'rm -rf "$dir"' EXIT
   "$target/debug/tether-bench-store" --messages 2000 --dir "$dir"
+  TETHER_BIN="$target/debug/tether" "$target/debug/tether-bench-net" \
+    --messages 200 --rounds 1 --resume 100 --python "$python"
 else
-  cargo build --locked -q --release -p tether-e2e --bin tether-bench-store
-  echo "## Store ($(nproc) cores, $(uname -m), $(date -u +%Y-%m-%d))"
+  cargo build --locked -q --release -p tether-core --bin tether \
+    -p tether-e2e --bin tether-bench-store --bin tether-bench-net
+  echo "# Benchmarks ($(nproc) cores, $(uname -m), $(date -u +%Y-%m-%d), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'))"
+  echo
+  echo "## Store"
+  echo
   "$target/release/tether-bench-store" "$@"
+  echo
+  TETHER_BIN="$target/release/tether" "$target/release/tether-bench-net" \
+    --messages 10000 --rounds 3 --resume 1000 --python "$python"
+  echo
+  TETHER_BIN="$target/release/tether" "$target/release/tether-bench-net" \
+    --messages 10000 --rounds 1 --resume 0 --mam --python "$python"
 fi
