@@ -310,6 +310,9 @@ impl Store {
         let mut stmt = self.conn.prepare_cached(
             "SELECT seq_local, id, origin_id, peer, body, kind FROM messages m
              WHERE account_id = ?1 AND state = 'queued'
+               -- The index's own condition, word for word, so SQLite uses messages_pending
+               -- (it does not infer it from state = 'queued' and scanned the account otherwise).
+               AND state IN ('queued', 'sent', 'hibernated', 'retrying')
                AND (kind = 'chat' OR EXISTS (SELECT 1 FROM rooms r WHERE r.account_id = ?1
                                              AND r.jid = m.peer AND r.joined != 0))
              ORDER BY seq_local LIMIT ?2",
@@ -395,6 +398,7 @@ impl Store {
         let mut stmt = self.conn.prepare_cached(
             "SELECT sm_seq, seq_local FROM messages
              WHERE account_id = ?1 AND direction = 'out' AND state IN ('sent', 'hibernated', 'retrying')
+               AND state IN ('queued', 'sent', 'hibernated', 'retrying') -- messages_pending's condition
              ORDER BY seq_local",
         )?;
         let rows = stmt
@@ -761,16 +765,35 @@ fn insert_inbound(
     account: i64,
     msg: &InboundMessage,
 ) -> Result<Option<StateChange>> {
-    let dir = msg.direction.as_str();
     let dedupe_key = msg.origin_id.as_ref().or(msg.id.as_ref());
     let mut duplicate = false;
     if let Some(key) = dedupe_key {
-        duplicate = tx
-            .prepare_cached(
-                "SELECT 1 FROM messages WHERE account_id = ?1 AND direction = ?2 AND peer = ?3
-                 AND (origin_id = ?4 OR (origin_id IS NULL AND id = ?4) OR (?2 = 'out' AND id = ?4))",
-            )?
-            .exists(params![account, dir, msg.peer, key])?;
+        // The same origin-id, or (for a row that has none) the same id; for our own messages
+        // (carbons, archive) the id too. One indexed lookup each: the direction is a literal so
+        // that SQLite can use the partial indexes (with a parameter it scanned the conversation).
+        let lookups: [&str; 2] = match msg.direction {
+            Direction::In => [
+                "SELECT 1 FROM messages WHERE account_id = ?1 AND direction = 'in' AND peer = ?2
+                 AND origin_id = ?3",
+                "SELECT 1 FROM messages WHERE account_id = ?1 AND direction = 'in' AND peer = ?2
+                 AND id = ?3 AND origin_id IS NULL",
+            ],
+            Direction::Out => [
+                "SELECT 1 FROM messages WHERE account_id = ?1 AND direction = 'out' AND peer = ?2
+                 AND origin_id = ?3",
+                "SELECT 1 FROM messages WHERE account_id = ?1 AND direction = 'out' AND peer = ?2
+                 AND id = ?3",
+            ],
+        };
+        for sql in lookups {
+            if tx
+                .prepare_cached(sql)?
+                .exists(params![account, msg.peer, key])?
+            {
+                duplicate = true;
+                break;
+            }
+        }
     }
     if !duplicate {
         if let Some(sid) = &msg.stanza_id {
@@ -807,7 +830,7 @@ fn insert_inbound(
         msg.stanza_id,
         account,
         msg.peer,
-        dir,
+        msg.direction.as_str(),
         msg.body,
         state.as_str(),
         now,

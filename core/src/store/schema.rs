@@ -130,6 +130,14 @@ const MIGRATIONS: &[&str] = &[
     CREATE UNIQUE INDEX messages_stanza_id
         ON messages (account_id, peer, stanza_id) WHERE stanza_id IS NOT NULL;
     "#,
+    // v4: de-duplicating an inbound message, and matching a room's echo, find their rows by index
+    // instead of scanning the whole conversation (the network benchmark found it: a receiver's
+    // CPU per message grew with the conversation's length).
+    r#"
+    CREATE INDEX messages_in_id ON messages (account_id, peer, id) WHERE direction = 'in';
+    CREATE INDEX messages_out_origin
+        ON messages (account_id, peer, origin_id) WHERE direction = 'out';
+    "#,
 ];
 
 /// The schema version this build writes.
