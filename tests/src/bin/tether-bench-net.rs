@@ -321,6 +321,9 @@ impl RawSender {
             .await
             .expect("raw login");
         let mut stream = logged_in.stream;
+        // The core's socket ends the stream after 4 MiB without a complete element unless the
+        // reader says one completed, as the core's session does.
+        let budget = logged_in.budget;
         let bind = Iq::from_set("bind", BindQuery::new(Some("raw".into())));
         stream
             .send(&XmppStreamElement::Stanza(Stanza::Iq(bind)))
@@ -402,7 +405,12 @@ impl RawSender {
                             inbound = inbound.wrapping_add(1);
                         }
                     }
-                    rxml::Event::EndElement(_) => depth -= 1,
+                    rxml::Event::EndElement(_) => {
+                        depth -= 1;
+                        if depth == 1 {
+                            budget.reset();
+                        }
+                    }
                     _ => {}
                 }
             }
