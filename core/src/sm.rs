@@ -330,6 +330,14 @@ impl<T: Clone> StreamManager<T> {
         }
     }
 
+    /// Takes back [`Self::on_inbound_handled`] for a stanza whose commit failed: `h` must never
+    /// cover what the store does not hold (the server keeps it and delivers it again).
+    pub fn on_inbound_uncommitted(&mut self) {
+        if self.phase == Phase::Enabled {
+            self.snap.inbound_h = self.snap.inbound_h.wrapping_sub(1);
+        }
+    }
+
     /// The server's `<r/>`: the `<a/>` to answer with.
     pub fn answer_request(&self) -> xmpp_parsers::sm::A {
         xmpp_parsers::sm::A::new(self.snap.inbound_h)

@@ -152,7 +152,6 @@ impl Session<'_> {
             .and_then(|p| StanzaError::try_from(p.clone()).ok())
             .map(|e| describe_error(&e))
             .unwrap_or_else(|| "the server returned an error".to_owned());
-        let snap = self.count_with_commit();
         let key = match &m.id {
             Some(Id(id)) => self.shared.store().outgoing_key(self.account, id)?,
             None => None,
@@ -161,10 +160,8 @@ impl Session<'_> {
             .into_iter()
             .map(|k| crate::store::Move::failed(k, reason.as_str()))
             .collect();
-        let changes = self
-            .shared
-            .store()
-            .apply(self.account, &moves, snap.as_ref())?;
+        let account = self.account;
+        let changes = self.commit_counted(|store, snap| store.apply(account, &moves, snap))?;
         self.shared.emit_changes(&changes);
         Ok(())
     }
@@ -206,11 +203,8 @@ impl Session<'_> {
 
     /// Stores a message learnt from the network with the inbound count, and announces it.
     pub(super) fn commit_message(&mut self, msg: &InboundMessage) -> Result<()> {
-        let snap = self.count_with_commit();
-        let change = self
-            .shared
-            .store()
-            .store_inbound(self.account, msg, snap.as_ref())?;
+        let account = self.account;
+        let change = self.commit_counted(|store, snap| store.store_inbound(account, msg, snap))?;
         match change {
             Some(c) => self.emit_received(&c, msg),
             None => tracing::debug!(peer = msg.peer, id = ?msg.id, "duplicate message dropped"),
@@ -302,14 +296,10 @@ impl Session<'_> {
                     .store()
                     .has_outgoing(self.account, room.as_str(), key)?;
                 if mine {
-                    let snap = self.count_with_commit();
-                    let change = self.shared.store().reflect(
-                        self.account,
-                        room.as_str(),
-                        key,
-                        p.stanza_id.as_deref(),
-                        snap.as_ref(),
-                    )?;
+                    let account = self.account;
+                    let change = self.commit_counted(|store, snap| {
+                        store.reflect(account, room.as_str(), key, p.stanza_id.as_deref(), snap)
+                    })?;
                     self.shared.emit_changes(change.as_slice());
                     return Ok(());
                 }
@@ -435,13 +425,10 @@ impl Session<'_> {
                 let room = bare.as_str();
                 if self.shared.store().room_nick(self.account, room)?.is_some() {
                     let why = format!("the room refused to let us in: {reason}");
-                    let snap = self.count_with_commit();
-                    let changes = self.shared.store().room_refused(
-                        self.account,
-                        room,
-                        &why,
-                        snap.as_ref(),
-                    )?;
+                    let account = self.account;
+                    let changes = self.commit_counted(|store, snap| {
+                        store.room_refused(account, room, &why, snap)
+                    })?;
                     self.shared.emit_changes(&changes);
                     return Ok(());
                 }

@@ -222,11 +222,8 @@ impl Session<'_> {
                 )
             }
         };
-        let snap = self.count_with_commit();
-        let change = self
-            .shared
-            .store()
-            .store_inbound(self.account, &msg, snap.as_ref())?;
+        let account = self.account;
+        let change = self.commit_counted(|store, snap| store.store_inbound(account, &msg, snap))?;
         if let Some(c) = change {
             if let Some(current) = self.mam.current.as_mut() {
                 current.stored += 1;

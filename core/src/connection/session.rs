@@ -40,7 +40,7 @@ use crate::delivery::State;
 use crate::error::{Error, Result};
 use crate::events::{ConnState, Event};
 use crate::sm::{SmError, StreamManager};
-use crate::store::{ControlItem, ControlKind, ControlMove, Move, OutboxItem};
+use crate::store::{ControlItem, ControlKind, ControlMove, Move, OutboxItem, Store};
 
 const BIND_ID: &str = "tether-bind";
 /// How many queued rows one store round-trip takes.
@@ -202,19 +202,30 @@ impl Session<'_> {
     /// Counts an inbound stanza that carries nothing to store.
     pub(super) fn count_inbound(&mut self) -> Result<()> {
         if self.sm.is_enabled() {
-            self.sm.on_inbound_handled();
-            self.shared
-                .store()
-                .save_sm(self.account, self.sm.snapshot())?;
+            let account = self.account;
+            self.commit_counted(|store, snap| match snap {
+                Some(snap) => store.save_sm(account, snap),
+                None => Ok(()),
+            })?;
         }
         Ok(())
     }
 
-    /// Counts an inbound stanza; returns the snapshot to write with what it carries (None without
-    /// SM).
-    pub(super) fn count_with_commit(&mut self) -> Option<crate::sm::SmSnapshot> {
+    /// Counts an inbound stanza and commits what it carries (`commit` gets the snapshot with the
+    /// new count, None without SM, to write in the same transaction). If the commit fails the
+    /// count is taken back, so `h` never covers a stanza the store does not hold: the server
+    /// keeps it, and the next session or the resumption delivers it again.
+    pub(super) fn commit_counted<R>(
+        &mut self,
+        commit: impl FnOnce(&mut Store, Option<&crate::sm::SmSnapshot>) -> crate::store::Result<R>,
+    ) -> Result<R> {
         self.sm.on_inbound_handled();
-        self.sm.is_enabled().then(|| self.sm.snapshot().clone())
+        let snap = self.sm.is_enabled().then(|| self.sm.snapshot().clone());
+        let outcome = commit(&mut self.shared.store(), snap.as_ref());
+        if outcome.is_err() {
+            self.sm.on_inbound_uncommitted();
+        }
+        Ok(outcome?)
     }
 
     fn apply(&mut self, moves: &[Move], control: &[ControlMove]) -> Result<()> {

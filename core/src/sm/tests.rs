@@ -435,3 +435,33 @@ proptest! {
         m.finish();
     }
 }
+
+#[test]
+fn a_count_whose_commit_failed_is_taken_back_across_the_wrap() {
+    let snap = SmSnapshot {
+        stream_id: Some("s".into()),
+        resumable: true,
+        inbound_h: u32::MAX,
+        ..Default::default()
+    };
+    let (mut sm, _) = StreamManager::<u64>::restore(SmConfig::default(), snap, []);
+    sm.start_resume().unwrap();
+    sm.on_resumed(&Resumed {
+        h: 0,
+        previd: StreamId("s".into()),
+    })
+    .unwrap();
+    sm.on_inbound_handled();
+    assert_eq!(sm.answer_request().h, 0, "wrapped");
+    sm.on_inbound_uncommitted();
+    assert_eq!(
+        sm.answer_request().h,
+        u32::MAX,
+        "taken back across the wrap"
+    );
+    assert_eq!(
+        sm.snapshot().inbound_h,
+        u32::MAX,
+        "and so is what gets persisted"
+    );
+}
