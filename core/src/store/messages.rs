@@ -307,16 +307,7 @@ impl Store {
     /// from a non-occupant (`not-acceptable`). After a refused join it goes out, and the room's
     /// error reply fails it with the room's reason.
     pub fn queued(&self, account: i64, limit: usize) -> Result<Vec<OutboxItem>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT seq_local, id, origin_id, peer, body, kind FROM messages m
-             WHERE account_id = ?1 AND state = 'queued'
-               -- The index's own condition, word for word, so SQLite uses messages_pending
-               -- (it does not infer it from state = 'queued' and scanned the account otherwise).
-               AND state IN ('queued', 'sent', 'hibernated', 'retrying')
-               AND (kind = 'chat' OR EXISTS (SELECT 1 FROM rooms r WHERE r.account_id = ?1
-                                             AND r.jid = m.peer AND r.joined != 0))
-             ORDER BY seq_local LIMIT ?2",
-        )?;
+        let mut stmt = self.conn.prepare_cached(QUEUED_SQL)?;
         let rows = stmt
             .query_map(params![account, limit as i64], |r| {
                 Ok(OutboxItem {
@@ -760,6 +751,35 @@ impl Store {
     }
 }
 
+/// The outbox query ([`Store::queued`]): it names `messages_pending`'s own condition word for
+/// word, or SQLite would not use that partial index and would scan the account on every pump.
+pub(crate) const QUEUED_SQL: &str =
+    "SELECT seq_local, id, origin_id, peer, body, kind FROM messages m
+             WHERE account_id = ?1 AND state = 'queued'
+               -- The index's own condition, word for word, so SQLite uses messages_pending
+               -- (it does not infer it from state = 'queued' and scanned the account otherwise).
+               AND state IN ('queued', 'sent', 'hibernated', 'retrying')
+               AND (kind = 'chat' OR EXISTS (SELECT 1 FROM rooms r WHERE r.account_id = ?1
+                                             AND r.jid = m.peer AND r.joined != 0))
+             ORDER BY seq_local LIMIT ?2";
+
+/// Inbound de-duplication of an incoming message: the same origin-id, or (for a row without
+/// one) the same id. The direction is a literal, so that SQLite can use the partial indexes.
+pub(crate) const DEDUPE_IN_SQL: [&str; 2] = [
+    "SELECT 1 FROM messages WHERE account_id = ?1 AND direction = 'in' AND peer = ?2
+     AND origin_id = ?3",
+    "SELECT 1 FROM messages WHERE account_id = ?1 AND direction = 'in' AND peer = ?2
+     AND id = ?3 AND origin_id IS NULL",
+];
+
+/// De-duplication of our own messages seen through a carbon or the archive: origin-id or id.
+pub(crate) const DEDUPE_OUT_SQL: [&str; 2] = [
+    "SELECT 1 FROM messages WHERE account_id = ?1 AND direction = 'out' AND peer = ?2
+     AND origin_id = ?3",
+    "SELECT 1 FROM messages WHERE account_id = ?1 AND direction = 'out' AND peer = ?2
+     AND id = ?3",
+];
+
 fn insert_inbound(
     tx: &Transaction<'_>,
     account: i64,
@@ -771,21 +791,11 @@ fn insert_inbound(
         // The same origin-id, or (for a row that has none) the same id; for our own messages
         // (carbons, archive) the id too. One indexed lookup each: the direction is a literal so
         // that SQLite can use the partial indexes (with a parameter it scanned the conversation).
-        let lookups: [&str; 2] = match msg.direction {
-            Direction::In => [
-                "SELECT 1 FROM messages WHERE account_id = ?1 AND direction = 'in' AND peer = ?2
-                 AND origin_id = ?3",
-                "SELECT 1 FROM messages WHERE account_id = ?1 AND direction = 'in' AND peer = ?2
-                 AND id = ?3 AND origin_id IS NULL",
-            ],
-            Direction::Out => [
-                "SELECT 1 FROM messages WHERE account_id = ?1 AND direction = 'out' AND peer = ?2
-                 AND origin_id = ?3",
-                "SELECT 1 FROM messages WHERE account_id = ?1 AND direction = 'out' AND peer = ?2
-                 AND id = ?3",
-            ],
+        let lookups = match msg.direction {
+            Direction::In => &DEDUPE_IN_SQL,
+            Direction::Out => &DEDUPE_OUT_SQL,
         };
-        for sql in lookups {
+        for sql in lookups.iter() {
             if tx
                 .prepare_cached(sql)?
                 .exists(params![account, msg.peer, key])?

@@ -324,3 +324,39 @@ fn pages_and_conversations() {
     assert_eq!(convs[1].last_body, "to bob 24");
     assert_eq!((convs[1].unread, convs[1].failed), (0, 0));
 }
+
+/// The hot queries seek by index instead of scanning: a scan made the CPU per message grow with
+/// the store (the outbox query on every pump, de-duplication on every inbound message).
+#[test]
+fn hot_queries_use_their_indexes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = new_store(&dir);
+    let plan = |sql: &str| -> String {
+        let mut stmt = store
+            .conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .unwrap();
+        let nulls = vec![rusqlite::types::Null; stmt.parameter_count()];
+        let rows: Vec<String> = stmt
+            .query_map(rusqlite::params_from_iter(nulls), |r| r.get(3))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        rows.join(" | ")
+    };
+    let cases = [
+        (messages::QUEUED_SQL, "messages_pending"),
+        (messages::DEDUPE_IN_SQL[0], "messages_in_origin"),
+        (messages::DEDUPE_IN_SQL[1], "messages_in_id"),
+        (messages::DEDUPE_OUT_SQL[0], "messages_out_origin"),
+        (messages::DEDUPE_OUT_SQL[1], "messages_out_id"),
+    ];
+    for (sql, index) in cases {
+        let p = plan(sql);
+        assert!(p.contains(&format!("INDEX {index} ")), "{sql}\n=> {p}");
+        assert!(
+            !p.contains("SCAN m") && !p.contains("SCAN messages"),
+            "{sql}\n=> {p}"
+        );
+    }
+}
