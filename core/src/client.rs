@@ -106,23 +106,21 @@ impl Integrity {
         let worker = gate.clone();
         let spawned = std::thread::Builder::new()
             .name("tether-integrity".into())
-            .spawn(move || {
-                let outcome = Store::verify_file(&worker.path).map_err(|e| match e {
-                    crate::store::StoreError::Corrupt { detail, .. } => detail,
-                    other => format!("the integrity check could not run: {other}"),
-                });
-                worker.finish(outcome);
-            });
+            .spawn(move || worker.check());
         if let Err(e) = spawned {
             // No thread to spare: check here, before the client is handed out.
             tracing::warn!("no thread for the integrity check ({e}); checking before open returns");
-            let outcome = Store::verify_file(&gate.path).map_err(|e| e.to_string());
-            gate.finish(outcome);
+            gate.check();
         }
         gate
     }
 
-    fn finish(&self, outcome: std::result::Result<(), String>) {
+    /// Runs the check and records its verdict (SQLite's report when it fails).
+    fn check(&self) {
+        let outcome = Store::verify_file(&self.path).map_err(|e| match e {
+            crate::store::StoreError::Corrupt { detail, .. } => detail,
+            other => format!("the integrity check could not run: {other}"),
+        });
         if let Err(detail) = &outcome {
             tracing::error!(path = %self.path.display(), %detail, "the store failed its integrity check");
         }

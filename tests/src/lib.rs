@@ -36,6 +36,7 @@
 
 pub mod ejabberd;
 pub mod ffi;
+pub mod pair;
 mod process;
 pub mod prosody;
 pub mod proxy;

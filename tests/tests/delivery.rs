@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
+use tether_e2e::pair::Pair;
 use tether_e2e::prosody::{Prosody, ProsodyOptions};
-use tether_e2e::proxy::Proxy;
 use tether_e2e::tether::{Node, Running};
 
 const ALICE: &str = "alice@localhost";
@@ -14,30 +14,10 @@ const BOB: &str = "bob@localhost";
 /// Time limits are generous: they only bound a broken run, they are not what is measured.
 const LONG: Duration = Duration::from_secs(120);
 
-struct World {
-    prosody: Prosody,
-    proxy: Proxy,
-    alice: Node,
-    bob: Node,
-    _dir: tempfile::TempDir,
-}
+type World = Pair<Prosody>;
 
 fn world(opts: ProsodyOptions) -> World {
-    let prosody = Prosody::start(opts).expect("start prosody");
-    prosody.register("alice", "alice-secret").unwrap();
-    prosody.register("bob", "bob-secret").unwrap();
-    let proxy = Proxy::start(prosody.addr());
-    let dir = tempfile::tempdir().unwrap();
-    let ca = prosody.ca_file();
-    let alice = Node::new(dir.path(), "alice", "alice-secret", proxy.addr(), &ca);
-    let bob = Node::new(dir.path(), "bob", "bob-secret", prosody.addr(), &ca);
-    World {
-        prosody,
-        proxy,
-        alice,
-        bob,
-        _dir: dir,
-    }
+    Pair::new(Prosody::start(opts).expect("start prosody"))
 }
 
 fn bob_online(w: &World) -> Running {
@@ -131,7 +111,7 @@ fn sender_killed_mid_burst_resumes_on_restart_with_nothing_lost_or_doubled() {
     if !again.saw_online(true) || failed > 0 {
         // Only Prosody 13.0.1's parser bug may lose this session (ARCHITECTURE.md, "Server and
         // library bugs met"): then what it never confirmed failed, and the user resends it.
-        let log = std::fs::read_to_string(w.prosody.log_path()).unwrap_or_default();
+        let log = std::fs::read_to_string(w.server.log_path()).unwrap_or_default();
         assert!(
             log.contains("mod_smacks resuming existing session")
                 && log.contains("Received invalid XML"),
@@ -198,7 +178,7 @@ fn expired_resumption_fails_messages_until_the_user_resends_them() {
         "expiry: acked={acked} failed={failed} bob-before-resend={bob_before}; after resend acked=300, bob stored 300 distinct"
     );
     bob.terminate(LONG);
-    drop(w.prosody);
+    drop(w.server);
 }
 
 #[test]
@@ -237,7 +217,7 @@ fn wrong_password_is_final_with_its_exit_code_and_no_retry_loop() {
         "alice",
         "not-the-password",
         w.proxy.addr(),
-        &w.prosody.ca_file(),
+        &w.server.ca_file(),
     );
     mallory.send_many(BOB, 1, "never");
     let mut run = mallory.spawn_run(&[]);

@@ -6,37 +6,17 @@
 use std::time::Duration;
 
 use tether_e2e::ejabberd::{Ejabberd, EjabberdOptions};
-use tether_e2e::proxy::Proxy;
+use tether_e2e::pair::Pair;
 use tether_e2e::tether::{Node, Running};
 
 const ALICE: &str = "alice@localhost";
 const BOB: &str = "bob@localhost";
 const LONG: Duration = Duration::from_secs(120);
 
-struct World {
-    server: Ejabberd,
-    proxy: Proxy,
-    alice: Node,
-    bob: Node,
-    _dir: tempfile::TempDir,
-}
+type World = Pair<Ejabberd>;
 
 fn world(opts: EjabberdOptions) -> World {
-    let server = Ejabberd::start(opts).expect("start ejabberd");
-    server.register("alice", "alice-secret").unwrap();
-    server.register("bob", "bob-secret").unwrap();
-    let proxy = Proxy::start(server.addr());
-    let dir = tempfile::tempdir().unwrap();
-    let ca = server.ca_file();
-    let alice = Node::new(dir.path(), "alice", "alice-secret", proxy.addr(), &ca);
-    let bob = Node::new(dir.path(), "bob", "bob-secret", server.addr(), &ca);
-    World {
-        server,
-        proxy,
-        alice,
-        bob,
-        _dir: dir,
-    }
+    Pair::new(Ejabberd::start(opts).expect("start ejabberd"))
 }
 
 fn bob_online(w: &World) -> Running {

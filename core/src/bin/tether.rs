@@ -460,24 +460,25 @@ fn stdin_lines(c: &Client, lines: Vec<(usize, String)>) {
         eprintln!("tether: error: {what}");
         print_json(&Event::error(kind, what));
     };
-    let mut batch: Vec<(usize, (String, String))> = Vec::new();
-    let flush = |batch: &mut Vec<(usize, (String, String))>| {
+    // The pending messages and their line numbers.
+    let mut batch: Vec<(String, String)> = Vec::new();
+    let mut numbers: Vec<usize> = Vec::new();
+    let flush = |batch: &mut Vec<(String, String)>, numbers: &mut Vec<usize>| {
         if batch.is_empty() {
             return;
         }
-        let messages: Vec<(String, String)> = batch.iter().map(|(_, m)| m.clone()).collect();
-        match c.send_many(&messages) {
+        match c.send_many(batch) {
             Ok(_) => {}
             // One bad recipient refuses the whole transaction: commit one by one to say which.
             Err(Error::Usage(_)) => {
-                for (n, (to, body)) in batch.iter() {
+                for (n, (to, body)) in numbers.iter().zip(batch.iter()) {
                     if let Err(e) = c.send(to, body) {
                         report(e.kind(), format!("stdin line {n} was not committed: {e}"));
                     }
                 }
             }
             Err(e) => {
-                let (first, last) = (batch[0].0, batch[batch.len() - 1].0);
+                let (first, last) = (numbers[0], numbers[numbers.len() - 1]);
                 report(
                     e.kind(),
                     format!("stdin lines {first} to {last} were not committed: {e}"),
@@ -485,15 +486,19 @@ fn stdin_lines(c: &Client, lines: Vec<(usize, String)>) {
             }
         }
         batch.clear();
+        numbers.clear();
     };
     for (n, line) in lines {
         if line.trim().is_empty() {
             continue;
         }
         match serde_json::from_str::<StdinLine>(&line) {
-            Ok(StdinLine::Message(m)) => batch.push((n, (m.to, m.body))),
+            Ok(StdinLine::Message(m)) => {
+                batch.push((m.to, m.body));
+                numbers.push(n);
+            }
             Ok(StdinLine::Command { cmd }) => {
-                flush(&mut batch);
+                flush(&mut batch, &mut numbers);
                 match cmd.as_str() {
                     "suspend" => c.suspend(),
                     "resume" => c.resume(),
@@ -507,7 +512,7 @@ fn stdin_lines(c: &Client, lines: Vec<(usize, String)>) {
             Err(e) => report("usage", format!("stdin line {n}: {e}")),
         }
     }
-    flush(&mut batch);
+    flush(&mut batch, &mut numbers);
 }
 
 fn run(db: &std::path::Path, r: RunArgs) -> Result<(), Error> {
@@ -532,9 +537,10 @@ fn run(db: &std::path::Path, r: RunArgs) -> Result<(), Error> {
         if r.stdin {
             let c = client.clone();
             let until_idle = r.until_idle;
-            // A thread reads the lines; the task commits what has arrived together (one
-            // transaction, one fsync, for a burst of lines), in order.
-            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(usize, String)>();
+            // A thread reads the lines; another commits what has arrived together (one
+            // transaction, one fsync, for a burst of lines), in order. Commits block (SQLite,
+            // and the integrity check at first), so neither runs on the async runtime.
+            let (tx, rx) = std::sync::mpsc::channel::<(usize, String)>();
             std::thread::spawn(move || {
                 for (n, line) in std::io::stdin().lock().lines().enumerate() {
                     match line {
@@ -550,15 +556,10 @@ fn run(db: &std::path::Path, r: RunArgs) -> Result<(), Error> {
                     }
                 }
             });
-            tokio::spawn(async move {
-                while let Some(first) = rx.recv().await {
+            std::thread::spawn(move || {
+                while let Ok(first) = rx.recv() {
                     let mut lines = vec![first];
-                    while lines.len() < STDIN_BATCH {
-                        match rx.try_recv() {
-                            Ok(line) => lines.push(line),
-                            Err(_) => break,
-                        }
-                    }
+                    lines.extend(rx.try_iter().take(STDIN_BATCH - 1));
                     stdin_lines(&c, lines);
                 }
                 c.set_exit_when_idle(until_idle);

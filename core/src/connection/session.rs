@@ -220,8 +220,8 @@ impl Session<'_> {
         commit: impl FnOnce(&mut Store, Option<&crate::sm::SmSnapshot>) -> crate::store::Result<R>,
     ) -> Result<R> {
         self.sm.on_inbound_handled();
-        let snap = self.sm.is_enabled().then(|| self.sm.snapshot().clone());
-        let outcome = commit(&mut self.shared.store(), snap.as_ref());
+        let snap = self.sm.is_enabled().then(|| self.sm.snapshot());
+        let outcome = commit(&mut self.shared.store(), snap);
         if outcome.is_err() {
             self.sm.on_inbound_uncommitted();
         }

@@ -257,8 +257,8 @@ fn main() {
         println!();
         println!("| measure | median | all |");
         println!("|---|---|---|");
-        let mut online: Vec<Duration> = r.iter().map(|x| x.0).collect();
-        let mut acked: Vec<Duration> = r.iter().map(|x| x.1).collect();
+        let online: Vec<Duration> = r.iter().map(|x| x.0).collect();
+        let acked: Vec<Duration> = r.iter().map(|x| x.1).collect();
         let all = |v: &[Duration]| {
             v.iter()
                 .map(|d| format!("{:.0}", ms(*d)))
@@ -276,8 +276,6 @@ fn main() {
             ms(median(&mut acked.clone())),
             all(&acked)
         );
-        online.clear();
-        acked.clear();
     }
 }
 
