@@ -65,6 +65,8 @@ impl Default for ClientConfig {
 /// State shared by the API handle and the connection driver.
 pub(crate) struct Shared {
     pub store: Mutex<Store>,
+    /// Signalled when a group commit ends (see [`Shared::store`]).
+    pub group_done: Condvar,
     pub account: Account,
     pub config: ClientConfig,
     pub events: broadcast::Sender<Event>,
@@ -147,8 +149,41 @@ impl Integrity {
 impl Shared {
     /// Locks the store. A poisoned lock means a panic mid-transaction; SQLite rolled it back, so the
     /// connection is still consistent and we keep using it.
+    ///
+    /// While the session has a group commit open (a burst of inbound stanzas in one transaction,
+    /// [`Store::begin_group`]), other threads wait here until it ends: a message the app sends
+    /// meanwhile must not join a transaction that may be rolled back, nor a reader see what is
+    /// not yet committed. The session's thread itself goes through (the group never yields to the
+    /// runtime, so it stays on one thread).
     pub fn store(&self) -> MutexGuard<'_, Store> {
-        self.store.lock().unwrap_or_else(|p| p.into_inner())
+        let mut guard = self.store.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some(owner) = guard.group_owner() {
+            if owner == std::thread::current().id() {
+                break;
+            }
+            guard = self
+                .group_done
+                .wait(guard)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+        guard
+    }
+
+    /// Ends the group commit this thread opened, committing it (`Ok(false)`: SQLite had already
+    /// rolled it back, see [`Store::commit_group`]) or rolling it back, and lets other threads
+    /// at the store again.
+    pub fn end_group(&self, commit: bool) -> crate::store::Result<bool> {
+        let outcome = {
+            let mut store = self.store();
+            if commit {
+                store.commit_group()
+            } else {
+                store.rollback_group();
+                Ok(false)
+            }
+        };
+        self.group_done.notify_all();
+        outcome
     }
 
     /// The password to log in with: the front end's, else the one in the database.
@@ -191,6 +226,12 @@ pub struct Client {
 pub const EVENT_BUFFER: usize = 65_536;
 
 impl Client {
+    /// The state shared with the session (tests of the store lock).
+    #[cfg(test)]
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.shared
+    }
+
     /// Adds the account to a (new or empty) database at `path`. Does not connect.
     pub fn add_account(path: impl AsRef<Path>, account: &NewAccount) -> Result<Account> {
         let jid: tokio_xmpp::jid::BareJid = account
@@ -233,6 +274,7 @@ impl Client {
         Ok(Client {
             shared: Arc::new(Shared {
                 store: Mutex::new(store),
+                group_done: Condvar::new(),
                 account,
                 config,
                 events,

@@ -130,6 +130,8 @@ struct State {
     notes: Vec<String>,
     /// The SASL mechanism of every `<auth/>` a client sent.
     sasl_attempts: Vec<String>,
+    /// How many stanzas the stream had sent when `inject_after` injected its burst.
+    sent_before_injection: Option<u32>,
 }
 
 /// What the server presents before any script runs.
@@ -261,7 +263,13 @@ impl ScriptedServer {
         self.state.lock().unwrap().notes.clone()
     }
 
-    /// The `h` values of the client's `<a/>`s.
+    /// How many stanzas the connection had sent on its SM stream (what the client's `h` counts)
+    /// when `inject_after` sent its burst; `None` before.
+    pub fn sent_before_injection(&self) -> Option<u32> {
+        self.state.lock().unwrap().sent_before_injection
+    }
+
+    /// The `h` values of every `<a/>` a client sent.
     pub fn client_acks(&self) -> Vec<u32> {
         self.state.lock().unwrap().client_acks.clone()
     }
@@ -459,6 +467,8 @@ async fn serve(
     let mut stanzas = 0usize;
     let mut sm_id: Option<String> = None;
     let mut h_in: u32 = 0;
+    // Stanzas this connection sent since the stream was enabled (the client's h should count).
+    let mut h_out: u32 = 0;
     let mut max_ack_sent: u32 = 0;
     loop {
         let el = match next(&mut stream).await {
@@ -480,6 +490,7 @@ async fn serve(
                             stream
                                 .send(&XmppStreamElement::Stanza(Stanza::Iq(reply)))
                                 .await?;
+                            h_out = h_out.wrapping_add(1);
                         }
                     }
                     Stanza::Presence(_) => {}
@@ -512,18 +523,23 @@ async fn serve(
                         stream
                             .send(&XmppStreamElement::Stanza(Stanza::Message(m)))
                             .await?;
+                        h_out = h_out.wrapping_add(1);
                     }
                 }
                 if let Some((after, xml)) = &b.inject_after {
                     if *after == stanzas {
+                        st.lock().unwrap().sent_before_injection = Some(h_out);
+                        // One burst: fed together, flushed once.
                         for x in xml {
                             let el: tokio_xmpp::parsers::minidom::Element =
                                 x.parse().expect("injected XML parses");
                             let m = Message::try_from(el).expect("an injected message");
                             stream
-                                .send(&XmppStreamElement::Stanza(Stanza::Message(m)))
+                                .feed(&XmppStreamElement::Stanza(Stanza::Message(m)))
                                 .await?;
+                            h_out = h_out.wrapping_add(1);
                         }
+                        SinkExt::<&XmppStreamElement>::flush(&mut stream).await?;
                     }
                 }
                 if let Some((after, bytes)) = &b.raw_after {
@@ -545,6 +561,7 @@ async fn serve(
                 st.lock().unwrap().streams.insert(id.clone(), 0);
                 sm_id = Some(id.clone());
                 h_in = 0;
+                h_out = 0;
                 let enabled = sm::Enabled {
                     id: Some(sm::StreamId(id)),
                     location: None,

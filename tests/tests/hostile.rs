@@ -414,3 +414,103 @@ fn a_forged_stanza_id_cannot_shadow_another_peers_message() {
     assert!(got.contains(&"carol with a forged stanza-id"), "{rows:?}");
     assert_eq!(rows.len(), 2, "{rows:?}");
 }
+
+/// A burst of `n` chat messages from bob, the `poison`th with the body `poison`.
+fn burst(n: usize, poison: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            let body = if i == poison {
+                "poison".to_owned()
+            } else {
+                format!("burst {i}")
+            };
+            format!(
+                "<message xmlns='jabber:client' from='bob@localhost/b' to='alice@localhost/t' \
+                 type='chat' id='burst-{i}'><body>{body}</body></message>"
+            )
+        })
+        .collect()
+}
+
+/// Runs alice (who sends one message, so the scripted server injects `burst` after her first
+/// stanzas) on a store where `poison_sql` makes storing the message `poison` fail, and checks the
+/// invariant of group commits: the persisted `h` covers exactly what the store holds, and an event
+/// was announced for exactly what it holds. Returns how many of the burst were stored.
+fn poisoned_burst(poison_sql: &str, n: usize, poison: usize) -> usize {
+    let c = case(vec![Behavior {
+        inject_after: Some((4, burst(n, poison))),
+        ..Behavior::default()
+    }]);
+    send(&c, 1, "before the burst");
+    rusqlite::Connection::open(&c.alice.db)
+        .unwrap()
+        .execute_batch(poison_sql)
+        .unwrap();
+    // Not --until-idle: the run could end before the burst arrives.
+    let mut run = c.alice.spawn_run(&[]);
+    let status = run.wait_exit(LONG).expect("the run ends by itself");
+    assert_eq!(
+        status.code(),
+        Some(5),
+        "a store that refuses a message is a database error: {}",
+        run.diagnostics()
+    );
+    let sent_before = c
+        .server
+        .sent_before_injection()
+        .expect("the burst was injected");
+    let stored: Vec<String> = c
+        .alice
+        .messages(&["--direction", "in"])
+        .iter()
+        .filter_map(|r| r["body"].as_str().map(str::to_owned))
+        .collect();
+    assert!(!stored.contains(&"poison".to_owned()), "{stored:?}");
+    // Stored in order, none skipped: a prefix of the burst.
+    let expected: Vec<String> = (0..stored.len()).map(|i| format!("burst {i}")).collect();
+    assert_eq!(stored, expected);
+    let h = c.alice.sm()["inbound_h"].as_u64().expect("inbound_h");
+    assert_eq!(
+        h,
+        u64::from(sent_before) + stored.len() as u64,
+        "the persisted h covers exactly the {} stored (the server sent {sent_before} before)",
+        stored.len()
+    );
+    assert_eq!(
+        run.count("message:received"),
+        stored.len(),
+        "an event for exactly what was stored: {}",
+        run.diagnostics()
+    );
+    stored.len()
+}
+
+#[test]
+fn a_stanza_that_fails_to_commit_mid_burst_is_never_counted_and_the_rest_stand() {
+    // The poisoned message's own write fails: the group keeps what came before it.
+    let stored = poisoned_burst(
+        "CREATE TRIGGER poison BEFORE INSERT ON messages WHEN NEW.body = 'poison'
+         BEGIN SELECT RAISE(ABORT, 'poisoned by the test'); END;",
+        200,
+        150,
+    );
+    assert_eq!(stored, 150);
+}
+
+#[test]
+fn a_group_commit_that_fails_mid_burst_takes_back_every_count_and_every_event() {
+    // The poisoned message's write succeeds, but breaks a deferred constraint, so the group's
+    // COMMIT fails: everything of that group is rolled back, counts and events included.
+    let stored = poisoned_burst(
+        "CREATE TABLE poison_box (account INTEGER REFERENCES accounts(id)
+            DEFERRABLE INITIALLY DEFERRED);
+         CREATE TRIGGER poison AFTER INSERT ON messages WHEN NEW.body = 'poison'
+         BEGIN INSERT INTO poison_box VALUES (-1); END;",
+        200,
+        150,
+    );
+    assert!(
+        stored < 150,
+        "the poisoned group was rolled back, not just its last message"
+    );
+}

@@ -162,7 +162,7 @@ impl Session<'_> {
             .collect();
         let account = self.account;
         let changes = self.commit_counted(|store, snap| store.apply(account, &moves, snap))?;
-        self.shared.emit_changes(&changes);
+        self.emit_changes(&changes);
         Ok(())
     }
 
@@ -179,7 +179,7 @@ impl Session<'_> {
                 changes.extend(store.confirm(self.account, &peer, id, State::Displayed, None)?);
             }
             drop(store);
-            self.shared.emit_changes(&changes);
+            self.emit_changes(&changes);
         }
         let chat_like = matches!(type_, MessageType::Chat | MessageType::Normal);
         let (Some(body), true) = (p.body.clone(), chat_like) else {
@@ -212,9 +212,9 @@ impl Session<'_> {
         Ok(())
     }
 
-    pub(super) fn emit_received(&self, c: &StateChange, msg: &InboundMessage) {
+    pub(super) fn emit_received(&mut self, c: &StateChange, msg: &InboundMessage) {
         let groupchat = msg.kind == "groupchat";
-        self.shared.emit(Event::Received(ReceivedEvent {
+        self.emit(Event::Received(ReceivedEvent {
             event: "message:received",
             id: c.id.clone(),
             from: c.peer.clone(),
@@ -230,7 +230,7 @@ impl Session<'_> {
         let own = self.own.clone();
         if from.as_ref() != Some(&Jid::from(own.clone())) {
             tracing::warn!(?from, "forged carbon dropped");
-            self.shared.emit(Event::error(
+            self.emit(Event::error(
                 "security",
                 format!(
                     "dropped a carbon copy from {} (only our own account may send carbons)",
@@ -300,7 +300,7 @@ impl Session<'_> {
                     let change = self.commit_counted(|store, snap| {
                         store.reflect(account, room.as_str(), key, p.stanza_id.as_deref(), snap)
                     })?;
-                    self.shared.emit_changes(change.as_slice());
+                    self.emit_changes(change.as_slice());
                     return Ok(());
                 }
                 // Ours from another device (or the room's history): stored below, deduplicated.
@@ -388,7 +388,7 @@ impl Session<'_> {
                         self.shared
                             .store()
                             .room_joined(self.account, bare.as_str())?;
-                        self.shared.emit(Event::Social(SocialEvent::RoomJoined {
+                        self.emit(Event::Social(SocialEvent::RoomJoined {
                             room: bare.to_string(),
                             nick,
                         }));
@@ -403,7 +403,7 @@ impl Session<'_> {
                             "unavailable"
                         },
                     )?;
-                    self.shared.emit(Event::Social(SocialEvent::Presence {
+                    self.emit(Event::Social(SocialEvent::Presence {
                         from: from.to_string(),
                         available,
                     }));
@@ -417,7 +417,7 @@ impl Session<'_> {
                     .and_then(|e| StanzaError::try_from(e.clone()).ok())
                     .map(|e| describe_error(&e))
                     .unwrap_or_default();
-                self.shared.emit(Event::error(
+                self.emit(Event::error(
                     "presence",
                     format!("presence error from {from}: {reason}"),
                 ));
@@ -429,7 +429,7 @@ impl Session<'_> {
                     let changes = self.commit_counted(|store, snap| {
                         store.room_refused(account, room, &why, snap)
                     })?;
-                    self.shared.emit_changes(&changes);
+                    self.emit_changes(&changes);
                     return Ok(());
                 }
             }
@@ -472,7 +472,7 @@ impl Session<'_> {
                         payload: None,
                     }
                 } else if let Some(Err(e)) = parsed {
-                    self.shared.emit(Event::error(
+                    self.emit(Event::error(
                         "protocol",
                         format!("malformed roster push: {e}"),
                     ));
@@ -489,7 +489,7 @@ impl Session<'_> {
                         ),
                     }
                 } else {
-                    self.shared.emit(Event::error(
+                    self.emit(Event::error(
                         "security",
                         format!("dropped a roster push from {from:?}"),
                     ));
@@ -553,7 +553,7 @@ impl Session<'_> {
             // An empty result: our stored version is current.
             Iq::Result { payload: None, .. } => Ok(()),
             Iq::Error { error, .. } => {
-                self.shared.emit(Event::error(
+                self.emit(Event::error(
                     "roster",
                     format!("roster fetch failed: {}", describe_error(&error)),
                 ));
@@ -579,7 +579,7 @@ impl Session<'_> {
             .store()
             .update_roster(self.account, &items, roster.ver.as_deref(), replace)?;
         for c in items {
-            self.shared.emit(Event::Social(SocialEvent::Roster {
+            self.emit(Event::Social(SocialEvent::Roster {
                 jid: c.jid,
                 subscription: c.subscription,
             }));

@@ -235,7 +235,7 @@ impl Session<'_> {
 
     fn forged_mam(&mut self, from: Option<Jid>, why: &str) -> Result<()> {
         tracing::warn!(?from, why, "archive result dropped");
-        self.shared.emit(Event::error(
+        self.emit(Event::error(
             "security",
             format!(
                 "dropped an archive result from {}: {why}",
@@ -266,7 +266,7 @@ impl Session<'_> {
                         return self.query_page(last).await;
                     }
                     let stored = self.mam.current.as_ref().map_or(0, |c| c.stored);
-                    self.shared.emit(Event::Social(SocialEvent::MamSynced {
+                    self.emit(Event::Social(SocialEvent::MamSynced {
                         archive: if archive.is_empty() {
                             self.own.to_string()
                         } else {
@@ -293,7 +293,7 @@ impl Session<'_> {
                     // No archive there: nothing to catch up from, nothing to report.
                     tracing::info!(archive = what, "no message archive");
                 } else {
-                    self.shared.emit(Event::error(
+                    self.emit(Event::error(
                         "mam",
                         format!(
                             "archive query to {what} failed: {:?}",

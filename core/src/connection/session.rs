@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use futures::{SinkExt, StreamExt};
+use futures::{FutureExt, SinkExt, StreamExt};
 use tokio::sync::watch;
 use tokio_xmpp::jid::{BareJid, Jid};
 use tokio_xmpp::minidom::Element;
@@ -87,6 +87,50 @@ pub(super) struct Session<'a> {
     pub(super) pending_writes: Vec<Stanza>,
     /// Bytes read since the last complete element (the stanza size cap).
     budget: ReadBudget,
+    /// Events of the group commit in progress, announced once it commits (`None`: no group).
+    held: Option<Vec<Event>>,
+    /// Inbound stanzas counted in `h` in the group commit in progress: taken back if it fails.
+    group_counted: u32,
+}
+
+/// The most elements one group commit takes (then it commits, and the next starts).
+const GROUP_MAX: usize = 256;
+
+/// What [`Session::handle_stored`] did with an element. (Moved, not boxed: as with [`Incoming`],
+/// boxing would cost an allocation per element.)
+#[allow(clippy::large_enum_variant)]
+enum Stored {
+    /// Handled.
+    Done,
+    /// An `<a/>` broke the protocol: to act on once the group has ended.
+    Violation(SmError),
+    /// Not an element that only writes to the store: for [`Session::handle`].
+    Other(Incoming),
+}
+
+/// Whether handling `incoming` only writes to the store (never to the stream): such elements can
+/// share a group commit.
+fn stores_only(incoming: &Incoming) -> bool {
+    matches!(
+        incoming,
+        Incoming::Element(
+            XmppStreamElement::Stanza(Stanza::Message(_) | Stanza::Presence(_))
+                | XmppStreamElement::SM(Nonza::Ack(_))
+        ) | Incoming::Invalid(_)
+    )
+}
+
+/// Rolls back a group commit that a panic left open, so other threads are not kept waiting.
+struct OpenGroup<'s>(Option<&'s Shared>);
+
+impl Drop for OpenGroup<'_> {
+    fn drop(&mut self) {
+        if let Some(shared) = self.0.take() {
+            if let Err(e) = shared.end_group(false) {
+                tracing::warn!("rolling back an abandoned group commit: {e}");
+            }
+        }
+    }
 }
 
 /// Runs one session on a logged-in stream. `Ok(Lost)` asks the driver to reconnect; `Err` is final.
@@ -117,6 +161,8 @@ pub(crate) async fn run(
         mam: MamSync::default(),
         csi_inactive: None,
         pending_writes: Vec::new(),
+        held: None,
+        group_counted: 0,
     };
     let outcome = async {
         let resumed = s.establish().await?;
@@ -224,8 +270,26 @@ impl Session<'_> {
         let outcome = commit(&mut self.shared.store(), snap);
         if outcome.is_err() {
             self.sm.on_inbound_uncommitted();
+        } else if self.held.is_some() {
+            self.group_counted += 1;
         }
         Ok(outcome?)
+    }
+
+    /// Announces an event, or holds it until the group commit in progress commits (an app must
+    /// not hear of a message the store may yet lose).
+    pub(super) fn emit(&mut self, event: Event) {
+        match &mut self.held {
+            Some(held) => held.push(event),
+            None => self.shared.emit(event),
+        }
+    }
+
+    /// Announces the events of state changes (see [`Self::emit`]).
+    pub(super) fn emit_changes(&mut self, changes: &[crate::store::StateChange]) {
+        for c in changes {
+            self.emit(Event::from_change(c));
+        }
     }
 
     fn apply(&mut self, moves: &[Move], control: &[ControlMove]) -> Result<()> {
@@ -234,7 +298,7 @@ impl Session<'_> {
             .shared
             .store()
             .apply_all(self.account, moves, control, snap.as_ref())?;
-        self.shared.emit_changes(&changes);
+        self.emit_changes(&changes);
         Ok(())
     }
 
@@ -246,7 +310,7 @@ impl Session<'_> {
             .shared
             .store()
             .apply_all(self.account, &moves, &control, Some(&snap))?;
-        self.shared.emit_changes(&changes);
+        self.emit_changes(&changes);
         Ok(())
     }
 
@@ -396,7 +460,7 @@ impl Session<'_> {
             .shared
             .store()
             .apply_all(self.account, &moves, &control, Some(&snap))?;
-        self.shared.emit_changes(&changes);
+        self.emit_changes(&changes);
         Ok(())
     }
 
@@ -545,7 +609,7 @@ impl Session<'_> {
             let far = tokio::time::Instant::now() + std::time::Duration::from_secs(3600);
             tokio::select! {
                 _ = shutdown.changed() => return self.stop().await,
-                incoming = self.read() => { let incoming = incoming?; self.handle(incoming).await? }
+                incoming = self.read() => { let incoming = incoming?; self.handle_burst(incoming).await? }
                 _ = shared.outbox.notified() => {}
                 _ = tokio::time::sleep_until(deadline.map(Into::into).unwrap_or(far)), if deadline.is_some() => {}
                 _ = poll.tick() => {}
@@ -568,7 +632,7 @@ impl Session<'_> {
         // Announced only once the bytes are on their way, so that whoever acts on the event
         // (a test, an app) knows the server can already see the new state.
         if let Some(inactive) = told {
-            self.shared.emit(Event::csi(inactive));
+            self.emit(Event::csi(inactive));
         }
         Ok(())
     }
@@ -671,7 +735,7 @@ impl Session<'_> {
             }
             Err(e) => {
                 tracing::warn!(?item, "dropping an unusable control row: {e}");
-                self.shared.emit(Event::error("stanza", e.to_string()));
+                self.emit(Event::error("stanza", e.to_string()));
                 (ControlMove::Done { key: item.key }, None)
             }
         }
@@ -727,44 +791,160 @@ impl Session<'_> {
         Ok(Some(want))
     }
 
-    async fn handle(&mut self, incoming: Incoming) -> Result<()> {
-        match incoming {
-            Incoming::Element(XmppStreamElement::Stanza(Stanza::Message(m))) => self.on_message(m),
-            Incoming::Element(XmppStreamElement::Stanza(Stanza::Iq(iq))) => self.on_iq(iq).await,
-            Incoming::Element(XmppStreamElement::Stanza(Stanza::Presence(p))) => {
-                self.on_presence(p)
+    /// Handles what the server sent, committing bursts together: the element read and every
+    /// further one the socket already holds that only writes to the store (messages, presence,
+    /// acks; at most [`GROUP_MAX`]) share one transaction, so a burst costs one fsync instead of
+    /// one per stanza. Their counts in `h` stand only once it commits (they are taken back if it
+    /// fails, so no `<a/>` or `<resume/>` ever covers what the store does not hold) and their
+    /// events are announced after it. The first element that needs the stream (an `<r/>` to
+    /// answer, an iq) is handled after the commit, so every `<a/>` we write covers only what is
+    /// committed.
+    async fn handle_burst(&mut self, first: Incoming) -> Result<()> {
+        if !stores_only(&first) {
+            return self.handle(first).await;
+        }
+        let (outcome, after) = self.group(first);
+        if let Some(e) = outcome? {
+            return Err(self.protocol_violation(e).await);
+        }
+        match after {
+            Some(next) => self.handle(next?).await,
+            None => Ok(()),
+        }
+    }
+
+    /// One group commit (see [`Self::handle_burst`]). Synchronous on purpose: other threads wait
+    /// for the store while the group is open, and the session must not move to another thread
+    /// meanwhile. Returns the outcome (with an `<a/>` that broke the protocol, to act on now that
+    /// the group is over) and the element read after the group, if one was.
+    #[allow(clippy::type_complexity)]
+    fn group(&mut self, first: Incoming) -> (Result<Option<SmError>>, Option<Result<Incoming>>) {
+        let shared = self.shared;
+        if let Err(e) = shared.store().begin_group() {
+            return (Err(e.into()), None);
+        }
+        let mut open = OpenGroup(Some(shared));
+        self.held = Some(Vec::new());
+        self.group_counted = 0;
+        let mut next = first;
+        let mut after = None;
+        let mut taken = 1;
+        let outcome = loop {
+            match self.handle_stored(next) {
+                Ok(Stored::Done) => {}
+                Ok(Stored::Violation(e)) => break Ok(Some(e)),
+                Ok(Stored::Other(incoming)) => {
+                    after = Some(Ok(incoming));
+                    break Ok(None);
+                }
+                // What the group committed before the error still stands (a failed handler
+                // undid its own writes and took back its own count).
+                Err(e) => break Err(e),
             }
-            Incoming::Element(XmppStreamElement::SM(Nonza::Req(_))) => {
-                let a = self.sm.answer_request();
-                self.feed(&XmppStreamElement::SM(Nonza::Ack(a))).await
+            if taken == GROUP_MAX {
+                break Ok(None);
+            }
+            match self.read().now_or_never() {
+                Some(Ok(incoming)) if stores_only(&incoming) => {
+                    next = incoming;
+                    taken += 1;
+                }
+                Some(other) => {
+                    after = Some(other);
+                    break Ok(None);
+                }
+                None => break Ok(None),
+            }
+        };
+        open.0 = None;
+        let held = self.held.take().unwrap_or_default();
+        let counted = std::mem::take(&mut self.group_counted);
+        let committed = match shared.end_group(true) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(Error::Store(crate::store::StoreError::Group(
+                "SQLite rolled the transaction back",
+            ))),
+            Err(e) => Err(e.into()),
+        };
+        match committed {
+            Ok(()) => {
+                for event in held {
+                    shared.emit(event);
+                }
+            }
+            Err(ref e) => {
+                tracing::warn!(
+                    counted,
+                    "a group commit failed, taking its counts back: {e}"
+                );
+                for _ in 0..counted {
+                    self.sm.on_inbound_uncommitted();
+                }
+            }
+        }
+        // The handler's error explains more than the failed commit it caused.
+        let outcome = match (outcome, committed) {
+            (Err(e), _) => Err(e),
+            (Ok(_), Err(e)) => Err(e),
+            (Ok(v), Ok(())) => Ok(v),
+        };
+        (outcome, after)
+    }
+
+    /// Handles an element that only writes to the store (see [`stores_only`]); hands any other
+    /// back. Never writes to the stream and never yields.
+    fn handle_stored(&mut self, incoming: Incoming) -> Result<Stored> {
+        match incoming {
+            Incoming::Element(XmppStreamElement::Stanza(Stanza::Message(m))) => {
+                self.on_message(m)?
+            }
+            Incoming::Element(XmppStreamElement::Stanza(Stanza::Presence(p))) => {
+                self.on_presence(p)?
             }
             Incoming::Element(XmppStreamElement::SM(Nonza::Ack(a))) => match self.sm.on_ack(a.h) {
-                Ok(tags) => self.apply_settlement(&tags, Fate::Acked),
-                Err(e) => Err(self.protocol_violation(e).await),
+                Ok(tags) => self.apply_settlement(&tags, Fate::Acked)?,
+                Err(e) => return Ok(Stored::Violation(e)),
             },
-            Incoming::Element(XmppStreamElement::StreamError(e)) => {
-                Err(Error::Network(format!("stream error from the server: {e}")))
-            }
-            Incoming::Element(other) => {
-                tracing::warn!(?other, "unexpected element; ignored");
-                self.shared.emit(Event::error(
-                    "protocol",
-                    format!("unexpected element from the server: {other:?}"),
-                ));
-                Ok(())
-            }
             Incoming::Invalid(e) => {
                 // A stanza we cannot parse was still received: count it so our h matches the
                 // server's, and say so (it carries nothing we could store).
                 if matches!(e, StreamElementError::InvalidStanza { .. }) {
                     self.count_inbound()?;
                 }
-                self.shared.emit(Event::error(
+                self.emit(Event::error(
                     "stanza",
                     format!("dropped a malformed element: {e}"),
                 ));
+            }
+            other => return Ok(Stored::Other(other)),
+        }
+        Ok(Stored::Done)
+    }
+
+    async fn handle(&mut self, incoming: Incoming) -> Result<()> {
+        let incoming = match self.handle_stored(incoming)? {
+            Stored::Done => return Ok(()),
+            Stored::Violation(e) => return Err(self.protocol_violation(e).await),
+            Stored::Other(incoming) => incoming,
+        };
+        match incoming {
+            Incoming::Element(XmppStreamElement::Stanza(Stanza::Iq(iq))) => self.on_iq(iq).await,
+            Incoming::Element(XmppStreamElement::SM(Nonza::Req(_))) => {
+                let a = self.sm.answer_request();
+                self.feed(&XmppStreamElement::SM(Nonza::Ack(a))).await
+            }
+            Incoming::Element(XmppStreamElement::StreamError(e)) => {
+                Err(Error::Network(format!("stream error from the server: {e}")))
+            }
+            Incoming::Element(other) => {
+                tracing::warn!(?other, "unexpected element; ignored");
+                self.emit(Event::error(
+                    "protocol",
+                    format!("unexpected element from the server: {other:?}"),
+                ));
                 Ok(())
             }
+            Incoming::Invalid(_) => Ok(()), // handled by handle_stored
             Incoming::SoftTimeout => {
                 // Silence: prove the link is alive (the read times out hard if nothing answers).
                 if self.sm.is_enabled() {
@@ -840,11 +1020,12 @@ impl Session<'_> {
             }
             Ok::<_, Error>(())
         };
-        if tokio::time::timeout(std::time::Duration::from_secs(2), drain)
-            .await
-            .is_err()
-        {
-            tracing::debug!("the server did not close its side in time");
+        match tokio::time::timeout(std::time::Duration::from_secs(2), drain).await {
+            Ok(Ok(())) => {}
+            // A message that arrived while closing could not be stored (it was not counted, so
+            // the server keeps it): the user must hear of it.
+            Ok(Err(e)) => return Err(e),
+            Err(_) => tracing::debug!("the server did not close its side in time"),
         }
         let leftover = self.sm.take_unsettled();
         self.apply_settlement(&leftover, Fate::Lost(UNCONFIRMED))?;

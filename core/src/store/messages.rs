@@ -1,7 +1,7 @@
 //! Message rows and their state changes. Every function that moves messages takes the SM snapshot
 //! that the same change produced and writes both in one transaction.
 
-use rusqlite::{params, OptionalExtension, Transaction};
+use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 
 use super::{now_ms, save_sm, Result, Store, StoreError};
@@ -207,7 +207,7 @@ fn row_to_message(r: &rusqlite::Row<'_>) -> rusqlite::Result<MessageRow> {
     })
 }
 
-pub(crate) fn apply_moves(tx: &Transaction<'_>, moves: &[Move]) -> Result<Vec<StateChange>> {
+pub(crate) fn apply_moves(tx: &Connection, moves: &[Move]) -> Result<Vec<StateChange>> {
     let now = now_ms();
     let mut changes = Vec::with_capacity(moves.len());
     for m in moves {
@@ -220,7 +220,7 @@ pub(crate) fn apply_moves(tx: &Transaction<'_>, moves: &[Move]) -> Result<Vec<St
 
 /// Moves one message (by key) to `to` if its current state allows it. Returns the change.
 fn move_one(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     key: i64,
     to: State,
     error: Option<&str>,
@@ -274,7 +274,7 @@ impl Store {
         account: i64,
         messages: &[(String, String)],
     ) -> Result<Vec<StateChange>> {
-        let tx = self.conn.transaction()?;
+        let tx = self.conn.savepoint()?;
         let now = now_ms();
         let mut out = Vec::with_capacity(messages.len());
         {
@@ -410,7 +410,7 @@ impl Store {
         msg: &InboundMessage,
         snap: Option<&SmSnapshot>,
     ) -> Result<Option<StateChange>> {
-        let tx = self.conn.transaction()?;
+        let tx = self.conn.savepoint()?;
         let change = insert_inbound(&tx, account, msg)?;
         if let (Some(to), Some(id)) = (&msg.receipt_to, &msg.id) {
             super::control::enqueue(
@@ -439,7 +439,7 @@ impl Store {
         stanza_id: Option<&str>,
         snap: Option<&SmSnapshot>,
     ) -> Result<Option<StateChange>> {
-        let tx = self.conn.transaction()?;
+        let tx = self.conn.savepoint()?;
         let key: Option<i64> = tx
             .prepare_cached(
                 "SELECT seq_local FROM messages WHERE account_id = ?1 AND direction = 'out'
@@ -487,7 +487,7 @@ impl Store {
         to: State,
         snap: Option<&SmSnapshot>,
     ) -> Result<Vec<StateChange>> {
-        let tx = self.conn.transaction()?;
+        let tx = self.conn.savepoint()?;
         let key: Option<i64> = tx
             .prepare_cached(
                 "SELECT seq_local FROM messages WHERE account_id = ?1 AND direction = 'out'
@@ -532,7 +532,7 @@ impl Store {
         peer: &str,
         up_to: Option<&str>,
     ) -> Result<Option<(String, usize)>> {
-        let tx = self.conn.transaction()?;
+        let tx = self.conn.savepoint()?;
         let target: Option<(i64, String)> = match up_to {
             Some(id) => tx
                 .prepare_cached(
@@ -621,7 +621,7 @@ impl Store {
         ids: &[String],
         to: State,
     ) -> Result<Vec<StateChange>> {
-        let tx = self.conn.transaction()?;
+        let tx = self.conn.savepoint()?;
         let now = now_ms();
         let mut changes = Vec::with_capacity(ids.len());
         for id in ids {
@@ -781,7 +781,7 @@ pub(crate) const DEDUPE_OUT_SQL: [&str; 2] = [
 ];
 
 fn insert_inbound(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     account: i64,
     msg: &InboundMessage,
 ) -> Result<Option<StateChange>> {

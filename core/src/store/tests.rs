@@ -360,3 +360,117 @@ fn hot_queries_use_their_indexes() {
         );
     }
 }
+
+fn chat_in(i: u32) -> InboundMessage {
+    InboundMessage {
+        direction: crate::delivery::Direction::In,
+        kind: "chat",
+        from_nick: None,
+        receipt_to: None,
+        id: Some(format!("m{i}")),
+        origin_id: None,
+        stanza_id: None,
+        peer: "bob@localhost".into(),
+        body: format!("hello {i}"),
+        server_ts: None,
+    }
+}
+
+#[test]
+fn a_group_commits_as_one_and_a_failed_member_undoes_only_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, acc) = new_store(&dir);
+    let snap = |h: u32| SmSnapshot {
+        inbound_h: h,
+        ..Default::default()
+    };
+    let stored = |store: &Store| {
+        store
+            .messages(acc, &MessageFilter::default())
+            .unwrap()
+            .len()
+    };
+    let on_disk = || -> i64 {
+        rusqlite::Connection::open(dir.path().join("t.db"))
+            .unwrap()
+            .query_row("SELECT count(*) FROM messages", [], |r| r.get(0))
+            .unwrap()
+    };
+
+    // Rolled back: nothing of it stays, and nothing was visible to another connection meanwhile.
+    store.begin_group().unwrap();
+    assert_eq!(store.group_owner(), Some(std::thread::current().id()));
+    assert!(
+        matches!(store.begin_group(), Err(StoreError::Group(_))),
+        "groups do not nest"
+    );
+    for i in 0..3 {
+        store
+            .store_inbound(acc, &chat_in(i), Some(&snap(i + 1)))
+            .unwrap();
+    }
+    assert_eq!(stored(&store), 3, "the group sees its own writes");
+    assert_eq!(on_disk(), 0, "another connection does not");
+    store.rollback_group();
+    assert_eq!(store.group_owner(), None);
+    assert_eq!(stored(&store), 0);
+    assert_eq!(store.load_sm(acc).unwrap().inbound_h, 0);
+
+    // A member that fails (no such account) undoes only its own writes; the rest commits at once.
+    store.begin_group().unwrap();
+    store
+        .store_inbound(acc, &chat_in(0), Some(&snap(1)))
+        .unwrap();
+    assert!(store.store_inbound(acc + 99, &chat_in(1), None).is_err());
+    store
+        .store_inbound(acc, &chat_in(2), Some(&snap(2)))
+        .unwrap();
+    assert!(store.commit_group().unwrap());
+    assert_eq!(store.group_owner(), None);
+    assert_eq!(on_disk(), 2);
+    assert_eq!(store.load_sm(acc).unwrap().inbound_h, 2);
+    // Outside a group each method commits by itself, as before.
+    store
+        .store_inbound(acc, &chat_in(3), Some(&snap(3)))
+        .unwrap();
+    assert_eq!(on_disk(), 3);
+}
+
+#[test]
+fn other_threads_wait_for_a_group_commit_and_their_writes_survive_its_rollback() {
+    use std::sync::mpsc;
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = new_store(&dir);
+    drop(store);
+    let client =
+        crate::Client::open(dir.path().join("t.db"), crate::ClientConfig::default()).unwrap();
+    client.verify().unwrap();
+    let shared = client.shared();
+    let acc = client.account().id;
+    shared.store().begin_group().unwrap();
+    // The group's own thread goes through the lock.
+    shared
+        .store()
+        .store_inbound(acc, &chat_in(1), None)
+        .unwrap();
+    let app = client.clone();
+    let (done, sent) = mpsc::channel();
+    let writer = std::thread::spawn(move || {
+        app.send("bob@localhost", "written while the group was open")
+            .unwrap();
+        done.send(()).unwrap();
+    });
+    assert!(
+        sent.recv_timeout(Duration::from_millis(300)).is_err(),
+        "the app's send waits for the group to end"
+    );
+    assert!(!shared.end_group(false).unwrap());
+    sent.recv_timeout(Duration::from_secs(10))
+        .expect("the send goes on once the group ended");
+    writer.join().unwrap();
+    // The group's message was rolled back; the app's message was not (it never joined the group).
+    let all = client.messages(&MessageFilter::default()).unwrap();
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert_eq!(all[0].body, "written while the group was open");
+}
