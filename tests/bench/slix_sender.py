@@ -5,7 +5,8 @@ Usage: slix_sender.py JID PASSWORD HOST PORT CA_FILE TO N BODY_BYTES
 
 Connects (STARTTLS, certificates checked against CA_FILE, SASL as slixmpp picks it), enables
 stream management, prints "ready" and waits for a line on stdin. Then it sends N chat messages of
-BODY_BYTES bytes to TO, and prints "done N" once the server has acked all of them (slixmpp's
+BODY_BYTES bytes to TO, each shaped as Tether's (id, origin-id, receipt request, markable: the
+receiver answers each with a receipt, which slixmpp reads and, unlike Tether, does not store), and prints "done N" once the server has acked all of them (slixmpp's
 `stanza_acked` event, one per stanza). Every further stdin line starts another round of N.
 The harness times the rounds and reads the process's CPU time and RSS from /proc.
 """
@@ -15,6 +16,7 @@ import os
 import sys
 
 import slixmpp
+from slixmpp.xmlstream import ET
 
 DEBUG = bool(os.environ.get("SLIX_DEBUG"))
 
@@ -48,7 +50,14 @@ class Sender(slixmpp.ClientXMPP):
         self.target += self.n
         for _ in range(self.n):
             prefix = f"{self.sent:010} "
-            self.send_message(mto=self.to, mbody=prefix + "x" * (self.body_bytes - len(prefix)), mtype="chat")
+            # The stanza Tether writes (and the raw limit copies): id, origin-id, a receipt request
+            # and the markable flag, so the receiver answers each with a receipt, as for Tether.
+            msg = self.make_message(mto=self.to, mbody=prefix + "x" * (self.body_bytes - len(prefix)), mtype="chat")
+            msg["id"] = f"slix-{self.sent}"
+            msg.xml.append(ET.Element("{urn:xmpp:sid:0}origin-id", {"id": msg["id"]}))
+            msg.xml.append(ET.Element("{urn:xmpp:receipts}request"))
+            msg.xml.append(ET.Element("{urn:xmpp:chat-markers:0}markable"))
+            msg.send()
             self.sent += 1
 
     async def ask_for_the_tail(self):

@@ -266,7 +266,8 @@ impl Session<'_> {
         commit: impl FnOnce(&mut Store, Option<&crate::sm::SmSnapshot>) -> crate::store::Result<R>,
     ) -> Result<R> {
         self.sm.on_inbound_handled();
-        let snap = self.sm.is_enabled().then(|| self.sm.snapshot());
+        // In a group commit the SM state is written once, as the group commits.
+        let snap = (self.sm.is_enabled() && self.held.is_none()).then(|| self.sm.snapshot());
         let outcome = commit(&mut self.shared.store(), snap);
         if outcome.is_err() {
             self.sm.on_inbound_uncommitted();
@@ -859,7 +860,17 @@ impl Session<'_> {
         open.0 = None;
         let held = self.held.take().unwrap_or_default();
         let counted = std::mem::take(&mut self.group_counted);
-        let committed = match shared.end_group(true) {
+        // The SM state, with the counts of what the group holds, commits with it.
+        let saved = if self.sm.is_enabled() {
+            shared.store().save_sm(self.account, self.sm.snapshot())
+        } else {
+            Ok(())
+        };
+        let ended = match saved {
+            Ok(()) => shared.end_group(true),
+            Err(e) => shared.end_group(false).and(Err(e)),
+        };
+        let committed = match ended {
             Ok(true) => Ok(()),
             Ok(false) => Err(Error::Store(crate::store::StoreError::Group(
                 "SQLite rolled the transaction back",
