@@ -84,7 +84,7 @@ fn main() {
         }
     }
     assert!(o.rounds >= 1 && o.messages >= 1);
-    let prosody = Prosody::start(ProsodyOptions {
+    let mut prosody = Prosody::start(ProsodyOptions {
         mam: o.mam,
         hibernation_secs: 300,
         ..ProsodyOptions::default()
@@ -108,6 +108,7 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
+    let server_pid = prosody.pid().expect("Prosody's pid");
     let limit_account = account(dir.path(), "limit", &prosody);
     eprintln!("receivers online; raw baseline logging in");
     let mut raw = rt.block_on(RawSender::connect(&limit_account));
@@ -136,23 +137,29 @@ fn main() {
     let mut tether_recv = Vec::new();
     let mut slix_rounds = Vec::new();
     let mut slix_recv = Vec::new();
+    // The server's CPU and the machine's load during each sender's rounds.
+    let (mut limit_load, mut tether_load, mut slix_load) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..o.rounds {
         let want = (round + 1) * n;
         // The limit.
+        let meter = Meter::start(server_pid);
         let t0 = Instant::now();
         limit.push(rt.block_on(raw.blast(n, "sink@localhost")));
         eprintln!("round {}: limit acked", round + 1);
         let at = nth_received(&sink_run, "limit@localhost", warm_up + want);
         limit_recv.push(at - t0);
+        limit_load.push(meter.stop(server_pid));
 
         // Tether.
         let cpu0 = (cpu_secs(alice_run.pid()), cpu_secs(bob_run.pid()));
         let lines = alice_lines(round);
+        let meter = Meter::start(server_pid);
         let t0 = Instant::now();
         alice_run.write_line(lines.trim_end());
         let acked = nth_confirmed(&alice_run, want);
         eprintln!("round {}: Tether acked", round + 1);
         let stored = nth_received(&bob_run, "alice@localhost", want);
+        tether_load.push(meter.stop(server_pid));
         let cpu1 = (cpu_secs(alice_run.pid()), cpu_secs(bob_run.pid()));
         tether.push(Round {
             acked: acked - t0,
@@ -166,6 +173,7 @@ fn main() {
         // slixmpp.
         if let Some(s) = slix.as_mut() {
             let cpu0 = cpu_secs(s.child.id());
+            let meter = Meter::start(server_pid);
             let t0 = Instant::now();
             s.round();
             let acked = t0.elapsed();
@@ -173,6 +181,7 @@ fn main() {
             slix_rounds.push(Round { acked, cpu });
             let at = nth_received(&sink_run, "slix@localhost", want);
             slix_recv.push(at - t0);
+            slix_load.push(meter.stop(server_pid));
         }
         eprintln!("round {} of {} done", round + 1, o.rounds);
     }
@@ -199,16 +208,22 @@ fn main() {
         if o.mam { "on" } else { "off" }
     );
     println!();
-    println!("| sender | to server ack | msg/s | vs the limit | receiver stored all | client CPU per message | peak RSS |");
-    println!("|---|---|---|---|---|---|---|");
+    println!("| sender | to server ack | msg/s | vs the limit | receiver stored all | client CPU per message | peak RSS | server CPU per message | machine busy |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    let load = |l: &[Load]| {
+        let server = median_f(l.iter().map(|x| x.server).collect()) / n as f64 * 1e6;
+        let busy = median_f(l.iter().map(|x| x.busy).collect()) * 100.0;
+        format!("{server:.0} us | {busy:.0}%")
+    };
     println!(
-        "| raw limit (pre-serialized, no store) | {:.0} ms | {:.0} | 1.00x | {:.0} ms | - | - |",
+        "| raw limit (pre-serialized, no store) | {:.0} ms | {:.0} | 1.00x | {:.0} ms | - | - | {} |",
         ms(limit_t),
         rate(limit_t),
-        ms(median(&mut limit_recv))
+        ms(median(&mut limit_recv)),
+        load(&limit_load),
     );
     println!(
-        "| Tether (`tether run --stdin`, each committed first) | {:.0} ms | {:.0} | {:.2}x | {:.0} ms | {:.1} us (receiver {:.1} us) | {} MiB (receiver {} MiB) |",
+        "| Tether (`tether run --stdin`, each committed first) | {:.0} ms | {:.0} | {:.2}x | {:.0} ms | {:.1} us (receiver {:.1} us) | {} MiB (receiver {} MiB) | {} |",
         ms(tether_ack),
         rate(tether_ack),
         rate(tether_ack) / rate(limit_t),
@@ -217,12 +232,13 @@ fn main() {
         recv_cpu / n as f64 * 1e6,
         alice_rss / 1024,
         bob_rss / 1024,
+        load(&tether_load),
     );
     if !slix_rounds.is_empty() {
         let slix_ack = median(&mut slix_rounds.iter().map(|r| r.acked).collect::<Vec<_>>());
         let slix_cpu = median_f(slix_rounds.iter().map(|r| r.cpu).collect());
         println!(
-            "| slixmpp {} (XEP-0198) | {:.0} ms | {:.0} | {:.2}x | {:.0} ms | {:.1} us | {} MiB |",
+            "| slixmpp {} (XEP-0198) | {:.0} ms | {:.0} | {:.2}x | {:.0} ms | {:.1} us | {} MiB | {} |",
             slix.as_ref().map(|s| s.version.as_str()).unwrap_or("?"),
             ms(slix_ack),
             rate(slix_ack),
@@ -230,6 +246,7 @@ fn main() {
             ms(median(&mut slix_recv)),
             slix_cpu / n as f64 * 1e6,
             slix_rss.unwrap_or(0) / 1024,
+            load(&slix_load),
         );
         println!();
         println!(
@@ -275,6 +292,13 @@ fn main() {
             o.resume,
             ms(median(&mut acked.clone())),
             all(&acked)
+        );
+        // The messages never reached the server (the link was blackholed), so all go again: the
+        // server cannot take them faster than its own ceiling measured above.
+        println!(
+            "| the server's own time to take {} messages, at the limit's rate | {:.0} ms | - |",
+            o.resume,
+            o.resume as f64 / rate(limit_t) * 1e3
         );
     }
 }
@@ -650,6 +674,56 @@ fn cpu_secs(pid: u32) -> f64 {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     ticks / hz
+}
+
+/// The server's CPU and the whole machine's load over one sender's round (started by
+/// [`Meter::start`]).
+#[derive(Clone, Copy)]
+struct Meter {
+    server: f64,
+    busy: u64,
+    total: u64,
+}
+
+/// What a [`Meter`] measured: the server's CPU seconds, and the share of all cores' time that was
+/// busy (every process on the machine: server, sender, receivers, this harness).
+struct Load {
+    server: f64,
+    busy: f64,
+}
+
+impl Meter {
+    fn start(server_pid: u32) -> Meter {
+        let (busy, total) = machine_ticks();
+        Meter {
+            server: cpu_secs(server_pid),
+            busy,
+            total,
+        }
+    }
+
+    fn stop(self, server_pid: u32) -> Load {
+        let (busy, total) = machine_ticks();
+        Load {
+            server: cpu_secs(server_pid) - self.server,
+            busy: (busy - self.busy) as f64 / (total - self.total).max(1) as f64,
+        }
+    }
+}
+
+/// All cores' (busy, total) ticks so far (`/proc/stat`: user nice system idle iowait irq softirq
+/// steal; idle and iowait are not busy).
+fn machine_ticks() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").expect("/proc/stat");
+    let cpu = stat.lines().next().expect("the cpu line");
+    let f: Vec<u64> = cpu
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .map(|v| v.parse().expect("a tick count"))
+        .collect();
+    let total: u64 = f.iter().sum();
+    (total - f[3] - f[4], total)
 }
 
 /// Peak resident set of a live process, KiB (`VmHWM`).
