@@ -218,40 +218,12 @@ pub(crate) fn apply_moves(tx: &Connection, moves: &[Move]) -> Result<Vec<StateCh
     Ok(changes)
 }
 
-/// The UPDATE that moves one message to `to` from the states the machine allows (built once per
-/// target state: it runs for every message several times, and the statement cache is keyed by it).
-fn move_sql(to: State) -> &'static str {
-    static SQL: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
-    let all = SQL.get_or_init(|| {
-        State::ALL
-            .iter()
-            .map(|&to| {
-                let in_list = State::sources_of(to)
-                    .iter()
-                    .map(|s| format!("'{}'", s.as_str()))
-                    .collect::<Vec<_>>()
-                    .join(",");
-                format!(
-                    "UPDATE messages SET state = ?2, updated_at = ?3,
-            error = CASE WHEN ?2 = 'failed' THEN ?4 WHEN ?2 = 'queued' THEN NULL ELSE error END,
-            sm_seq = CASE WHEN ?6 THEN coalesce(?5, sm_seq) ELSE NULL END,
-            attempts = attempts + (?2 IN ('sent', 'retrying')),
-            sent_at = CASE WHEN ?2 IN ('sent', 'retrying') THEN ?3 ELSE sent_at END,
-            acked_at = CASE WHEN ?2 = 'acked' THEN ?3 ELSE acked_at END
-         WHERE seq_local = ?1 AND state IN ({in_list})
-         RETURNING id, peer"
-                )
-            })
-            .collect()
-    });
-    let i = State::ALL
-        .iter()
-        .position(|&s| s == to)
-        .expect("State::ALL lists every state");
-    &all[i]
-}
-
 /// Moves one message (by key) to `to` if its current state allows it. Returns the change.
+///
+/// The row is read by its key and the machine's rule checked here; the UPDATE then names the state
+/// it read. (An `UPDATE ... RETURNING` did both in one statement, but SQLite gathers RETURNING rows
+/// in a temporary b-tree it opens per execution, which cost more than the update itself; this runs
+/// several times per message.)
 fn move_one(
     tx: &Connection,
     key: i64,
@@ -260,15 +232,39 @@ fn move_one(
     seq: Option<Seq>,
     now: i64,
 ) -> Result<Option<StateChange>> {
-    // sm_seq stays only while the message is in flight on an SM stream.
-    let keep_seq = matches!(to, State::Sent | State::Retrying | State::Hibernated);
-    let sql = move_sql(to);
-    let changed = tx
-        .prepare_cached(sql)?
-        .query_row(params![key, to.as_str(), now, error, seq, keep_seq], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+    let row = tx
+        .prepare_cached("SELECT id, peer, state FROM messages WHERE seq_local = ?1")?
+        .query_row([key], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
         })
         .optional()?;
+    let Some((id, peer, from)) = row else {
+        return Ok(None);
+    };
+    let legal = from
+        .parse::<State>()
+        .is_ok_and(|from| from.can_move_to(to));
+    if !legal {
+        return Ok(None);
+    }
+    // sm_seq stays only while the message is in flight on an SM stream.
+    let keep_seq = matches!(to, State::Sent | State::Retrying | State::Hibernated);
+    let moved = tx
+        .prepare_cached(
+            "UPDATE messages SET state = ?2, updated_at = ?3,
+                error = CASE WHEN ?2 = 'failed' THEN ?4 WHEN ?2 = 'queued' THEN NULL ELSE error END,
+                sm_seq = CASE WHEN ?6 THEN coalesce(?5, sm_seq) ELSE NULL END,
+                attempts = attempts + (?2 IN ('sent', 'retrying')),
+                sent_at = CASE WHEN ?2 IN ('sent', 'retrying') THEN ?3 ELSE sent_at END,
+                acked_at = CASE WHEN ?2 = 'acked' THEN ?3 ELSE acked_at END
+             WHERE seq_local = ?1 AND state = ?7",
+        )?
+        .execute(params![key, to.as_str(), now, error, seq, keep_seq, from])?;
+    let changed = (moved == 1).then_some((id, peer));
     Ok(changed.map(|(id, peer)| StateChange {
         key,
         id,
