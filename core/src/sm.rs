@@ -312,6 +312,29 @@ impl<T: Clone> StreamManager<T> {
         Some(seq)
     }
 
+    /// Takes back the newest `n` [`Self::on_sent`] calls that returned a seq: their stanzas were
+    /// never written, because the commit that numbered them failed. Without it the stream would
+    /// count stanzas the server never got, and the next `<a/>` would look short by `n`.
+    pub fn on_unsent(&mut self, n: u32) {
+        if self.phase != Phase::Enabled {
+            return;
+        }
+        for _ in 0..n {
+            if self
+                .unacked
+                .back()
+                .is_some_and(|(seq, _)| *seq == self.snap.outbound_count)
+            {
+                self.unacked.pop_back();
+            }
+            self.snap.outbound_count = self.snap.outbound_count.wrapping_sub(1);
+        }
+        self.unrequested = self.unrequested.saturating_sub(n);
+        if self.unrequested == 0 {
+            self.unrequested_since = None;
+        }
+    }
+
     /// `<a h/>` arrived: returns the tags it newly covers, oldest first.
     pub fn on_ack(&mut self, h: u32) -> Result<Vec<T>, SmError> {
         if self.phase != Phase::Enabled {

@@ -108,6 +108,14 @@ enum Stored {
     Other(Incoming),
 }
 
+/// What one group commit ([`Session::group`]) did.
+struct Grouped {
+    /// Its outcome, with an `<a/>` that broke the protocol, to act on now that the group is over.
+    outcome: Result<Option<SmError>>,
+    /// The element read after the group, if one was (it needs the stream).
+    after: Option<Result<Incoming>>,
+}
+
 /// Whether handling `incoming` only writes to the store (never to the stream): such elements can
 /// share a group commit.
 fn stores_only(incoming: &Incoming) -> bool {
@@ -655,44 +663,65 @@ impl Session<'_> {
     /// committed (rows marked written with their seqs, and the SM state) and only then written.
     async fn pump_outboxes(&mut self) -> Result<()> {
         for outbox in [Outbox::Messages, Outbox::Control] {
-            loop {
-                let room = self.room().min(OUTBOX_BATCH);
-                if room == 0 {
-                    return Ok(());
-                }
-                let now = Instant::now();
-                let (moves, control, stanzas) = match outbox {
-                    Outbox::Messages => {
-                        let items = self.shared.store().queued(self.account, room)?;
-                        let mut moves = Vec::with_capacity(items.len());
-                        let mut stanzas = Vec::with_capacity(items.len());
-                        for item in &items {
-                            let (m, stanza) = self.stage_message(item, State::Sent, now);
-                            moves.push(m);
-                            stanzas.extend(stanza);
-                        }
-                        (moves, Vec::new(), stanzas)
-                    }
-                    Outbox::Control => {
-                        let items = self.shared.store().pending_control(self.account, room)?;
-                        let mut control = Vec::with_capacity(items.len());
-                        let mut stanzas = Vec::with_capacity(items.len());
-                        for item in &items {
-                            let (c, stanza) = self.stage_control(item, now);
-                            control.push(c);
-                            stanzas.extend(stanza);
-                        }
-                        (Vec::new(), control, stanzas)
-                    }
-                };
-                if moves.is_empty() && control.is_empty() {
-                    break;
-                }
-                self.apply(&moves, &control)?;
+            while let Some(stanzas) = self.stage_outbox(outbox)? {
                 self.write_batch(stanzas).await?;
             }
         }
         Ok(())
+    }
+
+    /// Numbers and commits one batch of an outbox (as far as flow control allows): its rows are
+    /// marked written with their seqs, with the SM state, in one transaction (or in the group
+    /// commit in progress). Returns the stanzas to write once that has committed; `None` when
+    /// there is nothing to write. If the commit fails, the numbering is taken back: nothing was
+    /// written.
+    fn stage_outbox(&mut self, outbox: Outbox) -> Result<Option<Vec<Stanza>>> {
+        let room = self.room().min(OUTBOX_BATCH);
+        if room == 0 {
+            return Ok(None);
+        }
+        let now = Instant::now();
+        let before = (self.sm.snapshot().outbound_count, self.unmanaged.len());
+        let (moves, control, stanzas) = match outbox {
+            Outbox::Messages => {
+                let items = self.shared.store().queued(self.account, room)?;
+                let mut moves = Vec::with_capacity(items.len());
+                let mut stanzas = Vec::with_capacity(items.len());
+                for item in &items {
+                    let (m, stanza) = self.stage_message(item, State::Sent, now);
+                    moves.push(m);
+                    stanzas.extend(stanza);
+                }
+                (moves, Vec::new(), stanzas)
+            }
+            Outbox::Control => {
+                let items = self.shared.store().pending_control(self.account, room)?;
+                let mut control = Vec::with_capacity(items.len());
+                let mut stanzas = Vec::with_capacity(items.len());
+                for item in &items {
+                    let (c, stanza) = self.stage_control(item, now);
+                    control.push(c);
+                    stanzas.extend(stanza);
+                }
+                (Vec::new(), control, stanzas)
+            }
+        };
+        if moves.is_empty() && control.is_empty() {
+            return Ok(None);
+        }
+        if let Err(e) = self.apply(&moves, &control) {
+            self.unstage(before);
+            return Err(e);
+        }
+        Ok(Some(stanzas))
+    }
+
+    /// Takes back the numbering of stanzas that were staged but never written (their commit
+    /// failed): `before` is the outbound count and the length of `unmanaged` before staging.
+    fn unstage(&mut self, before: (crate::sm::Seq, usize)) {
+        let staged = self.sm.snapshot().outbound_count.wrapping_sub(before.0);
+        self.sm.on_unsent(staged);
+        self.unmanaged.truncate(before.1);
     }
 
     /// Numbers a message row for writing: its move (to `to`, with its SM seq) and its stanza. A row
@@ -804,10 +833,11 @@ impl Session<'_> {
         if !stores_only(&first) {
             return self.handle(first).await;
         }
-        let (outcome, after) = self.group(first);
+        let Grouped { outcome, after } = self.group(first);
         if let Some(e) = outcome? {
             return Err(self.protocol_violation(e).await);
         }
+
         match after {
             Some(next) => self.handle(next?).await,
             None => Ok(()),
@@ -816,13 +846,14 @@ impl Session<'_> {
 
     /// One group commit (see [`Self::handle_burst`]). Synchronous on purpose: other threads wait
     /// for the store while the group is open, and the session must not move to another thread
-    /// meanwhile. Returns the outcome (with an `<a/>` that broke the protocol, to act on now that
-    /// the group is over) and the element read after the group, if one was.
-    #[allow(clippy::type_complexity)]
-    fn group(&mut self, first: Incoming) -> (Result<Option<SmError>>, Option<Result<Incoming>>) {
+    /// meanwhile.
+    fn group(&mut self, first: Incoming) -> Grouped {
         let shared = self.shared;
         if let Err(e) = shared.store().begin_group() {
-            return (Err(e.into()), None);
+            return Grouped {
+                outcome: Err(e.into()),
+                after: None,
+            };
         }
         let mut open = OpenGroup(Some(shared));
         self.held = Some(Vec::new());
@@ -899,7 +930,7 @@ impl Session<'_> {
             (Ok(_), Err(e)) => Err(e),
             (Ok(v), Ok(())) => Ok(v),
         };
-        (outcome, after)
+        Grouped { outcome, after }
     }
 
     /// Handles an element that only writes to the store (see [`stores_only`]); hands any other

@@ -465,3 +465,37 @@ fn a_count_whose_commit_failed_is_taken_back_across_the_wrap() {
         "and so is what gets persisted"
     );
 }
+
+#[test]
+fn stanzas_numbered_but_never_written_are_taken_back_across_the_wrap() {
+    let snap = SmSnapshot {
+        stream_id: Some("s".into()),
+        resumable: true,
+        outbound_count: u32::MAX - 1,
+        acked_h: u32::MAX - 1,
+        ..Default::default()
+    };
+    let (mut sm, _) = StreamManager::<u64>::restore(SmConfig::default(), snap, []);
+    sm.start_resume().unwrap();
+    sm.on_resumed(&Resumed {
+        h: u32::MAX - 1,
+        previd: StreamId("s".into()),
+    })
+    .unwrap();
+    let now = Instant::now();
+    assert_eq!(sm.on_sent(Some(1), now), Some(u32::MAX));
+    // The batch whose commit fails: numbered, never written.
+    assert_eq!(sm.on_sent(Some(2), now), Some(0));
+    assert_eq!(sm.on_sent(None, now), Some(1));
+    assert_eq!(sm.on_sent(Some(3), now), Some(2));
+    sm.on_unsent(3);
+    assert_eq!(sm.in_flight(), 1);
+    assert_eq!(sm.unacked_len(), 1);
+    assert_eq!(sm.snapshot().outbound_count, u32::MAX);
+    // The server's count of the one written stanza settles it; a count that covers the taken-back
+    // ones is too high.
+    assert!(sm.on_ack(1).is_err(), "h covering unwritten stanzas");
+    assert_eq!(sm.on_ack(u32::MAX).unwrap(), vec![1]);
+    // Numbering goes on from there.
+    assert_eq!(sm.on_sent(Some(4), now), Some(0));
+}

@@ -245,9 +245,7 @@ fn move_one(
     let Some((id, peer, from)) = row else {
         return Ok(None);
     };
-    let legal = from
-        .parse::<State>()
-        .is_ok_and(|from| from.can_move_to(to));
+    let legal = from.parse::<State>().is_ok_and(|from| from.can_move_to(to));
     if !legal {
         return Ok(None);
     }
