@@ -869,8 +869,8 @@ impl Session<'_> {
                     after = Some(Ok(incoming));
                     break Ok(None);
                 }
-                // What the group committed before the error still stands (a failed handler
-                // undid its own writes and took back its own count).
+                // The failed handler may have left part of its writes in the group: the whole
+                // group is rolled back below.
                 Err(e) => break Err(e),
             }
             if taken == GROUP_MAX {
@@ -891,11 +891,16 @@ impl Session<'_> {
         open.0 = None;
         let held = self.held.take().unwrap_or_default();
         let counted = std::mem::take(&mut self.group_counted);
-        // The SM state, with the counts of what the group holds, commits with it.
-        let saved = if self.sm.is_enabled() {
-            shared.store().save_sm(self.account, self.sm.snapshot())
-        } else {
-            Ok(())
+        // The SM state, with the counts of what the group holds, commits with it; after a
+        // handler's error nothing of the group is kept.
+        let saved = match &outcome {
+            Err(_) => Err(crate::store::StoreError::Group(
+                "a handler of the group failed",
+            )),
+            Ok(_) if self.sm.is_enabled() => {
+                shared.store().save_sm(self.account, self.sm.snapshot())
+            }
+            Ok(_) => Ok(()),
         };
         let ended = match saved {
             Ok(()) => shared.end_group(true),

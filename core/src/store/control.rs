@@ -205,7 +205,7 @@ impl Store {
         control: &[ControlMove],
         snap: Option<&SmSnapshot>,
     ) -> Result<Vec<super::StateChange>> {
-        let tx = self.conn.savepoint()?;
+        let tx = super::Tx::begin(&mut self.conn)?;
         let changes = super::messages::apply_moves(&tx, moves)?;
         apply_moves(&tx, control)?;
         if let Some(snap) = snap {

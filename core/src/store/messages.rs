@@ -286,7 +286,7 @@ impl Store {
         account: i64,
         messages: &[(String, String)],
     ) -> Result<Vec<StateChange>> {
-        let tx = self.conn.savepoint()?;
+        let tx = super::Tx::begin(&mut self.conn)?;
         let now = now_ms();
         let mut out = Vec::with_capacity(messages.len());
         {
@@ -422,7 +422,7 @@ impl Store {
         msg: &InboundMessage,
         snap: Option<&SmSnapshot>,
     ) -> Result<Option<StateChange>> {
-        let tx = self.conn.savepoint()?;
+        let tx = super::Tx::begin(&mut self.conn)?;
         let change = insert_inbound(&tx, account, msg)?;
         if let (Some(to), Some(id)) = (&msg.receipt_to, &msg.id) {
             super::control::enqueue(
@@ -451,7 +451,7 @@ impl Store {
         stanza_id: Option<&str>,
         snap: Option<&SmSnapshot>,
     ) -> Result<Option<StateChange>> {
-        let tx = self.conn.savepoint()?;
+        let tx = super::Tx::begin(&mut self.conn)?;
         let key: Option<i64> = tx
             .prepare_cached(
                 "SELECT seq_local FROM messages WHERE account_id = ?1 AND direction = 'out'
@@ -499,7 +499,7 @@ impl Store {
         to: State,
         snap: Option<&SmSnapshot>,
     ) -> Result<Vec<StateChange>> {
-        let tx = self.conn.savepoint()?;
+        let tx = super::Tx::begin(&mut self.conn)?;
         let key: Option<i64> = tx
             .prepare_cached(
                 "SELECT seq_local FROM messages WHERE account_id = ?1 AND direction = 'out'
@@ -544,7 +544,7 @@ impl Store {
         peer: &str,
         up_to: Option<&str>,
     ) -> Result<Option<(String, usize)>> {
-        let tx = self.conn.savepoint()?;
+        let tx = super::Tx::begin(&mut self.conn)?;
         let target: Option<(i64, String)> = match up_to {
             Some(id) => tx
                 .prepare_cached(
@@ -633,7 +633,7 @@ impl Store {
         ids: &[String],
         to: State,
     ) -> Result<Vec<StateChange>> {
-        let tx = self.conn.savepoint()?;
+        let tx = super::Tx::begin(&mut self.conn)?;
         let now = now_ms();
         let mut changes = Vec::with_capacity(ids.len());
         for id in ids {

@@ -267,9 +267,9 @@ impl Store {
 
     /// Opens a group commit: every change made until [`Self::commit_group`] or
     /// [`Self::rollback_group`] shares one transaction, so a burst of inbound stanzas costs one
-    /// fsync instead of one each. Each store method still runs in a savepoint of its own, so a
-    /// failed method undoes only its own writes. Takes the write lock at once (`BEGIN IMMEDIATE`),
-    /// so no statement of the group waits on another writer halfway.
+    /// fsync instead of one each. A method that fails inside a group may leave part of its writes
+    /// in it: the caller then rolls the whole group back. Takes the write lock at once
+    /// (`BEGIN IMMEDIATE`), so no statement of the group waits on another writer halfway.
     ///
     /// The calling thread owns the group until it ends ([`Self::group_owner`]): whoever shares
     /// this connection must keep other threads out meanwhile, or their writes would join a
@@ -406,6 +406,48 @@ pub(crate) fn save_sm(conn: &Connection, account: i64, snap: &SmSnapshot) -> Res
         now_ms()
     ])?;
     Ok(())
+}
+
+/// The transaction a store method writes in: its own, or the group commit in progress.
+///
+/// Inside a group a method writes straight into the group's transaction (a savepoint per method
+/// would copy every page it touches into a sub-journal, which cost more than the writes): if it
+/// fails, the caller rolls the whole group back ([`Store::rollback_group`]).
+pub(crate) enum Tx<'c> {
+    /// A transaction of the method's own, committed by [`Tx::commit`] (rolled back if dropped).
+    Own(rusqlite::Transaction<'c>),
+    /// The group's transaction: [`Tx::commit`] leaves it to the group.
+    Group(&'c Connection),
+}
+
+impl<'c> Tx<'c> {
+    /// Starts the method's transaction, or joins the group in progress.
+    pub(crate) fn begin(conn: &'c mut Connection) -> rusqlite::Result<Tx<'c>> {
+        if conn.is_autocommit() {
+            conn.transaction().map(Tx::Own)
+        } else {
+            Ok(Tx::Group(conn))
+        }
+    }
+
+    /// Commits the method's own transaction; in a group, nothing yet.
+    pub(crate) fn commit(self) -> rusqlite::Result<()> {
+        match self {
+            Tx::Own(tx) => tx.commit(),
+            Tx::Group(_) => Ok(()),
+        }
+    }
+}
+
+impl std::ops::Deref for Tx<'_> {
+    type Target = Connection;
+
+    fn deref(&self) -> &Connection {
+        match self {
+            Tx::Own(tx) => tx,
+            Tx::Group(conn) => conn,
+        }
+    }
 }
 
 fn create_private_file(path: &Path) -> Result<()> {

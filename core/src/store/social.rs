@@ -48,7 +48,7 @@ fn row_to_contact(r: &rusqlite::Row<'_>) -> rusqlite::Result<Contact> {
 impl Store {
     /// Wants to be in `room` as `nick` (persisted) and queues the join.
     pub fn join_room(&mut self, account: i64, room: &str, nick: &str) -> Result<()> {
-        let tx = self.conn.savepoint()?;
+        let tx = super::Tx::begin(&mut self.conn)?;
         tx.execute(
             "INSERT INTO rooms (account_id, jid, nick, joined) VALUES (?1, ?2, ?3, 0)
              ON CONFLICT(account_id, jid) DO UPDATE SET nick = excluded.nick, joined = 0",
@@ -61,7 +61,7 @@ impl Store {
 
     /// Leaves `room` (forgets it) and queues the leave. Returns false if it was not a room of ours.
     pub fn leave_room(&mut self, account: i64, room: &str) -> Result<bool> {
-        let tx = self.conn.savepoint()?;
+        let tx = super::Tx::begin(&mut self.conn)?;
         let nick: Option<String> = tx
             .query_row(
                 "SELECT nick FROM rooms WHERE account_id = ?1 AND jid = ?2",
@@ -102,7 +102,7 @@ impl Store {
     /// A new session: rooms are not joined until they confirm; queue a join for each.
     pub fn rejoin_rooms(&mut self, account: i64) -> Result<Vec<Room>> {
         let rooms = self.rooms(account)?;
-        let tx = self.conn.savepoint()?;
+        let tx = super::Tx::begin(&mut self.conn)?;
         tx.execute(
             "UPDATE rooms SET joined = 0 WHERE account_id = ?1",
             [account],
@@ -141,7 +141,7 @@ impl Store {
         why: &str,
         snap: Option<&SmSnapshot>,
     ) -> Result<Vec<StateChange>> {
-        let tx = self.conn.savepoint()?;
+        let tx = super::Tx::begin(&mut self.conn)?;
         tx.execute(
             "UPDATE rooms SET joined = -1 WHERE account_id = ?1 AND jid = ?2",
             params![account, room],
@@ -188,7 +188,7 @@ impl Store {
         ver: Option<&str>,
         replace: bool,
     ) -> Result<()> {
-        let tx = self.conn.savepoint()?;
+        let tx = super::Tx::begin(&mut self.conn)?;
         if replace {
             let keep: Vec<&str> = items.iter().map(|c| c.jid.as_str()).collect();
             let existing: Vec<String> = tx
@@ -287,7 +287,7 @@ impl Store {
 
     /// Answers a subscription request (accept also asks back), or asks for one (`answer` None).
     pub fn subscription(&mut self, account: i64, jid: &str, answer: Option<bool>) -> Result<()> {
-        let tx = self.conn.savepoint()?;
+        let tx = super::Tx::begin(&mut self.conn)?;
         tx.execute(
             "DELETE FROM subscription_requests WHERE account_id = ?1 AND jid = ?2",
             params![account, jid],

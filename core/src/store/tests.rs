@@ -377,7 +377,7 @@ fn chat_in(i: u32) -> InboundMessage {
 }
 
 #[test]
-fn a_group_commits_as_one_and_a_failed_member_undoes_only_itself() {
+fn a_group_commits_as_one_or_not_at_all() {
     let dir = tempfile::tempdir().unwrap();
     let (mut store, acc) = new_store(&dir);
     let snap = |h: u32| SmSnapshot {
@@ -416,7 +416,9 @@ fn a_group_commits_as_one_and_a_failed_member_undoes_only_itself() {
     assert_eq!(stored(&store), 0);
     assert_eq!(store.load_sm(acc).unwrap().inbound_h, 0);
 
-    // A member that fails (no such account) undoes only its own writes; the rest commits at once.
+    // A failing statement writes nothing (SQLite undoes the statement), and the rest of the group
+    // commits at once. (A method whose later statement fails may leave its earlier ones in the
+    // group: the session then rolls the whole group back, as above.)
     store.begin_group().unwrap();
     store
         .store_inbound(acc, &chat_in(0), Some(&snap(1)))
