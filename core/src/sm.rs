@@ -25,7 +25,11 @@ pub type Seq = u32;
 /// Tunables of the engine. The defaults suit a phone on a bad network as well as a desktop.
 #[derive(Clone, Debug)]
 pub struct SmConfig {
-    /// Request an ack (`<r/>`) once this many stanzas are unrequested.
+    /// Request an ack (`<r/>`) once this many stanzas are unrequested. (The session also asks at
+    /// the end of every batch it writes, and [`Self::request_delay`] covers a quiet tail, so this
+    /// only spaces the requests inside a long burst: each costs the server a parse and an answer,
+    /// and us a commit of the ack. At 5 the server spent about 1.2x the CPU per message it spends
+    /// on the raw benchmark client; at 32 about 1.05x: BENCHMARKS.md.)
     pub request_after: u32,
     /// ... or once the oldest unrequested stanza is this old.
     pub request_delay: Duration,
@@ -37,7 +41,7 @@ pub struct SmConfig {
 impl Default for SmConfig {
     fn default() -> Self {
         SmConfig {
-            request_after: 5,
+            request_after: 32,
             request_delay: Duration::from_millis(100),
             max_in_flight: 256,
         }

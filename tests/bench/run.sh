@@ -2,9 +2,11 @@
 # Tether's benchmark harness: prints the results as Markdown tables (BENCHMARKS.md holds a full run).
 #   tests/bench/run.sh            full run (release build): the store (a 1,000,000-message store,
 #                                 built once), then the network runs against a local Prosody with
-#                                 its archive off (the limit, Tether, slixmpp, resume), and once
-#                                 more with the archive on (2,000 messages: Prosody's archive on its
-#                                 internal storage is the bottleneck there, at 100% of a core)
+#                                 its archive off (the limit, Tether, slixmpp, resume), with the
+#                                 server on a core of its own (--pin, on 2 cores or more) and again
+#                                 with server and clients sharing the cores, and once more with the
+#                                 archive on (2,000 messages: Prosody's archive on its internal
+#                                 storage is the bottleneck there, at 100% of a core)
 #   tests/bench/run.sh --smoke    a small, quick run of all of it (CI runs it so the harness cannot
 #                                 rot; no figure from it means anything, and none is asserted)
 set -euo pipefail
@@ -27,13 +29,15 @@ slix_python() {
 }
 
 python="$(slix_python)"
+pin=()
+[ "$(nproc)" -ge 2 ] && pin=(--pin)
 if [ "${1:-}" = "--smoke" ]; then
   cargo build --locked -q -p tether-core --bin tether -p tether-e2e --bin tether-bench-store --bin tether-bench-net
   dir="$(mktemp -d)"
   trap 'rm -rf "$dir"' EXIT
   "$target/debug/tether-bench-store" --messages 2000 --dir "$dir"
   TETHER_BIN="$target/debug/tether" "$target/debug/tether-bench-net" \
-    --messages 200 --rounds 1 --resume 100 --python "$python"
+    --messages 200 --rounds 1 --resume 100 "${pin[@]}" --python "$python"
 else
   cargo build --locked -q --release -p tether-core --bin tether \
     -p tether-e2e --bin tether-bench-store --bin tether-bench-net
@@ -44,8 +48,11 @@ else
   "$target/release/tether-bench-store" "$@"
   echo
   TETHER_BIN="$target/release/tether" "$target/release/tether-bench-net" \
-    --messages 10000 --rounds 3 --resume 1000 --python "$python"
+    --messages 10000 --rounds 3 --resume 1000 "${pin[@]}" --python "$python"
   echo
   TETHER_BIN="$target/release/tether" "$target/release/tether-bench-net" \
-    --messages 2000 --rounds 1 --resume 0 --mam --python "$python"
+    --messages 10000 --rounds 3 --resume 0 --python "$python"
+  echo
+  TETHER_BIN="$target/release/tether" "$target/release/tether-bench-net" \
+    --messages 2000 --rounds 1 --resume 0 --mam "${pin[@]}" --python "$python"
 fi

@@ -152,8 +152,31 @@ fn h_going_backwards_is_refused_and_nothing_is_lost() {
         },
         Behavior::default(),
     ]);
-    let bodies = send(&c, 30, "backwards");
-    let run = run_until_idle(&c, &[]);
+    // Two bursts on one connection: the first is acked honestly, the ack of the second goes
+    // backwards (a burst asks for one ack at its end).
+    let bodies: Vec<String> = (0..30).map(|i| format!("backwards {i}")).collect();
+    let mut run = c.alice.spawn_run(&[
+        "--stdin",
+        "--until-idle",
+        "--keepalive-secs",
+        "1",
+        "--dead-after-secs",
+        "2",
+    ]);
+    let line = |b: &String| serde_json::json!({"to": BOB, "body": b}).to_string();
+    for b in &bodies[..5] {
+        run.write_line(&line(b));
+    }
+    assert!(
+        run.wait_count("message:acked", 5, LONG),
+        "the first burst acked: {}",
+        run.diagnostics()
+    );
+    for b in &bodies[5..] {
+        run.write_line(&line(b));
+    }
+    run.close_stdin();
+    run.finish(LONG, &format!("run (server notes: {:?})", c.server.notes()));
     assert!(
         c.server.connections() >= 2,
         "a backwards h went unnoticed: {}",

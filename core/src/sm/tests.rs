@@ -164,10 +164,16 @@ fn request_policy_by_count_and_delay() {
     assert_eq!(sm.poll_timeout(), Some(t0 + Duration::from_millis(100)));
     assert!(sm.poll_request(t0 + Duration::from_millis(100)));
     assert!(!sm.poll_request(t0 + Duration::from_millis(200)));
-    for t in 0..5 {
+    let every = SmConfig::default().request_after;
+    for t in 0..u64::from(every) - 1 {
         sm.on_sent(Some(t), t0);
     }
-    assert!(sm.poll_request(t0));
+    assert!(
+        !sm.poll_request(t0),
+        "one short of the count, before the delay"
+    );
+    sm.on_sent(Some(99), t0);
+    assert!(sm.poll_request(t0), "the count reached");
 }
 
 #[test]

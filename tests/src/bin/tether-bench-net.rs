@@ -2,7 +2,7 @@
 //! started for the run. Prints Markdown tables.
 //!
 //! ```sh
-//! tether-bench-net [--messages N] [--rounds R] [--resume N] [--mam] [--python PATH]
+//! tether-bench-net [--messages N] [--rounds R] [--resume N] [--mam] [--pin] [--python PATH]
 //! ```
 //!
 //! Side by side, against the same server, each sender sending N chat messages of 100-byte bodies
@@ -23,7 +23,8 @@
 //!
 //! Each throughput measure runs R rounds (default 3), interleaved (limit, Tether, slixmpp, limit,
 //! ...), and the median is reported. `--mam` turns Prosody's archive on (the issue asks for one
-//! run with it).
+//! run with it). `--pin` gives the server a core of its own (CPU 0) and runs every client on the
+//! other (CPU 1; needs 2 cores), so that a client's CPU is not taken from the server's.
 
 use std::io::{BufRead as _, Write as _};
 use std::path::{Path, PathBuf};
@@ -57,6 +58,8 @@ struct Opts {
     resume: usize,
     mam: bool,
     python: Option<PathBuf>,
+    /// Give the server a core of its own (CPU 0) and every client the other (CPU 1).
+    pin: bool,
 }
 
 fn main() {
@@ -66,6 +69,7 @@ fn main() {
         resume: 1_000,
         mam: false,
         python: None,
+        pin: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -79,6 +83,7 @@ fn main() {
             "--rounds" => o.rounds = num(),
             "--resume" => o.resume = num(),
             "--mam" => o.mam = true,
+            "--pin" => o.pin = true,
             "--python" => o.python = Some(PathBuf::from(args.next().expect("--python PATH"))),
             other => panic!("unknown argument {other}"),
         }
@@ -90,6 +95,13 @@ fn main() {
         ..ProsodyOptions::default()
     })
     .expect("start Prosody");
+    if o.pin {
+        // Every thread of the server on CPU 0; then this process (the raw client) on CPU 1, which
+        // every client started from here on inherits. Without it the clients and the server share
+        // both cores, and a client's CPU time is partly taken from the server's.
+        pin(prosody.pid().expect("Prosody's pid"), 0);
+        pin(std::process::id(), 1);
+    }
     for user in ["limit", "alice", "bob", "sink", "slix", "resumer", "rsink"] {
         prosody.register(user, PASSWORD).expect("register");
     }
@@ -203,9 +215,14 @@ fn main() {
     let recv_t = median(&mut tether_recv.iter().map(|r| r.acked).collect::<Vec<_>>());
     let recv_cpu = median_f(tether_recv.iter().map(|r| r.cpu).collect());
     println!(
-        "## Throughput: {n} messages of {BODY} bytes, median of {} rounds, Prosody MAM {}",
+        "## Throughput: {n} messages of {BODY} bytes, median of {} rounds, Prosody MAM {}{}",
         o.rounds,
-        if o.mam { "on" } else { "off" }
+        if o.mam { "on" } else { "off" },
+        if o.pin {
+            ", the server alone on CPU 0 and every client on CPU 1"
+        } else {
+            ""
+        }
     );
     println!();
     println!("| sender | to server ack | msg/s | vs the limit | receiver stored all | client CPU per message | peak RSS | server CPU per message | machine busy |");
@@ -662,6 +679,16 @@ fn median_f(mut v: Vec<f64>) -> f64 {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
+}
+
+/// Moves every thread of process `pid` to CPU `cpu` (`taskset -a`).
+fn pin(pid: u32, cpu: u32) {
+    let status = Command::new("taskset")
+        .args(["-a", "-p", "-c", &cpu.to_string(), &pid.to_string()])
+        .stdout(Stdio::null())
+        .status()
+        .expect("taskset (util-linux)");
+    assert!(status.success(), "taskset {pid} to CPU {cpu}: {status}");
 }
 
 /// User + system CPU seconds of a live process (`/proc/PID/stat`, fields 14 and 15).
