@@ -256,6 +256,44 @@ fn print_json(value: &impl serde::Serialize) {
     }
 }
 
+/// Appends one JSON line to `out`.
+fn push_json(out: &mut Vec<u8>, value: &impl serde::Serialize) {
+    match serde_json::to_writer(&mut *out, value) {
+        Ok(()) => out.push(b'\n'),
+        Err(e) => eprintln!("tether: cannot print an event: {e}"),
+    }
+}
+
+/// Prints `first` and every event already waiting behind it in one write (a burst of messages
+/// makes several events each; a write per line was the sender's most frequent system call).
+fn print_events(
+    first: Result<Event, tokio::sync::broadcast::error::RecvError>,
+    events: &mut tokio::sync::broadcast::Receiver<Event>,
+) {
+    use std::io::Write as _;
+    use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+    let mut out = Vec::with_capacity(4096);
+    let lagged = |out: &mut Vec<u8>, n: u64| {
+        push_json(out, &serde_json::json!({"event": "lagged", "missed": n}))
+    };
+    match first {
+        Ok(ev) => push_json(&mut out, &ev),
+        Err(RecvError::Lagged(n)) => lagged(&mut out, n),
+        Err(RecvError::Closed) => return,
+    }
+    while out.len() < 256 * 1024 {
+        match events.try_recv() {
+            Ok(ev) => push_json(&mut out, &ev),
+            Err(TryRecvError::Lagged(n)) => lagged(&mut out, n),
+            Err(TryRecvError::Empty | TryRecvError::Closed) => break,
+        }
+    }
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout.write_all(&out).and_then(|()| stdout.flush()) {
+        eprintln!("tether: cannot print events: {e}");
+    }
+}
+
 fn dispatch(cli: Cli) -> Result<(), Error> {
     match cli.command {
         Command::Account(AccountCmd::Add(a)) => {
@@ -596,13 +634,7 @@ fn run(db: &std::path::Path, r: RunArgs) -> Result<(), Error> {
         let result = loop {
             tokio::select! {
                 biased;
-                ev = events.recv() => match ev {
-                    Ok(ev) => print_json(&ev),
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                        print_json(&serde_json::json!({"event": "lagged", "missed": n}))
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {}
-                },
+                ev = events.recv() => print_events(ev, &mut events),
                 res = &mut run => break res,
                 _ = &mut deadline => {
                     client.shutdown();
