@@ -216,6 +216,8 @@ fn restore_rejects_seqs_outside_the_window() {
 #[derive(Clone, Debug)]
 enum Op {
     Send { tagged: bool },
+    /// A batch numbered whose commit failed: never written, its numbering taken back.
+    SendUncommitted(u8),
     Deliver(u8),
     Ack,
     Drop,
@@ -227,6 +229,7 @@ enum Op {
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         6 => any::<bool>().prop_map(|tagged| Op::Send { tagged }),
+        1 => any::<u8>().prop_map(|n| Op::SendUncommitted(n % 8)),
         4 => any::<u8>().prop_map(|n| Op::Deliver(n % 8)),
         3 => Just(Op::Ack),
         1 => Just(Op::Drop),
@@ -333,6 +336,20 @@ impl Model {
                         self.next_tag
                     });
                     self.write(tag);
+                }
+            }
+            Op::SendUncommitted(n) => {
+                if self.connected {
+                    let mut numbered = 0;
+                    for i in 0..n {
+                        if !self.sm.can_send() {
+                            break;
+                        }
+                        let tag = (i % 2 == 0).then_some(u64::MAX - u64::from(i));
+                        self.sm.on_sent(tag, self.now).expect("enabled");
+                        numbered += 1;
+                    }
+                    self.sm.on_unsent(numbered);
                 }
             }
             Op::Deliver(n) => {
