@@ -38,6 +38,8 @@ if [ "${1:-}" = "--smoke" ]; then
   "$target/debug/tether-bench-store" --messages 2000 --dir "$dir"
   TETHER_BIN="$target/debug/tether" "$target/debug/tether-bench-net" \
     --messages 200 --rounds 1 --resume 100 "${pin[@]}" --python "$python"
+  # The criterion benches, each run once (criterion's test mode; a debug build, as the tests').
+  cargo test --locked -q -p tether-core --bench sm --bench group_commit
 else
   cargo build --locked -q --release -p tether-core --bin tether \
     -p tether-e2e --bin tether-bench-store --bin tether-bench-net
@@ -46,6 +48,12 @@ else
   echo "## Store"
   echo
   "$target/release/tether-bench-store" "$@"
+  echo
+  echo "## Core micro-benchmarks (criterion: time per iteration [low, estimate, high])"
+  echo
+  cargo bench --locked -q -p tether-core --bench sm --bench group_commit 2>/dev/null \
+    | awk '/^[^ ]/ && !/^Found/ { name = $0; want = 1 }
+           /^ *time:/ && want { sub(/^ *time: */, ""); print "- " name ": " $0; want = 0 }'
   echo
   TETHER_BIN="$target/release/tether" "$target/release/tether-bench-net" \
     --messages 10000 --rounds 3 --resume 1000 "${pin[@]}" --python "$python"
