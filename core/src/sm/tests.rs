@@ -215,7 +215,9 @@ fn restore_rejects_seqs_outside_the_window() {
 
 #[derive(Clone, Debug)]
 enum Op {
-    Send { tagged: bool },
+    Send {
+        tagged: bool,
+    },
     /// A batch numbered whose commit failed: never written, its numbering taken back.
     SendUncommitted(u8),
     Deliver(u8),
@@ -223,7 +225,9 @@ enum Op {
     Drop,
     Restart,
     Resume,
-    ResumeFails { with_h: bool },
+    ResumeFails {
+        with_h: bool,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
