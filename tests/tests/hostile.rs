@@ -538,3 +538,23 @@ fn a_group_commit_that_fails_mid_burst_takes_back_every_count_and_every_event() 
         "the poisoned group was rolled back, not just its last message"
     );
 }
+
+#[test]
+fn a_message_delivered_before_stream_management_is_on_is_stored() {
+    // Injected right after the bind request, so they arrive while the client waits for the bind
+    // result or for <enabled/>: not counted by SM, but still the user's to keep.
+    let c = case(vec![Behavior {
+        inject_after: Some((1, burst(3, usize::MAX))),
+        ..Behavior::default()
+    }]);
+    let bodies = send(&c, 1, "after negotiation");
+    run_until_idle(&c, &[]);
+    server_has_all(&c, &bodies, true);
+    let stored: Vec<String> = c
+        .alice
+        .messages(&["--direction", "in"])
+        .iter()
+        .filter_map(|r| r["body"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(stored, ["burst 0", "burst 1", "burst 2"], "{stored:?}");
+}

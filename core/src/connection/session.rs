@@ -562,6 +562,13 @@ impl Session<'_> {
             Incoming::Element(XmppStreamElement::StreamError(e)) => Err(Error::Protocol(format!(
                 "stream error from the server: {e}"
             ))),
+            // A message the server delivers before stream management is on (right after bind,
+            // or before `<enabled/>`) is not counted, but it is ours to keep: the server will not
+            // send it again. (It was ignored, and lost.)
+            Incoming::Element(XmppStreamElement::Stanza(Stanza::Message(m))) => {
+                tracing::info!("a message arrived during negotiation; storing it");
+                self.on_message(m)
+            }
             Incoming::Element(other) => {
                 tracing::warn!(?other, "unexpected element during negotiation; ignored");
                 Ok(())
