@@ -169,21 +169,25 @@ impl Shared {
         guard
     }
 
-    /// Ends the group commit this thread opened, committing it (`Ok(false)`: SQLite had already
-    /// rolled it back, see [`Store::commit_group`]) or rolling it back, and lets other threads
-    /// at the store again.
-    pub fn end_group(&self, commit: bool) -> crate::store::Result<bool> {
-        let outcome = {
-            let mut store = self.store();
-            if commit {
-                store.commit_group()
-            } else {
-                store.rollback_group();
-                Ok(false)
-            }
-        };
+    /// Commits the group commit this thread opened and lets other threads at the store again.
+    /// An error when nothing of it was stored: the commit failed, or SQLite had already rolled
+    /// it back (see [`Store::commit_group`]).
+    pub fn commit_group(&self) -> Result<()> {
+        let committed = self.store().commit_group();
         self.group_done.notify_all();
-        outcome
+        match committed {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(Error::Store(crate::store::StoreError::Group(
+                "SQLite rolled the transaction back",
+            ))),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Rolls back the group commit this thread opened and lets other threads at the store again.
+    pub fn rollback_group(&self) {
+        self.store().rollback_group();
+        self.group_done.notify_all();
     }
 
     /// The password to log in with: the front end's, else the one in the database.

@@ -119,8 +119,9 @@ pub struct Settlement<T> {
     pub rest: Vec<T>,
 }
 
-/// The XEP-0198 engine. `T` is the caller's tag for a tracked stanza (a message key).
-#[derive(Debug)]
+/// The XEP-0198 engine. `T` is the caller's tag for a tracked stanza (a message key). Cloning it
+/// keeps a copy to go back to if what it was told could not be committed.
+#[derive(Clone, Debug)]
 pub struct StreamManager<T> {
     config: SmConfig,
     phase: Phase,

@@ -504,15 +504,17 @@ impl Running {
         );
     }
 
+    /// How many distinct messages the server has confirmed so far, by the events (see
+    /// [`confirmed_id`]).
+    pub fn confirmed(&self) -> usize {
+        distinct_confirmed(&self.events.lock().unwrap())
+    }
+
     /// Waits until `n` messages were confirmed by the server (acked, or a receipt overtook the
     /// ack); false on timeout.
     pub fn wait_confirmed(&self, n: usize, timeout: Duration) -> bool {
-        self.wait_for(timeout, |evs| {
-            evs.iter()
-                .filter(|e| e["event"] == "message:acked" || e["event"] == "message:delivered")
-                .count()
-                >= n
-        })
+        // Distinct messages: one that is acked and then delivered must count once.
+        self.wait_for(timeout, |evs| distinct_confirmed(evs) >= n)
     }
 
     /// Waits until `pred(events)` holds; false on timeout. `pred` runs with the events locked:
@@ -594,4 +596,24 @@ impl Drop for Running {
             let _reaped = self.child.wait();
         }
     }
+}
+
+/// The id of the message an event shows the server confirmed: `message:acked`, or
+/// `message:delivered` / `message:displayed` for one whose receipt beat the server's ack (states
+/// only move forward, so it is never `acked` after that; with the archive on this is common).
+pub fn confirmed_id(e: &Value) -> Option<&str> {
+    matches!(
+        e["event"].as_str(),
+        Some("message:acked" | "message:delivered" | "message:displayed")
+    )
+    .then(|| e["id"].as_str())
+    .flatten()
+}
+
+fn distinct_confirmed(events: &[Value]) -> usize {
+    events
+        .iter()
+        .filter_map(confirmed_id)
+        .collect::<std::collections::HashSet<_>>()
+        .len()
 }

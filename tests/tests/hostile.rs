@@ -438,6 +438,14 @@ fn a_forged_stanza_id_cannot_shadow_another_peers_message() {
     assert_eq!(rows.len(), 2, "{rows:?}");
 }
 
+/// The bodies of the messages `node` received, in the store's order.
+fn inbound_bodies(node: &Node) -> Vec<String> {
+    node.messages(&["--direction", "in"])
+        .iter()
+        .filter_map(|r| r["body"].as_str().map(str::to_owned))
+        .collect()
+}
+
 /// A burst of `n` chat messages from bob, the `poison`th with the body `poison`.
 fn burst(n: usize, poison: usize) -> Vec<String> {
     (0..n)
@@ -482,12 +490,7 @@ fn poisoned_burst(poison_sql: &str, n: usize, poison: usize) -> usize {
         .server
         .sent_before_injection()
         .expect("the burst was injected");
-    let stored: Vec<String> = c
-        .alice
-        .messages(&["--direction", "in"])
-        .iter()
-        .filter_map(|r| r["body"].as_str().map(str::to_owned))
-        .collect();
+    let stored = inbound_bodies(&c.alice);
     assert!(!stored.contains(&"poison".to_owned()), "{stored:?}");
     // Stored in order, none skipped: a prefix of the burst.
     let expected: Vec<String> = (0..stored.len()).map(|i| format!("burst {i}")).collect();
@@ -550,11 +553,6 @@ fn a_message_delivered_before_stream_management_is_on_is_stored() {
     let bodies = send(&c, 1, "after negotiation");
     run_until_idle(&c, &[]);
     server_has_all(&c, &bodies, true);
-    let stored: Vec<String> = c
-        .alice
-        .messages(&["--direction", "in"])
-        .iter()
-        .filter_map(|r| r["body"].as_str().map(str::to_owned))
-        .collect();
+    let stored = inbound_bodies(&c.alice);
     assert_eq!(stored, ["burst 0", "burst 1", "burst 2"], "{stored:?}");
 }

@@ -264,34 +264,40 @@ fn push_json(out: &mut Vec<u8>, value: &impl serde::Serialize) {
     }
 }
 
-/// Prints `first` and every event already waiting behind it in one write (a burst of messages
-/// makes several events each; a write per line was the sender's most frequent system call).
+/// Prints `first` and every event already waiting behind it (up to 256 KiB of them) in one write
+/// (a burst of messages makes several events each; a write per line was the sender's most
+/// frequent system call). Returns false when nothing was printed (no event left).
 fn print_events(
-    first: Result<Event, tokio::sync::broadcast::error::RecvError>,
+    first: Result<Event, tokio::sync::broadcast::error::TryRecvError>,
     events: &mut tokio::sync::broadcast::Receiver<Event>,
-) {
+) -> bool {
     use std::io::Write as _;
-    use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+    use tokio::sync::broadcast::error::TryRecvError;
     let mut out = Vec::with_capacity(4096);
-    let lagged = |out: &mut Vec<u8>, n: u64| {
-        push_json(out, &serde_json::json!({"event": "lagged", "missed": n}))
-    };
-    match first {
-        Ok(ev) => push_json(&mut out, &ev),
-        Err(RecvError::Lagged(n)) => lagged(&mut out, n),
-        Err(RecvError::Closed) => return,
-    }
-    while out.len() < 256 * 1024 {
-        match events.try_recv() {
+    let mut next = first;
+    loop {
+        match next {
             Ok(ev) => push_json(&mut out, &ev),
-            Err(TryRecvError::Lagged(n)) => lagged(&mut out, n),
+            // Missed events are said, and those after them still printed.
+            Err(TryRecvError::Lagged(n)) => push_json(
+                &mut out,
+                &serde_json::json!({"event": "lagged", "missed": n}),
+            ),
             Err(TryRecvError::Empty | TryRecvError::Closed) => break,
         }
+        if out.len() >= 256 * 1024 {
+            break;
+        }
+        next = events.try_recv();
+    }
+    if out.is_empty() {
+        return false;
     }
     let mut stdout = std::io::stdout().lock();
     if let Err(e) = stdout.write_all(&out).and_then(|()| stdout.flush()) {
         eprintln!("tether: cannot print events: {e}");
     }
+    true
 }
 
 fn dispatch(cli: Cli) -> Result<(), Error> {
@@ -634,7 +640,14 @@ fn run(db: &std::path::Path, r: RunArgs) -> Result<(), Error> {
         let result = loop {
             tokio::select! {
                 biased;
-                ev = events.recv() => print_events(ev, &mut events),
+                ev = events.recv() => {
+                    use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+                    let first = ev.map_err(|e| match e {
+                        RecvError::Lagged(n) => TryRecvError::Lagged(n),
+                        RecvError::Closed => TryRecvError::Closed,
+                    });
+                    print_events(first, &mut events);
+                }
                 res = &mut run => break res,
                 _ = &mut deadline => {
                     client.shutdown();
@@ -648,9 +661,9 @@ fn run(db: &std::path::Path, r: RunArgs) -> Result<(), Error> {
                 }
             }
         };
-        while let Ok(ev) = events.try_recv() {
-            print_json(&ev);
-        }
+        // What is left, lagged notices included (they used to end this loop, and the events
+        // after them were never printed).
+        while print_events(events.try_recv(), &mut events) {}
         result
     })
 }

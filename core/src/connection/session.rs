@@ -89,8 +89,6 @@ pub(super) struct Session<'a> {
     budget: ReadBudget,
     /// Events of the group commit in progress, announced once it commits (`None`: no group).
     held: Option<Vec<Event>>,
-    /// Inbound stanzas counted in `h` in the group commit in progress: taken back if it fails.
-    group_counted: u32,
 }
 
 /// The most elements one group commit takes (then it commits, and the next starts).
@@ -134,9 +132,7 @@ struct OpenGroup<'s>(Option<&'s Shared>);
 impl Drop for OpenGroup<'_> {
     fn drop(&mut self) {
         if let Some(shared) = self.0.take() {
-            if let Err(e) = shared.end_group(false) {
-                tracing::warn!("rolling back an abandoned group commit: {e}");
-            }
+            shared.rollback_group();
         }
     }
 }
@@ -170,7 +166,6 @@ pub(crate) async fn run(
         csi_inactive: None,
         pending_writes: Vec::new(),
         held: None,
-        group_counted: 0,
     };
     let outcome = async {
         let resumed = s.establish().await?;
@@ -279,8 +274,6 @@ impl Session<'_> {
         let outcome = commit(&mut self.shared.store(), snap);
         if outcome.is_err() {
             self.sm.on_inbound_uncommitted();
-        } else if self.held.is_some() {
-            self.group_counted += 1;
         }
         Ok(outcome?)
     }
@@ -863,8 +856,11 @@ impl Session<'_> {
             };
         }
         let mut open = OpenGroup(Some(shared));
+        // What the engine knew before the group: if the group is not kept, neither is anything
+        // it told the engine (inbound counts, acks settled in memory), so `h` never covers what
+        // the store lacks and an ack is settled again by the next `<a/>` or `<resumed/>`.
+        let before = self.sm.clone();
         self.held = Some(Vec::new());
-        self.group_counted = 0;
         let mut next = first;
         let mut after = None;
         let mut taken = 1;
@@ -895,54 +891,54 @@ impl Session<'_> {
                 None => break Ok(None),
             }
         };
-        open.0 = None;
         let held = self.held.take().unwrap_or_default();
-        let counted = std::mem::take(&mut self.group_counted);
-        // The SM state, with the counts of what the group holds, commits with it; after a
-        // handler's error nothing of the group is kept.
-        let saved = match &outcome {
-            Err(_) => Err(crate::store::StoreError::Group(
-                "a handler of the group failed",
-            )),
-            Ok(_) if self.sm.is_enabled() => {
-                shared.store().save_sm(self.account, self.sm.snapshot())
+        // Kept with the SM state that counts it, unless a handler failed.
+        let committed = match outcome {
+            Ok(_) => self.commit_group(),
+            Err(_) => {
+                shared.rollback_group();
+                Err(Error::Store(crate::store::StoreError::Group(
+                    "a handler of the group failed",
+                )))
             }
-            Ok(_) => Ok(()),
         };
-        let ended = match saved {
-            Ok(()) => shared.end_group(true),
-            Err(e) => shared.end_group(false).and(Err(e)),
-        };
-        let committed = match ended {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(Error::Store(crate::store::StoreError::Group(
-                "SQLite rolled the transaction back",
-            ))),
-            Err(e) => Err(e.into()),
-        };
-        match committed {
+        open.0 = None;
+        match &committed {
             Ok(()) => {
                 for event in held {
                     shared.emit(event);
                 }
             }
-            Err(ref e) => {
-                tracing::warn!(
-                    counted,
-                    "a group commit failed, taking its counts back: {e}"
-                );
-                for _ in 0..counted {
-                    self.sm.on_inbound_uncommitted();
-                }
+            Err(e) => {
+                tracing::warn!("a group commit was not kept, nor what it counted: {e}");
+                *self.sm = before;
             }
         }
-        // The handler's error explains more than the failed commit it caused.
+        // The handler's error explains more than the rollback it caused.
         let outcome = match (outcome, committed) {
-            (Err(e), _) => Err(e),
-            (Ok(_), Err(e)) => Err(e),
+            (Err(e), _) | (Ok(_), Err(e)) => Err(e),
             (Ok(v), Ok(())) => Ok(v),
         };
         Grouped { outcome, after }
+    }
+
+    /// Commits the open group with the SM state (its counts included); rolls it back if that
+    /// fails.
+    fn commit_group(&mut self) -> Result<()> {
+        let saved = if self.sm.is_enabled() {
+            self.shared
+                .store()
+                .save_sm(self.account, self.sm.snapshot())
+        } else {
+            Ok(())
+        };
+        match saved {
+            Ok(()) => self.shared.commit_group(),
+            Err(e) => {
+                self.shared.rollback_group();
+                Err(e.into())
+            }
+        }
     }
 
     /// Handles an element that only writes to the store (see [`stores_only`]); hands any other

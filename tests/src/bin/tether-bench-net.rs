@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 use futures::{SinkExt, StreamExt};
 use serde_json::Value;
 use tether_core::store::{Account, NewAccount, Store, StoreOptions};
-use tether_e2e::tether::{Node, Running};
+use tether_e2e::tether::{confirmed_id, Node, Running};
 use tether_e2e::{Prosody, ProsodyOptions, Proxy};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _, WriteHalf};
 use tokio::sync::{watch, Mutex};
@@ -569,31 +569,12 @@ fn nth_received(run: &Running, from: &str, n: usize) -> Instant {
     })
 }
 
-/// How many distinct messages were confirmed by the server so far (see [`nth_confirmed`]).
-fn confirmed(run: &Running) -> usize {
-    run.events()
-        .iter()
-        .filter(|e| {
-            matches!(
-                e["event"].as_str(),
-                Some("message:acked" | "message:delivered" | "message:displayed")
-            )
-        })
-        .filter_map(|e| e["id"].as_str())
-        .collect::<std::collections::HashSet<_>>()
-        .len()
-}
-
-/// When the `n`-th distinct message was confirmed by the server: `message:acked`, or
-/// `message:delivered` / `message:displayed` for one whose receipt beat the server's ack (states
-/// only move forward, so it is never `acked` after that; with the archive on this is common).
+/// When the `n`-th distinct message was confirmed by the server (see
+/// [`tether_e2e::tether::confirmed_id`]).
 fn nth_confirmed(run: &Running, n: usize) -> Instant {
     let mut seen = std::collections::HashSet::new();
     nth_event(run, n, move |e| {
-        matches!(
-            e["event"].as_str(),
-            Some("message:acked" | "message:delivered" | "message:displayed")
-        ) && seen.insert(e["id"].as_str().unwrap_or_default().to_owned())
+        confirmed_id(e).is_some_and(|id| seen.insert(id.to_owned()))
     })
 }
 
@@ -651,7 +632,7 @@ fn resume(prosody: &Prosody, dir: &Path, n: usize) -> Vec<(Duration, Duration)> 
             .expect("written");
         std::thread::sleep(Duration::from_millis(300));
         assert_eq!(
-            confirmed(&run),
+            run.confirmed(),
             attempt * n,
             "nothing confirmed while blackholed"
         );
