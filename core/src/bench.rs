@@ -33,7 +33,7 @@ pub async fn login(account: &Account, password: &str) -> Result<LoggedIn> {
 /// The stanza the core writes for an outgoing one-to-one chat message (id and origin-id, a
 /// receipt request, markable), so the raw baseline puts the same bytes on the wire.
 pub fn chat_stanza(to: &str, id: &str, body: &str) -> Result<tokio_xmpp::Stanza> {
-    crate::connection::session::outgoing_message(&crate::store::OutboxItem {
+    crate::engine::outgoing_message(&crate::store::OutboxItem {
         key: 0,
         id: id.to_owned(),
         origin_id: Some(id.to_owned()),

@@ -3,231 +3,23 @@
 //! the modules this drives.
 
 use std::path::Path;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{broadcast, watch, Notify};
 
+pub use crate::config::{ClientConfig, EVENT_BUFFER, MAX_STANZA_BYTES};
 use crate::error::{Error, Result};
 use crate::events::Event;
-use crate::sm::SmConfig;
-use crate::store::{
-    Account, MessageFilter, MessageRow, NewAccount, StateChange, Store, StoreOptions,
-};
-
-/// How the client connects and reconnects.
-#[derive(Clone, Debug)]
-pub struct ClientConfig {
-    /// Stream-management tunables.
-    pub sm: SmConfig,
-    /// First reconnect delay; doubles per failure (with jitter) up to `reconnect_max`.
-    pub reconnect_min: Duration,
-    /// Longest reconnect delay.
-    pub reconnect_max: Duration,
-    /// Silence after which we ask the server for an ack (`<r/>`) to check the link.
-    pub keepalive: Duration,
-    /// Time the server has to answer that before the link counts as dead.
-    pub dead_after: Duration,
-    /// How often to look for messages committed by another process.
-    pub outbox_poll: Duration,
-    /// How far back the first archive sync of an archive reaches.
-    pub mam_first_sync: Duration,
-    /// How many events a subscriber may fall behind before it is told it missed some (and should
-    /// reload from the store). Bounds the event stream's memory.
-    pub event_buffer: usize,
-    /// The most the server may send without completing an element (a stanza or nonza), in bytes.
-    /// More ends the stream (an error event; the client reconnects with backoff) instead of
-    /// buffering without bound.
-    pub max_stanza_bytes: usize,
-}
-
-/// Default of [`ClientConfig::max_stanza_bytes`]: 4 MiB, room for a large roster or vCard.
-pub const MAX_STANZA_BYTES: usize = 4 << 20;
-
-impl Default for ClientConfig {
-    fn default() -> Self {
-        ClientConfig {
-            sm: SmConfig::default(),
-            reconnect_min: Duration::from_millis(500),
-            reconnect_max: Duration::from_secs(60),
-            keepalive: Duration::from_secs(20),
-            dead_after: Duration::from_secs(10),
-            outbox_poll: Duration::from_millis(200),
-            mam_first_sync: Duration::from_secs(7 * 24 * 3600),
-            event_buffer: EVENT_BUFFER,
-            max_stanza_bytes: MAX_STANZA_BYTES,
-        }
-    }
-}
-
-/// State shared by the API handle and the connection driver.
-pub(crate) struct Shared {
-    pub store: Mutex<Store>,
-    /// Signalled when a group commit ends (see [`Shared::store`]).
-    pub group_done: Condvar,
-    pub account: Account,
-    pub config: ClientConfig,
-    pub events: broadcast::Sender<Event>,
-    /// Woken when the outbox gains messages.
-    pub outbox: Notify,
-    /// Woken to skip the reconnect delay (the network changed).
-    pub wake: Notify,
-    /// Exit once nothing is pending (`run --until-idle`).
-    pub exit_when_idle: AtomicBool,
-    /// The app is in the background (CSI inactive wanted).
-    pub inactive: AtomicBool,
-    /// The last connection event, for front ends that subscribe late.
-    pub connection: Mutex<Option<Event>>,
-    /// The password when the front end keeps it outside the database (an OS keyring).
-    pub password: Mutex<Option<String>>,
-    pub shutdown: watch::Sender<bool>,
-    /// The store's integrity check, run in the background from [`Client::open`].
-    pub integrity: Arc<Integrity>,
-}
-
-/// The outcome of the background integrity check ([`Store::verify_file`]) that
-/// [`Client::open`] starts. Reads do not wait for it; every write and every session does, so
-/// nothing is written to, and nothing is acked into, a damaged file.
-pub(crate) struct Integrity {
-    path: PathBuf,
-    /// `None` while the check runs; then `Ok`, or SQLite's report.
-    outcome: Mutex<Option<std::result::Result<(), String>>>,
-    done: Condvar,
-}
-
-impl Integrity {
-    /// Starts the check on a thread of its own.
-    fn start(path: PathBuf) -> Arc<Integrity> {
-        let gate = Arc::new(Integrity {
-            path,
-            outcome: Mutex::new(None),
-            done: Condvar::new(),
-        });
-        let worker = gate.clone();
-        let spawned = std::thread::Builder::new()
-            .name("tether-integrity".into())
-            .spawn(move || worker.check());
-        if let Err(e) = spawned {
-            // No thread to spare: check here, before the client is handed out.
-            tracing::warn!("no thread for the integrity check ({e}); checking before open returns");
-            gate.check();
-        }
-        gate
-    }
-
-    /// Runs the check and records its verdict (SQLite's report when it fails).
-    fn check(&self) {
-        let outcome = Store::verify_file(&self.path).map_err(|e| match e {
-            crate::store::StoreError::Corrupt { detail, .. } => detail,
-            other => format!("the integrity check could not run: {other}"),
-        });
-        if let Err(detail) = &outcome {
-            tracing::error!(path = %self.path.display(), %detail, "the store failed its integrity check");
-        }
-        *self.outcome.lock().unwrap_or_else(|p| p.into_inner()) = Some(outcome);
-        self.done.notify_all();
-    }
-
-    /// Blocks until the check is done; [`crate::store::StoreError::Corrupt`] if it failed.
-    pub fn wait(&self) -> Result<()> {
-        let mut outcome = self.outcome.lock().unwrap_or_else(|p| p.into_inner());
-        while outcome.is_none() {
-            outcome = self.done.wait(outcome).unwrap_or_else(|p| p.into_inner());
-        }
-        match outcome.as_ref() {
-            Some(Err(detail)) => Err(Error::Store(crate::store::StoreError::Corrupt {
-                path: self.path.clone(),
-                detail: detail.clone(),
-            })),
-            _ => Ok(()),
-        }
-    }
-}
-
-impl Shared {
-    /// Locks the store. A poisoned lock means a panic mid-transaction; SQLite rolled it back, so the
-    /// connection is still consistent and we keep using it.
-    ///
-    /// While the session has a group commit open (a burst of inbound stanzas in one transaction,
-    /// [`Store::begin_group`]), other threads wait here until it ends: a message the app sends
-    /// meanwhile must not join a transaction that may be rolled back, nor a reader see what is
-    /// not yet committed. The session's thread itself goes through (the group never yields to the
-    /// runtime, so it stays on one thread).
-    pub fn store(&self) -> MutexGuard<'_, Store> {
-        let mut guard = self.store.lock().unwrap_or_else(|p| p.into_inner());
-        while let Some(owner) = guard.group_owner() {
-            if owner == std::thread::current().id() {
-                break;
-            }
-            guard = self
-                .group_done
-                .wait(guard)
-                .unwrap_or_else(|p| p.into_inner());
-        }
-        guard
-    }
-
-    /// Commits the group commit this thread opened and lets other threads at the store again.
-    /// An error when nothing of it was stored: the commit failed, or SQLite had already rolled
-    /// it back (see [`Store::commit_group`]).
-    pub fn commit_group(&self) -> Result<()> {
-        let committed = self.store().commit_group();
-        self.group_done.notify_all();
-        match committed {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(Error::Store(crate::store::StoreError::Group(
-                "SQLite rolled the transaction back",
-            ))),
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    /// Rolls back the group commit this thread opened and lets other threads at the store again.
-    pub fn rollback_group(&self) {
-        self.store().rollback_group();
-        self.group_done.notify_all();
-    }
-
-    /// The password to log in with: the front end's, else the one in the database.
-    pub fn password(&self) -> Option<String> {
-        let held = self
-            .password
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        held.or_else(|| Some(self.account.password.clone()))
-            .filter(|p| !p.is_empty())
-    }
-
-    /// Publishes one event. Having no subscriber is normal (a headless send), so a send error is
-    /// not a failure: the store, not the event stream, is the record.
-    pub fn emit(&self, event: Event) {
-        tracing::debug!(?event, "event");
-        if matches!(event, Event::Connection(_)) {
-            *self.connection.lock().unwrap_or_else(|p| p.into_inner()) = Some(event.clone());
-        }
-        let _no_subscriber_is_fine = self.events.send(event);
-    }
-
-    /// Publishes the events of state changes.
-    pub fn emit_changes(&self, changes: &[StateChange]) {
-        for c in changes {
-            self.emit(Event::from_change(c));
-        }
-    }
-}
+use crate::shared::{Integrity, Shared};
+use crate::store::{Account, MessageFilter, MessageRow, NewAccount, Store, StoreOptions};
 
 /// A Tether client for one account database.
 #[derive(Clone)]
 pub struct Client {
     shared: Arc<Shared>,
 }
-
-/// Default capacity of the event channel ([`ClientConfig::event_buffer`]). Events are notifications; a subscriber that falls this far behind
-/// is told how many it missed (and the store still has every state).
-pub const EVENT_BUFFER: usize = 65_536;
 
 impl Client {
     /// The state shared with the session (tests of the store lock).
@@ -278,7 +70,6 @@ impl Client {
         Ok(Client {
             shared: Arc::new(Shared {
                 store: Mutex::new(store),
-                group_done: Condvar::new(),
                 account,
                 config,
                 events,

@@ -26,6 +26,9 @@ pub enum Error {
     /// A deadline the caller set passed.
     #[error("timed out: {0}")]
     Timeout(String),
+    /// Tether itself failed (a background thread panicked): a bug, never the user's doing.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 /// A result with [`Error`].
@@ -41,6 +44,7 @@ impl Error {
             Error::Store(_) => 5,
             Error::Tls(_) => 6,
             Error::Protocol(_) => 7,
+            Error::Internal(_) => 1,
         }
     }
 
@@ -54,6 +58,7 @@ impl Error {
             Error::Protocol(_) => "protocol",
             Error::Store(_) => "database",
             Error::Timeout(_) => "timeout",
+            Error::Internal(_) => "internal",
         }
     }
 

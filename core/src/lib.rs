@@ -16,10 +16,13 @@
 #[cfg(feature = "bench")]
 pub mod bench;
 pub mod client;
+pub mod config;
 pub mod connection;
 pub mod delivery;
+pub mod engine;
 pub mod error;
 pub mod events;
+mod shared;
 pub mod sm;
 pub mod store;
 

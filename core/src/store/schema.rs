@@ -138,6 +138,14 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX messages_out_origin
         ON messages (account_id, peer, origin_id) WHERE direction = 'out';
     "#,
+    // v5: the archive catch-up in progress survives a killed process (the session engine's
+    // `MamSync`, as JSON): a resumed stream re-delivers the results of the query it had running.
+    r#"
+    CREATE TABLE mam_sync (
+        account_id       INTEGER PRIMARY KEY REFERENCES accounts(id),
+        state            TEXT NOT NULL
+    );
+    "#,
 ];
 
 /// The schema version this build writes.

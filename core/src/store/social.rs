@@ -313,6 +313,33 @@ impl Store {
             .optional()?)
     }
 
+    /// The archive catch-up a previous run left unfinished (the session engine's JSON).
+    pub fn load_mam_sync(&self, account: i64) -> Result<Option<String>> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT state FROM mam_sync WHERE account_id = ?1")?
+            .query_row([account], |r| r.get(0))
+            .optional()?)
+    }
+
+    /// Records the archive catch-up in progress (`None`: none is).
+    pub fn save_mam_sync(&mut self, account: i64, state: Option<&str>) -> Result<()> {
+        match state {
+            Some(state) => self
+                .conn
+                .prepare_cached(
+                    "INSERT INTO mam_sync (account_id, state) VALUES (?1, ?2)
+                     ON CONFLICT(account_id) DO UPDATE SET state = excluded.state",
+                )?
+                .execute(params![account, state])?,
+            None => self
+                .conn
+                .prepare_cached("DELETE FROM mam_sync WHERE account_id = ?1")?
+                .execute([account])?,
+        };
+        Ok(())
+    }
+
     /// Records the last archive id synced from `archive`.
     pub fn set_mam_last_id(
         &mut self,

@@ -450,12 +450,10 @@ fn other_threads_wait_for_a_group_commit_and_their_writes_survive_its_rollback()
     client.verify().unwrap();
     let shared = client.shared();
     let acc = client.account().id;
-    shared.store().begin_group().unwrap();
-    // The group's own thread goes through the lock.
-    shared
-        .store()
-        .store_inbound(acc, &chat_in(1), None)
-        .unwrap();
+    // As the session engine does: the lock is held for the whole group.
+    let mut store = shared.store();
+    store.begin_group().unwrap();
+    store.store_inbound(acc, &chat_in(1), None).unwrap();
     let app = client.clone();
     let (done, sent) = mpsc::channel();
     let writer = std::thread::spawn(move || {
@@ -468,8 +466,9 @@ fn other_threads_wait_for_a_group_commit_and_their_writes_survive_its_rollback()
         "the app's send waits for the group to end"
     );
     // Rolled back, not committed (the group's message is absent below), and ended.
-    shared.rollback_group();
-    assert!(shared.store().group_owner().is_none());
+    store.rollback_group();
+    assert!(store.group_owner().is_none());
+    drop(store);
     sent.recv_timeout(Duration::from_secs(10))
         .expect("the send goes on once the group ended");
     writer.join().unwrap();

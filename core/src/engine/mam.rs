@@ -5,6 +5,8 @@
 
 use std::collections::VecDeque;
 
+use serde::{Deserialize, Serialize};
+
 use tokio_xmpp::jid::{BareJid, Jid};
 use tokio_xmpp::minidom::Element;
 use tokio_xmpp::parsers::{
@@ -17,29 +19,42 @@ use tokio_xmpp::parsers::{
 };
 
 use super::inbound::{parse, room_message};
-use super::session::{PendingIq, Session};
+use super::{new_id, Engine, PendingIq, IQ_TIMEOUT};
 use crate::delivery::Direction;
 use crate::error::Result;
 use crate::events::{Event, SocialEvent};
-use crate::store::InboundMessage;
+use crate::store::{InboundMessage, Store};
 
 /// Results per page.
 const PAGE: usize = 100;
 
-/// The catch-up in progress.
-#[derive(Debug, Default)]
+/// How often a page query that got no answer is asked again before the archive is skipped.
+const RETRIES: u8 = 2;
+
+/// The catch-up in progress. Persisted (in the same transaction as what moved it), so a process
+/// killed mid-catch-up continues where it was: a resumed stream re-delivers the results of the
+/// query it had running, and those are accepted under the persisted query id.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(super) struct MamSync {
     /// Archives still to query: "" is the account's own, else a room's bare JID.
     queue: VecDeque<String>,
     current: Option<Current>,
+    /// Changed since it was last committed.
+    #[serde(skip)]
+    dirty: bool,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct Current {
     archive: String,
     queryid: String,
+    /// The id of the page query's iq, whose answer moves the catch-up on.
+    iq_id: String,
     /// New messages stored from this archive so far.
     stored: u64,
+    /// Page queries that timed out on this archive.
+    #[serde(default)]
+    retries: u8,
 }
 
 impl MamSync {
@@ -47,43 +62,131 @@ impl MamSync {
     pub(super) fn busy(&self) -> bool {
         self.current.is_some() || !self.queue.is_empty()
     }
-}
 
-impl Session<'_> {
-    /// Starts the catch-up: our own archive, then the rooms'.
-    pub(super) async fn start_mam(&mut self, rooms: Vec<String>) -> Result<()> {
-        self.mam.queue = std::iter::once(String::new()).chain(rooms).collect();
-        self.next_archive().await
+    /// The catch-up a previous run left (none if it finished).
+    pub(super) fn load(store: &Store, account: i64) -> crate::store::Result<MamSync> {
+        let state = store.load_mam_sync(account)?;
+        Ok(
+            match state.as_deref().map(serde_json::from_str::<MamSync>) {
+                Some(Ok(m)) => m,
+                Some(Err(e)) => {
+                    // Only a damaged row: start over (a new session queries every archive again
+                    // from its last stored id, so nothing is skipped).
+                    tracing::warn!("unreadable archive catch-up state, starting over: {e}");
+                    MamSync::default()
+                }
+                None => MamSync::default(),
+            },
+        )
     }
 
-    async fn next_archive(&mut self) -> Result<()> {
+    /// Writes the state if it changed (inside the call's transaction).
+    pub(super) fn save_if_changed(
+        &self,
+        store: &mut Store,
+        account: i64,
+    ) -> crate::store::Result<()> {
+        if !self.dirty {
+            return Ok(());
+        }
+        let json = self
+            .busy()
+            .then(|| serde_json::to_string(self).expect("MamSync serializes"));
+        store.save_mam_sync(account, json.as_deref())
+    }
+
+    /// The call that changed it committed.
+    pub(super) fn committed(&mut self) {
+        self.dirty = false;
+    }
+}
+
+impl Engine {
+    /// Starts the catch-up: our own archive, then the rooms'.
+    pub(super) fn start_mam(&mut self, store: &mut Store, rooms: Vec<String>) -> Result<()> {
+        self.mam.queue = std::iter::once(String::new()).chain(rooms).collect();
+        self.mam.current = None;
+        self.mam.dirty = true;
+        self.next_archive(store)
+    }
+
+    /// A resumed stream: the catch-up the lost connection (or a killed process) had running goes
+    /// on. The server re-delivers what it had not seen acked of the running query; its answer is
+    /// awaited again (and the page asked again if none comes in time).
+    pub(super) fn continue_mam(&mut self, store: &mut Store) -> Result<()> {
+        match self.mam.current.as_ref() {
+            Some(current) => {
+                let (id, deadline) = (current.iq_id.clone(), self.now + IQ_TIMEOUT);
+                self.link_mut()
+                    .pending_iqs
+                    .insert(id, (PendingIq::Mam, deadline));
+                Ok(())
+            }
+            None if self.mam.busy() => self.next_archive(store),
+            None => Ok(()),
+        }
+    }
+
+    /// No answer to the page query in time: ask for the same page again (a query written just
+    /// before the link died is not re-sent by stream management), and skip the archive after
+    /// [`RETRIES`].
+    pub(super) fn on_mam_timeout(&mut self, store: &mut Store) -> Result<()> {
+        let Some(current) = self.mam.current.as_mut() else {
+            return Ok(());
+        };
+        let what = if current.archive.is_empty() {
+            self.own.to_string()
+        } else {
+            current.archive.clone()
+        };
+        if current.retries >= RETRIES {
+            self.emit(Event::error(
+                "mam",
+                format!("the archive of {what} did not answer; catch-up of it skipped"),
+            ));
+            return self.next_archive(store);
+        }
+        current.retries += 1;
+        self.mam.dirty = true;
+        tracing::info!(archive = what, "archive query timed out; asking again");
+        let last = store.mam_last_id(self.account, &current.archive.clone())?;
+        self.query_page(store, last.flatten())
+    }
+
+    fn next_archive(&mut self, store: &mut Store) -> Result<()> {
+        self.mam.dirty = true;
         let Some(archive) = self.mam.queue.pop_front() else {
             self.mam.current = None;
             return Ok(());
         };
-        let last = self.shared.store().mam_last_id(self.account, &archive)?;
+        let last = store.mam_last_id(self.account, &archive)?;
         self.mam.current = Some(Current {
             archive,
             queryid: String::new(),
+            iq_id: String::new(),
             stored: 0,
+            retries: 0,
         });
         match last {
-            Some(Some(id)) => self.query_page(Some(id)).await,
-            _ => self.query_page(None).await,
+            Some(Some(id)) => self.query_page(store, Some(id)),
+            _ => self.query_page(store, None),
         }
     }
 
     /// Asks for the page after `after`, or (first sync) the messages of the last few days.
-    async fn query_page(&mut self, after: Option<String>) -> Result<()> {
+    fn query_page(&mut self, store: &mut Store, after: Option<String>) -> Result<()> {
         let Some(current) = self.mam.current.as_mut() else {
             return Ok(());
         };
-        let queryid = format!("q-{}", uuid::Uuid::new_v4().simple());
+        let queryid = new_id("q");
+        let iq_id = new_id("mam");
         current.queryid = queryid.clone();
+        current.iq_id = iq_id.clone();
+        self.mam.dirty = true;
         let archive = current.archive.clone();
         let form = if after.is_none() {
-            let since = chrono::DateTime::<chrono::Utc>::from(std::time::SystemTime::now())
-                - chrono::Duration::from_std(self.shared.config.mam_first_sync)
+            let since = chrono::DateTime::<chrono::Utc>::from(self.link().wall)
+                - chrono::Duration::from_std(self.config.mam_first_sync)
                     .unwrap_or_else(|_| chrono::Duration::days(7));
             let start = since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
             Some(DataForm::new(
@@ -106,25 +209,31 @@ impl Session<'_> {
             }),
             flip_page: false,
         };
-        let mut iq = Iq::from_set(format!("mam-{}", uuid::Uuid::new_v4().simple()), query);
+        let mut iq = Iq::from_set(iq_id, query);
         if !archive.is_empty() {
             match archive.parse::<BareJid>() {
                 Ok(room) => iq = iq.with_to(Jid::from(room)),
                 Err(e) => {
                     tracing::warn!(archive, "bad room JID in the store: {e}");
-                    return Box::pin(self.next_archive()).await;
+                    return self.next_archive(store);
                 }
             }
         }
-        self.send_iq(iq, PendingIq::Mam).await
+        self.send_iq(iq, PendingIq::Mam);
+        Ok(())
     }
 
     /// A `<result/>` message. Forged ones (another sender, or a query id we did not send) are
     /// dropped and reported.
-    pub(super) fn on_mam_result(&mut self, from: Option<Jid>, result: Element) -> Result<()> {
+    pub(super) fn on_mam_result(
+        &mut self,
+        store: &mut Store,
+        from: Option<Jid>,
+        result: Element,
+    ) -> Result<()> {
         let own = self.own.clone();
         let Some(current) = self.mam.current.as_ref() else {
-            return self.forged_mam(from, "no archive query is running");
+            return self.forged_mam(store, from, "no archive query is running");
         };
         let expected: Option<BareJid> = if current.archive.is_empty() {
             None
@@ -132,7 +241,9 @@ impl Session<'_> {
             match current.archive.parse() {
                 Ok(room) => Some(room),
                 // Never fall back to "our own archive" for a room we cannot name.
-                Err(_) => return self.forged_mam(from, "the queried room's JID is unusable"),
+                Err(_) => {
+                    return self.forged_mam(store, from, "the queried room's JID is unusable")
+                }
             }
         };
         let sender_ok = match (&expected, &from) {
@@ -142,14 +253,14 @@ impl Session<'_> {
             (Some(_), None) => false,
         };
         if !sender_ok {
-            return self.forged_mam(from, "not from the queried archive");
+            return self.forged_mam(store, from, "not from the queried archive");
         }
         let result = match Result_::try_from(result) {
             Ok(r) => r,
-            Err(e) => return self.forged_mam(from, &format!("malformed result: {e}")),
+            Err(e) => return self.forged_mam(store, from, &format!("malformed result: {e}")),
         };
         if result.queryid.as_ref().map(|q| q.0.as_str()) != Some(current.queryid.as_str()) {
-            return self.forged_mam(from, "unknown query id");
+            return self.forged_mam(store, from, "unknown query id");
         }
         let archive_id = result.id;
         let delay = result
@@ -200,7 +311,7 @@ impl Session<'_> {
                     return self.count_inbound();
                 };
                 let nick = sender.resource().to_string();
-                let our_nick = self.shared.store().room_nick(self.account, room.as_str())?;
+                let our_nick = store.room_nick(self.account, room.as_str())?;
                 let p = parse(inner, &room);
                 let Some(body) = p.body else {
                     return self.count_inbound();
@@ -223,17 +334,20 @@ impl Session<'_> {
             }
         };
         let account = self.account;
-        let change = self.commit_counted(|store, snap| store.store_inbound(account, &msg, snap))?;
+        let change = self.commit_counted(store, |store, snap| {
+            store.store_inbound(account, &msg, snap)
+        })?;
         if let Some(c) = change {
             if let Some(current) = self.mam.current.as_mut() {
                 current.stored += 1;
+                self.mam.dirty = true;
             }
             self.emit_received(&c, &msg);
         }
         Ok(())
     }
 
-    fn forged_mam(&mut self, from: Option<Jid>, why: &str) -> Result<()> {
+    fn forged_mam(&mut self, _store: &mut Store, from: Option<Jid>, why: &str) -> Result<()> {
         tracing::warn!(?from, why, "archive result dropped");
         self.emit(Event::error(
             "security",
@@ -247,7 +361,7 @@ impl Session<'_> {
     }
 
     /// The answer to a page query: record where we are, then the next page or the next archive.
-    pub(super) async fn on_mam_answer(&mut self, iq: Iq) -> Result<()> {
+    pub(super) fn on_mam_answer(&mut self, store: &mut Store, iq: Iq) -> Result<()> {
         let Some(current) = self.mam.current.as_ref() else {
             return Ok(());
         };
@@ -259,11 +373,9 @@ impl Session<'_> {
             } => match Fin::try_from(payload) {
                 Ok(fin) => {
                     let last = fin.set.last.clone();
-                    self.shared
-                        .store()
-                        .set_mam_last_id(self.account, &archive, last.as_deref())?;
+                    store.set_mam_last_id(self.account, &archive, last.as_deref())?;
                     if !fin.complete && last.is_some() {
-                        return self.query_page(last).await;
+                        return self.query_page(store, last);
                     }
                     let stored = self.mam.current.as_ref().map_or(0, |c| c.stored);
                     self.emit(Event::Social(SocialEvent::MamSynced {
@@ -275,9 +387,7 @@ impl Session<'_> {
                         count: stored,
                     }));
                 }
-                Err(e) => self
-                    .shared
-                    .emit(Event::error("mam", format!("bad archive answer: {e}"))),
+                Err(e) => self.emit(Event::error("mam", format!("bad archive answer: {e}"))),
             },
             Iq::Error { error, .. } => {
                 use tokio_xmpp::parsers::stanza_error::DefinedCondition as C;
@@ -304,6 +414,6 @@ impl Session<'_> {
             }
             _ => {}
         }
-        self.next_archive().await
+        self.next_archive(store)
     }
 }

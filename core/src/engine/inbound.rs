@@ -23,7 +23,7 @@ use tokio_xmpp::parsers::{
     stanza_id::{OriginId, StanzaId},
 };
 
-use super::session::{PendingIq, Session};
+use super::{Engine, PendingIq};
 use tokio_xmpp::parsers::data_forms::{DataForm, DataFormType};
 
 /// XEP-0045 owner namespace (not in xmpp-parsers 0.23).
@@ -31,11 +31,11 @@ const MUC_OWNER: &str = "http://jabber.org/protocol/muc#owner";
 use crate::delivery::{Direction, State};
 use crate::error::Result;
 use crate::events::{Event, ReceivedEvent, SocialEvent};
-use crate::store::{Contact, InboundMessage, StateChange};
+use crate::store::{Contact, InboundMessage, StateChange, Store};
 
 /// What a message stanza says, besides its addressing.
 #[derive(Debug, Default)]
-pub(super) struct Parsed {
+pub(crate) struct Parsed {
     pub id: Option<String>,
     pub origin_id: Option<String>,
     /// A stanza-id stamped by the trusted entity (our server, or the room).
@@ -52,7 +52,7 @@ pub(super) struct Parsed {
 }
 
 /// Splits a message into what Tether uses. A stanza-id counts only when `trusted_by` stamped it.
-pub(super) fn parse(mut m: Message, trusted_by: &BareJid) -> Parsed {
+pub(crate) fn parse(mut m: Message, trusted_by: &BareJid) -> Parsed {
     let mut p = Parsed {
         id: m.id.take().map(|Id(id)| id),
         body: m
@@ -117,34 +117,34 @@ pub(super) enum Via {
     Carbon,
 }
 
-impl Session<'_> {
+impl Engine {
     /// A message stanza, of any kind. It never writes to the stream (receipts go through the control
     /// outbox), so it also serves while the stream is closing.
-    pub(super) fn on_message(&mut self, m: Message) -> Result<()> {
+    pub(super) fn on_message(&mut self, store: &mut Store, m: Message) -> Result<()> {
         if m.type_ == MessageType::Error {
-            return self.on_error_message(m);
+            return self.on_error_message(store, m);
         }
         let from = m.from.clone();
         let type_ = m.type_.clone();
         let own = self.own.clone();
         if type_ == MessageType::Groupchat {
-            return self.on_groupchat(m);
+            return self.on_groupchat(store, m);
         }
         let parsed = parse(m, &own);
         if parsed.carbon_sent.is_some() || parsed.carbon_received.is_some() {
-            return self.on_carbon(from, parsed);
+            return self.on_carbon(store, from, parsed);
         }
         if let Some(result) = parsed.mam_result {
-            return self.on_mam_result(from, result);
+            return self.on_mam_result(store, from, result);
         }
         let Some(from) = from else {
             // From our own server, with no sender: nothing to store.
             return self.count_inbound();
         };
-        self.on_chat(from, type_, parsed, Via::Live)
+        self.on_chat(store, from, type_, parsed, Via::Live)
     }
 
-    fn on_error_message(&mut self, m: Message) -> Result<()> {
+    fn on_error_message(&mut self, store: &mut Store, m: Message) -> Result<()> {
         let reason = m
             .payloads
             .iter()
@@ -153,7 +153,7 @@ impl Session<'_> {
             .map(|e| describe_error(&e))
             .unwrap_or_else(|| "the server returned an error".to_owned());
         let key = match &m.id {
-            Some(Id(id)) => self.shared.store().outgoing_key(self.account, id)?,
+            Some(Id(id)) => store.outgoing_key(self.account, id)?,
             None => None,
         };
         let moves: Vec<_> = key
@@ -161,16 +161,23 @@ impl Session<'_> {
             .map(|k| crate::store::Move::failed(k, reason.as_str()))
             .collect();
         let account = self.account;
-        let changes = self.commit_counted(|store, snap| store.apply(account, &moves, snap))?;
+        let changes =
+            self.commit_counted(store, |store, snap| store.apply(account, &moves, snap))?;
         self.emit_changes(&changes);
         Ok(())
     }
 
     /// A one-to-one chat message (live, or unwrapped from a received carbon).
-    fn on_chat(&mut self, from: Jid, type_: MessageType, p: Parsed, via: Via) -> Result<()> {
+    fn on_chat(
+        &mut self,
+        store: &mut Store,
+        from: Jid,
+        type_: MessageType,
+        p: Parsed,
+        via: Via,
+    ) -> Result<()> {
         let peer = from.to_bare().to_string();
         {
-            let mut store = self.shared.store();
             let mut changes = Vec::new();
             if let Some(id) = &p.receipt_for {
                 changes.extend(store.confirm(self.account, &peer, id, State::Delivered, None)?);
@@ -178,7 +185,6 @@ impl Session<'_> {
             if let Some(id) = &p.displayed {
                 changes.extend(store.confirm(self.account, &peer, id, State::Displayed, None)?);
             }
-            drop(store);
             self.emit_changes(&changes);
         }
         let chat_like = matches!(type_, MessageType::Chat | MessageType::Normal);
@@ -198,13 +204,14 @@ impl Session<'_> {
             body,
             server_ts: p.delay_ms,
         };
-        self.commit_message(&msg)
+        self.commit_message(store, &msg)
     }
 
     /// Stores a message learnt from the network with the inbound count, and announces it.
-    pub(super) fn commit_message(&mut self, msg: &InboundMessage) -> Result<()> {
+    pub(super) fn commit_message(&mut self, store: &mut Store, msg: &InboundMessage) -> Result<()> {
         let account = self.account;
-        let change = self.commit_counted(|store, snap| store.store_inbound(account, msg, snap))?;
+        let change =
+            self.commit_counted(store, |store, snap| store.store_inbound(account, msg, snap))?;
         match change {
             Some(c) => self.emit_received(&c, msg),
             None => tracing::debug!(peer = msg.peer, id = ?msg.id, "duplicate message dropped"),
@@ -226,7 +233,7 @@ impl Session<'_> {
     }
 
     /// XEP-0280: accepted only when the OUTER from is our own bare JID (CVE-2017-5589 and kin).
-    fn on_carbon(&mut self, from: Option<Jid>, p: Parsed) -> Result<()> {
+    fn on_carbon(&mut self, store: &mut Store, from: Option<Jid>, p: Parsed) -> Result<()> {
         let own = self.own.clone();
         if from.as_ref() != Some(&Jid::from(own.clone())) {
             tracing::warn!(?from, "forged carbon dropped");
@@ -245,7 +252,7 @@ impl Session<'_> {
                 return self.count_inbound();
             };
             let parsed = parse(inner, &own);
-            return self.on_chat(sender, type_, parsed, Via::Carbon);
+            return self.on_chat(store, sender, type_, parsed, Via::Carbon);
         }
         let inner = p.carbon_sent.expect("carbon_sent or carbon_received");
         let (Some(to), MessageType::Chat | MessageType::Normal) =
@@ -269,18 +276,18 @@ impl Session<'_> {
             body,
             server_ts: parsed.delay_ms,
         };
-        self.commit_message(&msg)
+        self.commit_message(store, &msg)
     }
 
     /// XEP-0045 group chat: our own echo becomes `reflected` (never a second row); others' messages
     /// are stored once.
-    fn on_groupchat(&mut self, m: Message) -> Result<()> {
+    fn on_groupchat(&mut self, store: &mut Store, m: Message) -> Result<()> {
         let Some(Ok(from)) = m.from.clone().map(Jid::try_into_full) else {
             return self.count_inbound();
         };
         let room = from.to_bare();
         let nick = from.resource().to_string();
-        let Some(our_nick) = self.shared.store().room_nick(self.account, room.as_str())? else {
+        let Some(our_nick) = store.room_nick(self.account, room.as_str())? else {
             tracing::debug!(%room, "group chat from a room we are not in; ignored");
             return self.count_inbound();
         };
@@ -291,13 +298,10 @@ impl Session<'_> {
         let ours = nick == our_nick;
         if ours {
             if let Some(key) = p.origin_id.as_ref().or(p.id.as_ref()) {
-                let mine = self
-                    .shared
-                    .store()
-                    .has_outgoing(self.account, room.as_str(), key)?;
+                let mine = store.has_outgoing(self.account, room.as_str(), key)?;
                 if mine {
                     let account = self.account;
-                    let change = self.commit_counted(|store, snap| {
+                    let change = self.commit_counted(store, |store, snap| {
                         store.reflect(account, room.as_str(), key, p.stanza_id.as_deref(), snap)
                     })?;
                     self.emit_changes(change.as_slice());
@@ -317,10 +321,10 @@ impl Session<'_> {
             body,
             p.delay_ms,
         );
-        self.commit_message(&msg)
+        self.commit_message(store, &msg)
     }
 
-    pub(super) fn on_presence(&mut self, p: Presence) -> Result<()> {
+    pub(super) fn on_presence(&mut self, store: &mut Store, p: Presence) -> Result<()> {
         let Some(from) = p.from.clone() else {
             return self.count_inbound();
         };
@@ -329,30 +333,23 @@ impl Session<'_> {
             presence::Type::Subscribe if bare != self.own => {
                 // Someone we asked ourselves (or already follow) asks back: that is the mutual
                 // subscription the user wanted, so accept without asking again.
-                let wanted = self
-                    .shared
-                    .store()
+                let wanted = store
                     .contact(self.account, bare.as_str())?
                     .is_some_and(|c| c.ask || c.subscription == "to" || c.subscription == "both");
                 if wanted {
-                    self.shared.store().enqueue_control(
+                    store.enqueue_control(
                         self.account,
                         crate::store::ControlKind::Presence,
                         bare.as_str(),
                         None,
                         Some("subscribed"),
                     )?;
-                    self.shared.outbox.notify_one();
                 } else {
-                    let new = self
-                        .shared
-                        .store()
-                        .add_subscription_request(self.account, bare.as_str())?;
+                    let new = store.add_subscription_request(self.account, bare.as_str())?;
                     if new {
-                        self.shared
-                            .emit(Event::Social(SocialEvent::SubscriptionRequest {
-                                from: bare.to_string(),
-                            }));
+                        self.emit(Event::Social(SocialEvent::SubscriptionRequest {
+                            from: bare.to_string(),
+                        }));
                     }
                 }
             }
@@ -381,20 +378,18 @@ impl Session<'_> {
                             id: format!("room-config-{}", uuid::Uuid::new_v4().simple()),
                             payload: query,
                         };
-                        self.pending_writes.push(Stanza::Iq(iq));
+                        self.write_untracked(Stanza::Iq(iq));
                     }
                     if muc.status.contains(&Status::SelfPresence) && available {
                         let nick = from.resource().map(|r| r.to_string()).unwrap_or_default();
-                        self.shared
-                            .store()
-                            .room_joined(self.account, bare.as_str())?;
+                        store.room_joined(self.account, bare.as_str())?;
                         self.emit(Event::Social(SocialEvent::RoomJoined {
                             room: bare.to_string(),
                             nick,
                         }));
                     }
                 } else if bare != self.own {
-                    self.shared.store().set_presence(
+                    store.set_presence(
                         self.account,
                         bare.as_str(),
                         if available {
@@ -423,10 +418,10 @@ impl Session<'_> {
                 ));
                 // A room refused our join: what waits for it cannot be sent; the user decides.
                 let room = bare.as_str();
-                if self.shared.store().room_nick(self.account, room)?.is_some() {
+                if store.room_nick(self.account, room)?.is_some() {
                     let why = format!("the room refused to let us in: {reason}");
                     let account = self.account;
-                    let changes = self.commit_counted(|store, snap| {
+                    let changes = self.commit_counted(store, |store, snap| {
                         store.room_refused(account, room, &why, snap)
                     })?;
                     self.emit_changes(&changes);
@@ -438,25 +433,27 @@ impl Session<'_> {
         self.count_inbound()
     }
 
-    pub(super) async fn on_iq(&mut self, iq: Iq) -> Result<()> {
-        self.count_inbound()?;
+    /// An iq, counted once it is handled (its answer, if any, is in the same call).
+    pub(super) fn on_iq(&mut self, store: &mut Store, iq: Iq) -> Result<()> {
+        self.handle_iq(store, iq)?;
+        self.count_inbound()
+    }
+
+    fn handle_iq(&mut self, store: &mut Store, iq: Iq) -> Result<()> {
         match iq {
-            Iq::Result { ref id, .. } | Iq::Error { ref id, .. } => {
-                match self.pending_iqs.remove(id) {
-                    Some(PendingIq::Roster) => self.on_roster_answer(iq),
-                    Some(PendingIq::Carbons) => {
-                        if let Iq::Error { error, .. } = iq {
-                            tracing::warn!(
-                                "the server refused carbons: {}",
-                                describe_error(&error)
-                            );
-                        }
-                        Ok(())
+            Iq::Result { ref id, .. } | Iq::Error { ref id, .. } => match self.take_pending(id) {
+                Some(PendingIq::Bind) => self.on_bound(store, iq),
+                Some(PendingIq::Ping) => Ok(()),
+                Some(PendingIq::Roster) => self.on_roster_answer(store, iq),
+                Some(PendingIq::Carbons) => {
+                    if let Iq::Error { error, .. } = iq {
+                        tracing::warn!("the server refused carbons: {}", describe_error(&error));
                     }
-                    Some(PendingIq::Mam) => self.on_mam_answer(iq).await,
-                    None => Ok(()),
+                    Ok(())
                 }
-            }
+                Some(PendingIq::Mam) => self.on_mam_answer(store, iq),
+                None => Ok(()),
+            },
             Iq::Set {
                 from, id, payload, ..
             } if payload.is("query", ns::ROSTER) => {
@@ -464,7 +461,7 @@ impl Session<'_> {
                 let legit = from.as_ref().is_none_or(|f| f.to_bare() == self.own);
                 let parsed = legit.then(|| Roster::try_from(payload));
                 let reply = if let Some(Ok(roster)) = parsed {
-                    self.apply_roster(roster, false)?;
+                    self.apply_roster(store, roster, false)?;
                     Iq::Result {
                         from: None,
                         to: from,
@@ -506,7 +503,8 @@ impl Session<'_> {
                         ),
                     }
                 };
-                self.write_untracked(Stanza::Iq(reply)).await
+                self.write_untracked(Stanza::Iq(reply));
+                Ok(())
             }
             Iq::Get {
                 from, id, payload, ..
@@ -517,7 +515,8 @@ impl Session<'_> {
                     id,
                     payload: None,
                 };
-                self.write_untracked(Stanza::Iq(reply)).await
+                self.write_untracked(Stanza::Iq(reply));
+                Ok(())
             }
             Iq::Get { from, id, .. } | Iq::Set { from, id, .. } => {
                 let reply = Iq::Error {
@@ -532,21 +531,21 @@ impl Session<'_> {
                         "not supported by this client",
                     ),
                 };
-                self.write_untracked(Stanza::Iq(reply)).await
+                self.write_untracked(Stanza::Iq(reply));
+                Ok(())
             }
         }
     }
 
-    fn on_roster_answer(&mut self, iq: Iq) -> Result<()> {
+    fn on_roster_answer(&mut self, store: &mut Store, iq: Iq) -> Result<()> {
         match iq {
             Iq::Result {
                 payload: Some(payload),
                 ..
             } => match Roster::try_from(payload) {
-                Ok(roster) => self.apply_roster(roster, true),
+                Ok(roster) => self.apply_roster(store, roster, true),
                 Err(e) => {
-                    self.shared
-                        .emit(Event::error("protocol", format!("bad roster: {e}")));
+                    self.emit(Event::error("protocol", format!("bad roster: {e}")));
                     Ok(())
                 }
             },
@@ -563,7 +562,7 @@ impl Session<'_> {
         }
     }
 
-    fn apply_roster(&mut self, roster: Roster, replace: bool) -> Result<()> {
+    fn apply_roster(&mut self, store: &mut Store, roster: Roster, replace: bool) -> Result<()> {
         let items: Vec<Contact> = roster
             .items
             .iter()
@@ -575,9 +574,7 @@ impl Session<'_> {
                 presence: "unavailable".into(),
             })
             .collect();
-        self.shared
-            .store()
-            .update_roster(self.account, &items, roster.ver.as_deref(), replace)?;
+        store.update_roster(self.account, &items, roster.ver.as_deref(), replace)?;
         for c in items {
             self.emit(Event::Social(SocialEvent::Roster {
                 jid: c.jid,

@@ -1,0 +1,55 @@
+//! The client's configuration: defined once here, and used as is by every front end (the CLI,
+//! the desktop app and the mobile bindings take their defaults from [`ClientConfig::default`]).
+
+use std::time::Duration;
+
+use crate::sm::SmConfig;
+
+/// How the client connects and reconnects.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// Stream-management tunables.
+    pub sm: SmConfig,
+    /// First reconnect delay; doubles per failure (with jitter) up to `reconnect_max`.
+    pub reconnect_min: Duration,
+    /// Longest reconnect delay.
+    pub reconnect_max: Duration,
+    /// Silence after which we ask the server for an ack (`<r/>`) to check the link.
+    pub keepalive: Duration,
+    /// Time the server has to answer that before the link counts as dead.
+    pub dead_after: Duration,
+    /// How often to look for messages committed by another process.
+    pub outbox_poll: Duration,
+    /// How far back the first archive sync of an archive reaches.
+    pub mam_first_sync: Duration,
+    /// How many events a subscriber may fall behind before it is told it missed some (and should
+    /// reload from the store). Bounds the event stream's memory.
+    pub event_buffer: usize,
+    /// The most the server may send without completing an element (a stanza or nonza), in bytes.
+    /// More ends the stream (an error event; the client reconnects with backoff) instead of
+    /// buffering without bound.
+    pub max_stanza_bytes: usize,
+}
+
+/// Default of [`ClientConfig::max_stanza_bytes`]: 4 MiB, room for a large roster or vCard.
+pub const MAX_STANZA_BYTES: usize = 4 << 20;
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            sm: SmConfig::default(),
+            reconnect_min: Duration::from_millis(500),
+            reconnect_max: Duration::from_secs(60),
+            keepalive: Duration::from_secs(20),
+            dead_after: Duration::from_secs(10),
+            outbox_poll: Duration::from_millis(200),
+            mam_first_sync: Duration::from_secs(7 * 24 * 3600),
+            event_buffer: EVENT_BUFFER,
+            max_stanza_bytes: MAX_STANZA_BYTES,
+        }
+    }
+}
+
+/// Default capacity of the event channel ([`ClientConfig::event_buffer`]). Events are notifications; a subscriber that falls this far behind
+/// is told how many it missed (and the store still has every state).
+pub const EVENT_BUFFER: usize = 65_536;

@@ -1,0 +1,1 @@
+//! A simulated server for the in-memory session tests.
