@@ -358,7 +358,7 @@ impl Engine {
         for (_, deadline) in link.pending_iqs.values() {
             at(*deadline);
         }
-        at(self.keepalive_deadline(link));
+        at(self.liveness_deadline(link));
         next
     }
 
@@ -717,6 +717,16 @@ impl Engine {
         self.link
             .as_ref()
             .is_some_and(|l| matches!(l.phase, Phase::Stopping(_) | Phase::Closing(_)))
+    }
+
+    /// When the link's silence next matters: the probe is due (live, none unanswered), or the
+    /// link counts as dead.
+    fn liveness_deadline(&self, link: &Link) -> Instant {
+        if link.phase == Phase::Live && link.probe_sent.is_none() {
+            self.keepalive_deadline(link)
+        } else {
+            self.dead_deadline(link)
+        }
     }
 
     fn keepalive_deadline(&self, link: &Link) -> Instant {

@@ -314,6 +314,12 @@ impl Store {
         }
     }
 
+    /// Runs SQL on the connection: the engine tests' fault injection (triggers).
+    #[cfg(test)]
+    pub(crate) fn execute_batch_for_tests(&self, sql: &str) -> Result<()> {
+        Ok(self.conn.execute_batch(sql)?)
+    }
+
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
