@@ -299,12 +299,15 @@ fn a_group_commit_that_fails_mid_burst_keeps_nothing_and_answers_nothing() {
         };
         pair.server
             .send_chat("bob@localhost/phone", &format!("b{i}"), &body);
+        if i == 2 {
+            // The server asks for an ack mid-burst: the answer (covering b0..b2) must not go
+            // out, since the call that counted them is rolled back.
+            pair.server
+                .push_raw(Incoming::Element(XmppStreamElement::SM(
+                    tokio_xmpp::parsers::sm::Nonza::Req(tokio_xmpp::parsers::sm::R),
+                )));
+        }
     }
-    // The server asks for an ack at the end of its burst: never answered for this burst.
-    pair.server
-        .push_raw(Incoming::Element(XmppStreamElement::SM(
-            tokio_xmpp::parsers::sm::Nonza::Req(tokio_xmpp::parsers::sm::R),
-        )));
     let burst: Vec<Incoming> = pair.server.take_to_client();
     let r = pair
         .engine
