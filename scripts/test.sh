@@ -12,6 +12,8 @@ ensure_packages
 bash tests/install-ejabberd.sh
 use_build_cache
 
+# The core's modules import each other in one direction only (ARCHITECTURE.md, "Layers").
+python3 scripts/check-layers.py
 build_ui
 (cd ui && npm test)
 cargo build --locked -p tether-core --bin tether

@@ -3,8 +3,6 @@
 //! ([`crate::engine::Engine`]); this module only moves bytes, keeps time and reconnects.
 
 mod backoff;
-#[cfg(any(fuzzing, test))]
-pub mod fuzzing;
 pub(crate) mod login;
 pub(crate) mod session;
 

@@ -23,6 +23,8 @@
 //! - nothing is written to the stream before the row it carries is committed, with its seq;
 //! - no `<a/>` (and no `<resume/>`) ever covers an inbound stanza the store does not hold.
 
+#[cfg(any(fuzzing, test))]
+pub mod fuzzing;
 mod inbound;
 mod mam;
 mod stanzas;

@@ -5,8 +5,8 @@
 
 use rusqlite::{params, Connection};
 
-use super::{now_ms, save_sm, Result, Store};
-use crate::sm::{Seq, SmSnapshot};
+use super::{now_ms, Result, Store};
+use crate::sm::Seq;
 
 /// What a control row sends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -195,23 +195,5 @@ impl Store {
             .query_map([account], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<rusqlite::Result<_>>()?;
         Ok(rows)
-    }
-
-    /// Message moves and control moves with the SM snapshot, in one transaction.
-    pub fn apply_all(
-        &mut self,
-        account: i64,
-        moves: &[super::Move],
-        control: &[ControlMove],
-        snap: Option<&SmSnapshot>,
-    ) -> Result<Vec<super::StateChange>> {
-        let tx = super::Tx::begin(&mut self.conn)?;
-        let changes = super::messages::apply_moves(&tx, moves)?;
-        apply_moves(&tx, control)?;
-        if let Some(snap) = snap {
-            save_sm(&tx, account, snap)?;
-        }
-        tx.commit()?;
-        Ok(changes)
     }
 }

@@ -382,6 +382,24 @@ impl Store {
         Ok(snap.unwrap_or_default())
     }
 
+    /// Message moves and control moves with the SM snapshot, in one transaction.
+    pub fn apply_all(
+        &mut self,
+        account: i64,
+        moves: &[Move],
+        control: &[ControlMove],
+        snap: Option<&SmSnapshot>,
+    ) -> Result<Vec<StateChange>> {
+        let tx = Tx::begin(&mut self.conn)?;
+        let changes = messages::apply_moves(&tx, moves)?;
+        control::apply_moves(&tx, control)?;
+        if let Some(snap) = snap {
+            save_sm(&tx, account, snap)?;
+        }
+        tx.commit()?;
+        Ok(changes)
+    }
+
     /// Writes the SM state. Public for the rare change that moves no message (a presence written,
     /// a new stream enabled); every other change writes it inside its own transaction.
     pub fn save_sm(&mut self, account: i64, snap: &SmSnapshot) -> Result<()> {

@@ -14,14 +14,14 @@ pub fn inbound_stanza(xml: &str) {
         return;
     };
     let own: BareJid = "alice@localhost".parse().expect("a valid JID");
-    let p = crate::engine::parse(m, &own);
+    let p = super::parse(m, &own);
     let inner = [p.carbon_sent, p.carbon_received].into_iter().flatten();
     let archived = p
         .mam_result
         .and_then(|r| mam::Result_::try_from(r).ok())
         .map(|r| r.forwarded.message);
     for m in inner.chain(archived) {
-        let _ = crate::engine::parse(m, &own);
+        let _ = super::parse(m, &own);
     }
 }
 
