@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Checks that the modules of tether-core import each other without cycles.
+"""Checks that the modules of tether-core import each other without cycles, and that its
+unix-only calls are behind `#[cfg(unix)]` (the core builds for Windows and macOS by construction).
 
 Reads every .rs file under core/src (tests and the simulated server excepted: they may reach
 anywhere), takes the `crate::a::b` and `super::x` paths outside comments and strings, and
@@ -56,6 +57,28 @@ def cycles(graph):
     return found
 
 
+UNIX_ONLY = re.compile(r"std::os::unix|tokio::signal::unix|\blibc::")
+
+
+def unix_only_outside_cfg():
+    """Lines of the core (tests included) that use a unix-only API without a `#[cfg(unix)]` on
+    the item or block around it (within the eight lines above, the item's own attribute)."""
+    found = []
+    for dirpath, _, files in os.walk(ROOT):
+        for f in files:
+            if not f.endswith(".rs"):
+                continue
+            path = os.path.join(dirpath, f)
+            lines = open(path, encoding="utf-8").read().splitlines()
+            for i, line in enumerate(lines):
+                code = line.split("//", 1)[0]
+                if UNIX_ONLY.search(code):
+                    above = lines[max(0, i - 8):i]
+                    if not any("cfg(unix)" in a for a in above):
+                        found.append(f"{os.path.relpath(path, ROOT)}:{i + 1}")
+    return found
+
+
 def main():
     top_graph, sibling_graphs = {}, {}
     for dirpath, _, files in os.walk(ROOT):
@@ -75,11 +98,14 @@ def main():
                 for m in re.findall(r"\bsuper::([a-z_]+)", code):
                     if m in siblings and m not in ("mod", name):
                         sibling_graphs.setdefault(folder, {}).setdefault(name, set()).add(m)
+    unguarded = unix_only_outside_cfg()
+    for where in unguarded:
+        print(f"unix-only code outside #[cfg(unix)]: {where}", file=sys.stderr)
     bad = [("crate", c) for c in cycles(top_graph)]
     for folder, g in sorted(sibling_graphs.items()):
         bad += [(folder, c) for c in cycles(g)]
     edges = sum(len(v) for v in top_graph.values())
-    if bad:
+    if bad or unguarded:
         for where, c in bad:
             print(f"import cycle in {where}: {' -> '.join(c)}", file=sys.stderr)
         sys.exit(1)

@@ -50,6 +50,12 @@ pub enum TetherError {
         /// What was waited for.
         reason: String,
     },
+    /// Tether itself failed (a background thread panicked): a bug, never the app's doing.
+    #[error("{reason}")]
+    Internal {
+        /// What failed.
+        reason: String,
+    },
     /// The client was closed; open a new one.
     #[error("{reason}")]
     Closed {
@@ -70,6 +76,7 @@ impl From<tether_core::Error> for TetherError {
             E::Protocol(_) => TetherError::Protocol { reason },
             E::Store(_) => TetherError::Database { reason },
             E::Timeout(_) => TetherError::Timeout { reason },
+            E::Internal(_) => TetherError::Internal { reason },
         }
     }
 }
@@ -389,15 +396,59 @@ pub struct ClientOptions {
     pub event_buffer: u32,
 }
 
+/// The core's defaults (`tether_core::contract::Defaults`). uniffi needs the foreign languages'
+/// defaults as literals in the attributes above; a test checks they are these.
 impl Default for ClientOptions {
     fn default() -> Self {
+        let d = tether_core::contract::Defaults::default();
         ClientOptions {
-            reconnect_min_ms: 500,
-            reconnect_max_ms: 60_000,
-            keepalive_secs: 20,
-            dead_after_secs: 10,
-            event_buffer: 65_536,
+            reconnect_min_ms: d.reconnect_min_ms,
+            reconnect_max_ms: d.reconnect_max_ms,
+            keepalive_secs: d.keepalive_secs,
+            dead_after_secs: d.dead_after_secs,
+            event_buffer: tether_core::config::EVENT_BUFFER as u32,
         }
+    }
+}
+
+#[cfg(test)]
+mod defaults_tests {
+    /// The literal defaults the foreign languages get (`#[uniffi(default = N)]` on each field of
+    /// `ClientOptions`) are the core's: read from this file's source, compared with `Default`.
+    #[test]
+    fn the_foreign_defaults_are_the_cores() {
+        let src = include_str!("types.rs");
+        let start = src.find("pub struct ClientOptions").expect("ClientOptions");
+        let body = &src[start..src[start..].find("\n}").map(|e| start + e).unwrap()];
+        let mut literal = None;
+        let mut seen = 0;
+        let d = super::ClientOptions::default();
+        for line in body.lines().map(str::trim) {
+            if let Some(v) = line.strip_prefix("#[uniffi(default = ") {
+                literal = Some(
+                    v.trim_end_matches(")]")
+                        .replace('_', "")
+                        .parse::<u64>()
+                        .unwrap(),
+                );
+            } else if let Some(field) = line
+                .strip_prefix("pub ")
+                .filter(|f| !f.starts_with("struct"))
+            {
+                let name = field.split(':').next().unwrap();
+                let want = match name {
+                    "reconnect_min_ms" => d.reconnect_min_ms,
+                    "reconnect_max_ms" => d.reconnect_max_ms,
+                    "keepalive_secs" => d.keepalive_secs,
+                    "dead_after_secs" => d.dead_after_secs,
+                    "event_buffer" => d.event_buffer as u64,
+                    other => panic!("a new option {other}: add it here"),
+                };
+                assert_eq!(literal.take(), Some(want), "the uniffi default of {name}");
+                seen += 1;
+            }
+        }
+        assert_eq!(seen, 5);
     }
 }
 

@@ -7,10 +7,11 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
+use ts_rs::TS;
 
 /// Where a message stands. Outgoing messages use every state but `Received`; incoming ones are
 /// `Received` (and `Displayed` once the user has read them, in a later issue).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord, TS)]
 #[serde(rename_all = "lowercase")]
 pub enum State {
     /// Committed, not yet written to a stream (offline, connecting, or held by flow control).
@@ -161,7 +162,7 @@ impl FromStr for State {
 }
 
 /// Direction of a message relative to the account.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, TS)]
 #[serde(rename_all = "lowercase")]
 pub enum Direction {
     /// Sent by this account.

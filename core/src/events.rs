@@ -2,13 +2,14 @@
 //! as one JSON line; Tauri and the FFI forward them).
 
 use serde::Serialize;
+use ts_rs::TS;
 
 use crate::delivery::State;
 use crate::store::StateChange;
 
 /// One event. Serialized with an `event` field naming it, StanzaJS style:
 /// `{"event":"message:acked","id":"...","peer":"bob@localhost","state":"acked"}`.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, PartialEq, TS)]
 #[serde(untagged)]
 pub enum Event {
     /// An outgoing message changed state (`message:sent` at send(), `message:written`,
@@ -27,7 +28,7 @@ pub enum Event {
 }
 
 /// Events about people and rooms rather than single messages.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, PartialEq, TS)]
 #[serde(tag = "event")]
 pub enum SocialEvent {
     /// A contact's resource came or went.
@@ -66,6 +67,7 @@ pub enum SocialEvent {
         /// The archive (own bare JID or a room).
         archive: String,
         /// New messages stored.
+        #[ts(type = "number")]
         count: u64,
     },
     /// The server was told our client state (XEP-0352).
@@ -77,7 +79,7 @@ pub enum SocialEvent {
 }
 
 /// An outgoing message's state change.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, PartialEq, TS)]
 pub struct MessageEvent {
     /// The event name, e.g. `message:acked` (see [`State::event_name`]).
     pub event: &'static str,
@@ -89,11 +91,12 @@ pub struct MessageEvent {
     pub state: State,
     /// Why, for `message:failed`.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
     pub error: Option<String>,
 }
 
 /// A new message learnt from the network: incoming, or ours from another device.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, PartialEq, TS)]
 pub struct ReceivedEvent {
     /// Always `message:received`.
     pub event: &'static str,
@@ -107,14 +110,16 @@ pub struct ReceivedEvent {
     pub direction: crate::delivery::Direction,
     /// For group chat: the room.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
     pub room: Option<String>,
     /// For group chat: the sender's nick.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
     pub nick: Option<String>,
 }
 
 /// Connection states.
-#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq, TS)]
 #[serde(rename_all = "lowercase")]
 pub enum ConnState {
     /// Connecting, authenticating, resuming or binding.
@@ -126,7 +131,7 @@ pub enum ConnState {
 }
 
 /// A connection state change.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, PartialEq, TS)]
 pub struct ConnectionEvent {
     /// Always `connection`.
     pub event: &'static str,
@@ -134,17 +139,20 @@ pub struct ConnectionEvent {
     pub state: ConnState,
     /// For `online`: whether the previous stream was resumed (nothing was lost in between).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
     pub resumed: Option<bool>,
     /// For `offline`: why.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
     pub reason: Option<String>,
     /// For `offline`: when the next attempt starts, if one will.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[ts(optional, type = "number")]
     pub retry_in_ms: Option<u64>,
 }
 
 /// An error worth showing.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, PartialEq, TS)]
 pub struct ErrorEvent {
     /// Always `error`.
     pub event: &'static str,

@@ -18,6 +18,7 @@ pub mod bench;
 pub mod client;
 pub mod config;
 pub mod connection;
+pub mod contract;
 pub mod delivery;
 pub mod engine;
 pub mod error;

@@ -25,6 +25,16 @@ fn err(e: impl std::fmt::Display) -> String {
     e.to_string()
 }
 
+/// Runs a call that touches the store or the keyring on a blocking thread: off the window's main
+/// thread (a synchronous command runs there) and off the async runtime's workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> CmdResult<T> + Send + 'static,
+) -> CmdResult<T> {
+    tauri::async_runtime::spawn_blocking(f)
+        .await
+        .map_err(|e| format!("internal error: {e}"))?
+}
+
 impl App {
     fn client(&self) -> CmdResult<Client> {
         self.client
@@ -94,7 +104,8 @@ fn account(state: State<'_, App>) -> CmdResult<Option<AccountInfo>> {
 /// (`allow_database`) into the owner-only database. Without consent the error starts with
 /// `NO_KEYRING` and the UI asks.
 #[tauri::command]
-fn sign_in(
+#[allow(clippy::too_many_arguments)]
+async fn sign_in(
     app: AppHandle,
     state: State<'_, App>,
     jid: String,
@@ -103,29 +114,37 @@ fn sign_in(
     ca_file: Option<String>,
     allow_database: Option<bool>,
 ) -> CmdResult<AccountInfo> {
+    if state.client.lock().map_err(err)?.is_some() {
+        return Err("already signed in".into());
+    }
+    let db = state.db.clone();
+    let client = blocking(move || {
+        let blank = |s: Option<String>| s.filter(|v| !v.trim().is_empty());
+        let stored = secrets::store(&jid, &password, allow_database.unwrap_or(false))?;
+        Client::add_account(
+            &db,
+            &NewAccount {
+                jid,
+                password: match stored {
+                    secrets::Stored::Keyring => String::new(),
+                    secrets::Stored::Database => password.clone(),
+                },
+                server: blank(server),
+                ca_file: blank(ca_file),
+                insecure_plaintext: false,
+            },
+        )
+        .map_err(err)?;
+        let client = Client::open(&db, ClientConfig::default()).map_err(err)?;
+        if stored == secrets::Stored::Keyring {
+            client.set_password(password);
+        }
+        Ok(client)
+    })
+    .await?;
     let mut slot = state.client.lock().map_err(err)?;
     if slot.is_some() {
         return Err("already signed in".into());
-    }
-    let blank = |s: Option<String>| s.filter(|v| !v.trim().is_empty());
-    let stored = secrets::store(&jid, &password, allow_database.unwrap_or(false))?;
-    Client::add_account(
-        &state.db,
-        &NewAccount {
-            jid,
-            password: match stored {
-                secrets::Stored::Keyring => String::new(),
-                secrets::Stored::Database => password.clone(),
-            },
-            server: blank(server),
-            ca_file: blank(ca_file),
-            insecure_plaintext: false,
-        },
-    )
-    .map_err(err)?;
-    let client = Client::open(&state.db, ClientConfig::default()).map_err(err)?;
-    if stored == secrets::Stored::Keyring {
-        client.set_password(password);
     }
     let info = AccountInfo {
         jid: client.account().jid.clone(),
@@ -142,70 +161,74 @@ fn connection(state: State<'_, App>) -> CmdResult<Option<tether_core::Event>> {
 }
 
 #[tauri::command]
-fn conversations(state: State<'_, App>) -> CmdResult<Vec<Conversation>> {
-    state.client()?.conversations().map_err(err)
+async fn conversations(state: State<'_, App>) -> CmdResult<Vec<Conversation>> {
+    let c = state.client()?;
+    blocking(move || c.conversations().map_err(err)).await
 }
 
 #[tauri::command]
-fn page(
+async fn page(
     state: State<'_, App>,
     peer: String,
     before: Option<i64>,
     limit: usize,
 ) -> CmdResult<Vec<MessageRow>> {
-    state.client()?.page(&peer, before, limit).map_err(err)
+    let c = state.client()?;
+    blocking(move || c.page(&peer, before, limit).map_err(err)).await
 }
 
 #[tauri::command]
-fn send(state: State<'_, App>, to: String, body: String) -> CmdResult<String> {
-    state.client()?.send(&to, &body).map_err(err)
+async fn send(state: State<'_, App>, to: String, body: String) -> CmdResult<String> {
+    let c = state.client()?;
+    blocking(move || c.send(&to, &body).map_err(err)).await
 }
 
 #[tauri::command]
-fn resend(state: State<'_, App>, ids: Vec<String>) -> CmdResult<()> {
-    state.client()?.resend(&ids).map_err(err)
+async fn resend(state: State<'_, App>, ids: Vec<String>) -> CmdResult<()> {
+    let c = state.client()?;
+    blocking(move || c.resend(&ids).map_err(err)).await
 }
 
 #[tauri::command]
-fn discard(state: State<'_, App>, ids: Vec<String>) -> CmdResult<()> {
-    state.client()?.discard(&ids).map_err(err)
+async fn discard(state: State<'_, App>, ids: Vec<String>) -> CmdResult<()> {
+    let c = state.client()?;
+    blocking(move || c.discard(&ids).map_err(err)).await
 }
 
 #[tauri::command]
-fn mark_read(state: State<'_, App>, peer: String) -> CmdResult<()> {
-    state
-        .client()?
-        .mark_read(&peer, None)
-        .map(drop)
-        .map_err(err)
+async fn mark_read(state: State<'_, App>, peer: String) -> CmdResult<()> {
+    let c = state.client()?;
+    blocking(move || c.mark_read(&peer, None).map(drop).map_err(err)).await
 }
 
 #[tauri::command]
-fn join_room(state: State<'_, App>, room: String, nick: String) -> CmdResult<()> {
-    state.client()?.join_room(&room, &nick).map_err(err)
+async fn join_room(state: State<'_, App>, room: String, nick: String) -> CmdResult<()> {
+    let c = state.client()?;
+    blocking(move || c.join_room(&room, &nick).map_err(err)).await
 }
 
 #[tauri::command]
-fn rooms(state: State<'_, App>) -> CmdResult<Vec<Room>> {
-    state.client()?.rooms().map_err(err)
+async fn rooms(state: State<'_, App>) -> CmdResult<Vec<Room>> {
+    let c = state.client()?;
+    blocking(move || c.rooms().map_err(err)).await
 }
 
 #[tauri::command]
-fn contacts(state: State<'_, App>) -> CmdResult<Vec<Contact>> {
-    state.client()?.contacts().map_err(err)
+async fn contacts(state: State<'_, App>) -> CmdResult<Vec<Contact>> {
+    let c = state.client()?;
+    blocking(move || c.contacts().map_err(err)).await
 }
 
 #[tauri::command]
-fn subscription_requests(state: State<'_, App>) -> CmdResult<Vec<String>> {
-    state.client()?.subscription_requests().map_err(err)
+async fn subscription_requests(state: State<'_, App>) -> CmdResult<Vec<String>> {
+    let c = state.client()?;
+    blocking(move || c.subscription_requests().map_err(err)).await
 }
 
 #[tauri::command]
-fn answer_subscription(state: State<'_, App>, jid: String, accept: bool) -> CmdResult<()> {
-    state
-        .client()?
-        .answer_subscription_request(&jid, accept)
-        .map_err(err)
+async fn answer_subscription(state: State<'_, App>, jid: String, accept: bool) -> CmdResult<()> {
+    let c = state.client()?;
+    blocking(move || c.answer_subscription_request(&jid, accept).map_err(err)).await
 }
 
 #[tauri::command]

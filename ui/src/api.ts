@@ -3,45 +3,11 @@
 
 import { invoke } from "@tauri-apps/api/core";
 import { listen, type UnlistenFn } from "@tauri-apps/api/event";
-import type { DeliveryState } from "./states";
+import type { Contact, Conversation, Event, MessageRow, Room } from "./generated/contract";
 
-export interface Message {
-  seq: number;
-  id: string;
-  peer: string;
-  direction: "in" | "out";
-  body: string;
-  state: DeliveryState;
-  error: string | null;
-  created_at: number;
-  kind: "chat" | "groupchat";
-  other_device: boolean;
-  from_nick: string | null;
-}
-
-export interface Conversation {
-  peer: string;
-  kind: "chat" | "groupchat";
-  last_body: string;
-  last_at: number;
-  last_outgoing: boolean;
-  unread: number;
-  failed: number;
-}
-
-export interface Contact {
-  jid: string;
-  name: string | null;
-  subscription: string;
-  ask: boolean;
-  presence: string;
-}
-
-export interface Room {
-  jid: string;
-  nick: string;
-  joined: boolean;
-}
+// The rows and events are the core's own types, generated from Rust (core/src/contract.rs).
+export type { Contact, Conversation, Room } from "./generated/contract";
+export type Message = MessageRow;
 
 export interface AccountInfo {
   jid: string;
@@ -49,7 +15,7 @@ export interface AccountInfo {
 }
 
 /** A core event, as the CLI prints it. */
-export type CoreEvent = { event: string } & Record<string, unknown>;
+export type CoreEvent = Event;
 
 export const api = {
   account: () => invoke<AccountInfo | null>("account"),
@@ -72,6 +38,9 @@ export const api = {
   retryNow: () => invoke<void>("retry_now"),
   onEvent: (f: (e: CoreEvent) => void): Promise<UnlistenFn> =>
     listen<CoreEvent>("tether://event", (e) => f(e.payload)),
+  /** The window fell behind the core's events: what it shows must be reloaded from the store. */
+  onLagged: (f: (missed: number) => void): Promise<UnlistenFn> =>
+    listen<number>("tether://lagged", (e) => f(e.payload)),
   onFatal: (f: (message: string) => void): Promise<UnlistenFn> =>
     listen<string>("tether://fatal", (e) => f(e.payload)),
 };

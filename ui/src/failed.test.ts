@@ -3,8 +3,10 @@ import { age, bannerText, failedIn, resendConfirmation } from "./failed";
 import type { Message } from "./api";
 
 const msg = (over: Partial<Message>): Message => ({
-  seq: 1, id: "a", peer: "bob@localhost", direction: "out", body: "hi", state: "failed",
-  error: null, created_at: 0, kind: "chat", other_device: false, from_nick: null, ...over,
+  seq: 1, id: "a", origin_id: null, stanza_id: null, peer: "bob@localhost", direction: "out",
+  body: "hi", state: "failed", error: null, attempts: 1, created_at: 0, updated_at: 0,
+  sent_at: null, acked_at: null, server_ts: null, kind: "chat", other_device: false,
+  from_nick: null, ...over,
 });
 
 describe("failed messages", () => {

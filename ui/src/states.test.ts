@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { look, OUTGOING_STATES } from "./states";
+import { look, OUTGOING_STATES, movesForward } from "./states";
 
 describe("delivery state icons", () => {
   it("every outgoing state has an icon, a label and a tooltip", () => {
@@ -17,5 +17,15 @@ describe("delivery state icons", () => {
     expect(look("failed").tone).toBe("problem");
     expect(look("hibernated").tone).toBe("pending");
     expect(new Set(OUTGOING_STATES.map((s) => look(s).label)).size).toBe(OUTGOING_STATES.length);
+  });
+});
+
+describe("events only move a message forward", () => {
+  it("follows the core's moves", () => {
+    expect(movesForward("sent", "acked")).toBe(true);
+    expect(movesForward("delivered", "acked")).toBe(false);
+    expect(movesForward("displayed", "delivered")).toBe(false);
+    expect(movesForward("acked", "acked")).toBe(false);
+    expect(movesForward("failed", "queued")).toBe(true);
   });
 });

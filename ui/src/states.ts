@@ -1,18 +1,16 @@
 // How each delivery state looks. The states and their meaning come from the core; this file only
 // decides the icon, label and tooltip, so a user always knows who has the message.
 
-export type DeliveryState =
-  | "queued"
-  | "sent"
-  | "hibernated"
-  | "retrying"
-  | "acked"
-  | "reflected"
-  | "delivered"
-  | "displayed"
-  | "failed"
-  | "discarded"
-  | "received";
+import { MOVES, type State } from "./generated/contract";
+
+/** A delivery state, as the core defines it. */
+export type DeliveryState = State;
+
+/** Whether an event moving a message from `from` to `to` moves it forward (the core's rule:
+ * a late or duplicated event never moves a message back). */
+export function movesForward(from: DeliveryState, to: DeliveryState): boolean {
+  return from !== to && MOVES[from].includes(to);
+}
 
 export interface StateLook {
   /** A short glyph shown under the message. */

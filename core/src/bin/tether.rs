@@ -6,6 +6,7 @@ use std::io::BufRead;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
+use tether_core::contract::Defaults;
 
 use clap::{Args, Parser, Subcommand};
 use tether_core::events::Event;
@@ -168,22 +169,22 @@ struct RunArgs {
     #[arg(long)]
     timeout: Option<u64>,
     /// First reconnect delay in milliseconds (doubles per failure, with jitter).
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = Defaults::default().reconnect_min_ms)]
     reconnect_min_ms: u64,
     /// Longest reconnect delay in milliseconds.
-    #[arg(long, default_value_t = 60_000)]
+    #[arg(long, default_value_t = Defaults::default().reconnect_max_ms)]
     reconnect_max_ms: u64,
     /// Seconds of silence after which the link is probed.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = Defaults::default().keepalive_secs)]
     keepalive_secs: u64,
     /// Seconds a probe may go unanswered before the link counts as dead.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = Defaults::default().dead_after_secs)]
     dead_after_secs: u64,
     /// How many days back the first archive sync reaches.
-    #[arg(long, default_value_t = 7)]
+    #[arg(long, default_value_t = Defaults::default().mam_first_sync_days)]
     mam_first_sync_days: u64,
     /// The most the server may send without completing a stanza, in KiB.
-    #[arg(long, default_value_t = (tether_core::client::MAX_STANZA_BYTES / 1024) as u64)]
+    #[arg(long, default_value_t = Defaults::default().max_stanza_kib)]
     max_stanza_kib: u64,
 }
 
@@ -229,6 +230,35 @@ fn parse_direction(s: &str) -> Result<Direction, String> {
         "in" => Ok(Direction::In),
         "out" => Ok(Direction::Out),
         _ => Err(format!("{s:?} is not a direction (in, out)")),
+    }
+}
+
+/// Waits for SIGTERM or Ctrl-C (Unix), or Ctrl-C and the console's close (other platforms).
+async fn wait_for_stop_signal() {
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(e) => {
+                eprintln!("tether: cannot watch SIGTERM ({e}); Ctrl-C still stops");
+                if let Err(e) = tokio::signal::ctrl_c().await {
+                    eprintln!("tether: cannot watch Ctrl-C either: {e}");
+                    std::future::pending::<()>().await;
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            eprintln!("tether: cannot watch Ctrl-C: {e}");
+            std::future::pending::<()>().await;
+        }
     }
 }
 
@@ -612,19 +642,7 @@ fn run(db: &std::path::Path, r: RunArgs) -> Result<(), Error> {
         {
             let c = client.clone();
             tokio::spawn(async move {
-                let mut term = match tokio::signal::unix::signal(
-                    tokio::signal::unix::SignalKind::terminate(),
-                ) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        eprintln!("tether: cannot watch SIGTERM: {e}");
-                        return;
-                    }
-                };
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
+                wait_for_stop_signal().await;
                 c.shutdown();
             });
         }

@@ -3,15 +3,17 @@
 
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
+use ts_rs::TS;
 
 use super::{now_ms, save_sm, Result, Store, StoreError};
 use crate::delivery::{Direction, State};
 use crate::sm::{Seq, SmSnapshot};
 
 /// A message as the CLI prints it and front ends show it.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, PartialEq, Eq, TS)]
 pub struct MessageRow {
     /// Local order (for paging: ask for rows before this one).
+    #[ts(type = "number")]
     pub seq: i64,
     /// The stanza id (kept across resends).
     pub id: String,
@@ -30,16 +32,22 @@ pub struct MessageRow {
     /// Why it failed, if it did.
     pub error: Option<String>,
     /// Times written to a stream.
+    #[ts(type = "number")]
     pub attempts: i64,
     /// Committed locally (ms since epoch).
+    #[ts(type = "number")]
     pub created_at: i64,
     /// Last state change (ms).
+    #[ts(type = "number")]
     pub updated_at: i64,
     /// Last written to a stream (ms).
+    #[ts(type = "number | null")]
     pub sent_at: Option<i64>,
     /// Acked by the server (ms).
+    #[ts(type = "number | null")]
     pub acked_at: Option<i64>,
     /// The sender's or server's timestamp, for inbound messages (ms).
+    #[ts(type = "number | null")]
     pub server_ts: Option<i64>,
     /// `chat` or `groupchat`.
     pub kind: String,
@@ -50,7 +58,7 @@ pub struct MessageRow {
 }
 
 /// One conversation in the list.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, PartialEq, Eq, TS)]
 pub struct Conversation {
     /// The contact or room.
     pub peer: String,
@@ -59,12 +67,15 @@ pub struct Conversation {
     /// The newest message's text.
     pub last_body: String,
     /// When it was committed (ms).
+    #[ts(type = "number")]
     pub last_at: i64,
     /// Whether the newest message is ours.
     pub last_outgoing: bool,
     /// Incoming messages not yet read.
+    #[ts(type = "number")]
     pub unread: i64,
     /// Failed messages waiting for the user.
+    #[ts(type = "number")]
     pub failed: i64,
 }
 

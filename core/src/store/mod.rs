@@ -474,12 +474,20 @@ impl std::ops::Deref for Tx<'_> {
     }
 }
 
+/// Creates the database file readable and writable by its owner only: mode 0600 on Unix. On other
+/// platforms (Windows) a new file inherits its folder's access list, which for the app's data
+/// folder (under the user's profile) is the user, the administrators and SYSTEM: the file is
+/// created there without a mode of its own, and the front end keeps the password in the OS
+/// keyring (the desktop app does on every platform).
 fn create_private_file(path: &Path) -> Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options
         .open(path)
         .map(|_| ())
         .map_err(|source| StoreError::Io {

@@ -2,13 +2,14 @@
 
 use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
+use ts_rs::TS;
 
 use super::control::{enqueue, ControlKind};
 use super::{now_ms, save_sm, Move, Result, StateChange, Store};
 use crate::sm::SmSnapshot;
 
 /// A group-chat room this account wants to be in.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, PartialEq, Eq, TS)]
 pub struct Room {
     /// The room's bare JID.
     pub jid: String,
@@ -19,7 +20,7 @@ pub struct Room {
 }
 
 /// A roster entry.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, PartialEq, Eq, TS)]
 pub struct Contact {
     /// Bare JID.
     pub jid: String,

@@ -1,5 +1,6 @@
 use super::*;
 use crate::delivery::State;
+#[cfg(unix)]
 use std::os::unix::fs::PermissionsExt;
 
 fn new_store(dir: &tempfile::TempDir) -> (Store, i64) {
@@ -22,11 +23,14 @@ fn new_database_is_owner_only_and_reopens() {
     let (mut store, acc) = new_store(&dir);
     store.enqueue(acc, "bob@localhost", "hi").unwrap();
     drop(store);
-    let mode = std::fs::metadata(dir.path().join("t.db"))
-        .unwrap()
-        .permissions()
-        .mode();
-    assert_eq!(mode & 0o777, 0o600);
+    #[cfg(unix)]
+    {
+        let mode = std::fs::metadata(dir.path().join("t.db"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
     let store = Store::open(dir.path().join("t.db"), &StoreOptions::default()).unwrap();
     assert_eq!(store.pending_count(acc).unwrap(), 1);
 }

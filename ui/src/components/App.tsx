@@ -9,7 +9,8 @@ import {
   type Room,
 } from "../api";
 import { bannerText, failedIn, resendConfirmation, type Confirmation } from "../failed";
-import { look } from "../states";
+import { look, movesForward } from "../states";
+import type { ConnectionEvent, MessageEvent, ReceivedEvent } from "../generated/contract";
 import { MessageList } from "./MessageList";
 
 const PAGE = 50;
@@ -171,18 +172,20 @@ function Main({ account, fatal }: { account: AccountInfo; fatal: string | null }
   useEffect(() => {
     refreshList();
     const tick = setInterval(() => setNow(Date.now()), 1000);
-    const onConnection = (e: CoreEvent) =>
+    const onConnection = (e: ConnectionEvent) =>
       setConn({
-        state: e.state as Connection["state"],
-        resumed: e.resumed as boolean | undefined,
-        reason: e.reason as string | undefined,
+        state: e.state,
+        resumed: e.resumed,
+        reason: e.reason,
         retryAt: typeof e.retry_in_ms === "number" ? Date.now() + e.retry_in_ms : undefined,
       });
     // Events before this window subscribed are gone; the core remembers the connection state.
-    api.connection().then((e) => e && onConnection(e), console.error);
+    const reloadConnection = () =>
+      api.connection().then((e) => e && onConnection(e as ConnectionEvent), console.error);
+    void reloadConnection();
     const un = api.onEvent((e: CoreEvent) => {
       if (e.event === "connection") {
-        onConnection(e);
+        onConnection(e as ConnectionEvent);
         return;
       }
       if (["roster", "presence", "subscription:request", "room:joined"].includes(e.event)) {
@@ -192,27 +195,41 @@ function Main({ account, fatal }: { account: AccountInfo; fatal: string | null }
       if (e.event.startsWith("message:")) {
         const current = peerRef.current;
         if (e.event === "message:received") {
-          notify(String(e.from), String(e.body));
-          if (current && (e.from === current || e.room === current)) {
+          const r = e as ReceivedEvent;
+          notify(r.from, r.body);
+          if (current && (r.from === current || r.room === current)) {
             void reload(current);
             // Read while the conversation is open in front of the user: tell the sender.
             if (document.hasFocus()) report(api.markRead(current));
           }
         } else {
+          const m = e as MessageEvent;
+          // Only forward: a late event (a receipt that overtook the ack, then the ack) never
+          // moves a message back (the core's rule, generated into the contract).
           setMessages((ms) =>
-            ms.map((m) =>
-              m.id === e.id
-                ? { ...m, state: e.state as Message["state"], error: (e.error as string) ?? null }
-                : m,
+            ms.map((row) =>
+              row.id === m.id && movesForward(row.state, m.state)
+                ? { ...row, state: m.state, error: m.error ?? null }
+                : row,
             ),
           );
         }
         refreshList();
       }
     });
+    // The window fell behind the core's events (some were dropped): everything it shows is
+    // reloaded from the store, which has every state.
+    const unLagged = api.onLagged(() => {
+      refreshList();
+      refreshPeople();
+      void reloadConnection();
+      const current = peerRef.current;
+      if (current) void reload(current);
+    });
     return () => {
       clearInterval(tick);
       void un.then((f) => f());
+      void unLagged.then((f) => f());
     };
   }, [refreshList, refreshPeople, reload]);
 

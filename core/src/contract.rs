@@ -1,0 +1,143 @@
+//! The contract between the core and its front ends, defined once here and generated for them:
+//! the rows and events the desktop UI receives (TypeScript types generated with ts-rs), the legal
+//! moves of a delivery state (so a front end never shows a state going backwards), and the
+//! configuration defaults that the CLI and the mobile bindings take as theirs.
+//!
+//! `ui/src/generated/contract.ts` is this module's [`typescript`]; the test
+//! `the_typescript_contract_is_current` fails when the file is stale (CI runs it), and
+//! `TETHER_WRITE_CONTRACT=1 cargo test -p tether-core contract` writes it anew.
+
+use serde::Serialize;
+use ts_rs::TS;
+
+use crate::config::ClientConfig;
+use crate::delivery::{Direction, State};
+use crate::events::{
+    ConnState, ConnectionEvent, ErrorEvent, Event, MessageEvent, ReceivedEvent, SocialEvent,
+};
+use crate::store::{Contact, Conversation, MessageRow, Room};
+
+/// The configuration defaults every front end starts from (whole units, as their options take
+/// them): the one place they are written.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, TS)]
+pub struct Defaults {
+    /// First reconnect delay.
+    #[ts(type = "number")]
+    pub reconnect_min_ms: u64,
+    /// Longest reconnect delay.
+    #[ts(type = "number")]
+    pub reconnect_max_ms: u64,
+    /// Silence before the keepalive probe.
+    #[ts(type = "number")]
+    pub keepalive_secs: u64,
+    /// Time the probe has before the link counts as dead.
+    #[ts(type = "number")]
+    pub dead_after_secs: u64,
+    /// How often another process's commits are looked for.
+    #[ts(type = "number")]
+    pub outbox_poll_ms: u64,
+    /// How far back the first archive sync reaches.
+    #[ts(type = "number")]
+    pub mam_first_sync_days: u64,
+    /// The most the server may send without completing an element.
+    #[ts(type = "number")]
+    pub max_stanza_kib: u64,
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        let c = ClientConfig::default();
+        Defaults {
+            reconnect_min_ms: c.reconnect_min.as_millis() as u64,
+            reconnect_max_ms: c.reconnect_max.as_millis() as u64,
+            keepalive_secs: c.keepalive.as_secs(),
+            dead_after_secs: c.dead_after.as_secs(),
+            outbox_poll_ms: c.outbox_poll.as_millis() as u64,
+            mam_first_sync_days: c.mam_first_sync.as_secs() / (24 * 3600),
+            max_stanza_kib: (c.max_stanza_bytes / 1024) as u64,
+        }
+    }
+}
+
+/// The TypeScript file the desktop UI imports (`ui/src/generated/contract.ts`).
+pub fn typescript() -> String {
+    let mut out = String::from(
+        "// Generated from tether-core (core/src/contract.rs) by ts-rs: do not edit.\n\
+         // Regenerate: TETHER_WRITE_CONTRACT=1 cargo test -p tether-core contract\n\n",
+    );
+    // JSON numbers, not bigint: the core's counts and times fit in 2^53.
+    let cfg = ts_rs::Config::new().with_large_int("number");
+    let decls = [
+        State::decl(&cfg),
+        Direction::decl(&cfg),
+        MessageRow::decl(&cfg),
+        Conversation::decl(&cfg),
+        Contact::decl(&cfg),
+        Room::decl(&cfg),
+        ConnState::decl(&cfg),
+        MessageEvent::decl(&cfg),
+        ReceivedEvent::decl(&cfg),
+        ConnectionEvent::decl(&cfg),
+        ErrorEvent::decl(&cfg),
+        SocialEvent::decl(&cfg),
+        Event::decl(&cfg),
+        Defaults::decl(&cfg),
+    ];
+    for d in decls {
+        out.push_str("export ");
+        out.push_str(&d);
+        out.push_str("\n\n");
+    }
+    // The legal moves of a delivery state (`State::can_move_to`), so a front end applies an event
+    // only when it moves a message forward.
+    out.push_str("/** The states each state may move to (the core's `State::can_move_to`). */\n");
+    out.push_str("export const MOVES: Record<State, readonly State[]> = {\n");
+    for from in State::ALL {
+        let to: Vec<String> = State::ALL
+            .into_iter()
+            .filter(|t| from.can_move_to(*t))
+            .map(|t| format!("\"{}\"", t.as_str()))
+            .collect();
+        out.push_str(&format!("  {}: [{}],\n", from.as_str(), to.join(", ")));
+    }
+    out.push_str("};\n\n");
+    out.push_str("/** The configuration defaults. */\n");
+    out.push_str(&format!(
+        "export const DEFAULTS: Defaults = {};\n",
+        serde_json::to_string_pretty(&Defaults::default()).expect("defaults serialize")
+    ));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_typescript_contract_is_current() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../ui/src/generated/contract.ts");
+        let want = typescript();
+        if std::env::var_os("TETHER_WRITE_CONTRACT").is_some() {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, &want).unwrap();
+        }
+        let have = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            have == want,
+            "{} is stale: run TETHER_WRITE_CONTRACT=1 cargo test -p tether-core contract",
+            path.display()
+        );
+    }
+
+    #[test]
+    fn defaults_are_the_client_config_defaults() {
+        let d = Defaults::default();
+        assert_eq!(d.keepalive_secs, 20);
+        assert_eq!(d.dead_after_secs, 10);
+        assert_eq!(
+            std::time::Duration::from_millis(d.reconnect_min_ms),
+            ClientConfig::default().reconnect_min
+        );
+    }
+}

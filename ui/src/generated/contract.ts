@@ -1,0 +1,336 @@
+// Generated from tether-core (core/src/contract.rs) by ts-rs: do not edit.
+// Regenerate: TETHER_WRITE_CONTRACT=1 cargo test -p tether-core contract
+
+export type State = "queued" | "sent" | "hibernated" | "retrying" | "acked" | "reflected" | "delivered" | "displayed" | "failed" | "discarded" | "received";
+
+export type Direction = "out" | "in";
+
+export type MessageRow = { 
+/**
+ * Local order (for paging: ask for rows before this one).
+ */
+seq: number, 
+/**
+ * The stanza id (kept across resends).
+ */
+id: string, 
+/**
+ * XEP-0359 origin-id.
+ */
+origin_id: string | null, 
+/**
+ * XEP-0359 stanza-id stamped by our server.
+ */
+stanza_id: string | null, 
+/**
+ * Bare JID of the other side.
+ */
+peer: string, 
+/**
+ * `out` or `in`.
+ */
+direction: Direction, 
+/**
+ * The text.
+ */
+body: string, 
+/**
+ * Delivery state.
+ */
+state: State, 
+/**
+ * Why it failed, if it did.
+ */
+error: string | null, 
+/**
+ * Times written to a stream.
+ */
+attempts: number, 
+/**
+ * Committed locally (ms since epoch).
+ */
+created_at: number, 
+/**
+ * Last state change (ms).
+ */
+updated_at: number, 
+/**
+ * Last written to a stream (ms).
+ */
+sent_at: number | null, 
+/**
+ * Acked by the server (ms).
+ */
+acked_at: number | null, 
+/**
+ * The sender's or server's timestamp, for inbound messages (ms).
+ */
+server_ts: number | null, 
+/**
+ * `chat` or `groupchat`.
+ */
+kind: string, 
+/**
+ * Sent by another device of this account (learnt from a carbon or the archive).
+ */
+other_device: boolean, 
+/**
+ * For group chat: the sender's nickname in the room.
+ */
+from_nick: string | null, };
+
+export type Conversation = { 
+/**
+ * The contact or room.
+ */
+peer: string, 
+/**
+ * `chat` or `groupchat`.
+ */
+kind: string, 
+/**
+ * The newest message's text.
+ */
+last_body: string, 
+/**
+ * When it was committed (ms).
+ */
+last_at: number, 
+/**
+ * Whether the newest message is ours.
+ */
+last_outgoing: boolean, 
+/**
+ * Incoming messages not yet read.
+ */
+unread: number, 
+/**
+ * Failed messages waiting for the user.
+ */
+failed: number, };
+
+export type Contact = { 
+/**
+ * Bare JID.
+ */
+jid: string, 
+/**
+ * Display name.
+ */
+name: string | null, 
+/**
+ * none, to, from, both.
+ */
+subscription: string, 
+/**
+ * A subscription request of ours is pending.
+ */
+ask: boolean, 
+/**
+ * Last presence seen: available or unavailable.
+ */
+presence: string, };
+
+export type Room = { 
+/**
+ * The room's bare JID.
+ */
+jid: string, 
+/**
+ * Our nickname.
+ */
+nick: string, 
+/**
+ * Whether the room confirmed our presence on the current session.
+ */
+joined: boolean, };
+
+export type ConnState = "connecting" | "online" | "offline";
+
+export type MessageEvent = { 
+/**
+ * The event name, e.g. `message:acked` (see [`State::event_name`]).
+ */
+event: string, 
+/**
+ * The message id.
+ */
+id: string, 
+/**
+ * The recipient's bare JID.
+ */
+peer: string, 
+/**
+ * The new state.
+ */
+state: State, 
+/**
+ * Why, for `message:failed`.
+ */
+error?: string, };
+
+export type ReceivedEvent = { 
+/**
+ * Always `message:received`.
+ */
+event: string, 
+/**
+ * The message id.
+ */
+id: string, 
+/**
+ * The other side's bare JID (the room, for group chat).
+ */
+from: string, 
+/**
+ * The text.
+ */
+body: string, 
+/**
+ * `in`, or `out` for our own message sent from another device.
+ */
+direction: Direction, 
+/**
+ * For group chat: the room.
+ */
+room?: string, 
+/**
+ * For group chat: the sender's nick.
+ */
+nick?: string, };
+
+export type ConnectionEvent = { 
+/**
+ * Always `connection`.
+ */
+event: string, 
+/**
+ * The new state.
+ */
+state: ConnState, 
+/**
+ * For `online`: whether the previous stream was resumed (nothing was lost in between).
+ */
+resumed?: boolean, 
+/**
+ * For `offline`: why.
+ */
+reason?: string, 
+/**
+ * For `offline`: when the next attempt starts, if one will.
+ */
+retry_in_ms?: number, };
+
+export type ErrorEvent = { 
+/**
+ * Always `error`.
+ */
+event: string, 
+/**
+ * A short class: `auth`, `tls`, `network`, `protocol`, `database`, `stanza`.
+ */
+kind: string, 
+/**
+ * What happened.
+ */
+message: string, };
+
+export type SocialEvent = { "event": "presence", 
+/**
+ * Full JID.
+ */
+from: string, 
+/**
+ * Available or not.
+ */
+available: boolean, } | { "event": "subscription:request", 
+/**
+ * Bare JID.
+ */
+from: string, } | { "event": "roster", 
+/**
+ * Bare JID.
+ */
+jid: string, 
+/**
+ * none, to, from, both, remove.
+ */
+subscription: string, } | { "event": "room:joined", 
+/**
+ * Room bare JID.
+ */
+room: string, 
+/**
+ * Our nick.
+ */
+nick: string, } | { "event": "mam:synced", 
+/**
+ * The archive (own bare JID or a room).
+ */
+archive: string, 
+/**
+ * New messages stored.
+ */
+count: number, } | { "event": "csi", 
+/**
+ * `inactive` or `active`.
+ */
+state: string, };
+
+export type Event = MessageEvent | ReceivedEvent | ConnectionEvent | ErrorEvent | SocialEvent;
+
+export type Defaults = { 
+/**
+ * First reconnect delay.
+ */
+reconnect_min_ms: number, 
+/**
+ * Longest reconnect delay.
+ */
+reconnect_max_ms: number, 
+/**
+ * Silence before the keepalive probe.
+ */
+keepalive_secs: number, 
+/**
+ * Time the probe has before the link counts as dead.
+ */
+dead_after_secs: number, 
+/**
+ * How often another process's commits are looked for.
+ */
+outbox_poll_ms: number, 
+/**
+ * How far back the first archive sync reaches.
+ */
+mam_first_sync_days: number, 
+/**
+ * The most the server may send without completing an element.
+ */
+max_stanza_kib: number, };
+
+/** The states each state may move to (the core's `State::can_move_to`). */
+export const MOVES: Record<State, readonly State[]> = {
+  queued: ["sent", "failed"],
+  sent: ["hibernated", "acked", "reflected", "delivered", "displayed", "failed"],
+  hibernated: ["retrying", "acked", "reflected", "delivered", "displayed", "failed"],
+  retrying: ["hibernated", "acked", "reflected", "delivered", "displayed", "failed"],
+  acked: ["reflected", "delivered", "displayed", "failed"],
+  reflected: ["delivered", "displayed"],
+  delivered: ["displayed"],
+  displayed: [],
+  failed: ["queued", "discarded"],
+  discarded: [],
+  received: ["displayed"],
+};
+
+/** The configuration defaults. */
+export const DEFAULTS: Defaults = {
+  "reconnect_min_ms": 500,
+  "reconnect_max_ms": 60000,
+  "keepalive_secs": 20,
+  "dead_after_secs": 10,
+  "outbox_poll_ms": 200,
+  "mam_first_sync_days": 7,
+  "max_stanza_kib": 4096
+};
