@@ -239,6 +239,35 @@ impl Prosody {
         self.dir().join("prosody.log")
     }
 
+    /// How long the log is now: mark it before a step, then ask
+    /// [`Self::resumption_bug_since`] about what the step logged.
+    pub fn log_mark(&self) -> u64 {
+        std::fs::metadata(self.log_path()).map_or(0, |m| m.len())
+    }
+
+    /// Whether Prosody 13.0.1's resumption bug (ARCHITECTURE.md, "Server and library bugs met")
+    /// struck the resumption made since `mark`: a `mod_smacks resuming existing session` line,
+    /// then, before any other resumption, `Received invalid XML` (the resumed connection's bytes
+    /// fed to the dead link's parser). A bug of another session, before the mark or after a later
+    /// resumption, does not count.
+    pub fn resumption_bug_since(&self, mark: u64) -> bool {
+        let log = std::fs::read(self.log_path()).unwrap_or_default();
+        let since = String::from_utf8_lossy(log.get(mark as usize..).unwrap_or_default());
+        let mut resuming = false;
+        for line in since.lines() {
+            if line.contains("mod_smacks resuming existing session") {
+                if resuming {
+                    // A later resumption: the bug must strike the one in question.
+                    return false;
+                }
+                resuming = true;
+            } else if resuming && line.contains("Received invalid XML") {
+                return true;
+            }
+        }
+        false
+    }
+
     /// The last `n` lines of Prosody's log (empty if there is no log yet).
     pub fn log_tail(&self, n: usize) -> String {
         tail_lines(&self.log_path(), n)
