@@ -596,7 +596,7 @@ impl From<Event> for TetherEvent {
                 retry_in_ms: c.retry_in_ms,
             },
             Event::Error(e) => TetherEvent::Error {
-                kind: e.kind.to_owned(),
+                kind: e.kind.as_str().to_owned(),
                 message: e.message,
             },
             Event::Social(s) => match s {

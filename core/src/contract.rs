@@ -13,7 +13,8 @@ use ts_rs::TS;
 use crate::config::ClientConfig;
 use crate::delivery::{Direction, State};
 use crate::events::{
-    ConnState, ConnectionEvent, ErrorEvent, Event, MessageEvent, ReceivedEvent, SocialEvent,
+    ConnState, ConnectionEvent, ErrorEvent, ErrorKind, Event, MessageEvent, ReceivedEvent,
+    SocialEvent,
 };
 use crate::store::{Contact, Conversation, MessageRow, Room};
 
@@ -59,6 +60,61 @@ impl Default for Defaults {
     }
 }
 
+/// Why a front end's command failed: what the window branches on (`kind`), and what it shows.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, TS)]
+pub struct CommandError {
+    /// What failed.
+    pub kind: CommandErrorKind,
+    /// For [`CommandErrorKind::Core`]: the core's kind of error.
+    pub core: Option<ErrorKind>,
+    /// What to tell the user (the core's messages say what to do).
+    pub message: String,
+}
+
+/// The kinds of [`CommandError`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, TS)]
+#[serde(rename_all = "snake_case")]
+pub enum CommandErrorKind {
+    /// No OS keyring, and the user has not agreed to keep the password in the owner-only
+    /// database: ask them.
+    NoKeyring,
+    /// The command needs an account: sign in first.
+    NotSignedIn,
+    /// An account is signed in already.
+    AlreadySignedIn,
+    /// The front end itself failed (a lock poisoned, a thread lost): a bug.
+    Internal,
+    /// The core refused or failed; see `core`.
+    Core,
+}
+
+impl CommandError {
+    /// A command error of `kind` that is not the core's.
+    pub fn new(kind: CommandErrorKind, message: impl Into<String>) -> CommandError {
+        CommandError {
+            kind,
+            core: None,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<crate::Error> for CommandError {
+    fn from(e: crate::Error) -> CommandError {
+        CommandError {
+            kind: CommandErrorKind::Core,
+            core: Some(e.kind()),
+            message: e.to_string(),
+        }
+    }
+}
+
+impl std::fmt::Display for CommandError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 /// The TypeScript file the desktop UI imports (`ui/src/generated/contract.ts`).
 pub fn typescript() -> String {
     let mut out = String::from(
@@ -78,10 +134,13 @@ pub fn typescript() -> String {
         MessageEvent::decl(&cfg),
         ReceivedEvent::decl(&cfg),
         ConnectionEvent::decl(&cfg),
+        ErrorKind::decl(&cfg),
         ErrorEvent::decl(&cfg),
         SocialEvent::decl(&cfg),
         Event::decl(&cfg),
         Defaults::decl(&cfg),
+        CommandErrorKind::decl(&cfg),
+        CommandError::decl(&cfg),
     ];
     for d in decls {
         out.push_str("export ");

@@ -1,5 +1,6 @@
 //! The client's error type, with the classes the CLI maps to exit codes.
 
+use crate::events::ErrorKind;
 use crate::store::StoreError;
 
 /// Why the client stopped or could not do what was asked.
@@ -48,17 +49,17 @@ impl Error {
         }
     }
 
-    /// A short class name for events and logs.
-    pub fn kind(&self) -> &'static str {
+    /// The kind of error, for events and front ends.
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::Usage(_) => "usage",
-            Error::Auth(_) => "auth",
-            Error::Tls(_) => "tls",
-            Error::Network(_) => "network",
-            Error::Protocol(_) => "protocol",
-            Error::Store(_) => "database",
-            Error::Timeout(_) => "timeout",
-            Error::Internal(_) => "internal",
+            Error::Usage(_) => ErrorKind::Usage,
+            Error::Auth(_) => ErrorKind::Auth,
+            Error::Tls(_) => ErrorKind::Tls,
+            Error::Network(_) => ErrorKind::Network,
+            Error::Protocol(_) => ErrorKind::Protocol,
+            Error::Store(_) => ErrorKind::Database,
+            Error::Timeout(_) => ErrorKind::Timeout,
+            Error::Internal(_) => ErrorKind::Internal,
         }
     }
 

@@ -130,6 +130,62 @@ pub enum ConnState {
     Offline,
 }
 
+/// The kind of an error event: the one list of them (the CLI prints it lowercase as `kind`; the
+/// desktop and the bindings show or branch on it). The first eight are also [`crate::Error`]'s
+/// kinds (its [`crate::Error::kind`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, TS)]
+#[serde(rename_all = "lowercase")]
+pub enum ErrorKind {
+    /// Bad arguments or configuration (a malformed JID, a missing CA file, ...).
+    Usage,
+    /// The server refused the credentials. Final: never retried.
+    Auth,
+    /// TLS failed or the certificate is not trusted. Final.
+    Tls,
+    /// The network failed; the client retries with backoff.
+    Network,
+    /// The server broke the protocol; the client reconnects.
+    Protocol,
+    /// The store failed (full, locked, damaged, not a Tether database).
+    Database,
+    /// A deadline the caller set passed.
+    Timeout,
+    /// Tether itself failed (a background thread panicked): a bug.
+    Internal,
+    /// A stanza could not be used: malformed, or an outbox row that cannot become a stanza.
+    Stanza,
+    /// A forgery was refused: a carbon, an archive result or a roster push from someone not
+    /// entitled to send it. Nothing of it was stored.
+    Security,
+    /// The archive catch-up failed or was skipped for an archive.
+    Mam,
+    /// The roster fetch failed.
+    Roster,
+    /// A presence error from a contact or a room.
+    Presence,
+}
+
+impl ErrorKind {
+    /// The lowercase name (as serialized).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Usage => "usage",
+            ErrorKind::Auth => "auth",
+            ErrorKind::Tls => "tls",
+            ErrorKind::Network => "network",
+            ErrorKind::Protocol => "protocol",
+            ErrorKind::Database => "database",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Internal => "internal",
+            ErrorKind::Stanza => "stanza",
+            ErrorKind::Security => "security",
+            ErrorKind::Mam => "mam",
+            ErrorKind::Roster => "roster",
+            ErrorKind::Presence => "presence",
+        }
+    }
+}
+
 /// A connection state change.
 #[derive(Clone, Debug, Serialize, PartialEq, TS)]
 pub struct ConnectionEvent {
@@ -156,8 +212,8 @@ pub struct ConnectionEvent {
 pub struct ErrorEvent {
     /// Always `error`.
     pub event: &'static str,
-    /// A short class: `auth`, `tls`, `network`, `protocol`, `database`, `stanza`.
-    pub kind: &'static str,
+    /// What kind of error (see [`ErrorKind`]).
+    pub kind: ErrorKind,
     /// What happened.
     pub message: String,
 }
@@ -209,7 +265,7 @@ impl Event {
     }
 
     /// An error event.
-    pub fn error(kind: &'static str, message: impl Into<String>) -> Event {
+    pub fn error(kind: ErrorKind, message: impl Into<String>) -> Event {
         Event::Error(ErrorEvent {
             event: "error",
             kind,

@@ -9,6 +9,7 @@ use std::sync::Mutex;
 
 use serde::Serialize;
 use tauri::{AppHandle, Emitter, Manager, State};
+use tether_core::contract::{CommandError, CommandErrorKind};
 use tether_core::store::{Contact, Conversation, MessageRow, NewAccount, Room};
 use tether_core::{Client, ClientConfig};
 
@@ -18,11 +19,17 @@ struct App {
     client: Mutex<Option<Client>>,
 }
 
-/// Errors cross to the UI as their message (the core's errors say what to do).
-type CmdResult<T> = Result<T, String>;
+/// Errors cross to the UI typed (`CommandError`, in the generated contract): a kind to branch on
+/// and the core's message, which says what to do.
+type CmdResult<T> = Result<T, CommandError>;
 
-fn err(e: impl std::fmt::Display) -> String {
-    e.to_string()
+fn err(e: tether_core::Error) -> CommandError {
+    e.into()
+}
+
+/// A failure of the shell itself (a poisoned lock, a lost thread).
+fn internal(e: impl std::fmt::Display) -> CommandError {
+    CommandError::new(CommandErrorKind::Internal, format!("internal error: {e}"))
 }
 
 /// Runs a call that touches the store or the keyring on a blocking thread: off the window's main
@@ -32,16 +39,21 @@ async fn blocking<T: Send + 'static>(
 ) -> CmdResult<T> {
     tauri::async_runtime::spawn_blocking(f)
         .await
-        .map_err(|e| format!("internal error: {e}"))?
+        .map_err(internal)?
 }
 
 impl App {
     fn client(&self) -> CmdResult<Client> {
         self.client
             .lock()
-            .map_err(err)?
+            .map_err(internal)?
             .clone()
-            .ok_or_else(|| "no account yet: sign in first".to_owned())
+            .ok_or_else(|| {
+                CommandError::new(
+                    CommandErrorKind::NotSignedIn,
+                    "no account yet: sign in first",
+                )
+            })
     }
 }
 
@@ -92,7 +104,7 @@ fn account(state: State<'_, App>) -> CmdResult<Option<AccountInfo>> {
     Ok(state
         .client
         .lock()
-        .map_err(err)?
+        .map_err(internal)?
         .as_ref()
         .map(|c| AccountInfo {
             jid: c.account().jid.clone(),
@@ -114,8 +126,11 @@ async fn sign_in(
     ca_file: Option<String>,
     allow_database: Option<bool>,
 ) -> CmdResult<AccountInfo> {
-    if state.client.lock().map_err(err)?.is_some() {
-        return Err("already signed in".into());
+    if state.client.lock().map_err(internal)?.is_some() {
+        return Err(CommandError::new(
+            CommandErrorKind::AlreadySignedIn,
+            "already signed in",
+        ));
     }
     let db = state.db.clone();
     let client = blocking(move || {
@@ -142,9 +157,12 @@ async fn sign_in(
         Ok(client)
     })
     .await?;
-    let mut slot = state.client.lock().map_err(err)?;
+    let mut slot = state.client.lock().map_err(internal)?;
     if slot.is_some() {
-        return Err("already signed in".into());
+        return Err(CommandError::new(
+            CommandErrorKind::AlreadySignedIn,
+            "already signed in",
+        ));
     }
     let info = AccountInfo {
         jid: client.account().jid.clone(),

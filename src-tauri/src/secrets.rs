@@ -5,8 +5,7 @@
 /// The keyring service name.
 const SERVICE: &str = "org.tether.desktop";
 
-/// The marker the UI recognises to ask the user about the fallback.
-pub const NO_KEYRING: &str = "NO_KEYRING";
+use tether_core::contract::{CommandError, CommandErrorKind};
 
 /// Where a password ended up.
 #[derive(Debug, PartialEq, Eq)]
@@ -18,13 +17,17 @@ pub enum Stored {
 }
 
 /// Stores `password` for `jid` in the keyring. Without a keyring: `Ok(Database)` if the user
-/// already agreed (`allow_database`), else an error starting with [`NO_KEYRING`] that says why.
-pub fn store(jid: &str, password: &str, allow_database: bool) -> Result<Stored, String> {
+/// already agreed (`allow_database`), else a [`CommandErrorKind::NoKeyring`] error that says why
+/// (the UI then asks).
+pub fn store(jid: &str, password: &str, allow_database: bool) -> Result<Stored, CommandError> {
     let saved = keyring::Entry::new(SERVICE, jid).and_then(|e| e.set_password(password));
     match saved {
         Ok(()) => Ok(Stored::Keyring),
         Err(_) if allow_database => Ok(Stored::Database),
-        Err(e) => Err(format!("{NO_KEYRING}: {e}")),
+        Err(e) => Err(CommandError::new(
+            CommandErrorKind::NoKeyring,
+            e.to_string(),
+        )),
     }
 }
 
@@ -52,9 +55,9 @@ mod tests {
         // No keyring at all: refused until the user agrees, then the database.
         keyring::set_default_credential_builder(Box::new(NoKeyring));
         let err = store("alice@localhost", "s3cret", false).unwrap_err();
-        assert!(err.starts_with(NO_KEYRING), "{err}");
+        assert_eq!(err.kind, CommandErrorKind::NoKeyring, "{err}");
         assert!(
-            !err.contains("s3cret"),
+            !err.message.contains("s3cret"),
             "the password leaked into an error: {err}"
         );
         assert_eq!(

@@ -3,7 +3,14 @@
 
 import { invoke } from "@tauri-apps/api/core";
 import { listen, type UnlistenFn } from "@tauri-apps/api/event";
-import type { Contact, Conversation, Event, MessageRow, Room } from "./generated/contract";
+import type {
+  CommandError,
+  Contact,
+  Conversation,
+  Event,
+  MessageRow,
+  Room,
+} from "./generated/contract";
 
 // The rows and events are the core's own types, generated from Rust (core/src/contract.rs).
 export type { Contact, Conversation, Room } from "./generated/contract";
@@ -12,6 +19,22 @@ export type Message = MessageRow;
 export interface AccountInfo {
   jid: string;
   server: string | null;
+}
+
+/** What a failed command rejects with (the shell's `CommandError`). */
+export type { CommandError } from "./generated/contract";
+
+/** The text to show for a rejected command (a `CommandError`, or anything else). */
+export function errorText(e: unknown): string {
+  if (e && typeof e === "object" && "message" in e && typeof e.message === "string") {
+    return e.message;
+  }
+  return String(e);
+}
+
+/** Whether a rejected command is a `CommandError` of `kind`. */
+export function isCommandError(e: unknown, kind: CommandError["kind"]): e is CommandError {
+  return !!e && typeof e === "object" && "kind" in e && e.kind === kind;
 }
 
 /** A core event, as the CLI prints it. */

@@ -530,7 +530,7 @@ const STDIN_BATCH: usize = 1_000;
 /// one transaction, commands run in their place. A line that cannot be taken is reported loudly
 /// (stdout and stderr) and nothing of it is committed; the others are.
 fn stdin_lines(c: &Client, lines: Vec<(usize, String)>) {
-    let report = |kind: &'static str, what: String| {
+    let report = |kind: tether_core::events::ErrorKind, what: String| {
         eprintln!("tether: error: {what}");
         print_json(&Event::error(kind, what));
     };
@@ -578,12 +578,15 @@ fn stdin_lines(c: &Client, lines: Vec<(usize, String)>) {
                     "resume" => c.resume(),
                     "network-changed" => c.network_changed(),
                     other => report(
-                        "usage",
+                        tether_core::events::ErrorKind::Usage,
                         format!("stdin line {n}: unknown command {other:?} (suspend, resume, network-changed)"),
                     ),
                 }
             }
-            Err(e) => report("usage", format!("stdin line {n}: {e}")),
+            Err(e) => report(
+                tether_core::events::ErrorKind::Usage,
+                format!("stdin line {n}: {e}"),
+            ),
         }
     }
     flush(&mut batch, &mut numbers);

@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use crate::engine::{Engine, SessionEnd};
 use crate::error::{Error, Result};
-use crate::events::{ConnState, Event};
+use crate::events::{ConnState, ErrorKind, Event};
 use crate::shared::Shared;
 
 /// Announces what the engine has to say.
@@ -109,7 +109,7 @@ pub(crate) async fn drive(shared: Arc<Shared>) -> Result<()> {
             Err(Error::Store(e)) if e.is_transient() => {
                 tracing::warn!("could not record the disconnect: {e}");
                 shared.emit(Event::error(
-                    "database",
+                    ErrorKind::Database,
                     format!("could not record the disconnect (retrying): {e}"),
                 ));
             }

@@ -30,7 +30,7 @@ use tokio_xmpp::parsers::data_forms::{DataForm, DataFormType};
 const MUC_OWNER: &str = "http://jabber.org/protocol/muc#owner";
 use crate::delivery::{Direction, State};
 use crate::error::Result;
-use crate::events::{Event, ReceivedEvent, SocialEvent};
+use crate::events::{ErrorKind, Event, ReceivedEvent, SocialEvent};
 use crate::store::{Contact, InboundMessage, StateChange, Store};
 
 /// What a message stanza says, besides its addressing.
@@ -238,7 +238,7 @@ impl Engine {
         if from.as_ref() != Some(&Jid::from(own.clone())) {
             tracing::warn!(?from, "forged carbon dropped");
             self.emit(Event::error(
-                "security",
+                ErrorKind::Security,
                 format!(
                     "dropped a carbon copy from {} (only our own account may send carbons)",
                     from.map(|j| j.to_string())
@@ -413,7 +413,7 @@ impl Engine {
                     .map(|e| describe_error(&e))
                     .unwrap_or_default();
                 self.emit(Event::error(
-                    "presence",
+                    ErrorKind::Presence,
                     format!("presence error from {from}: {reason}"),
                 ));
                 // A room refused our join: what waits for it cannot be sent; the user decides.
@@ -470,7 +470,7 @@ impl Engine {
                     }
                 } else if let Some(Err(e)) = parsed {
                     self.emit(Event::error(
-                        "protocol",
+                        ErrorKind::Protocol,
                         format!("malformed roster push: {e}"),
                     ));
                     Iq::Error {
@@ -487,7 +487,7 @@ impl Engine {
                     }
                 } else {
                     self.emit(Event::error(
-                        "security",
+                        ErrorKind::Security,
                         format!("dropped a roster push from {from:?}"),
                     ));
                     Iq::Error {
@@ -545,7 +545,10 @@ impl Engine {
             } => match Roster::try_from(payload) {
                 Ok(roster) => self.apply_roster(store, roster, true),
                 Err(e) => {
-                    self.emit(Event::error("protocol", format!("bad roster: {e}")));
+                    self.emit(Event::error(
+                        ErrorKind::Protocol,
+                        format!("bad roster: {e}"),
+                    ));
                     Ok(())
                 }
             },
@@ -553,7 +556,7 @@ impl Engine {
             Iq::Result { payload: None, .. } => Ok(()),
             Iq::Error { error, .. } => {
                 self.emit(Event::error(
-                    "roster",
+                    ErrorKind::Roster,
                     format!("roster fetch failed: {}", describe_error(&error)),
                 ));
                 Ok(())

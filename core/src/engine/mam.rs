@@ -22,7 +22,7 @@ use super::inbound::{parse, room_message};
 use super::{new_id, Engine, PendingIq, IQ_TIMEOUT};
 use crate::delivery::Direction;
 use crate::error::Result;
-use crate::events::{Event, SocialEvent};
+use crate::events::{ErrorKind, Event, SocialEvent};
 use crate::store::{InboundMessage, Store};
 
 /// Results per page.
@@ -141,7 +141,7 @@ impl Engine {
         };
         if current.retries >= RETRIES {
             self.emit(Event::error(
-                "mam",
+                ErrorKind::Mam,
                 format!("the archive of {what} did not answer; catch-up of it skipped"),
             ));
             return self.next_archive(store);
@@ -350,7 +350,7 @@ impl Engine {
     fn forged_mam(&mut self, _store: &mut Store, from: Option<Jid>, why: &str) -> Result<()> {
         tracing::warn!(?from, why, "archive result dropped");
         self.emit(Event::error(
-            "security",
+            ErrorKind::Security,
             format!(
                 "dropped an archive result from {}: {why}",
                 from.map(|j| j.to_string())
@@ -387,7 +387,10 @@ impl Engine {
                         count: stored,
                     }));
                 }
-                Err(e) => self.emit(Event::error("mam", format!("bad archive answer: {e}"))),
+                Err(e) => self.emit(Event::error(
+                    ErrorKind::Mam,
+                    format!("bad archive answer: {e}"),
+                )),
             },
             Iq::Error { error, .. } => {
                 use tokio_xmpp::parsers::stanza_error::DefinedCondition as C;
@@ -404,7 +407,7 @@ impl Engine {
                     tracing::info!(archive = what, "no message archive");
                 } else {
                     self.emit(Event::error(
-                        "mam",
+                        ErrorKind::Mam,
                         format!(
                             "archive query to {what} failed: {:?}",
                             error.defined_condition

@@ -59,7 +59,7 @@ use tokio_xmpp::xmlstream::{StreamElementError, XmppStreamElement};
 use crate::config::ClientConfig;
 use crate::delivery::State;
 use crate::error::{Error, Result};
-use crate::events::{ConnState, Event};
+use crate::events::{ConnState, ErrorKind, Event};
 use crate::sm::{SmError, SmSnapshot, StreamManager};
 use crate::store::{ControlMove, Move, Store};
 
@@ -1006,7 +1006,7 @@ impl Engine {
                     self.count_inbound()?;
                 }
                 self.emit(Event::error(
-                    "stanza",
+                    ErrorKind::Stanza,
                     format!("dropped a malformed element: {e}"),
                 ));
                 return Ok(Ok(()));
@@ -1056,7 +1056,7 @@ impl Engine {
             other => {
                 tracing::warn!(?other, "unexpected element; ignored");
                 self.emit(Event::error(
-                    "protocol",
+                    ErrorKind::Protocol,
                     format!("unexpected element from the server: {other:?}"),
                 ));
             }
@@ -1076,7 +1076,7 @@ impl Engine {
             }
             _ => {
                 self.emit(Event::error(
-                    "protocol",
+                    ErrorKind::Protocol,
                     "unexpected stream-management <failed/> from the server",
                 ));
                 Ok(())
@@ -1093,7 +1093,10 @@ impl Engine {
         match what {
             PendingIq::Bind => Err(Error::Network("the server did not answer the bind".into())),
             PendingIq::Roster => {
-                self.emit(Event::error("roster", "the roster fetch timed out"));
+                self.emit(Event::error(
+                    ErrorKind::Roster,
+                    "the roster fetch timed out",
+                ));
                 Ok(())
             }
             PendingIq::Carbons => {
@@ -1191,7 +1194,7 @@ impl Engine {
             }
             Err(e) => {
                 tracing::warn!(?item, "dropping an unusable control row: {e}");
-                self.emit(Event::error("stanza", e.to_string()));
+                self.emit(Event::error(ErrorKind::Stanza, e.to_string()));
                 (ControlMove::Done { key: item.key }, None)
             }
         }

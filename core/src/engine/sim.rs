@@ -807,7 +807,7 @@ impl Pair {
         self.events
             .iter()
             .filter_map(|e| match e {
-                Event::Error(err) if err.kind == kind => Some(err.message.clone()),
+                Event::Error(err) if err.kind.as_str() == kind => Some(err.message.clone()),
                 _ => None,
             })
             .collect()

@@ -1,6 +1,8 @@
 import { useCallback, useEffect, useRef, useState } from "preact/hooks";
 import {
   api,
+  errorText,
+  isCommandError,
   type AccountInfo,
   type Contact,
   type Conversation,
@@ -26,7 +28,7 @@ export function App() {
   const [account, setAccount] = useState<AccountInfo | null | undefined>(undefined);
   const [fatal, setFatal] = useState<string | null>(null);
   useEffect(() => {
-    api.account().then(setAccount, (e) => setFatal(String(e)));
+    api.account().then(setAccount, (e) => setFatal(errorText(e)));
     const un = api.onFatal(setFatal);
     return () => void un.then((f) => f());
   }, []);
@@ -54,9 +56,8 @@ function SignIn({ onDone }: { onDone: (a: AccountInfo) => void }) {
         ),
       );
     } catch (err) {
-      const text = String(err);
-      if (text.startsWith("NO_KEYRING")) setAskStore({ why: text.replace(/^NO_KEYRING:\s*/, ""), form: f });
-      else setError(text);
+      if (isCommandError(err, "no_keyring")) setAskStore({ why: err.message, form: f });
+      else setError(errorText(err));
     } finally {
       setBusy(false);
     }
@@ -327,7 +328,7 @@ function Main({ account, fatal }: { account: AccountInfo; fatal: string | null }
                   refreshPeople();
                   setPeer(room);
                 })
-                .catch((err) => alert(String(err)));
+                .catch((err) => alert(errorText(err)));
             }}
           >
             <input name="room" placeholder="room@conference.example.org" required />
@@ -447,7 +448,7 @@ function Composer({ onSend }: { onSend: (body: string) => Promise<void> }) {
       await onSend(body);
     } catch (err) {
       setText(body);
-      alert(String(err));
+      alert(errorText(err));
     }
   };
   return (
@@ -464,7 +465,7 @@ function Composer({ onSend }: { onSend: (body: string) => Promise<void> }) {
 
 /** A user action failed: say so rather than swallow it (the store still has every state). */
 function report(p: Promise<unknown>) {
-  p.catch((e) => alert(String(e)));
+  p.catch((e) => alert(errorText(e)));
 }
 
 /** Raises a desktop notification for an incoming message when the window is not focused. Each

@@ -221,15 +221,17 @@ reason?: string,
  */
 retry_in_ms?: number, };
 
+export type ErrorKind = "usage" | "auth" | "tls" | "network" | "protocol" | "database" | "timeout" | "internal" | "stanza" | "security" | "mam" | "roster" | "presence";
+
 export type ErrorEvent = { 
 /**
  * Always `error`.
  */
 event: string, 
 /**
- * A short class: `auth`, `tls`, `network`, `protocol`, `database`, `stanza`.
+ * What kind of error (see [`ErrorKind`]).
  */
-kind: string, 
+kind: ErrorKind, 
 /**
  * What happened.
  */
@@ -308,6 +310,22 @@ mam_first_sync_days: number,
  * The most the server may send without completing an element.
  */
 max_stanza_kib: number, };
+
+export type CommandErrorKind = "no_keyring" | "not_signed_in" | "already_signed_in" | "internal" | "core";
+
+export type CommandError = { 
+/**
+ * What failed.
+ */
+kind: CommandErrorKind, 
+/**
+ * For [`CommandErrorKind::Core`]: the core's kind of error.
+ */
+core: ErrorKind | null, 
+/**
+ * What to tell the user (the core's messages say what to do).
+ */
+message: string, };
 
 /** The states each state may move to (the core's `State::can_move_to`). */
 export const MOVES: Record<State, readonly State[]> = {
