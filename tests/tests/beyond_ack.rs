@@ -677,6 +677,89 @@ fn catch_up_after_a_clean_exit_delivers_every_message_once_despite_live_traffic(
     stop(&mut bob, "bob");
 }
 
+#[test]
+fn a_catch_up_killed_mid_way_is_finished_on_the_resumed_stream() {
+    const N: usize = 1000;
+    let w = world(ProsodyOptions {
+        mam: true,
+        debug_log: true,
+        ..ProsodyOptions::default()
+    });
+    // Alice's last run ended cleanly: her next session is new and starts a catch-up.
+    let mut first = w.alice.spawn_run(&["--until-idle"]);
+    finish(&mut first, "alice's first run");
+
+    // N messages while alice's phone is online: archived and delivered there, so the server keeps
+    // no offline copy. Only the archive can give them to this device.
+    let mut phone = w.raw("alice@localhost/phone");
+    w.bob.send_many(ALICE, N, "archived");
+    let mut bob = w.bob.spawn_run(&["--until-idle"]);
+    finish(&mut bob, "bob's burst");
+    let mut on_phone = 0;
+    while on_phone < N
+        && phone
+            .recv_until(
+                |el| tether_e2e::raw::body(el).is_some_and(|b| b.starts_with("archived")),
+                LONG,
+            )
+            .is_some()
+    {
+        on_phone += 1;
+    }
+    assert_eq!(on_phone, N, "the phone did not get them all");
+    phone.close();
+
+    // The catch-up runs slowly (alice's page queries crawl through the proxy) and the process is
+    // killed after its first pages: the server holds results it sent and we never acked.
+    w.proxy.set_rate_limit(Some(1500));
+    let mut alice = w.alice.spawn_run(&[]);
+    assert!(
+        alice.wait_count("message:received", 150, LONG),
+        "{}",
+        alice.diagnostics()
+    );
+    alice.kill9();
+    let mark = w.prosody.log_mark();
+    assert_eq!(
+        alice.count("mam:synced"),
+        0,
+        "the catch-up finished before the kill: the scenario needs a slower link"
+    );
+    let before = w.alice.received_from(BOB).1;
+    assert!(before < N, "{before}");
+    w.proxy.set_rate_limit(None);
+
+    // The restarted process resumes the stream, takes the results the server re-sends (under the
+    // query id it persisted) and finishes the catch-up on the resumed stream: `--until-idle` ends
+    // only once it is done.
+    let mut again = w.alice.spawn_run(&["--until-idle"]);
+    finish(&mut again, "alice after the kill");
+    let resumed = again.saw_online(true);
+    assert!(
+        resumed || w.prosody.resumption_bug_since(mark),
+        "the restarted process did not resume the stream: {}",
+        again.diagnostics()
+    );
+    assert_eq!(
+        security_errors(&again),
+        0,
+        "re-sent archive results were refused: {}",
+        again.diagnostics()
+    );
+    assert!(
+        again
+            .named("mam:synced")
+            .iter()
+            .any(|e| e["archive"] == ALICE),
+        "the catch-up was not finished: {}",
+        again.diagnostics()
+    );
+    assert_eq!(w.alice.received_from(BOB), (N, N));
+    eprintln!(
+        "catch-up killed after {before} of {N}; restarted: resumed={resumed}, all {N} stored once"
+    );
+}
+
 // ---------------------------------------------------------------------------
 // Dead links
 // ---------------------------------------------------------------------------
