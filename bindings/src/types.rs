@@ -77,6 +77,8 @@ impl From<tether_core::Error> for TetherError {
             E::Store(_) => TetherError::Database { reason },
             E::Timeout(_) => TetherError::Timeout { reason },
             E::Internal(_) => TetherError::Internal { reason },
+            // Says the same as the error it wraps: that error's class and text.
+            E::Caused { error, .. } => TetherError::from(*error),
         }
     }
 }

@@ -30,12 +30,39 @@ pub enum Error {
     /// Tether itself failed (a background thread panicked): a bug, never the user's doing.
     #[error("internal error: {0}")]
     Internal(String),
+    /// One of the errors above with the error that caused it, kept as its
+    /// [`std::error::Error::source`] (an I/O or TLS error from the socket). It says, classes
+    /// and exits exactly as the error it wraps ([`Error::root`]).
+    #[error("{error}")]
+    Caused {
+        /// What failed, as the other variants say it.
+        error: Box<Error>,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
 }
 
 /// A result with [`Error`].
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
+    /// This error, keeping `source` as its cause.
+    pub fn caused_by(self, source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Error {
+        Error::Caused {
+            error: Box::new(self),
+            source: source.into(),
+        }
+    }
+
+    /// The error itself, without the cause [`Error::Caused`] wraps it with.
+    pub fn root(&self) -> &Error {
+        match self {
+            Error::Caused { error, .. } => error.root(),
+            other => other,
+        }
+    }
+
     /// The CLI's exit code for this error class (documented in the README).
     pub fn exit_code(&self) -> i32 {
         match self {
@@ -46,6 +73,7 @@ impl Error {
             Error::Tls(_) => 6,
             Error::Protocol(_) => 7,
             Error::Internal(_) => 1,
+            Error::Caused { error, .. } => error.exit_code(),
         }
     }
 
@@ -60,6 +88,7 @@ impl Error {
             Error::Store(_) => ErrorKind::Database,
             Error::Timeout(_) => ErrorKind::Timeout,
             Error::Internal(_) => ErrorKind::Internal,
+            Error::Caused { error, .. } => error.kind(),
         }
     }
 
@@ -72,7 +101,32 @@ impl Error {
         match self {
             Error::Network(_) | Error::Protocol(_) => true,
             Error::Store(e) => e.is_transient(),
+            Error::Caused { error, .. } => error.is_retryable(),
             _ => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    #[test]
+    fn a_caused_error_says_classes_and_exits_as_its_root_and_keeps_its_source() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset by peer");
+        let e = Error::Network("the link broke".into()).caused_by(io);
+        assert_eq!(e.to_string(), "network error: the link broke");
+        assert_eq!(e.kind(), ErrorKind::Network);
+        assert_eq!(e.exit_code(), 4);
+        assert!(e.is_retryable());
+        assert!(matches!(e.root(), Error::Network(_)));
+        let source = e.source().expect("the cause is kept");
+        assert_eq!(source.to_string(), "reset by peer");
+        let tls = Error::Tls("bad certificate".into()).caused_by("unknown issuer");
+        assert_eq!(
+            (tls.kind(), tls.exit_code(), tls.is_retryable()),
+            (ErrorKind::Tls, 6, false)
+        );
     }
 }

@@ -173,9 +173,9 @@ fn io_err(e: std::io::Error) -> Error {
         .get_ref()
         .and_then(|inner| inner.downcast_ref::<rustls::Error>())
     {
-        return Error::Tls(tls.to_string());
+        return Error::Tls(tls.to_string()).caused_by(e);
     }
-    Error::Network(e.to_string())
+    Error::Network(e.to_string()).caused_by(e)
 }
 
 fn features_err(e: RecvFeaturesError) -> Error {
@@ -207,7 +207,7 @@ pub async fn login(
     let tcp = dns_config(account, &domain)?
         .resolve()
         .await
-        .map_err(|e| Error::Network(format!("cannot connect: {e}")))?;
+        .map_err(|e| Error::Network(format!("cannot connect: {e}")).caused_by(e))?;
     if let Err(e) = tcp.set_nodelay(true) {
         tracing::debug!("TCP_NODELAY not set: {e}");
     }
@@ -263,7 +263,9 @@ pub async fn login(
                 .connect(name, tcp)
                 .await
                 .map_err(|e| match io_err(e) {
-                    Error::Network(m) => Error::Network(format!("TLS handshake: {m}")),
+                    Error::Caused { error, source } if matches!(*error, Error::Network(_)) => {
+                        Error::Network(format!("TLS handshake: {source}")).caused_by(source)
+                    }
                     other => other,
                 })?;
             // No cap on rustls's outgoing buffer: every write is then taken whole and sealed into
@@ -323,7 +325,7 @@ pub async fn login(
             }
             tokio_xmpp::Error::Auth(other) => Error::Auth(other.to_string()),
             tokio_xmpp::Error::Io(e) => io_err(e),
-            other => Error::Network(other.to_string()),
+            other => Error::Network(other.to_string()).caused_by(other),
         })?;
     let (features, stream) = stream
         .send_header(header(&domain))
