@@ -47,6 +47,17 @@ fn count(bodies: &[String], body: &str) -> usize {
 
 // ----------------------------------------------------------------------------- negotiation
 
+/// A message written but never acked, then a cut link with the session kept by the server: the
+/// start of every resumption scenario. The server answers requests again afterwards.
+fn unacked_then_cut(pair: &mut Pair, body: &str) -> String {
+    pair.server.answer_requests = false;
+    let id = pair.send(BOB, body);
+    pair.run();
+    pair.cut(true);
+    pair.server.answer_requests = true;
+    id
+}
+
 #[test]
 fn a_new_session_binds_enables_and_sends_roster_carbons_presence_and_the_catch_up() {
     let mut pair = Pair::new(Server::new());
@@ -128,12 +139,8 @@ fn resume_failed_with_h_acks_what_h_covers_and_fails_the_rest_for_the_user() {
 fn resume_failed_without_h_as_prosody_sends_it_fails_everything_unconfirmed() {
     let mut pair = Pair::new(Server::new());
     online(&mut pair);
-    pair.server.answer_requests = false;
-    let a = pair.send(BOB, "unconfirmed");
-    pair.run();
-    pair.cut(true);
+    let a = unacked_then_cut(&mut pair, "unconfirmed");
     pair.server.resume = ResumeAnswer::FailWithoutH;
-    pair.server.answer_requests = true;
     online(&mut pair);
     assert_eq!(pair.state(&a), State::Failed);
     assert!(
@@ -162,10 +169,7 @@ fn resume_failed_without_h_as_prosody_sends_it_fails_everything_unconfirmed() {
 fn resumed_for_another_stream_is_a_protocol_violation_that_fails_the_unconfirmed() {
     let mut pair = Pair::new(Server::new());
     online(&mut pair);
-    pair.server.answer_requests = false;
-    let a = pair.send(BOB, "x");
-    pair.run();
-    pair.cut(true);
+    let a = unacked_then_cut(&mut pair, "x");
     pair.server.resume = ResumeAnswer::WrongStream;
     pair.connect();
     assert_eq!(pair.state(&a), State::Failed);
