@@ -794,6 +794,11 @@ impl Pair {
         self.store.execute_batch_for_tests(sql).unwrap();
     }
 
+    /// The integer a query returns (fault-injection bookkeeping).
+    pub fn count_sql(&self, sql: &str) -> i64 {
+        self.store.query_i64_for_tests(sql).unwrap()
+    }
+
     /// Events named `name`.
     pub fn events_named(&self, name: &str) -> usize {
         self.events

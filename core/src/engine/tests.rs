@@ -339,6 +339,79 @@ fn a_group_commit_that_fails_mid_burst_keeps_nothing_and_answers_nothing() {
 }
 
 #[test]
+fn a_burst_writes_the_sm_state_once_whatever_it_holds() {
+    let mut pair = Pair::new(Server::new());
+    online(&mut pair);
+    pair.sql(
+        "CREATE TABLE sm_writes (n INTEGER NOT NULL); INSERT INTO sm_writes VALUES (0);
+         CREATE TRIGGER count_sm AFTER UPDATE ON sm_state BEGIN UPDATE sm_writes SET n = n + 1; END;",
+    );
+    // Ten messages acked one by one, and ten incoming: twenty moves of the SM state.
+    pair.server.answer_requests = false;
+    for i in 0..10 {
+        pair.send(BOB, &format!("a{i}"));
+    }
+    pair.run();
+    let sent = pair.engine.sm().snapshot().outbound_count;
+    let mut burst = Vec::new();
+    for k in (0..10).rev() {
+        burst.push(Incoming::Element(XmppStreamElement::SM(
+            tokio_xmpp::parsers::sm::Nonza::Ack(tokio_xmpp::parsers::sm::A::new(sent - k)),
+        )));
+        pair.server
+            .send_chat("bob@localhost/phone", &format!("i{k}"), &format!("i{k}"));
+        burst.extend(pair.server.take_to_client());
+    }
+    let before: i64 = pair.count_sql("SELECT n FROM sm_writes");
+    pair.engine
+        .handle_incoming(&mut pair.store, pair.now, burst)
+        .unwrap();
+    let writes = pair.count_sql("SELECT n FROM sm_writes") - before;
+    assert_eq!(writes, 1, "one write of the SM state for the whole burst");
+    assert!(pair
+        .rows()
+        .iter()
+        .filter(|r| r.direction == crate::Direction::Out)
+        .all(|r| r.state == State::Acked));
+    assert_eq!(pair.inbound_bodies().len(), 10);
+}
+
+#[test]
+fn a_subscription_request_in_a_burst_that_is_rolled_back_is_not_announced() {
+    let mut pair = Pair::new(Server::new());
+    online(&mut pair);
+    pair.sql(
+        "CREATE TRIGGER poison BEFORE INSERT ON messages WHEN NEW.body = 'poison'
+         BEGIN SELECT RAISE(ABORT, 'poisoned'); END;",
+    );
+    pair.server.send(Stanza::Presence(
+        Presence::new(presence::Type::Subscribe)
+            .with_from("carol@localhost".parse::<tokio_xmpp::jid::Jid>().unwrap()),
+    ));
+    pair.server.send_chat("bob@localhost/phone", "p1", "poison");
+    let burst = pair.server.take_to_client();
+    assert!(pair
+        .engine
+        .handle_incoming(&mut pair.store, pair.now, burst)
+        .is_err());
+    assert!(pair.engine.poll_event().is_none(), "nothing announced");
+    assert!(pair
+        .store
+        .subscription_requests(pair.account_id())
+        .unwrap()
+        .is_empty());
+    // Once the store heals, the resumed stream brings both again: announced once, stored once.
+    pair.sql("DROP TRIGGER poison;");
+    pair.cut(true);
+    online(&mut pair);
+    assert_eq!(pair.events_named("subscription:request"), 1);
+    assert_eq!(
+        pair.store.subscription_requests(pair.account_id()).unwrap(),
+        vec!["carol@localhost".to_owned()]
+    );
+}
+
+#[test]
 fn an_ack_answer_covers_only_what_its_call_committed() {
     let mut pair = Pair::new(Server::new());
     online(&mut pair);

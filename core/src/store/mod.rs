@@ -320,6 +320,12 @@ impl Store {
         Ok(self.conn.execute_batch(sql)?)
     }
 
+    /// The integer `sql` returns: the engine tests' bookkeeping of fault-injection triggers.
+    #[cfg(test)]
+    pub(crate) fn query_i64_for_tests(&self, sql: &str) -> Result<i64> {
+        Ok(self.conn.query_row(sql, [], |r| r.get(0))?)
+    }
+
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
