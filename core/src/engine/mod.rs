@@ -13,11 +13,13 @@
 //!   the driver flushes), [`Engine::poll_event`] until `None`, [`Engine::poll_end`], and last
 //!   [`Engine::poll_timeout`].
 //!
-//! **Each call is one store transaction** (a group commit, [`Store::begin_group`]): whatever the
-//! call wrote to the store, the SM state it moved included, commits before the call returns. What
-//! the call queued to write and to announce is released only after that commit; if the commit (or
-//! any write of the call) fails, the transaction is rolled back, and so are the SM engine, the
-//! catch-up state and everything the call queued. Two invariants follow from that order and are
+//! **Each step is one store transaction** (a group commit, [`Store::begin_group`]): a call is one
+//! step, except [`Engine::handle_incoming`], which makes each run of elements that only write to
+//! the store one step and every other element (an iq, an `<r/>`) a step of its own after it.
+//! Whatever a step wrote, the SM state it moved included, commits before the next step starts.
+//! What the step queued to write and to announce is released only after that commit; if the
+//! commit (or any write of the step) fails, the transaction is rolled back, and so are the SM
+//! engine, the catch-up state and everything the step queued. Two invariants follow from that order and are
 //! unit-tested (`engine/tests.rs`):
 //!
 //! - nothing is written to the stream before the row it carries is committed, with its seq;
@@ -413,6 +415,8 @@ impl Engine {
         features: Features,
     ) -> Result<()> {
         self.end = None;
+        // Nothing meant for an earlier link goes out on this one.
+        self.transmits.clear();
         self.link = Some(Link {
             phase: Phase::Binding,
             features,
@@ -441,8 +445,12 @@ impl Engine {
         })
     }
 
-    /// What the socket held, in order (the driver passes every element already read, so a burst
-    /// shares one transaction: one fsync instead of one or two per stanza).
+    /// What the socket held, in order. The driver passes every element already read; each run of
+    /// elements that only write to the store (messages, presence, acks, malformed stanzas) shares
+    /// one transaction, so a burst costs one fsync instead of one or two per stanza, and every
+    /// other element (an iq, an `<r/>`, a negotiation nonza) is a call of its own after the run
+    /// before it has committed. A failure rolls back only its own transaction: what committed
+    /// before it stands, and its events are announced.
     pub fn handle_incoming(
         &mut self,
         store: &mut Store,
@@ -453,25 +461,35 @@ impl Engine {
             link.last_rx = now;
             link.probe_sent = None;
         }
-        let mut violation = None;
-        let outcome = self.step(store, now, |e, store| {
-            for incoming in elements {
-                if e.end.is_some() {
-                    break;
-                }
-                if let Err(v) = e.handle_one(store, incoming)? {
-                    violation = Some(v);
-                    break;
-                }
+        let mut elements = elements.into_iter().peekable();
+        while elements.peek().is_some() && self.end.is_none() && self.link.is_some() {
+            let mut run = Vec::new();
+            while let Some(el) = elements.next_if(stores_only) {
+                run.push(el);
             }
-            Ok(())
-        });
-        // A protocol violation is acted on once what came before it is committed.
-        if let Some(v) = violation {
+            if run.is_empty() {
+                run.extend(elements.next());
+            }
+            let mut violation = None;
+            let outcome = self.step(store, now, |e, store| {
+                for incoming in run {
+                    if e.end.is_some() {
+                        break;
+                    }
+                    if let Err(v) = e.handle_one(store, incoming)? {
+                        violation = Some(v);
+                        break;
+                    }
+                }
+                Ok(())
+            });
             outcome?;
-            return self.protocol_violation(store, now, v);
+            // A protocol violation is acted on once what came before it is committed.
+            if let Some(v) = violation {
+                return self.protocol_violation(store, now, v);
+            }
         }
-        outcome
+        Ok(())
     }
 
     /// The outboxes may hold rows: write what flow control allows (numbered, committed, then
@@ -623,6 +641,8 @@ impl Engine {
             _ => {}
         }
         self.link = None;
+        // What the dead link did not take is never written to the next one.
+        self.transmits.clear();
         self.step(store, now, |e, store| {
             let resumable = e.sm.can_resume();
             let tags = e.sm.on_disconnect();
@@ -1258,6 +1278,17 @@ impl Engine {
         self.link = None;
         self.end = Some(SessionEnd::Done);
         Ok(())
+    }
+}
+
+/// Whether handling `incoming` only writes to the store: such elements share a transaction (see
+/// [`Engine::handle_incoming`]).
+fn stores_only(incoming: &Incoming) -> bool {
+    match incoming {
+        Incoming::Element(XmppStreamElement::Stanza(Stanza::Message(_) | Stanza::Presence(_)))
+        | Incoming::Element(XmppStreamElement::SM(Nonza::Ack(_))) => true,
+        Incoming::Invalid(e) => !is_sm_failed(e),
+        Incoming::Element(_) => false,
     }
 }
 

@@ -286,11 +286,10 @@ fn a_write_whose_commit_fails_is_never_released_and_its_count_is_taken_back() {
 }
 
 #[test]
-fn a_group_commit_that_fails_mid_burst_keeps_nothing_and_answers_nothing() {
+fn a_group_commit_that_fails_mid_burst_keeps_what_committed_before_and_answers_only_that() {
     let mut pair = Pair::new(Server::new());
     online(&mut pair);
     let h_before = pair.engine.sm().snapshot().inbound_h;
-    let events_before = pair.events.len();
     pair.sql(
         "CREATE TRIGGER poison BEFORE INSERT ON messages WHEN NEW.body = 'poison'
          BEGIN SELECT RAISE(ABORT, 'poisoned'); END;",
@@ -304,8 +303,8 @@ fn a_group_commit_that_fails_mid_burst_keeps_nothing_and_answers_nothing() {
         pair.server
             .send_chat("bob@localhost/phone", &format!("b{i}"), &body);
         if i == 2 {
-            // The server asks for an ack mid-burst: the answer (covering b0..b2) must not go
-            // out, since the call that counted them is rolled back.
+            // The server asks for an ack mid-burst: b0..b2 commit first, then the answer
+            // covers exactly them.
             pair.server
                 .push_raw(Incoming::Element(XmppStreamElement::SM(
                     tokio_xmpp::parsers::sm::Nonza::Req(tokio_xmpp::parsers::sm::R),
@@ -317,25 +316,61 @@ fn a_group_commit_that_fails_mid_burst_keeps_nothing_and_answers_nothing() {
         .engine
         .handle_incoming(&mut pair.store, pair.now, burst);
     assert!(r.is_err());
+    // Released: the one answer, covering only the three committed before it.
+    let out: Vec<Transmit> = std::iter::from_fn(|| pair.engine.poll_transmit()).collect();
+    assert_eq!(out.len(), 1, "{out:?}");
     assert!(
-        pair.engine.poll_transmit().is_none(),
-        "no <a/> for the burst"
+        matches!(&out[0], Transmit::Element(XmppStreamElement::SM(
+            tokio_xmpp::parsers::sm::Nonza::Ack(a))) if a.h == h_before.wrapping_add(3)),
+        "{out:?}"
     );
-    assert!(pair.engine.poll_event().is_none(), "no event for the burst");
-    assert_eq!(pair.events.len(), events_before);
-    assert_eq!(pair.engine.sm().snapshot().inbound_h, h_before);
-    assert!(pair.inbound_bodies().is_empty());
+    // Announced: exactly the three stored; the poisoned group (b3..b9) left nothing.
+    let events: Vec<Event> = std::iter::from_fn(|| pair.engine.poll_event()).collect();
+    assert_eq!(events.len(), 3, "{events:?}");
+    assert_eq!(pair.inbound_bodies(), vec!["in0", "in1", "in2"]);
+    assert_eq!(
+        pair.engine.sm().snapshot().inbound_h,
+        h_before.wrapping_add(3)
+    );
     assert_eq!(
         pair.store.load_sm(pair.account_id()).unwrap().inbound_h,
-        h_before
+        h_before.wrapping_add(3)
     );
-    // The link goes; the server re-sends it all on resumption once the store is fixed.
+    // The link goes; the server re-sends the rest on resumption once the store is fixed.
     pair.sql("DROP TRIGGER poison;");
     pair.cut(true);
     online(&mut pair);
     let bodies = pair.inbound_bodies();
     assert_eq!(bodies.len(), 10, "{bodies:?}");
     assert_eq!(count(&bodies, "poison"), 1);
+}
+
+#[test]
+fn a_failed_group_releases_nothing_it_queued() {
+    // A room we created (its self-presence asks for the instant configuration, an iq written
+    // at once) and a message that cannot be stored, in one group: the iq must not go out.
+    let room = "den@conference.localhost";
+    let mut pair = Pair::new(Server::new());
+    pair.store
+        .join_room(pair.account_id(), room, "alice")
+        .unwrap();
+    online(&mut pair);
+    let iqs_before = pair.server.iq_sets_to(room);
+    pair.sql(
+        "CREATE TRIGGER poison BEFORE INSERT ON messages WHEN NEW.body = 'poison'
+         BEGIN SELECT RAISE(ABORT, 'poisoned'); END;",
+    );
+    pair.server
+        .send(Stanza::Presence(self_presence(room, "alice", true)));
+    pair.server.send_chat("bob@localhost/phone", "p1", "poison");
+    let burst = pair.server.take_to_client();
+    assert!(pair
+        .engine
+        .handle_incoming(&mut pair.store, pair.now, burst)
+        .is_err());
+    assert!(pair.engine.poll_transmit().is_none(), "nothing released");
+    assert!(pair.engine.poll_event().is_none(), "nothing announced");
+    assert_eq!(pair.server.iq_sets_to(room), iqs_before);
 }
 
 #[test]
