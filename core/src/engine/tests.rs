@@ -47,6 +47,15 @@ fn count(bodies: &[String], body: &str) -> usize {
 
 // ----------------------------------------------------------------------------- negotiation
 
+/// From now on the store refuses to insert a message whose body is `poison` (a write that fails
+/// mid-burst); `DROP TRIGGER poison;` heals it.
+fn poison(pair: &Pair) {
+    pair.sql(
+        "CREATE TRIGGER poison BEFORE INSERT ON messages WHEN NEW.body = 'poison'
+         BEGIN SELECT RAISE(ABORT, 'poisoned'); END;",
+    );
+}
+
 /// A message written but never acked, then a cut link with the session kept by the server: the
 /// start of every resumption scenario. The server answers requests again afterwards.
 fn unacked_then_cut(pair: &mut Pair, body: &str) -> String {
@@ -290,10 +299,7 @@ fn a_group_commit_that_fails_mid_burst_keeps_what_committed_before_and_answers_o
     let mut pair = Pair::new(Server::new());
     online(&mut pair);
     let h_before = pair.engine.sm().snapshot().inbound_h;
-    pair.sql(
-        "CREATE TRIGGER poison BEFORE INSERT ON messages WHEN NEW.body = 'poison'
-         BEGIN SELECT RAISE(ABORT, 'poisoned'); END;",
-    );
+    poison(&pair);
     for i in 0..10 {
         let body = if i == 5 {
             "poison".into()
@@ -356,10 +362,7 @@ fn a_failed_group_releases_nothing_it_queued() {
         .unwrap();
     online(&mut pair);
     let iqs_before = pair.server.iq_sets_to(room);
-    pair.sql(
-        "CREATE TRIGGER poison BEFORE INSERT ON messages WHEN NEW.body = 'poison'
-         BEGIN SELECT RAISE(ABORT, 'poisoned'); END;",
-    );
+    poison(&pair);
     pair.server
         .send(Stanza::Presence(self_presence(room, "alice", true)));
     pair.server.send_chat("bob@localhost/phone", "p1", "poison");
@@ -415,10 +418,7 @@ fn a_burst_writes_the_sm_state_once_whatever_it_holds() {
 fn a_subscription_request_in_a_burst_that_is_rolled_back_is_not_announced() {
     let mut pair = Pair::new(Server::new());
     online(&mut pair);
-    pair.sql(
-        "CREATE TRIGGER poison BEFORE INSERT ON messages WHEN NEW.body = 'poison'
-         BEGIN SELECT RAISE(ABORT, 'poisoned'); END;",
-    );
+    poison(&pair);
     pair.server.send(Stanza::Presence(
         Presence::new(presence::Type::Subscribe)
             .with_from("carol@localhost".parse::<tokio_xmpp::jid::Jid>().unwrap()),
