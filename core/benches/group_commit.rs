@@ -21,6 +21,10 @@ fn message(n: u64) -> InboundMessage {
         peer: "bob@localhost".into(),
         body: format!("{n:010} {}", "x".repeat(89)),
         server_ts: None,
+        action: None,
+        target: None,
+        reactions: vec![],
+        file: None,
     }
 }
 

@@ -40,5 +40,6 @@ pub fn chat_stanza(to: &str, id: &str, body: &str) -> Result<tokio_xmpp::Stanza>
         peer: to.to_owned(),
         body: body.to_owned(),
         kind: "chat".to_owned(),
+        ..Default::default()
     })
 }

@@ -13,7 +13,9 @@ pub use crate::config::{ClientConfig, EVENT_BUFFER, MAX_STANZA_BYTES};
 use crate::error::{Error, Result};
 use crate::events::Event;
 use crate::shared::{Integrity, Shared};
-use crate::store::{Account, MessageFilter, MessageRow, NewAccount, Store, StoreOptions};
+use crate::store::{
+    Account, MessageFilter, MessageRow, NewAccount, Reference, Store, StoreOptions,
+};
 
 /// A Tether client for one account database.
 #[derive(Clone)]
@@ -26,6 +28,11 @@ impl Client {
     #[cfg(test)]
     pub(crate) fn shared(&self) -> &Shared {
         &self.shared
+    }
+
+    #[cfg(test)]
+    pub(crate) fn shared_arc(&self) -> Arc<Shared> {
+        self.shared.clone()
     }
 
     /// Adds the account to a (new or empty) database at `path`. Does not connect.
@@ -75,12 +82,14 @@ impl Client {
                 events,
                 outbox: Notify::new(),
                 wake: Notify::new(),
+                transfers: Notify::new(),
                 exit_when_idle: AtomicBool::new(false),
                 inactive: AtomicBool::new(false),
                 connection: Mutex::new(None),
                 password: Mutex::new(None),
                 shutdown,
                 integrity,
+                chat_states: Mutex::new(Vec::new()),
             }),
         })
     }
@@ -170,6 +179,11 @@ impl Client {
         Ok(self.shared.store().failed_ids(self.shared.account.id)?)
     }
 
+    /// One message by id (ours first, if an incoming one shares the id).
+    pub fn message(&self, id: &str) -> Result<MessageRow> {
+        Ok(self.shared.store().message(self.shared.account.id, id)?)
+    }
+
     /// Messages matching `filter`.
     pub fn messages(&self, filter: &MessageFilter) -> Result<Vec<MessageRow>> {
         Ok(self
@@ -202,7 +216,44 @@ impl Client {
     /// password, untrusted certificate, broken store), or, with [`Client::set_exit_when_idle`],
     /// until nothing is pending.
     pub async fn run(&self) -> Result<()> {
-        crate::connection::drive(self.shared.clone()).await
+        // Files move beside the session: an upload needs no stream, and a stream no upload.
+        let worker = tokio::spawn(crate::transfer::run(self.shared.clone()));
+        let result = crate::connection::drive(self.shared.clone()).await;
+        worker.abort();
+        result
+    }
+
+    /// Sends the file at `path` to `to`: it is copied into the blob store (hashed, fsync'd) and
+    /// the message committed with it before this returns, so nothing depends on the original
+    /// any more. The upload (XEP-0363) is a durable job that survives a kill or a lost network;
+    /// the message goes once the file is uploaded, with its URL and hash. Returns the id.
+    pub fn send_file(&self, to: &str, path: &Path) -> Result<String> {
+        self.verify()?;
+        let to = bare(to)?;
+        let name = path
+            .file_name()
+            .map(|n| crate::store::blobs::safe_name(&n.to_string_lossy()))
+            .ok_or_else(|| Error::Usage(format!("{} is not a file", path.display())))?;
+        if !path.is_file() {
+            return Err(Error::Usage(format!("{} is not a file", path.display())));
+        }
+        let blobs = self.shared.store().blobs().clone();
+        let stored = blobs
+            .put_file(path)
+            .map_err(|e| Error::Usage(format!("cannot read {}: {e}", path.display())))?;
+        let file = crate::store::NewFile {
+            media_type: media_type(&name).to_owned(),
+            name,
+            size: stored.size,
+            sha256: stored.sha256,
+        };
+        let change = self
+            .shared
+            .store()
+            .enqueue_file(self.shared.account.id, &to, &file)?;
+        self.shared.emit_changes(std::slice::from_ref(&change));
+        self.shared.outbox.notify_one();
+        Ok(change.id)
     }
 
     /// Exit [`Client::run`] once online and nothing is queued, sent, hibernated or retrying.
@@ -270,6 +321,72 @@ impl Client {
         self.shared.inactive.store(false, Ordering::SeqCst);
         self.shared.outbox.notify_one();
         self.shared.wake.notify_one();
+    }
+
+    /// Corrects our message `id` to `peer` (XEP-0308): a new outgoing row, delivered like any
+    /// message and sent after the one it corrects. Returns its id. The message shows the new text
+    /// at once; [`Client::edits`] keeps every version.
+    pub fn correct(&self, peer: &str, id: &str, body: &str) -> Result<String> {
+        self.reference(peer, id, Reference::Correct(body.to_owned()))
+    }
+
+    /// Takes back our message `id` to `peer` (XEP-0424). Returns the retraction's id.
+    pub fn retract(&self, peer: &str, id: &str) -> Result<String> {
+        self.reference(peer, id, Reference::Retract)
+    }
+
+    /// Sets our reactions to message `id` of the conversation with `peer` (XEP-0444): the whole
+    /// set (empty takes ours away). Returns the reaction's id.
+    pub fn react(&self, peer: &str, id: &str, emoji: &[String]) -> Result<String> {
+        self.reference(peer, id, Reference::React(emoji.to_vec()))
+    }
+
+    /// Answers message `id` of the conversation with `peer` with `body` (XEP-0461, with a quote
+    /// for clients without it). Returns the reply's id.
+    pub fn reply(&self, peer: &str, id: &str, body: &str) -> Result<String> {
+        self.reference(peer, id, Reference::Reply(body.to_owned()))
+    }
+
+    fn reference(&self, peer: &str, id: &str, what: Reference) -> Result<String> {
+        self.verify()?;
+        let peer = bare(peer)?;
+        let change =
+            self.shared
+                .store()
+                .enqueue_reference(self.shared.account.id, &peer, id, &what)?;
+        self.shared.emit_changes(std::slice::from_ref(&change));
+        self.shared.outbox.notify_one();
+        Ok(change.id)
+    }
+
+    /// Every version of message `id`'s text in the conversation with `peer`, oldest first.
+    pub fn edits(&self, peer: &str, id: &str) -> Result<Vec<crate::store::Edit>> {
+        let peer = bare(peer)?;
+        Ok(self
+            .shared
+            .store()
+            .edits(self.shared.account.id, &peer, id)?)
+    }
+
+    /// The user's chat state in the conversation with `peer` (XEP-0085): report every keystroke
+    /// as `composing`, and `active`/`inactive`/`gone` as the conversation gains or loses focus.
+    /// Nothing is stored; the core sends only changes, only to contacts that understand them, at
+    /// most one a second, and turns `composing` into `paused` by itself. Returns `false` when
+    /// offline (it is dropped, never sent later).
+    pub fn set_chat_state(&self, peer: &str, state: crate::chat_state::ChatState) -> Result<bool> {
+        let peer: tokio_xmpp::jid::BareJid = bare(peer)?
+            .parse()
+            .map_err(|e| Error::Usage(format!("bad JID {peer:?}: {e}")))?;
+        if !self.is_online() {
+            return Ok(false);
+        }
+        self.shared
+            .chat_states
+            .lock()
+            .map_err(|_| Error::Internal("chat-state lock poisoned".into()))?
+            .push((peer, state, std::time::Instant::now()));
+        self.shared.outbox.notify_one();
+        Ok(true)
     }
 
     /// The user read the conversation with `peer` up to `up_to` (default: the newest incoming
@@ -356,6 +473,31 @@ impl Client {
     /// it and keeps the SM state so the next run resumes.
     pub fn shutdown(&self) {
         self.shared.shutdown.send_replace(true);
+    }
+}
+
+/// The MIME type for a file name's extension (what the receiver's preview goes by).
+fn media_type(name: &str) -> &'static str {
+    let ext = name
+        .rsplit('.')
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    match ext.as_str() {
+        "jpg" | "jpeg" => "image/jpeg",
+        "png" => "image/png",
+        "gif" => "image/gif",
+        "webp" => "image/webp",
+        "svg" => "image/svg+xml",
+        "mp4" => "video/mp4",
+        "webm" => "video/webm",
+        "mp3" => "audio/mpeg",
+        "ogg" | "oga" | "opus" => "audio/ogg",
+        "m4a" => "audio/mp4",
+        "pdf" => "application/pdf",
+        "txt" => "text/plain",
+        "zip" => "application/zip",
+        _ => "application/octet-stream",
     }
 }
 

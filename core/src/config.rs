@@ -29,7 +29,15 @@ pub struct ClientConfig {
     /// More ends the stream (an error event; the client reconnects with backoff) instead of
     /// buffering without bound.
     pub max_stanza_bytes: usize,
+    /// Test only: allow plain-HTTP file transfers to loopback addresses (a test server without
+    /// TLS on its upload service). Files otherwise go over HTTPS only.
+    pub allow_http_files: bool,
+    /// Incoming files up to this size are downloaded by themselves (bytes).
+    pub auto_download_max: u64,
 }
+
+/// Default of [`ClientConfig::auto_download_max`]: 100 MiB.
+pub const AUTO_DOWNLOAD_MAX: u64 = 100 << 20;
 
 /// Default of [`ClientConfig::max_stanza_bytes`]: 4 MiB, room for a large roster or vCard.
 pub const MAX_STANZA_BYTES: usize = 4 << 20;
@@ -46,6 +54,8 @@ impl Default for ClientConfig {
             mam_first_sync: Duration::from_secs(7 * 24 * 3600),
             event_buffer: EVENT_BUFFER,
             max_stanza_bytes: MAX_STANZA_BYTES,
+            allow_http_files: false,
+            auto_download_max: AUTO_DOWNLOAD_MAX,
         }
     }
 }

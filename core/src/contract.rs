@@ -10,13 +10,16 @@
 use serde::Serialize;
 use ts_rs::TS;
 
+use crate::chat_state::ChatState;
 use crate::config::ClientConfig;
 use crate::delivery::{Direction, State};
 use crate::events::{
     ConnState, ConnectionEvent, ErrorEvent, ErrorKind, Event, MessageEvent, ReceivedEvent,
-    SocialEvent,
+    SocialEvent, TransferEvent, UpdatedEvent,
 };
-use crate::store::{Contact, Conversation, MessageRow, Room};
+use crate::store::{
+    Action, Attachment, Contact, Conversation, Edit, MessageRow, Quoted, ReactionCount, Room,
+};
 
 /// The configuration defaults every front end starts from (whole units, as their options take
 /// them): the one place they are written.
@@ -126,13 +129,21 @@ pub fn typescript() -> String {
     let decls = [
         State::decl(&cfg),
         Direction::decl(&cfg),
+        Action::decl(&cfg),
+        ReactionCount::decl(&cfg),
+        Quoted::decl(&cfg),
+        Attachment::decl(&cfg),
         MessageRow::decl(&cfg),
+        Edit::decl(&cfg),
+        ChatState::decl(&cfg),
         Conversation::decl(&cfg),
         Contact::decl(&cfg),
         Room::decl(&cfg),
         ConnState::decl(&cfg),
         MessageEvent::decl(&cfg),
         ReceivedEvent::decl(&cfg),
+        UpdatedEvent::decl(&cfg),
+        TransferEvent::decl(&cfg),
         ConnectionEvent::decl(&cfg),
         ErrorKind::decl(&cfg),
         ErrorEvent::decl(&cfg),

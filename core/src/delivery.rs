@@ -22,6 +22,9 @@ pub enum State {
     Hibernated,
     /// Re-sent after a successful `<resumed/>`.
     Retrying,
+    /// The stream was lost for good before the server confirmed it: the account's own archive is
+    /// being asked whether the server has it (then `acked`) before the user is (then `failed`).
+    Checking,
     /// The server's `h` covers it.
     Acked,
     /// A MUC echoed it from our own occupant JID.
@@ -40,11 +43,12 @@ pub enum State {
 
 impl State {
     /// Every state, in declaration order.
-    pub const ALL: [State; 11] = [
+    pub const ALL: [State; 12] = [
         State::Queued,
         State::Sent,
         State::Hibernated,
         State::Retrying,
+        State::Checking,
         State::Acked,
         State::Reflected,
         State::Delivered,
@@ -55,11 +59,12 @@ impl State {
     ];
 
     /// States in which a message still waits for the server (`run --until-idle` waits for none).
-    pub const PENDING: [State; 4] = [
+    pub const PENDING: [State; 5] = [
         State::Queued,
         State::Sent,
         State::Hibernated,
         State::Retrying,
+        State::Checking,
     ];
 
     /// The name stored in the database and printed by the CLI.
@@ -69,6 +74,7 @@ impl State {
             State::Sent => "sent",
             State::Hibernated => "hibernated",
             State::Retrying => "retrying",
+            State::Checking => "checking",
             State::Acked => "acked",
             State::Reflected => "reflected",
             State::Delivered => "delivered",
@@ -87,6 +93,7 @@ impl State {
             State::Sent => "message:written",
             State::Hibernated => "message:hibernated",
             State::Retrying => "message:retry",
+            State::Checking => "message:checking",
             State::Acked => "message:acked",
             State::Reflected => "message:reflected",
             State::Delivered => "message:delivered",
@@ -105,16 +112,22 @@ impl State {
             (Queued, Sent) | (Hibernated, Retrying) => true,
             // The link broke while unacked.
             (Sent | Retrying, Hibernated) => true,
-            // The server's h covers it.
-            (Sent | Hibernated | Retrying, Acked) => true,
-            // Resumption failed / impossible, a protocol error, or an error stanza came back (an
+            // The stream is gone for good before the server confirmed it: ask the archive first.
+            (Sent | Hibernated | Retrying, Checking) => true,
+            // The server's h covers it, or the account's archive holds it (which proves as much;
+            // the archive may show it before the h does).
+            (Sent | Hibernated | Retrying | Checking, Acked) => true,
+            // The archive does not hold it, a protocol error, or an error stanza came back (an
             // error bounce may follow the server's ack).
-            (Sent | Hibernated | Retrying | Acked, Failed) => true,
+            (Sent | Hibernated | Retrying | Checking | Acked, Failed) => true,
             // Later confirmations only move forward. A receipt or marker proves the server had the
             // message, so it may overtake the server's ack; the ack then finds nothing to move.
-            (Sent | Hibernated | Retrying | Acked, Reflected) => true,
-            (Sent | Hibernated | Retrying | Acked | Reflected, Delivered) => true,
-            (Sent | Hibernated | Retrying | Acked | Reflected | Delivered, Displayed) => true,
+            (Sent | Hibernated | Retrying | Checking | Acked, Reflected) => true,
+            (Sent | Hibernated | Retrying | Checking | Acked | Reflected, Delivered) => true,
+            (
+                Sent | Hibernated | Retrying | Checking | Acked | Reflected | Delivered,
+                Displayed,
+            ) => true,
             // A room refused our join: its queued messages cannot go out (an error stanza, before
             // any byte of them was written).
             (Queued, Failed) => true,
@@ -148,7 +161,7 @@ impl fmt::Display for State {
 
 /// An unknown state name.
 #[derive(Debug, thiserror::Error)]
-#[error("unknown message state {0:?} (expected one of: queued, sent, hibernated, retrying, acked, reflected, delivered, displayed, failed, discarded, received)")]
+#[error("unknown message state {0:?} (expected one of: queued, sent, hibernated, retrying, checking, acked, reflected, delivered, displayed, failed, discarded, received)")]
 pub struct UnknownState(pub String);
 
 impl FromStr for State {
@@ -210,6 +223,9 @@ mod tests {
             (State::Acked, State::Sent),
             (State::Acked, State::Hibernated),
             (State::Discarded, State::Queued),
+            (State::Checking, State::Sent),
+            (State::Checking, State::Queued),
+            (State::Acked, State::Checking),
         ] {
             assert!(!a.can_move_to(b), "{a} -> {b}");
         }

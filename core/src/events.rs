@@ -18,6 +18,11 @@ pub enum Event {
     Message(MessageEvent),
     /// A new incoming message was committed (`message:received`). Duplicates raise nothing.
     Received(ReceivedEvent),
+    /// A message was corrected, retracted or reacted to (`message:updated`): read it again.
+    Updated(UpdatedEvent),
+    /// A file's transfer moved (`file:slot`, `file:progress`, `file:uploaded`,
+    /// `file:downloaded`, `file:failed`).
+    Transfer(TransferEvent),
     /// The connection changed (`connection`).
     Connection(ConnectionEvent),
     /// Something went wrong that the user should know (`error`).
@@ -76,6 +81,15 @@ pub enum SocialEvent {
         /// `inactive` or `active`.
         state: &'static str,
     },
+    /// A contact's chat state (XEP-0085): typing, stopped, or gone from the conversation. Never
+    /// stored; forget it when a message from them arrives or the connection drops.
+    #[serde(rename = "chat:state")]
+    ChatState {
+        /// The contact's bare JID.
+        from: String,
+        /// `composing`, `paused`, `active`, `inactive` or `gone`.
+        state: crate::chat_state::ChatState,
+    },
 }
 
 /// An outgoing message's state change.
@@ -90,6 +104,44 @@ pub struct MessageEvent {
     /// The new state.
     pub state: State,
     /// Why, for `message:failed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub error: Option<String>,
+}
+
+/// A message changed because of another one: a correction, a retraction, or reactions.
+#[derive(Clone, Debug, Serialize, PartialEq, TS)]
+pub struct UpdatedEvent {
+    /// `message:updated`.
+    pub event: &'static str,
+    /// The changed message's id.
+    pub id: String,
+    /// The conversation.
+    pub peer: String,
+    /// What changed it.
+    pub action: crate::store::Action,
+}
+
+/// A file's transfer moved on.
+#[derive(Clone, Debug, Serialize, PartialEq, TS)]
+pub struct TransferEvent {
+    /// `file:slot`, `file:progress`, `file:uploaded`, `file:downloaded` or `file:failed`.
+    pub event: &'static str,
+    /// The message's local key (its id is in `id` when known).
+    #[ts(type = "number")]
+    pub key: i64,
+    /// The message's id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub id: Option<String>,
+    /// Bytes moved so far.
+    #[ts(type = "number")]
+    pub done: u64,
+    /// Bytes in all, if known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[ts(optional, type = "number")]
+    pub total: Option<u64>,
+    /// Why it failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[ts(optional)]
     pub error: Option<String>,
@@ -254,6 +306,24 @@ impl Event {
             resumed,
             reason,
             retry_in_ms,
+        })
+    }
+
+    /// A transfer event.
+    pub fn transfer(
+        event: &'static str,
+        key: i64,
+        done: u64,
+        total: Option<u64>,
+        error: Option<String>,
+    ) -> Event {
+        Event::Transfer(TransferEvent {
+            event,
+            key,
+            id: None,
+            done,
+            total,
+            error,
         })
     }
 

@@ -15,6 +15,7 @@
 
 #[cfg(feature = "bench")]
 pub mod bench;
+pub mod chat_state;
 pub mod client;
 pub mod config;
 pub mod connection;
@@ -26,6 +27,7 @@ pub mod events;
 mod shared;
 pub mod sm;
 pub mod store;
+pub mod transfer;
 
 pub use client::{Client, ClientConfig};
 pub use delivery::{Direction, State};

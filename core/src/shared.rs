@@ -23,6 +23,8 @@ pub(crate) struct Shared {
     pub outbox: Notify,
     /// Woken to skip the reconnect delay (the network changed).
     pub wake: Notify,
+    /// Woken when a file transfer may start (a slot was granted, a file arrived).
+    pub transfers: Notify,
     /// Exit once nothing is pending (`run --until-idle`).
     pub exit_when_idle: AtomicBool,
     /// The app is in the background (CSI inactive wanted).
@@ -34,7 +36,19 @@ pub(crate) struct Shared {
     pub shutdown: watch::Sender<bool>,
     /// The store's integrity check, run in the background from [`Client::open`].
     pub integrity: Arc<Integrity>,
+    /// Chat states the front end reported, for the driver to hand to the engine (never stored:
+    /// dropped when they are older than [`CHAT_STATE_TTL`]).
+    pub chat_states: Mutex<
+        Vec<(
+            tokio_xmpp::jid::BareJid,
+            crate::chat_state::ChatState,
+            std::time::Instant,
+        )>,
+    >,
 }
+
+/// How old a reported chat state may be and still go out (a stale "typing" is worse than none).
+pub(crate) const CHAT_STATE_TTL: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The outcome of the background integrity check ([`Store::verify_file`]) that
 /// [`Client::open`] starts. Reads do not wait for it; every write and every session does, so
@@ -124,6 +138,12 @@ impl Shared {
         tracing::debug!(?event, "event");
         if matches!(event, Event::Connection(_)) {
             *self.connection.lock().unwrap_or_else(|p| p.into_inner()) = Some(event.clone());
+        }
+        // A slot granted, or a message with a file stored: the transfer worker has work.
+        match &event {
+            Event::Transfer(t) if t.event == "file:slot" => self.transfers.notify_one(),
+            Event::Received(_) => self.transfers.notify_one(),
+            _ => {}
         }
         let _no_subscriber_is_fine = self.events.send(event);
     }

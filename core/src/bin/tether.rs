@@ -72,6 +72,70 @@ enum Command {
     /// Answer a subscription request.
     #[command(subcommand)]
     Subscription(SubscriptionCmd),
+    /// Correct our message (XEP-0308); prints the correction's id. Works offline.
+    Correct {
+        /// The conversation.
+        #[arg(long)]
+        peer: String,
+        /// The message to correct.
+        #[arg(long)]
+        id: String,
+        /// The new text.
+        #[arg(long)]
+        body: String,
+    },
+    /// Retract our message (XEP-0424); prints the retraction's id. Works offline.
+    Retract {
+        /// The conversation.
+        #[arg(long)]
+        peer: String,
+        /// The message to take back.
+        #[arg(long)]
+        id: String,
+    },
+    /// Set our reactions to a message (XEP-0444; no --emoji takes ours away); prints the id.
+    React {
+        /// The conversation.
+        #[arg(long)]
+        peer: String,
+        /// The message reacted to.
+        #[arg(long)]
+        id: String,
+        /// An emoji (repeat for several).
+        #[arg(long)]
+        emoji: Vec<String>,
+    },
+    /// Answer a message (XEP-0461); prints the reply's id. Works offline.
+    Reply {
+        /// The conversation.
+        #[arg(long)]
+        peer: String,
+        /// The message answered.
+        #[arg(long)]
+        id: String,
+        /// The text.
+        #[arg(long)]
+        body: String,
+    },
+    /// Send a file (XEP-0363): copied into Tether's store and committed at once; uploaded and
+    /// sent by `run`. Prints the message id. Works offline.
+    SendFile {
+        /// Recipient bare JID.
+        #[arg(long)]
+        to: String,
+        /// The file.
+        #[arg(long)]
+        path: std::path::PathBuf,
+    },
+    /// Every version of a message's text, oldest first, one JSON object per line.
+    Edits {
+        /// The conversation.
+        #[arg(long)]
+        peer: String,
+        /// The message.
+        #[arg(long)]
+        id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -221,7 +285,15 @@ struct OutLine {
 #[derive(serde::Deserialize)]
 #[serde(untagged)]
 enum StdinLine {
-    Command { cmd: String },
+    Command {
+        cmd: String,
+    },
+    /// `{"to": "...", "chat_state": "composing"}`: our chat state in that conversation (never
+    /// stored; dropped when offline).
+    ChatState {
+        to: String,
+        chat_state: tether_core::chat_state::ChatState,
+    },
     Message(OutLine),
 }
 
@@ -461,6 +533,32 @@ fn dispatch(cli: Cli) -> Result<(), Error> {
             }
             Ok(())
         }
+        Command::Correct { peer, id, body } => {
+            println!("{}", open(&cli.db)?.correct(&peer, &id, &body)?);
+            Ok(())
+        }
+        Command::Retract { peer, id } => {
+            println!("{}", open(&cli.db)?.retract(&peer, &id)?);
+            Ok(())
+        }
+        Command::React { peer, id, emoji } => {
+            println!("{}", open(&cli.db)?.react(&peer, &id, &emoji)?);
+            Ok(())
+        }
+        Command::Reply { peer, id, body } => {
+            println!("{}", open(&cli.db)?.reply(&peer, &id, &body)?);
+            Ok(())
+        }
+        Command::SendFile { to, path } => {
+            println!("{}", open(&cli.db)?.send_file(&to, &path)?);
+            Ok(())
+        }
+        Command::Edits { peer, id } => {
+            for e in open(&cli.db)?.edits(&peer, &id)? {
+                print_json(&e);
+            }
+            Ok(())
+        }
         Command::Subscribe { jid } => {
             let client = open(&cli.db)?;
             client.request_subscription(&jid)?;
@@ -570,6 +668,17 @@ fn stdin_lines(c: &Client, lines: Vec<(usize, String)>) {
             Ok(StdinLine::Message(m)) => {
                 batch.push((m.to, m.body));
                 numbers.push(n);
+            }
+            Ok(StdinLine::ChatState { to, chat_state }) => {
+                flush(&mut batch, &mut numbers);
+                match c.set_chat_state(&to, chat_state) {
+                    Ok(true) => {}
+                    Ok(false) => report(
+                        tether_core::events::ErrorKind::Network,
+                        format!("stdin line {n}: offline, the chat state was dropped"),
+                    ),
+                    Err(e) => report(e.kind(), format!("stdin line {n}: {e}")),
+                }
             }
             Ok(StdinLine::Command { cmd }) => {
                 flush(&mut batch, &mut numbers);

@@ -155,6 +155,19 @@ async fn live(
             }
             engine.set_inactive(shared.inactive.load(Ordering::SeqCst));
             engine.set_exit_when_idle(shared.exit_when_idle.load(Ordering::SeqCst));
+            // Chat states the front end reported (stale ones are dropped, never sent late),
+            // before the outbox: keystrokes typed before "send" go before the message.
+            let states = std::mem::take(
+                &mut *shared
+                    .chat_states
+                    .lock()
+                    .map_err(|_| Error::Internal("chat-state lock poisoned".into()))?,
+            );
+            for (peer, state, at) in states {
+                if at.elapsed() <= crate::shared::CHAT_STATE_TTL {
+                    engine.handle_chat_state(&mut shared.store(), Instant::now(), &peer, state)?;
+                }
+            }
             // Batch by batch: each is committed, then written, while the next is staged.
             loop {
                 engine.handle_outbox(&mut shared.store(), Instant::now())?;
@@ -163,6 +176,7 @@ async fn live(
                     break;
                 }
             }
+            link.drain(engine, shared).await?;
             if let Some(end) = engine.poll_end() {
                 return Ok(end);
             }

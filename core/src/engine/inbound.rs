@@ -23,15 +23,17 @@ use tokio_xmpp::parsers::{
     stanza_id::{OriginId, StanzaId},
 };
 
-use super::{Engine, PendingIq};
+use super::{xeps, Engine, PendingIq};
+use crate::store::Action;
 use tokio_xmpp::parsers::data_forms::{DataForm, DataFormType};
+use tokio_xmpp::parsers::{chatstates::ChatState, message_correct::Replace, reactions::Reactions};
 
 /// XEP-0045 owner namespace (not in xmpp-parsers 0.23).
 const MUC_OWNER: &str = "http://jabber.org/protocol/muc#owner";
 use crate::delivery::{Direction, State};
 use crate::error::Result;
-use crate::events::{ErrorKind, Event, ReceivedEvent, SocialEvent};
-use crate::store::{Contact, InboundMessage, StateChange, Store};
+use crate::events::{ErrorKind, Event, ReceivedEvent, SocialEvent, UpdatedEvent};
+use crate::store::{Contact, InboundMessage, Refusal, StateChange, Store, Stored};
 
 /// What a message stanza says, besides its addressing.
 #[derive(Debug, Default)]
@@ -49,6 +51,108 @@ pub(crate) struct Parsed {
     pub carbon_received: Option<Message>,
     pub mam_result: Option<Element>,
     pub muc_user: bool,
+    /// XEP-0308: the id of the message this one corrects.
+    pub replace: Option<String>,
+    /// XEP-0424: the id of the message this one retracts.
+    pub retract: Option<String>,
+    /// XEP-0444: the id reacted to and the emoji, or why they are unusable.
+    pub reactions: Option<std::result::Result<(String, Vec<String>), String>>,
+    /// XEP-0461: the id of the message this one answers.
+    pub reply: Option<String>,
+    /// XEP-0428: which parts of the body are fallback.
+    pub fallbacks: Vec<xeps::Fallback>,
+    /// XEP-0085: the sender's chat state.
+    pub chat_state: Option<ChatState>,
+    /// XEP-0066: the URL of a file.
+    pub oob_url: Option<String>,
+    /// XEP-0446: what the file is.
+    pub file_meta: Option<xeps::FileMeta>,
+}
+
+/// What a message stores: its text and what it does to another message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Content {
+    pub body: String,
+    pub action: Option<Action>,
+    pub target: Option<String>,
+    pub reactions: Vec<String>,
+    pub file: Option<crate::store::InboundFile>,
+}
+
+impl Content {
+    fn text(body: String) -> Content {
+        Content {
+            body,
+            action: None,
+            target: None,
+            reactions: Vec::new(),
+            file: None,
+        }
+    }
+}
+
+/// The file a message links to: XEP-0066's URL with XEP-0446's metadata; the name made safe
+/// (from the metadata, else the URL's last segment).
+fn inbound_file(p: &Parsed) -> Option<crate::store::InboundFile> {
+    let url = p.oob_url.clone()?;
+    let meta = p.file_meta.clone().unwrap_or_default();
+    let from_url = url
+        .rsplit('/')
+        .next()
+        .map(|s| s.split(['?', '#']).next().unwrap_or_default().to_owned());
+    let name = crate::store::blobs::safe_name(&meta.name.or(from_url).unwrap_or_default());
+    Some(crate::store::InboundFile {
+        url,
+        name,
+        size: meta.size,
+        media_type: meta.media_type,
+        sha256: meta.sha256,
+        refused: None,
+    })
+}
+
+/// What `p` stores: `None` when it carries neither text nor an action (a receipt, a chat state),
+/// `Err` when its action is unusable (reported, nothing stored). A retraction wins over a
+/// reaction, a reaction over a correction, a correction over a reply; fallback text for a
+/// feature Tether understands is cut out of the body (a reply's quote is shown from our own copy
+/// of the message it answers, never from what the sender put in).
+pub(crate) fn content(p: &Parsed) -> Option<std::result::Result<Content, String>> {
+    if let Some(target) = &p.retract {
+        return Some(Ok(Content {
+            action: Some(Action::Retract),
+            target: Some(target.clone()),
+            ..Content::text(String::new())
+        }));
+    }
+    if let Some(r) = &p.reactions {
+        return Some(r.clone().and_then(|(target, emoji)| {
+            let emoji = crate::store::check_reactions(&emoji)?;
+            Ok(Content {
+                action: Some(Action::React),
+                target: Some(target),
+                reactions: emoji,
+                ..Content::text(String::new())
+            })
+        }));
+    }
+    // A file link without a body still shows as the link (XEP-0066).
+    let body = p.body.as_deref().or(p.oob_url.as_deref())?;
+    let body = xeps::strip_fallback(body, &p.fallbacks, xeps::REPLY);
+    if let Some(target) = &p.replace {
+        if body.trim().is_empty() {
+            return Some(Err(format!("a correction of {target} without text")));
+        }
+        return Some(Ok(Content {
+            action: Some(Action::Correct),
+            target: Some(target.clone()),
+            ..Content::text(body)
+        }));
+    }
+    Some(Ok(Content {
+        target: p.reply.clone(),
+        file: inbound_file(p),
+        ..Content::text(body)
+    }))
 }
 
 /// Splits a message into what Tether uses. A stanza-id counts only when `trusted_by` stamped it.
@@ -95,6 +199,28 @@ pub(crate) fn parse(mut m: Message, trusted_by: &BareJid) -> Parsed {
             p.mam_result = Some(el);
         } else if el.is("x", ns::MUC_USER) {
             p.muc_user = true;
+        } else if el.is("replace", ns::MESSAGE_CORRECT) {
+            p.replace = Replace::try_from(el).ok().map(|r| r.id.0);
+        } else if el.is("retract", xeps::RETRACT) {
+            p.retract = xeps::Retract::try_from(el).ok().map(|r| r.id);
+        } else if el.is("reactions", ns::REACTIONS) {
+            p.reactions = Some(
+                Reactions::try_from(el)
+                    .map(|r| (r.id, r.reactions.into_iter().map(|r| r.emoji).collect()))
+                    .map_err(|e| format!("malformed reactions: {e}")),
+            );
+        } else if el.is("reply", xeps::REPLY) {
+            p.reply = xeps::Reply::try_from(el).ok().map(|r| r.id);
+        } else if el.is("fallback", xeps::FALLBACK) {
+            p.fallbacks.extend(xeps::Fallback::try_from(el).ok());
+        } else if el.ns() == ns::CHATSTATES {
+            p.chat_state = ChatState::try_from(el).ok();
+        } else if el.is("x", ns::OOB) {
+            p.oob_url = tokio_xmpp::parsers::oob::Oob::try_from(el)
+                .ok()
+                .map(|o| o.url.trim().to_owned());
+        } else if el.is("file-metadata", xeps::FILE_METADATA) {
+            p.file_meta = Some(xeps::parse_file_metadata(&el));
         }
     }
     p
@@ -188,7 +314,10 @@ impl Engine {
             self.emit_changes(&changes);
         }
         let chat_like = matches!(type_, MessageType::Chat | MessageType::Normal);
-        let (Some(body), true) = (p.body.clone(), chat_like) else {
+        if let (Via::Live, true, Some(state)) = (via, chat_like, &p.chat_state) {
+            self.on_chat_state(from.to_bare(), state.clone());
+        }
+        let Some(c) = chat_like.then(|| self.usable(&peer, &p)).flatten() else {
             return self.count_inbound();
         };
         let msg = InboundMessage {
@@ -201,22 +330,82 @@ impl Engine {
             origin_id: p.origin_id,
             stanza_id: p.stanza_id,
             peer,
-            body,
+            body: c.body,
             server_ts: p.delay_ms,
+            action: c.action,
+            target: c.target,
+            reactions: c.reactions,
+            file: c.file,
         };
         self.commit_message(store, &msg)
+    }
+
+    /// What a message stores, or `None` (nothing to store, or an unusable action: reported).
+    pub(super) fn usable(&mut self, peer: &str, p: &Parsed) -> Option<Content> {
+        match content(p)? {
+            Ok(mut c) => {
+                if let Some(f) = c.file.as_mut() {
+                    f.refused =
+                        super::upload::check_download_url(&f.url, self.config.allow_http_files);
+                    if let Some(why) = &f.refused {
+                        self.emit(Event::error(
+                            ErrorKind::Security,
+                            format!("a file from {peer} will not be fetched: {why}"),
+                        ));
+                    }
+                }
+                Some(c)
+            }
+            Err(why) => {
+                self.emit(Event::error(
+                    ErrorKind::Protocol,
+                    format!("ignored a message from {peer}: {why}"),
+                ));
+                None
+            }
+        }
     }
 
     /// Stores a message learnt from the network with the inbound count, and announces it.
     pub(super) fn commit_message(&mut self, store: &mut Store, msg: &InboundMessage) -> Result<()> {
         let account = self.account;
-        let change =
-            self.commit_counted(store, |store, snap| store.store_inbound(account, msg, snap))?;
-        match change {
-            Some(c) => self.emit_received(&c, msg),
-            None => tracing::debug!(peer = msg.peer, id = ?msg.id, "duplicate message dropped"),
-        }
+        let stored = self.commit_counted(store, |store, snap| {
+            store.store_inbound_full(account, msg, snap)
+        })?;
+        self.announce_stored(&stored, msg);
         Ok(())
+    }
+
+    /// The events of a stored inbound message: received (a message of its own), updated (the
+    /// messages it or those waiting for it changed), and what was refused. Returns whether a new
+    /// row was stored.
+    pub(super) fn announce_stored(&mut self, stored: &Stored, msg: &InboundMessage) -> bool {
+        match &stored.change {
+            Some(c) if msg.action.is_none() => self.emit_received(c, msg),
+            Some(_) => {}
+            None if stored.refused.is_empty() => {
+                tracing::debug!(peer = msg.peer, id = ?msg.id, "duplicate message dropped")
+            }
+            None => {}
+        }
+        for u in &stored.updated {
+            self.emit(Event::Updated(UpdatedEvent {
+                event: "message:updated",
+                id: u.id.clone(),
+                peer: u.peer.clone(),
+                action: u.action,
+            }));
+        }
+        for r in &stored.refused {
+            match r {
+                Refusal::Forged(why) => {
+                    tracing::warn!(why, "forged correction or retraction");
+                    self.emit(Event::error(ErrorKind::Security, why.clone()))
+                }
+                Refusal::Invalid(why) => self.emit(Event::error(ErrorKind::Protocol, why.clone())),
+            }
+        }
+        stored.change.is_some()
     }
 
     pub(super) fn emit_received(&mut self, c: &StateChange, msg: &InboundMessage) {
@@ -261,7 +450,8 @@ impl Engine {
             return self.count_inbound();
         };
         let parsed = parse(inner, &own);
-        let Some(body) = parsed.body else {
+        let peer = to.to_bare().to_string();
+        let Some(c) = self.usable(&peer, &parsed) else {
             return self.count_inbound();
         };
         let msg = InboundMessage {
@@ -272,9 +462,13 @@ impl Engine {
             id: parsed.id,
             origin_id: parsed.origin_id,
             stanza_id: parsed.stanza_id,
-            peer: to.to_bare().to_string(),
-            body,
+            peer,
+            body: c.body,
             server_ts: parsed.delay_ms,
+            action: c.action,
+            target: c.target,
+            reactions: c.reactions,
+            file: c.file,
         };
         self.commit_message(store, &msg)
     }
@@ -292,7 +486,7 @@ impl Engine {
             return self.count_inbound();
         };
         let p = parse(m, &room);
-        let Some(body) = p.body else {
+        let Some(c) = self.usable(room.as_str(), &p) else {
             return self.count_inbound();
         };
         let ours = nick == our_nick;
@@ -318,7 +512,7 @@ impl Engine {
             p.id,
             p.origin_id,
             p.stanza_id,
-            body,
+            c,
             p.delay_ms,
         );
         self.commit_message(store, &msg)
@@ -452,6 +646,9 @@ impl Engine {
                     Ok(())
                 }
                 Some(PendingIq::Mam) => self.on_mam_answer(store, iq),
+                Some(PendingIq::DiscoItems) => self.on_disco_items(iq),
+                Some(PendingIq::DiscoInfo(jid)) => self.on_disco_info(store, jid, iq),
+                Some(PendingIq::Slot(key)) => self.on_slot(store, key, iq),
                 None => Ok(()),
             },
             Iq::Set {
@@ -597,7 +794,7 @@ pub(super) fn room_message(
     id: Option<String>,
     origin_id: Option<String>,
     stanza_id: Option<String>,
-    body: String,
+    c: Content,
     server_ts: Option<i64>,
 ) -> InboundMessage {
     InboundMessage {
@@ -609,8 +806,12 @@ pub(super) fn room_message(
         origin_id,
         stanza_id,
         peer: room.to_string(),
-        body,
+        body: c.body,
         server_ts,
+        action: c.action,
+        target: c.target,
+        reactions: c.reactions,
+        file: c.file,
     }
 }
 

@@ -20,10 +20,10 @@ use tokio_xmpp::parsers::{
 
 use super::inbound::{parse, room_message};
 use super::{new_id, Engine, PendingIq, IQ_TIMEOUT};
-use crate::delivery::Direction;
+use crate::delivery::{Direction, State};
 use crate::error::Result;
 use crate::events::{ErrorKind, Event, SocialEvent};
-use crate::store::{InboundMessage, Store};
+use crate::store::{InboundMessage, Move, Store};
 
 /// Results per page.
 const PAGE: usize = 100;
@@ -123,8 +123,39 @@ impl Engine {
                 Ok(())
             }
             None if self.mam.busy() => self.next_archive(store),
+            // Messages a lost stream left unconfirmed (a restart that could not number them, say)
+            // are checked although the stream was resumed: the account's own archive, and the
+            // rooms they went to.
+            None if !store.checking(self.account, None)?.is_empty() => {
+                let rooms = store.rooms_checking(self.account)?;
+                self.start_mam(store, rooms)
+            }
             None => Ok(()),
         }
+    }
+
+    /// An archive's catch-up ended (complete, refused, absent or skipped): the messages checked
+    /// against it that it did not hold become `failed`, with the reason they were checked for, and
+    /// the user decides. `None`: every message still checked (the whole catch-up ended).
+    fn fail_unverified(&mut self, store: &mut Store, archive: Option<&str>) -> Result<()> {
+        let scope = archive.map(|a| (!a.is_empty()).then_some(a));
+        let keys = store.checking(self.account, scope)?;
+        if keys.is_empty() {
+            return Ok(());
+        }
+        tracing::info!(
+            archive,
+            count = keys.len(),
+            "not in the archive: the user decides"
+        );
+        let moves: Vec<Move> = keys
+            .into_iter()
+            .map(|key| Move {
+                error: None,
+                ..Move::to(key, State::Failed)
+            })
+            .collect();
+        self.apply(store, &moves, &[])
     }
 
     /// No answer to the page query in time: ask for the same page again (a query written just
@@ -155,9 +186,11 @@ impl Engine {
 
     fn next_archive(&mut self, store: &mut Store) -> Result<()> {
         self.mam.dirty = true;
+        if let Some(done) = self.mam.current.take() {
+            self.fail_unverified(store, Some(&done.archive))?;
+        }
         let Some(archive) = self.mam.queue.pop_front() else {
-            self.mam.current = None;
-            return Ok(());
+            return self.fail_unverified(store, None);
         };
         let last = store.mam_last_id(self.account, &archive)?;
         self.mam.current = Some(Current {
@@ -277,7 +310,7 @@ impl Engine {
                     return self.count_inbound();
                 }
                 let p = parse(inner, &own);
-                let (Some(body), Some(sender)) = (p.body, inner_from) else {
+                let Some(sender) = inner_from else {
                     return self.count_inbound();
                 };
                 let outgoing = sender.to_bare() == own;
@@ -288,6 +321,9 @@ impl Engine {
                     }
                 } else {
                     sender.to_bare()
+                };
+                let Some(c) = self.usable(peer.as_str(), &p) else {
+                    return self.count_inbound();
                 };
                 InboundMessage {
                     direction: if outgoing {
@@ -302,8 +338,12 @@ impl Engine {
                     origin_id: p.origin_id,
                     stanza_id: Some(archive_id),
                     peer: peer.to_string(),
-                    body,
+                    body: c.body,
                     server_ts: p.delay_ms.or(delay),
+                    action: c.action,
+                    target: c.target,
+                    reactions: c.reactions,
+                    file: c.file,
                 }
             }
             Some(room) => {
@@ -313,7 +353,7 @@ impl Engine {
                 let nick = sender.resource().to_string();
                 let our_nick = store.room_nick(self.account, room.as_str())?;
                 let p = parse(inner, &room);
-                let Some(body) = p.body else {
+                let Some(c) = self.usable(room.as_str(), &p) else {
                     return self.count_inbound();
                 };
                 let direction = if our_nick.as_deref() == Some(nick.as_str()) {
@@ -328,21 +368,44 @@ impl Engine {
                     p.id,
                     p.origin_id,
                     Some(archive_id),
-                    body,
+                    c,
                     p.delay_ms.or(delay),
                 )
             }
         };
         let account = self.account;
-        let change = self.commit_counted(store, |store, snap| {
-            store.store_inbound(account, &msg, snap)
+        if msg.direction == Direction::Out {
+            // Ours: proof that the server has it, for a message still waiting for that proof
+            // (one being checked after a lost stream, or one whose ack the link lost).
+            let key = msg.origin_id.clone().or_else(|| msg.id.clone());
+            if let Some(key) = key {
+                let (peer, sid) = (msg.peer.clone(), msg.stanza_id.clone());
+                let confirmed = if msg.kind == "groupchat" {
+                    store
+                        .has_outgoing(account, &peer, &key)?
+                        .then_some(())
+                        .map(|()| store.reflect(account, &peer, &key, sid.as_deref(), None))
+                        .transpose()?
+                } else {
+                    store
+                        .archived(account, &peer, &key, sid.as_deref())?
+                        .map(Some)
+                };
+                if let Some(change) = confirmed {
+                    self.count_inbound()?;
+                    self.emit_changes(change.as_slice());
+                    return Ok(());
+                }
+            }
+        }
+        let stored = self.commit_counted(store, |store, snap| {
+            store.store_inbound_full(account, &msg, snap)
         })?;
-        if let Some(c) = change {
+        if self.announce_stored(&stored, &msg) {
             if let Some(current) = self.mam.current.as_mut() {
                 current.stored += 1;
                 self.mam.dirty = true;
             }
-            self.emit_received(&c, &msg);
         }
         Ok(())
     }

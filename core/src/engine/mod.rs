@@ -30,7 +30,13 @@ pub mod fuzzing;
 mod inbound;
 mod mam;
 mod stanzas;
+pub mod upload;
+pub mod xeps;
 
+#[cfg(test)]
+mod files_tests;
+#[cfg(test)]
+mod references_tests;
 #[cfg(test)]
 mod sim;
 #[cfg(test)]
@@ -58,6 +64,7 @@ use tokio_xmpp::parsers::{
 };
 use tokio_xmpp::xmlstream::{StreamElementError, XmppStreamElement};
 
+use crate::chat_state::{ChatState, ChatStates};
 use crate::config::ClientConfig;
 use crate::delivery::State;
 use crate::error::{Error, Result};
@@ -91,7 +98,9 @@ pub enum Fate<'a> {
     Acked,
     /// Waiting for resumption: messages hibernated, control rows kept.
     Hibernated,
-    /// The stream is gone for good: messages failed (the user decides), control rows re-queued.
+    /// The stream is gone for good: messages are looked for in the account's archive
+    /// (`checking`: `acked` if it holds them, else `failed` with this reason, and the user
+    /// decides), control rows re-queued.
     Lost(&'a str),
 }
 
@@ -104,7 +113,10 @@ pub fn settle(tags: &[Tag], fate: Fate<'_>) -> (Vec<Move>, Vec<ControlMove>) {
         match (*tag, fate) {
             (Tag::Msg(key), Fate::Acked) => moves.push(Move::to(key, State::Acked)),
             (Tag::Msg(key), Fate::Hibernated) => moves.push(Move::to(key, State::Hibernated)),
-            (Tag::Msg(key), Fate::Lost(why)) => moves.push(Move::failed(key, why)),
+            (Tag::Msg(key), Fate::Lost(why)) => moves.push(Move {
+                error: Some(why.to_owned()),
+                ..Move::to(key, State::Checking)
+            }),
             (Tag::Ctl(key), Fate::Acked) => control.push(ControlMove::Done { key }),
             (Tag::Ctl(_), Fate::Hibernated) => {}
             (Tag::Ctl(key), Fate::Lost(_)) => control.push(ControlMove::Pending { key }),
@@ -181,6 +193,12 @@ enum PendingIq {
     Mam,
     /// The keepalive probe without SM.
     Ping,
+    /// The server's items (looking for its upload service).
+    DiscoItems,
+    /// One item's features.
+    DiscoInfo(tokio_xmpp::jid::Jid),
+    /// An upload slot for message `key`.
+    Slot(i64),
 }
 
 /// How long the server has to answer an iq we track.
@@ -259,6 +277,12 @@ pub struct Engine {
     end: Option<SessionEnd>,
     inactive: bool,
     exit_when_idle: bool,
+    /// XEP-0085: what to tell each contact about our typing (never stored, never resent).
+    chat: ChatStates,
+    /// XEP-0363: the upload service, as far as known on this connection.
+    upload: upload::Discovery,
+    /// Files whose slot request is on its way.
+    slots_asked: std::collections::HashSet<i64>,
     /// The time of the call being handled.
     now: Instant,
     /// Whether the last outbox call filled a whole batch (another may be waiting).
@@ -298,6 +322,9 @@ impl Engine {
             end: None,
             inactive: false,
             exit_when_idle: false,
+            chat: ChatStates::default(),
+            upload: upload::Discovery::default(),
+            slots_asked: std::collections::HashSet::new(),
             now,
             outbox_more: false,
         };
@@ -363,6 +390,9 @@ impl Engine {
             at(*deadline);
         }
         at(self.liveness_deadline(link));
+        if let Some(t) = self.chat.poll_timeout() {
+            at(t);
+        }
         next
     }
 
@@ -511,6 +541,7 @@ impl Engine {
                 }
             }
             e.outbox_more = staged >= OUTBOX_BATCH.min(e.config.sm.max_in_flight as usize);
+            e.request_slots(store)?;
             e.sync_csi();
             if e.sm.poll_request(e.now) {
                 e.transmit_sm(Nonza::Req(sm::R));
@@ -520,6 +551,7 @@ impl Engine {
                 && e.sm.in_flight() == 0
                 && !e.mam.busy()
                 && store.pending_count(e.account)? == 0
+                && store.transfers_pending(e.account)? == 0
             {
                 e.close();
             }
@@ -590,8 +622,63 @@ impl Engine {
             if e.sm.poll_request(now) {
                 e.transmit_sm(Nonza::Req(sm::R));
             }
+            if e.is_online() {
+                for (peer, state) in e.chat.on_timeout(now) {
+                    e.write_chat_state(&peer, state);
+                }
+            }
             Ok(())
         })
+    }
+
+    /// The user's chat state in the conversation with `peer` (XEP-0085): sent now, later (rate
+    /// limit) or never (the contact never showed support; not online), by the rules of
+    /// [`crate::chat_state`]. Never stored, never sent again after a reconnect.
+    pub fn handle_chat_state(
+        &mut self,
+        store: &mut Store,
+        now: Instant,
+        peer: &BareJid,
+        state: ChatState,
+    ) -> Result<()> {
+        if !self.is_online() || self.closing() {
+            return Ok(());
+        }
+        let Some(state) = self.chat.want(peer.as_str(), state, now) else {
+            return Ok(());
+        };
+        self.step(store, now, |e, _| {
+            e.write_chat_state(peer.as_str(), state);
+            Ok(())
+        })
+    }
+
+    fn write_chat_state(&mut self, peer: &str, state: ChatState) {
+        match stanzas::chat_state(peer, state) {
+            Ok(stanza) => self.write_untracked(stanza),
+            Err(e) => tracing::warn!(peer, "no chat state for a bad JID: {e}"),
+        }
+    }
+
+    /// A contact's chat state arrived: it understands them; the front end is told.
+    pub(super) fn on_chat_state(
+        &mut self,
+        from: BareJid,
+        state: tokio_xmpp::parsers::chatstates::ChatState,
+    ) {
+        use tokio_xmpp::parsers::chatstates::ChatState as P;
+        let state = match state {
+            P::Active => ChatState::Active,
+            P::Composing => ChatState::Composing,
+            P::Paused => ChatState::Paused,
+            P::Inactive => ChatState::Inactive,
+            P::Gone => ChatState::Gone,
+        };
+        self.chat.on_received(from.as_str());
+        self.emit(Event::Social(crate::events::SocialEvent::ChatState {
+            from: from.to_string(),
+            state,
+        }));
     }
 
     /// The user asked to stop: close cleanly if nothing is in flight (the session ends for good);
@@ -643,6 +730,7 @@ impl Engine {
         self.link = None;
         // What the dead link did not take is never written to the next one.
         self.transmits.clear();
+        self.chat.on_link_lost();
         self.step(store, now, |e, store| {
             let resumable = e.sm.can_resume();
             let tags = e.sm.on_disconnect();
@@ -1125,6 +1213,21 @@ impl Engine {
             }
             PendingIq::Ping => Ok(()),
             PendingIq::Mam => self.on_mam_timeout(store),
+            PendingIq::DiscoItems => {
+                self.upload = upload::Discovery::None;
+                self.request_slots(store)
+            }
+            PendingIq::DiscoInfo(_) => {
+                if let upload::Discovery::Asking(n) = self.upload {
+                    self.upload = if n <= 1 {
+                        upload::Discovery::None
+                    } else {
+                        upload::Discovery::Asking(n - 1)
+                    };
+                }
+                self.request_slots(store)
+            }
+            PendingIq::Slot(key) => self.on_slot_timeout(store, key),
         }
     }
 
@@ -1180,6 +1283,9 @@ impl Engine {
     ) -> (Move, Option<Stanza>) {
         match outgoing_message(item) {
             Ok(stanza) => {
+                if item.kind == "chat" {
+                    self.chat.on_message_sent(&item.peer, self.now);
+                }
                 let seq = self.sm.on_sent(Some(Tag::Msg(item.key)), self.now);
                 if seq.is_none() {
                     // Written without SM: nothing will ever ack it.

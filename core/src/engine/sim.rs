@@ -19,7 +19,7 @@ use tokio_xmpp::parsers::{
     forwarding::Forwarded,
     iq::Iq,
     mam,
-    message::{Id, Lang, Message},
+    message::{Id, Lang, Message, MessageType},
     ns,
     rsm::SetResult,
     sm::{self, Nonza},
@@ -92,6 +92,12 @@ pub(super) struct Server {
     pub archive: Vec<(String, Message)>,
     /// The most results per archive page.
     pub page_max: usize,
+    /// Archive the client's own chat messages as they arrive (as Prosody's mod_mam does).
+    pub archives_outgoing: bool,
+    /// Answer archive queries (off: `service-unavailable`, a server without an archive).
+    pub mam_offered: bool,
+    /// Never answer archive queries (a stuck archive).
+    pub drop_all_mam: bool,
     /// The CSI state the client last announced.
     pub csi_inactive: Option<bool>,
     /// The client closed its stream.
@@ -104,6 +110,14 @@ pub(super) struct Server {
     pub pings: u32,
     /// Stream errors the client wrote.
     pub stream_errors: Vec<tokio_xmpp::parsers::stream_error::StreamError>,
+    /// An upload service `upload.localhost` with this size limit (`None`: no service).
+    pub upload_max: Option<u64>,
+    /// The PUT and GET URL of every slot it grants (`{n}` is the slot's number).
+    pub slot_url: String,
+    /// Refuse slot requests with this condition.
+    pub slot_error: Option<tokio_xmpp::parsers::stanza_error::DefinedCondition>,
+    /// Slot requests received: (file name, size).
+    pub slot_requests: Vec<(String, u64)>,
 }
 
 impl Server {
@@ -125,12 +139,19 @@ impl Server {
             rx_budget: None,
             archive: Vec::new(),
             page_max: 100,
+            archives_outgoing: true,
+            mam_offered: true,
+            drop_all_mam: false,
             csi_inactive: None,
             closed: false,
             streams: 0,
             requests: 0,
             pings: 0,
             stream_errors: Vec::new(),
+            upload_max: Some(10 << 20),
+            slot_url: "https://localhost:5281/share/{n}/file".into(),
+            slot_error: None,
+            slot_requests: Vec::new(),
         }
     }
 
@@ -275,6 +296,16 @@ impl Server {
         self.send(Stanza::Message(m));
     }
 
+    /// Answers the client's iq `id` with a result.
+    fn answer(&mut self, id: String, payload: Option<Element>) {
+        self.send(Stanza::Iq(Iq::Result {
+            from: None,
+            to: None,
+            id,
+            payload,
+        }));
+    }
+
     /// Queues a raw element for the client, outside SM counting (a nonza, or a malformed one).
     pub fn push_raw(&mut self, incoming: Incoming) {
         self.to_client.push_back(incoming);
@@ -398,23 +429,128 @@ impl Server {
             self.iqs.push(iq.clone());
         }
         match stanza {
-            Stanza::Message(m) => self.delivered.push(m),
+            Stanza::Message(m) => {
+                let chat = matches!(m.type_, MessageType::Chat | MessageType::Normal);
+                // As Prosody's mod_mam: a message with a body, or one hinted `<store/>`.
+                let worth = !m.bodies.is_empty()
+                    || m.payloads.iter().any(|p| p.is("store", super::xeps::HINTS));
+                if self.archives_outgoing && chat && worth {
+                    let mut archived = m.clone();
+                    archived.from = Some(format!("{}/tether", self.own).parse().unwrap());
+                    let aid = format!("own-{}", self.archive.len());
+                    self.archive.push((aid, archived));
+                }
+                self.delivered.push(m);
+            }
             Stanza::Presence(_) => {}
             Stanza::Iq(Iq::Set { id, payload, .. }) if payload.is("bind", ns::BIND) => {
                 let jid: Jid = format!("{}/tether", self.own).parse().unwrap();
                 let bound = BindResponse {
                     jid: jid.try_into_full().unwrap(),
                 };
-                self.send(Stanza::Iq(Iq::Result {
+                self.answer(id, Some(bound.into()));
+            }
+            Stanza::Iq(Iq::Set { payload, .. })
+                if payload.is("query", ns::MAM) && self.drop_all_mam => {}
+            Stanza::Iq(Iq::Set { id, payload, .. })
+                if payload.is("query", ns::MAM) && !self.mam_offered =>
+            {
+                let error = tokio_xmpp::parsers::stanza_error::StanzaError::new(
+                    tokio_xmpp::parsers::stanza_error::ErrorType::Cancel,
+                    tokio_xmpp::parsers::stanza_error::DefinedCondition::ServiceUnavailable,
+                    "en",
+                    "no archive here",
+                );
+                self.send(Stanza::Iq(Iq::Error {
                     from: None,
                     to: None,
                     id,
-                    payload: Some(bound.into()),
+                    error,
+                    payload: None,
                 }));
             }
             Stanza::Iq(Iq::Set { id, payload, .. }) if payload.is("query", ns::MAM) => {
                 let query = mam::Query::try_from(payload).expect("a valid archive query");
                 self.answer_mam(id, query);
+            }
+            Stanza::Iq(Iq::Get { id, payload, .. }) if payload.is("query", ns::DISCO_ITEMS) => {
+                use tokio_xmpp::parsers::disco::{DiscoItemsResult, Item};
+                let items = self
+                    .upload_max
+                    .map(|_| Item {
+                        jid: "upload.localhost".parse().unwrap(),
+                        node: None,
+                        name: None,
+                    })
+                    .into_iter()
+                    .collect();
+                let r = DiscoItemsResult {
+                    node: None,
+                    items,
+                    rsm: None,
+                };
+                self.answer(id, Some(r.into()));
+            }
+            Stanza::Iq(Iq::Get {
+                id, payload, to, ..
+            }) if payload.is("query", ns::DISCO_INFO) => {
+                use tokio_xmpp::parsers::data_forms::{DataForm, DataFormType, Field};
+                use tokio_xmpp::parsers::disco::{DiscoInfoResult, Identity};
+                let upload = to
+                    .as_ref()
+                    .is_some_and(|t| t.as_str() == "upload.localhost");
+                let mut r = DiscoInfoResult {
+                    node: None,
+                    identities: vec![Identity::new("server", "im", "en", "sim")],
+                    features: Default::default(),
+                    extensions: vec![],
+                };
+                if let (true, Some(max)) = (upload, self.upload_max) {
+                    r.features.insert(ns::HTTP_UPLOAD.to_owned());
+                    r.extensions.push(DataForm::new(
+                        DataFormType::Result_,
+                        ns::HTTP_UPLOAD,
+                        vec![Field::text_single("max-file-size", &max.to_string())],
+                    ));
+                }
+                self.send(Stanza::Iq(Iq::Result {
+                    from: to,
+                    to: None,
+                    id,
+                    payload: Some(r.into()),
+                }));
+            }
+            Stanza::Iq(Iq::Get { id, payload, .. }) if payload.is("request", ns::HTTP_UPLOAD) => {
+                use tokio_xmpp::parsers::http_upload::{Get, Put, SlotRequest, SlotResult};
+                let req = SlotRequest::try_from(payload).expect("a valid slot request");
+                self.slot_requests.push((req.filename, req.size));
+                if let Some(cond) = self.slot_error.clone() {
+                    let error = tokio_xmpp::parsers::stanza_error::StanzaError::new(
+                        tokio_xmpp::parsers::stanza_error::ErrorType::Modify,
+                        cond,
+                        "en",
+                        "File too large. The maximum file size is 10 bytes",
+                    );
+                    self.send(Stanza::Iq(Iq::Error {
+                        from: None,
+                        to: None,
+                        id,
+                        error,
+                        payload: None,
+                    }));
+                    return;
+                }
+                let url = self
+                    .slot_url
+                    .replace("{n}", &self.slot_requests.len().to_string());
+                let r = SlotResult {
+                    put: Put {
+                        url: url.clone(),
+                        headers: vec![],
+                    },
+                    get: Get { url },
+                };
+                self.answer(id, Some(r.into()));
             }
             Stanza::Iq(Iq::Get { id, payload, .. }) if payload.is("ping", ns::PING) => {
                 self.pings += 1;
@@ -425,12 +561,7 @@ impl Server {
             }
             Stanza::Iq(Iq::Get { id, .. } | Iq::Set { id, .. }) => {
                 // Roster, carbons: an empty result will do.
-                self.send(Stanza::Iq(Iq::Result {
-                    from: None,
-                    to: None,
-                    id,
-                    payload: None,
-                }));
+                self.answer(id, None);
             }
             Stanza::Iq(_) => {}
         }
@@ -477,12 +608,7 @@ impl Server {
                 count: None,
             },
         };
-        self.send(Stanza::Iq(Iq::Result {
-            from: None,
-            to: None,
-            id,
-            payload: Some(fin.into()),
-        }));
+        self.answer(id, Some(fin.into()));
     }
 
     /// Puts `n` messages from `from` in the archive (ids `a-{i}`, bodies `archived {i}`).

@@ -144,44 +144,184 @@ fn resume_failed_with_h_acks_what_h_covers_and_fails_the_rest_for_the_user() {
     assert_eq!(snap.stream_id.as_deref(), Some("stream-2"));
 }
 
+/// Writes a message the server never gets (lost on the wire with the rest of the link).
+fn lost_on_the_wire(pair: &mut Pair, body: &str) -> String {
+    let id = pair.send(BOB, body);
+    pair.engine
+        .handle_outbox(&mut pair.store, pair.now)
+        .unwrap();
+    while pair.engine.poll_transmit().is_some() {}
+    id
+}
+
+/// Bodies of what the server received, each with how often.
+fn delivered_once(pair: &Pair, bodies: &[&str]) {
+    for b in bodies {
+        assert_eq!(count(&pair.server.bodies(), b), 1, "{b} at the server");
+    }
+}
+
 #[test]
-fn resume_failed_without_h_as_prosody_sends_it_fails_everything_unconfirmed() {
+fn resume_failed_without_h_as_prosody_sends_it_asks_the_archive_and_fails_only_what_it_lacks() {
     let mut pair = Pair::new(Server::new());
     online(&mut pair);
-    let a = unacked_then_cut(&mut pair, "unconfirmed");
+    pair.server.answer_requests = false;
+    let a = pair.send(BOB, "reached");
+    pair.run();
+    let b = lost_on_the_wire(&mut pair, "lost");
+    pair.cut(true);
+    pair.server.answer_requests = true;
     pair.server.resume = ResumeAnswer::FailWithoutH;
+    let checking_before = pair.events_named("message:checking");
     online(&mut pair);
-    assert_eq!(pair.state(&a), State::Failed);
+    // Both were checked (with an event each), before the user was asked about any.
+    assert_eq!(pair.events_named("message:checking") - checking_before, 2);
+    assert_eq!(pair.state(&a), State::Acked, "the archive has it");
+    let row = pair.store.message(pair.account_id(), &a).unwrap();
+    assert_eq!(row.stanza_id.as_deref(), Some("own-0"), "the archive's id");
+    assert_eq!(row.error, None);
+    assert_eq!(pair.state(&b), State::Failed, "the archive lacks it");
+    let row = pair.store.message(pair.account_id(), &b).unwrap();
+    assert!(row.error.unwrap().contains("resumption failed"));
+    // The failed event tells the user why, as the row does.
+    let told: Vec<Option<String>> = pair
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Message(m) if m.state == State::Failed => Some(m.error.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(told.len(), 1);
+    assert!(told[0]
+        .as_deref()
+        .is_some_and(|e| e.contains("resumption failed")));
     assert!(
         pair.engine.is_online(),
         "bound and enabled after the failure"
     );
-    // The user resends: same id, delivered again (the server received it twice: issue 14's
-    // archive check will tell these apart).
+    // The user resends what failed: same id, and every body is at the server exactly once.
     let changes = pair
         .store
-        .resend(pair.account_id(), std::slice::from_ref(&a))
+        .resend(pair.account_id(), std::slice::from_ref(&b))
         .unwrap();
     assert_eq!(changes[0].state, State::Queued);
     pair.run();
-    assert_eq!(pair.state(&a), State::Acked);
+    assert_eq!(pair.state(&b), State::Acked);
+    delivered_once(&pair, &["reached", "lost"]);
     let ids: Vec<_> = pair
         .server
         .delivered
         .iter()
-        .filter_map(|m| m.id.clone())
+        .filter_map(|m| m.id.clone().map(|i| i.0))
         .collect();
-    assert!(ids.iter().all(|i| i.0 == a), "the resend keeps the id");
+    assert_eq!(ids, vec![a, b], "the resend keeps the id");
 }
 
 #[test]
-fn resumed_for_another_stream_is_a_protocol_violation_that_fails_the_unconfirmed() {
+fn without_an_archive_every_unconfirmed_message_fails_as_before() {
+    let mut server = Server::new();
+    server.mam_offered = false;
+    let mut pair = Pair::new(server);
+    online(&mut pair);
+    let a = unacked_then_cut(&mut pair, "reached, unknowable");
+    pair.server.resume = ResumeAnswer::FailWithoutH;
+    online(&mut pair);
+    assert_eq!(pair.state(&a), State::Failed);
+    assert!(
+        pair.error_events("mam").is_empty(),
+        "no archive is no error"
+    );
+    assert!(!pair.engine.catching_up());
+}
+
+#[test]
+fn an_archive_that_does_not_answer_fails_what_it_was_asked_about() {
     let mut pair = Pair::new(Server::new());
     online(&mut pair);
-    let a = unacked_then_cut(&mut pair, "x");
+    let a = unacked_then_cut(&mut pair, "reached, but nobody says so");
+    pair.server.resume = ResumeAnswer::FailWithoutH;
+    pair.server.drop_all_mam = true;
+    online(&mut pair);
+    assert_eq!(pair.state(&a), State::Checking, "while the check runs");
+    pair.advance(super::IQ_TIMEOUT * 4);
+    assert_eq!(pair.state(&a), State::Failed);
+    assert_eq!(pair.error_events("mam").len(), 1, "the skip is reported");
+}
+
+#[test]
+fn a_check_killed_mid_way_goes_on_after_the_restart() {
+    let mut server = Server::new();
+    server.page_max = 2;
+    let mut pair = Pair::new(server);
+    online(&mut pair);
+    pair.server.answer_requests = false;
+    let sent: Vec<String> = (0..5).map(|i| pair.send(BOB, &format!("r{i}"))).collect();
+    pair.run();
+    let lost = lost_on_the_wire(&mut pair, "never there");
+    pair.cut(true);
+    pair.server.answer_requests = true;
+    pair.server.resume = ResumeAnswer::FailWithoutH;
+    // The new session gets its negotiation and part of the first page, then the process dies.
+    pair.connect_partial(6);
+    assert!(pair.engine.catching_up());
+    pair.kill();
+    pair.server.resume = ResumeAnswer::Honour;
+    for id in sent.iter().chain([&lost]) {
+        let st = pair.state(id);
+        assert!(matches!(st, State::Checking | State::Acked), "{id}: {st}");
+    }
+    // The restart resumes the new session: its catch-up goes on and the check ends.
+    pair.connect();
+    assert_eq!(resumed_events(&pair).last(), Some(&true));
+    for id in &sent {
+        assert_eq!(pair.state(id), State::Acked);
+    }
+    assert_eq!(pair.state(&lost), State::Failed);
+}
+
+#[test]
+fn an_archive_result_of_a_message_still_in_flight_is_its_ack() {
+    let mut server = Server::new();
+    server.fill_archive(BOB, 150);
+    let mut pair = Pair::new(server);
+    // The catch-up's first page is on its way when the message goes out, unacked by the server.
+    pair.connect_partial(10);
+    assert!(pair.engine.catching_up());
+    pair.server.answer_requests = false;
+    let a = pair.send(BOB, "in flight");
+    let r = pair.engine.handle_outbox(&mut pair.store, pair.now);
+    pair.run_after(r);
+    assert_eq!(pair.state(&a), State::Sent);
+    pair.server.rx_budget = None;
+    pair.run();
+    assert!(!pair.engine.catching_up());
+    assert_eq!(
+        pair.state(&a),
+        State::Acked,
+        "seen in the archive's last page"
+    );
+    // A later loss of the stream has nothing left to check or fail.
+    pair.cut(false);
+    pair.server.answer_requests = true;
+    online(&mut pair);
+    assert_eq!(pair.state(&a), State::Acked);
+    assert_eq!(pair.events_named("message:failed"), 0);
+    delivered_once(&pair, &["in flight"]);
+}
+
+#[test]
+fn resumed_for_another_stream_is_a_protocol_violation_that_checks_the_unconfirmed() {
+    let mut pair = Pair::new(Server::new());
+    online(&mut pair);
+    pair.server.answer_requests = false;
+    let a = pair.send(BOB, "x");
+    pair.run();
+    let b = lost_on_the_wire(&mut pair, "y");
+    pair.cut(true);
+    pair.server.answer_requests = true;
     pair.server.resume = ResumeAnswer::WrongStream;
     pair.connect();
-    assert_eq!(pair.state(&a), State::Failed);
     assert!(
         pair.errors
             .iter()
@@ -191,6 +331,11 @@ fn resumed_for_another_stream_is_a_protocol_violation_that_fails_the_unconfirmed
     );
     let snap = pair.store.load_sm(pair.account_id()).unwrap();
     assert_eq!(snap, SmSnapshot::default(), "the SM state is dropped");
+    // Checked on the next (new) session: the archive has x, not y.
+    assert_eq!(pair.state(&a), State::Checking);
+    online(&mut pair);
+    assert_eq!(pair.state(&a), State::Acked);
+    assert_eq!(pair.state(&b), State::Failed);
 }
 
 #[test]
@@ -729,8 +874,15 @@ fn without_sm_a_written_message_whose_link_breaks_is_failed_for_the_user() {
     pair.run();
     assert_eq!(pair.state(&id), State::Sent);
     assert_eq!(count(&pair.server.bodies(), "no sm"), 1);
+    let lost = lost_on_the_wire(&mut pair, "no sm, lost");
     pair.cut(false);
-    assert_eq!(pair.state(&id), State::Failed);
+    // Nothing will ever ack them: the next session's archive decides.
+    assert_eq!(pair.state(&id), State::Checking);
+    assert_eq!(pair.state(&lost), State::Checking);
+    online(&mut pair);
+    assert_eq!(pair.state(&id), State::Acked);
+    assert_eq!(pair.state(&lost), State::Failed);
+    delivered_once(&pair, &["no sm"]);
 }
 
 // -------------------------------------------------------------- keepalive, dead link, CSI
@@ -915,7 +1067,7 @@ fn a_server_h_beyond_what_was_sent_ends_the_stream_and_acks_nothing() {
             tokio_xmpp::parsers::sm::Nonza::Ack(tokio_xmpp::parsers::sm::A::new(1000)),
         )));
     pair.run();
-    assert_eq!(pair.state(&id), State::Failed);
+    assert_eq!(pair.state(&id), State::Checking, "the lie acks nothing");
     assert!(pair
         .errors
         .iter()
@@ -925,6 +1077,10 @@ fn a_server_h_beyond_what_was_sent_ends_the_stream_and_acks_nothing() {
         "the stream error and footer were written"
     );
     assert_eq!(pair.server.stream_errors.len(), 1);
+    // The next session's archive shows whether the server has it (it does).
+    pair.server.answer_requests = true;
+    online(&mut pair);
+    assert_eq!(pair.state(&id), State::Acked);
 }
 
 // ------------------------------------------------------------------------ property test

@@ -5,57 +5,12 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 use ts_rs::TS;
 
+use super::references::{Stored, Updated};
+use super::rows::{move_one, row_to_message, ROW_COLUMNS};
+pub use super::rows::{Action, InboundMessage, MessageRow, Quoted, ReactionCount, StateChange};
 use super::{now_ms, save_sm, Result, Store, StoreError};
 use crate::delivery::{Direction, State};
 use crate::sm::{Seq, SmSnapshot};
-
-/// A message as the CLI prints it and front ends show it.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq, TS)]
-pub struct MessageRow {
-    /// Local order (for paging: ask for rows before this one).
-    #[ts(type = "number")]
-    pub seq: i64,
-    /// The stanza id (kept across resends).
-    pub id: String,
-    /// XEP-0359 origin-id.
-    pub origin_id: Option<String>,
-    /// XEP-0359 stanza-id stamped by our server.
-    pub stanza_id: Option<String>,
-    /// Bare JID of the other side.
-    pub peer: String,
-    /// `out` or `in`.
-    pub direction: Direction,
-    /// The text.
-    pub body: String,
-    /// Delivery state.
-    pub state: State,
-    /// Why it failed, if it did.
-    pub error: Option<String>,
-    /// Times written to a stream.
-    #[ts(type = "number")]
-    pub attempts: i64,
-    /// Committed locally (ms since epoch).
-    #[ts(type = "number")]
-    pub created_at: i64,
-    /// Last state change (ms).
-    #[ts(type = "number")]
-    pub updated_at: i64,
-    /// Last written to a stream (ms).
-    #[ts(type = "number | null")]
-    pub sent_at: Option<i64>,
-    /// Acked by the server (ms).
-    #[ts(type = "number | null")]
-    pub acked_at: Option<i64>,
-    /// The sender's or server's timestamp, for inbound messages (ms).
-    #[ts(type = "number | null")]
-    pub server_ts: Option<i64>,
-    /// `chat` or `groupchat`.
-    pub kind: String,
-    /// Sent by another device of this account (learnt from a carbon or the archive).
-    pub other_device: bool,
-    /// For group chat: the sender's nickname in the room.
-    pub from_nick: Option<String>,
-}
 
 /// One conversation in the list.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq, TS)]
@@ -80,7 +35,7 @@ pub struct Conversation {
 }
 
 /// A queued message ready to be written.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct OutboxItem {
     /// Local key (row id).
     pub key: i64,
@@ -94,49 +49,31 @@ pub struct OutboxItem {
     pub body: String,
     /// `chat` or `groupchat`.
     pub kind: String,
+    /// What it does to another message, if anything.
+    pub action: Option<Action>,
+    /// The id the stanza names that message by (for an action or a reply).
+    pub target: Option<String>,
+    /// A reaction's emoji (JSON array), or the quote a reply carries for older clients.
+    pub payload: Option<String>,
+    /// The author of the message replied to, when it is not us (XEP-0461 `to`).
+    pub reply_to_jid: Option<String>,
+    /// The file it carries, uploaded.
+    pub file: Option<OutboxFile>,
 }
 
-/// A message that changed state: the material of an event.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StateChange {
-    /// Local key.
-    pub key: i64,
-    /// Stanza id.
-    pub id: String,
-    /// Bare JID of the other side.
-    pub peer: String,
-    /// The new state.
-    pub state: State,
-    /// The error, for `failed`.
-    pub error: Option<String>,
-    /// The body, for `received` (the event carries it).
-    pub body: Option<String>,
-}
-
-/// A message learnt from the network (live, a carbon, or the archive), parsed and checked by the
-/// connection layer. Usually incoming; `Out` for our own messages seen through a carbon or the archive.
-#[derive(Clone, Debug)]
-pub struct InboundMessage {
-    /// `In`, or `Out` for a message of this account sent from another device.
-    pub direction: Direction,
-    /// `chat` or `groupchat`.
-    pub kind: &'static str,
-    /// For group chat: the sender's nickname.
-    pub from_nick: Option<String>,
-    /// Answer with a XEP-0184 receipt to this full JID (live messages that asked for one).
-    pub receipt_to: Option<String>,
-    /// Stanza id, if any.
-    pub id: Option<String>,
-    /// XEP-0359 origin-id, if any.
-    pub origin_id: Option<String>,
-    /// XEP-0359 stanza-id whose `by` is our own bare JID, if any.
-    pub stanza_id: Option<String>,
-    /// The other side's bare JID (the room, for group chat).
-    pub peer: String,
-    /// The text.
-    pub body: String,
-    /// XEP-0203 delay stamp (ms), if any.
-    pub server_ts: Option<i64>,
+/// The file of an outgoing message, as its stanza announces it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OutboxFile {
+    /// Where it can be fetched.
+    pub url: String,
+    /// Its name.
+    pub name: String,
+    /// Bytes.
+    pub size: u64,
+    /// MIME type.
+    pub media_type: String,
+    /// SHA-256 (hex).
+    pub sha256: String,
 }
 
 /// One state move for [`Store::apply`].
@@ -183,41 +120,6 @@ pub struct MessageFilter {
     pub direction: Option<Direction>,
 }
 
-const ROW_COLUMNS: &str =
-    "seq_local, id, origin_id, stanza_id, peer, direction, body, state, error, attempts,
-    created_at, updated_at, sent_at, acked_at, server_ts, kind, other_device, from_nick";
-
-fn row_to_message(r: &rusqlite::Row<'_>) -> rusqlite::Result<MessageRow> {
-    let dir: String = r.get(5)?;
-    let state: String = r.get(7)?;
-    Ok(MessageRow {
-        seq: r.get(0)?,
-        id: r.get(1)?,
-        origin_id: r.get(2)?,
-        stanza_id: r.get(3)?,
-        peer: r.get(4)?,
-        direction: if dir == "in" {
-            Direction::In
-        } else {
-            Direction::Out
-        },
-        body: r.get(6)?,
-        state: state.parse().map_err(|e| {
-            rusqlite::Error::FromSqlConversionFailure(7, rusqlite::types::Type::Text, Box::new(e))
-        })?,
-        error: r.get(8)?,
-        attempts: r.get(9)?,
-        created_at: r.get(10)?,
-        updated_at: r.get(11)?,
-        sent_at: r.get(12)?,
-        acked_at: r.get(13)?,
-        server_ts: r.get(14)?,
-        kind: r.get(15)?,
-        other_device: r.get(16)?,
-        from_nick: r.get(17)?,
-    })
-}
-
 pub(crate) fn apply_moves(tx: &Connection, moves: &[Move]) -> Result<Vec<StateChange>> {
     let now = now_ms();
     let mut changes = Vec::with_capacity(moves.len());
@@ -227,61 +129,6 @@ pub(crate) fn apply_moves(tx: &Connection, moves: &[Move]) -> Result<Vec<StateCh
         }
     }
     Ok(changes)
-}
-
-/// Moves one message (by key) to `to` if its current state allows it. Returns the change.
-///
-/// The row is read by its key and the machine's rule checked here; the UPDATE then names the state
-/// it read. (An `UPDATE ... RETURNING` did both in one statement, but SQLite gathers RETURNING rows
-/// in a temporary b-tree it opens per execution, which cost more than the update itself; this runs
-/// several times per message.)
-fn move_one(
-    tx: &Connection,
-    key: i64,
-    to: State,
-    error: Option<&str>,
-    seq: Option<Seq>,
-    now: i64,
-) -> Result<Option<StateChange>> {
-    let row = tx
-        .prepare_cached("SELECT id, peer, state FROM messages WHERE seq_local = ?1")?
-        .query_row([key], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-            ))
-        })
-        .optional()?;
-    let Some((id, peer, from)) = row else {
-        return Ok(None);
-    };
-    let legal = from.parse::<State>().is_ok_and(|from| from.can_move_to(to));
-    if !legal {
-        return Ok(None);
-    }
-    // sm_seq stays only while the message is in flight on an SM stream.
-    let keep_seq = matches!(to, State::Sent | State::Retrying | State::Hibernated);
-    let moved = tx
-        .prepare_cached(
-            "UPDATE messages SET state = ?2, updated_at = ?3,
-                error = CASE WHEN ?2 = 'failed' THEN ?4 WHEN ?2 = 'queued' THEN NULL ELSE error END,
-                sm_seq = CASE WHEN ?6 THEN coalesce(?5, sm_seq) ELSE NULL END,
-                attempts = attempts + (?2 IN ('sent', 'retrying')),
-                sent_at = CASE WHEN ?2 IN ('sent', 'retrying') THEN ?3 ELSE sent_at END,
-                acked_at = CASE WHEN ?2 = 'acked' THEN ?3 ELSE acked_at END
-             WHERE seq_local = ?1 AND state = ?7",
-        )?
-        .execute(params![key, to.as_str(), now, error, seq, keep_seq, from])?;
-    let changed = (moved == 1).then_some((id, peer));
-    Ok(changed.map(|(id, peer)| StateChange {
-        key,
-        id,
-        peer,
-        state: to,
-        error: error.map(str::to_owned),
-        body: None,
-    }))
 }
 
 impl Store {
@@ -332,16 +179,7 @@ impl Store {
     pub fn queued(&self, account: i64, limit: usize) -> Result<Vec<OutboxItem>> {
         let mut stmt = self.conn.prepare_cached(QUEUED_SQL)?;
         let rows = stmt
-            .query_map(params![account, limit as i64], |r| {
-                Ok(OutboxItem {
-                    key: r.get(0)?,
-                    id: r.get(1)?,
-                    origin_id: r.get(2)?,
-                    peer: r.get(3)?,
-                    body: r.get(4)?,
-                    kind: r.get(5)?,
-                })
-            })?
+            .query_map(params![account, limit as i64], row_to_outbox)?
             .collect::<rusqlite::Result<_>>()?;
         Ok(rows)
     }
@@ -350,24 +188,14 @@ impl Store {
     /// `hibernated`, `retrying`): what may be re-sent after `<resumed/>`. A message that a receipt
     /// already moved on is not re-sent.
     pub fn resendable(&self, keys: &[i64]) -> Result<Vec<OutboxItem>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT seq_local, id, origin_id, peer, body, kind FROM messages
-             WHERE seq_local = ?1 AND state IN ('sent', 'hibernated', 'retrying')",
-        )?;
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {OUTBOX_COLUMNS} FROM messages m LEFT JOIN messages t ON t.seq_local = m.target_key
+             LEFT JOIN attachments a ON a.message_key = m.seq_local
+             WHERE m.seq_local = ?1 AND m.state IN ('sent', 'hibernated', 'retrying')"
+        ))?;
         let mut out = Vec::with_capacity(keys.len());
         for k in keys {
-            let item = stmt
-                .query_row([k], |r| {
-                    Ok(OutboxItem {
-                        key: r.get(0)?,
-                        id: r.get(1)?,
-                        origin_id: r.get(2)?,
-                        peer: r.get(3)?,
-                        body: r.get(4)?,
-                        kind: r.get(5)?,
-                    })
-                })
-                .optional()?;
+            let item = stmt.query_row([k], row_to_outbox).optional()?;
             out.extend(item);
         }
         Ok(out)
@@ -433,8 +261,19 @@ impl Store {
         msg: &InboundMessage,
         snap: Option<&SmSnapshot>,
     ) -> Result<Option<StateChange>> {
+        Ok(self.store_inbound_full(account, msg, snap)?.change)
+    }
+
+    /// [`Store::store_inbound`], saying also which messages the new row changed (a correction,
+    /// retraction or reaction, or one that waited for it) and what was refused.
+    pub fn store_inbound_full(
+        &mut self,
+        account: i64,
+        msg: &InboundMessage,
+        snap: Option<&SmSnapshot>,
+    ) -> Result<Stored> {
         let tx = super::Tx::begin(&mut self.conn)?;
-        let change = insert_inbound(&tx, account, msg)?;
+        let stored = insert_inbound(&tx, account, msg)?;
         if let (Some(to), Some(id)) = (&msg.receipt_to, &msg.id) {
             super::control::enqueue(
                 &tx,
@@ -449,7 +288,7 @@ impl Store {
             save_sm(&tx, account, snap)?;
         }
         tx.commit()?;
-        Ok(change)
+        Ok(stored)
     }
 
     /// Our group-chat message came back from the room (matched by origin-id, else id): it becomes
@@ -473,12 +312,8 @@ impl Store {
         let mut change = None;
         if let Some(key) = key {
             if let Some(sid) = stanza_id {
-                tx.prepare_cached(
-                    "UPDATE messages SET stanza_id = ?2 WHERE seq_local = ?1 AND stanza_id IS NULL
-                     AND NOT EXISTS (SELECT 1 FROM messages WHERE account_id = ?3 AND peer = ?4
-                                     AND stanza_id = ?2)",
-                )?
-                .execute(params![key, sid, account, room])?;
+                take_stanza_id(&tx, account, room, key, sid)?;
+                super::references::link_waiting(&tx, account, key)?;
             }
             change = move_one(&tx, key, State::Reflected, None, None, now_ms())?;
         }
@@ -567,7 +402,7 @@ impl Store {
             None => tx
                 .prepare_cached(
                     "SELECT seq_local, id FROM messages WHERE account_id = ?1 AND direction = 'in'
-                     AND peer = ?2 ORDER BY seq_local DESC LIMIT 1",
+                     AND peer = ?2 AND action IS NULL ORDER BY seq_local DESC LIMIT 1",
                 )?
                 .query_row(params![account, peer], |r| Ok((r.get(0)?, r.get(1)?)))
                 .optional()?,
@@ -659,7 +494,12 @@ impl Store {
                 return Err(StoreError::UnknownMessage(id.clone()));
             };
             match move_one(&tx, key, to, None, None, now)? {
-                Some(c) => changes.push(c),
+                Some(c) => {
+                    if to == State::Queued {
+                        super::attachments::restart_upload(&tx, key)?;
+                    }
+                    changes.push(c)
+                }
                 None => {
                     return Err(StoreError::WrongState {
                         id: id.clone(),
@@ -675,23 +515,31 @@ impl Store {
 
     /// One message by id (outgoing first).
     pub fn message(&self, account: i64, id: &str) -> Result<MessageRow> {
-        self.conn
+        let mut row = self
+            .conn
             .query_row(
                 &format!(
-                    "SELECT {ROW_COLUMNS} FROM messages WHERE account_id = ?1 AND id = ?2
+                    "SELECT {ROW_COLUMNS} FROM messages m WHERE account_id = ?1 AND id = ?2
                      ORDER BY direction = 'out' DESC LIMIT 1"
                 ),
                 params![account, id],
                 row_to_message,
             )
             .optional()?
-            .ok_or_else(|| StoreError::UnknownMessage(id.to_owned()))
+            .ok_or_else(|| StoreError::UnknownMessage(id.to_owned()))?;
+        super::references::decorate(
+            &self.conn,
+            &self.blobs,
+            account,
+            std::slice::from_mut(&mut row),
+        )?;
+        Ok(row)
     }
 
     /// Messages matching `filter`, in local commit order.
     pub fn messages(&self, account: i64, filter: &MessageFilter) -> Result<Vec<MessageRow>> {
         let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT {ROW_COLUMNS} FROM messages WHERE account_id = ?1
+            "SELECT {ROW_COLUMNS} FROM messages m WHERE account_id = ?1
                AND (?2 IS NULL OR peer = ?2) AND (?3 IS NULL OR state = ?3)
                AND (?4 IS NULL OR direction = ?4)
              ORDER BY seq_local"
@@ -706,12 +554,16 @@ impl Store {
                 ],
                 row_to_message,
             )?
-            .collect::<rusqlite::Result<_>>()?;
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let mut rows = rows;
+        super::references::decorate(&self.conn, &self.blobs, account, &mut rows)?;
         Ok(rows)
     }
 
     /// A page of the conversation with `peer`: up to `limit` messages before `before` (a
-    /// [`MessageRow::seq`]; `None` for the newest), returned oldest first.
+    /// [`MessageRow::seq`]; `None` for the newest), returned oldest first. Rows that only act on
+    /// another message (corrections, retractions, reactions) are not listed: they show in the
+    /// message they act on.
     pub fn page(
         &self,
         account: i64,
@@ -720,8 +572,8 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<MessageRow>> {
         let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT {ROW_COLUMNS} FROM messages WHERE account_id = ?1 AND peer = ?2
-               AND seq_local < ?3 ORDER BY seq_local DESC LIMIT ?4"
+            "SELECT {ROW_COLUMNS} FROM messages m WHERE account_id = ?1 AND peer = ?2
+               AND seq_local < ?3 AND action IS NULL ORDER BY seq_local DESC LIMIT ?4"
         ))?;
         let mut rows: Vec<MessageRow> = stmt
             .query_map(
@@ -730,6 +582,7 @@ impl Store {
             )?
             .collect::<rusqlite::Result<_>>()?;
         rows.reverse();
+        super::references::decorate(&self.conn, &self.blobs, account, &mut rows)?;
         Ok(rows)
     }
 
@@ -738,12 +591,13 @@ impl Store {
         let mut stmt = self.conn.prepare_cached(
             "SELECT m.peer, m.kind, m.body, m.created_at, m.direction,
                     (SELECT count(*) FROM messages u WHERE u.account_id = ?1 AND u.peer = m.peer
-                       AND u.direction = 'in' AND u.state = 'received'),
+                       AND u.direction = 'in' AND u.state = 'received' AND u.action IS NULL),
                     (SELECT count(*) FROM messages f WHERE f.account_id = ?1 AND f.peer = m.peer
                        AND f.state = 'failed')
              FROM messages m
              WHERE m.account_id = ?1 AND m.seq_local = (
-                SELECT max(seq_local) FROM messages x WHERE x.account_id = ?1 AND x.peer = m.peer)
+                SELECT max(seq_local) FROM messages x WHERE x.account_id = ?1 AND x.peer = m.peer
+                  AND x.action IS NULL)
              ORDER BY m.seq_local DESC",
         )?;
         let rows = stmt
@@ -762,29 +616,163 @@ impl Store {
         Ok(rows)
     }
 
-    /// How many outgoing messages still wait for the server (queued, sent, hibernated, retrying).
+    /// How many outgoing messages still wait for the server (queued, sent, hibernated, retrying)
+    /// or for the archive's answer (checking).
     pub fn pending_count(&self, account: i64) -> Result<i64> {
         Ok(self
             .conn
             .prepare_cached(
-                "SELECT count(*) FROM messages WHERE account_id = ?1
-             AND state IN ('queued', 'sent', 'hibernated', 'retrying')",
+                "SELECT (SELECT count(*) FROM messages WHERE account_id = ?1
+                          AND state IN ('queued', 'sent', 'hibernated', 'retrying'))
+                      + (SELECT count(*) FROM messages WHERE account_id = ?1
+                          AND state = 'checking')",
             )?
             .query_row([account], |r| r.get(0))?)
     }
+
+    /// Keys of the messages being checked against an archive, oldest first: every one (`None`),
+    /// the account's own archive's (`Some(None)`: one-to-one chats), or one room's.
+    pub fn checking(&self, account: i64, archive: Option<Option<&str>>) -> Result<Vec<i64>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT seq_local FROM messages WHERE account_id = ?1 AND state = 'checking'
+               AND (?2 = 0 OR (?3 IS NULL AND kind = 'chat') OR (kind = 'groupchat' AND peer = ?3))
+             ORDER BY seq_local",
+        )?;
+        let (scoped, room) = match archive {
+            None => (false, None),
+            Some(room) => (true, room),
+        };
+        let keys = stmt
+            .query_map(params![account, scoped, room], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(keys)
+    }
+
+    /// The rooms that have messages being checked.
+    pub fn rooms_checking(&self, account: i64) -> Result<Vec<String>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT DISTINCT peer FROM messages WHERE account_id = ?1 AND state = 'checking'
+               AND kind = 'groupchat' ORDER BY peer",
+        )?;
+        let rooms = stmt
+            .query_map([account], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rooms)
+    }
+
+    /// Our own one-to-one message to `peer` (by origin-id, else id `key`) appeared in the
+    /// account's archive: the server has it. A message still waiting for that proof (`sent`,
+    /// `hibernated`, `retrying`, `checking`) becomes `acked` and takes the archive's stanza-id.
+    /// Returns the change, or `None` when no such message of ours waits (the caller then stores
+    /// the result as any other, de-duplicated). Part of the caller's transaction.
+    pub fn archived(
+        &mut self,
+        account: i64,
+        peer: &str,
+        key: &str,
+        stanza_id: Option<&str>,
+    ) -> Result<Option<StateChange>> {
+        let tx = super::Tx::begin(&mut self.conn)?;
+        let row: Option<i64> = tx
+            .prepare_cached(
+                "SELECT seq_local FROM messages WHERE account_id = ?1 AND direction = 'out'
+                 AND peer = ?2 AND (origin_id = ?3 OR id = ?3)
+                 AND state IN ('sent', 'hibernated', 'retrying', 'checking')",
+            )?
+            .query_row(params![account, peer, key], |r| r.get(0))
+            .optional()?;
+        let mut change = None;
+        if let Some(row) = row {
+            if let Some(sid) = stanza_id {
+                take_stanza_id(&tx, account, peer, row, sid)?;
+                super::references::link_waiting(&tx, account, row)?;
+            }
+            change = move_one(&tx, row, State::Acked, None, None, now_ms())?;
+        }
+        tx.commit()?;
+        Ok(change)
+    }
+}
+
+/// The id an outgoing row names its target by (see [`QUEUED_SQL`]).
+macro_rules! wire_target {
+    () => {
+        "coalesce(m.target, CASE WHEN m.kind = 'groupchat' AND coalesce(m.action, '') != 'correct'
+                                 THEN t.stanza_id ELSE t.id END)"
+    };
+}
+
+/// The columns of an [`OutboxItem`] of `messages m LEFT JOIN messages t` (its target).
+macro_rules! outbox_columns {
+    () => {
+        concat!(
+            "m.seq_local, m.id, m.origin_id, m.peer, m.body, m.kind, m.action, ",
+            wire_target!(),
+            ", m.payload,
+             CASE WHEN t.direction = 'in' THEN
+                  CASE WHEN m.kind = 'groupchat' THEN m.peer || '/' || t.from_nick ELSE m.peer END
+             END,
+             a.url, a.name, a.size, a.media_type, a.sha256"
+        )
+    };
 }
 
 /// The outbox query ([`Store::queued`]): it names `messages_pending`'s own condition word for
 /// word, or SQLite would not use that partial index and would scan the account on every pump.
-pub(crate) const QUEUED_SQL: &str =
-    "SELECT seq_local, id, origin_id, peer, body, kind FROM messages m
-             WHERE account_id = ?1 AND state = 'queued'
+///
+/// A row that acts on (or replies to) another message goes out naming that message's id; in group
+/// chat (except a correction, which names the id) that is the room's stanza-id, so a row acting on
+/// our own room message waits until the room has reflected it.
+pub(crate) const QUEUED_SQL: &str = concat!(
+    "SELECT ",
+    outbox_columns!(),
+    " FROM messages m LEFT JOIN messages t ON t.seq_local = m.target_key
+             LEFT JOIN attachments a ON a.message_key = m.seq_local
+             WHERE m.account_id = ?1 AND m.state = 'queued'
                -- The index's own condition, word for word, so SQLite uses messages_pending
                -- (it does not infer it from state = 'queued' and scanned the account otherwise).
-               AND state IN ('queued', 'sent', 'hibernated', 'retrying')
-               AND (kind = 'chat' OR EXISTS (SELECT 1 FROM rooms r WHERE r.account_id = ?1
+               AND m.state IN ('queued', 'sent', 'hibernated', 'retrying')
+               AND (m.kind = 'chat' OR EXISTS (SELECT 1 FROM rooms r WHERE r.account_id = ?1
                                              AND r.jid = m.peer AND r.joined != 0))
-             ORDER BY seq_local LIMIT ?2";
+               AND (m.target_key IS NULL OR ",
+    wire_target!(),
+    " IS NOT NULL)
+               -- A file message waits for its upload.
+               AND (a.message_key IS NULL OR a.transfer = 'uploaded')
+             ORDER BY m.seq_local LIMIT ?2"
+);
+
+const OUTBOX_COLUMNS: &str = outbox_columns!();
+
+fn row_to_outbox(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxItem> {
+    Ok(OutboxItem {
+        key: r.get(0)?,
+        id: r.get(1)?,
+        origin_id: r.get(2)?,
+        peer: r.get(3)?,
+        body: r.get(4)?,
+        kind: r.get(5)?,
+        action: r
+            .get::<_, Option<String>>(6)?
+            .as_deref()
+            .and_then(Action::parse),
+        target: r.get(7)?,
+        payload: r.get(8)?,
+        reply_to_jid: r.get(9)?,
+        file: match r.get::<_, Option<String>>(10)? {
+            Some(url) => Some(OutboxFile {
+                url,
+                name: r.get(11)?,
+                size: r.get::<_, Option<i64>>(12)?.unwrap_or(0) as u64,
+                media_type: r
+                    .get::<_, Option<String>>(13)?
+                    .unwrap_or_else(|| "application/octet-stream".into()),
+                sha256: r.get::<_, Option<String>>(14)?.unwrap_or_default(),
+            }),
+            None => None,
+        },
+    })
+}
 
 /// Inbound de-duplication of an incoming message: the same origin-id, or (for a row without
 /// one) the same id. The direction is a literal, so that SQLite can use the partial indexes.
@@ -803,11 +791,19 @@ pub(crate) const DEDUPE_OUT_SQL: [&str; 2] = [
      AND id = ?3",
 ];
 
-fn insert_inbound(
-    tx: &Connection,
-    account: i64,
-    msg: &InboundMessage,
-) -> Result<Option<StateChange>> {
+/// Our message `key` to `peer` takes the `stanza_id` the server (or room) gave it, unless it has
+/// one, or another message of that conversation has that id already.
+fn take_stanza_id(tx: &Connection, account: i64, peer: &str, key: i64, sid: &str) -> Result<()> {
+    tx.prepare_cached(
+        "UPDATE messages SET stanza_id = ?2 WHERE seq_local = ?1 AND stanza_id IS NULL
+         AND NOT EXISTS (SELECT 1 FROM messages WHERE account_id = ?3 AND peer = ?4
+                         AND stanza_id = ?2)",
+    )?
+    .execute(params![key, sid, account, peer])?;
+    Ok(())
+}
+
+fn insert_inbound(tx: &Connection, account: i64, msg: &InboundMessage) -> Result<Stored> {
     let dedupe_key = msg.origin_id.as_ref().or(msg.id.as_ref());
     let mut duplicate = false;
     if let Some(key) = dedupe_key {
@@ -840,8 +836,31 @@ fn insert_inbound(
         }
     }
     if duplicate {
-        return Ok(None);
+        return Ok(Stored::default());
     }
+    let mut stored = Stored::default();
+    let mut target_key = None;
+    if let Some(target) = &msg.target {
+        match super::references::resolve_inbound(tx, account, msg, target)? {
+            Ok(Some((key, target_id))) => {
+                target_key = Some(key);
+                if let Some(action) = msg.action {
+                    stored.updated.push(Updated {
+                        peer: msg.peer.clone(),
+                        id: target_id,
+                        action,
+                    });
+                }
+            }
+            Ok(None) => {}
+            Err(refusal) => {
+                stored.refused.push(refusal);
+                return Ok(stored);
+            }
+        }
+    }
+    let payload = (msg.action == Some(Action::React))
+        .then(|| serde_json::to_string(&msg.reactions).expect("strings serialize"));
     let now = now_ms();
     let id = msg
         .id
@@ -854,8 +873,9 @@ fn insert_inbound(
     };
     tx.prepare_cached(
         "INSERT INTO messages (id, origin_id, stanza_id, account_id, peer, direction, body,
-                               state, created_at, updated_at, server_ts, kind, other_device, from_nick)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10, ?11, ?12, ?13)",
+                               state, created_at, updated_at, server_ts, kind, other_device, from_nick,
+                               action, target, target_key, payload)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
     )?
     .execute(params![
         id,
@@ -870,14 +890,28 @@ fn insert_inbound(
         msg.server_ts,
         msg.kind,
         msg.direction == Direction::Out,
-        msg.from_nick
+        msg.from_nick,
+        msg.action.map(Action::as_str),
+        msg.target,
+        target_key,
+        payload
     ])?;
-    Ok(Some(StateChange {
-        key: tx.last_insert_rowid(),
+    let key = tx.last_insert_rowid();
+    if let Some(f) = &msg.file {
+        super::attachments::insert_inbound(tx, account, key, f)?;
+    }
+    if msg.action.is_none() {
+        let linked = super::references::link_waiting(tx, account, key)?;
+        stored.updated.extend(linked.updated);
+        stored.refused.extend(linked.refused);
+    }
+    stored.change = Some(StateChange {
+        key,
         id,
         peer: msg.peer.clone(),
         state,
         error: None,
         body: Some(msg.body.clone()),
-    }))
+    });
+    Ok(stored)
 }

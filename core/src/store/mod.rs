@@ -8,15 +8,25 @@
 //! ([`Store::mark_written`], [`Store::apply_acks`], [`Store::store_inbound`], ...).
 
 mod accounts;
+mod attachments;
+pub mod blobs;
 mod control;
 mod messages;
+mod references;
+mod rows;
 mod schema;
 mod social;
 
 pub use accounts::{Account, NewAccount};
+pub use attachments::{Attachment, Download, InboundFile, NewFile, SlotNeeded, Upload};
+pub use blobs::Blobs;
 pub use control::{ControlItem, ControlKind, ControlMove};
 pub use messages::{
-    Conversation, InboundMessage, MessageFilter, MessageRow, Move, OutboxItem, StateChange,
+    Action, Conversation, InboundMessage, MessageFilter, MessageRow, Move, OutboxItem, Quoted,
+    ReactionCount, StateChange,
+};
+pub use references::{
+    check_reactions, Edit, Reference, Refusal, Stored, Updated, MAX_REACTIONS, MAX_REACTION_BYTES,
 };
 pub use social::{Contact, Room};
 
@@ -111,6 +121,10 @@ pub enum StoreError {
         /// The state the request needs.
         expected: String,
     },
+    /// The request is not allowed (correcting someone else's message, an invalid reaction, ...);
+    /// nothing was stored.
+    #[error("{0}")]
+    Refused(String),
     /// A group commit could not start, or SQLite rolled it back after an error: nothing of it was
     /// stored.
     #[error("database group commit failed: {0}; nothing of it was stored")]
@@ -158,6 +172,8 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 pub struct Store {
     conn: Connection,
     path: PathBuf,
+    /// The blob store beside the database (files sent and received).
+    blobs: Blobs,
     /// The thread that opened the group commit in progress, if one is.
     group_owner: Option<std::thread::ThreadId>,
 }
@@ -214,6 +230,7 @@ impl Store {
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         let mut store = Store {
             conn,
+            blobs: Blobs::for_db(&path),
             path,
             group_owner: None,
         };
@@ -502,5 +519,7 @@ fn create_private_file(path: &Path) -> Result<()> {
         })
 }
 
+#[cfg(test)]
+mod references_tests;
 #[cfg(test)]
 mod tests;

@@ -146,6 +146,94 @@ const MIGRATIONS: &[&str] = &[
         state            TEXT NOT NULL
     );
     "#,
+    // v6: the `checking` state (a message whose stream was lost for good is looked for in the
+    // account's archive before the user is asked). A CHECK constraint cannot be altered in SQLite:
+    // the table is rebuilt (SQLite's documented procedure), with the same columns and indexes.
+    r#"
+    CREATE TABLE messages_v6 (
+        seq_local        INTEGER PRIMARY KEY,
+        id               TEXT NOT NULL,
+        origin_id        TEXT,
+        stanza_id        TEXT,
+        account_id       INTEGER NOT NULL REFERENCES accounts(id),
+        peer             TEXT NOT NULL,
+        direction        TEXT NOT NULL CHECK (direction IN ('in', 'out')),
+        body             TEXT NOT NULL,
+        state            TEXT NOT NULL CHECK (state IN ('queued', 'sent', 'hibernated', 'retrying',
+                             'checking', 'acked', 'reflected', 'delivered', 'displayed', 'failed',
+                             'discarded', 'received')),
+        sm_seq           INTEGER,
+        error            TEXT,
+        attempts         INTEGER NOT NULL DEFAULT 0,
+        created_at       INTEGER NOT NULL,
+        updated_at       INTEGER NOT NULL,
+        sent_at          INTEGER,
+        acked_at         INTEGER,
+        server_ts        INTEGER,
+        kind             TEXT NOT NULL DEFAULT 'chat' CHECK (kind IN ('chat', 'groupchat')),
+        other_device     INTEGER NOT NULL DEFAULT 0,
+        from_nick        TEXT
+    );
+    INSERT INTO messages_v6 (seq_local, id, origin_id, stanza_id, account_id, peer, direction, body,
+                             state, sm_seq, error, attempts, created_at, updated_at, sent_at,
+                             acked_at, server_ts, kind, other_device, from_nick)
+        SELECT seq_local, id, origin_id, stanza_id, account_id, peer, direction, body, state,
+               sm_seq, error, attempts, created_at, updated_at, sent_at, acked_at, server_ts, kind,
+               other_device, from_nick
+        FROM messages;
+    DROP TABLE messages;
+    ALTER TABLE messages_v6 RENAME TO messages;
+    CREATE UNIQUE INDEX messages_out_id ON messages (account_id, id) WHERE direction = 'out';
+    CREATE INDEX messages_in_origin ON messages (account_id, peer, origin_id) WHERE direction = 'in';
+    CREATE UNIQUE INDEX messages_stanza_id
+        ON messages (account_id, peer, stanza_id) WHERE stanza_id IS NOT NULL;
+    CREATE INDEX messages_pending ON messages (account_id, state, seq_local)
+        WHERE state IN ('queued', 'sent', 'hibernated', 'retrying');
+    CREATE INDEX messages_peer ON messages (account_id, peer, seq_local);
+    CREATE INDEX messages_in_id ON messages (account_id, peer, id) WHERE direction = 'in';
+    CREATE INDEX messages_out_origin
+        ON messages (account_id, peer, origin_id) WHERE direction = 'out';
+    CREATE INDEX messages_checking ON messages (account_id, seq_local) WHERE state = 'checking';
+    "#,
+    // v7: messages that act on another one (XEP-0308 corrections, XEP-0424 retractions, XEP-0444
+    // reactions) and replies (XEP-0461). `target` is the other message's id as the stanza names it
+    // (the room's stanza-id in group chat); `target_key` is that message's row once it is here (an
+    // action may arrive before its target: archive order is not send order, and it is linked when
+    // the target comes). `payload`: a reaction's emoji (JSON), or the quote our reply carries.
+    r#"
+    ALTER TABLE messages ADD COLUMN action TEXT CHECK (action IN ('correct', 'retract', 'react'));
+    ALTER TABLE messages ADD COLUMN target TEXT;
+    ALTER TABLE messages ADD COLUMN target_key INTEGER;
+    ALTER TABLE messages ADD COLUMN payload TEXT;
+    CREATE INDEX messages_target ON messages (account_id, target_key) WHERE target_key IS NOT NULL;
+    CREATE INDEX messages_unlinked ON messages (account_id, peer, target)
+        WHERE target IS NOT NULL AND target_key IS NULL;
+    "#,
+    // v8: files (XEP-0363 uploads, XEP-0066 links, XEP-0446 metadata). One row per message that
+    // carries a file. Ours: the blob is in the store before the message is committed, and the
+    // upload is a durable job (`slot-needed` -> `uploading` -> `uploaded`, the message waits in
+    // `queued` until then). Theirs: `remote` -> `downloading` -> `downloaded` (hash checked).
+    r#"
+    CREATE TABLE attachments (
+        message_key      INTEGER PRIMARY KEY REFERENCES messages(seq_local),
+        account_id       INTEGER NOT NULL REFERENCES accounts(id),
+        name             TEXT NOT NULL,
+        size             INTEGER,
+        media_type       TEXT,
+        sha256           TEXT,
+        url              TEXT,
+        transfer         TEXT NOT NULL CHECK (transfer IN ('slot-needed', 'uploading', 'uploaded',
+                             'remote', 'downloading', 'downloaded', 'failed')),
+        put_url          TEXT,
+        put_headers      TEXT,
+        slot_attempts    INTEGER NOT NULL DEFAULT 0,
+        done_bytes       INTEGER NOT NULL DEFAULT 0,
+        error            TEXT,
+        updated_at       INTEGER NOT NULL
+    );
+    CREATE INDEX attachments_work ON attachments (account_id, transfer)
+        WHERE transfer IN ('slot-needed', 'uploading', 'remote', 'downloading');
+    "#,
 ];
 
 /// The schema version this build writes.
@@ -179,4 +267,57 @@ pub fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
         tx.commit()?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// v5 -> v6 rebuilds `messages`: every row and column survives, the indexes are back, and the
+    /// new `checking` state is accepted (it was refused before).
+    #[test]
+    fn the_v6_rebuild_keeps_every_row_and_accepts_checking() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        let mut conn = Connection::open(&path).unwrap();
+        for (i, sql) in MIGRATIONS.iter().enumerate().take(5) {
+            conn.execute_batch(sql).unwrap();
+            conn.pragma_update(None, "user_version", i as i64 + 1)
+                .unwrap();
+        }
+        conn.execute_batch(
+            "INSERT INTO accounts (id, jid, password, resource, created_at)
+                 VALUES (1, 'alice@localhost', 'pw', 'r', 0);
+             INSERT INTO messages (id, origin_id, stanza_id, account_id, peer, direction, body,
+                                   state, sm_seq, error, attempts, created_at, updated_at, kind,
+                                   from_nick)
+                 VALUES ('m1', 'm1', 's1', 1, 'bob@localhost', 'out', 'hello', 'hibernated', 7,
+                         NULL, 2, 10, 11, 'chat', NULL);",
+        )
+        .unwrap();
+        let refused = conn.execute("UPDATE messages SET state = 'checking'", []);
+        assert!(refused.is_err(), "v5 refuses the new state");
+        migrate(&mut conn, &path).unwrap();
+        let row: (String, String, i64, i64, String) = conn
+            .query_row(
+                "SELECT id, state, sm_seq, attempts, stanza_id FROM messages",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )
+            .unwrap();
+        assert_eq!(row, ("m1".into(), "hibernated".into(), 7, 2, "s1".into()));
+        conn.execute("UPDATE messages SET state = 'checking'", [])
+            .unwrap();
+        let indexes: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND tbl_name = 'messages'
+                 AND name LIKE 'messages_%'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        // v6's eight, and v7's two (targets, and actions waiting for theirs).
+        assert_eq!(indexes, 10);
+        assert_eq!(version(&conn, &path).unwrap(), LATEST);
+    }
 }

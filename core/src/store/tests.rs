@@ -3,7 +3,8 @@ use crate::delivery::State;
 #[cfg(unix)]
 use std::os::unix::fs::PermissionsExt;
 
-fn new_store(dir: &tempfile::TempDir) -> (Store, i64) {
+/// A new store with the account `alice@localhost` (shared with the other store test files).
+pub(super) fn new_store(dir: &tempfile::TempDir) -> (Store, i64) {
     let mut store = Store::open(dir.path().join("t.db"), &StoreOptions::default()).unwrap();
     let acc = store
         .add_account(&NewAccount {
@@ -254,6 +255,10 @@ fn inbound_is_deduplicated_and_counted_in_the_same_transaction() {
         peer: "bob@localhost".into(),
         body: "hello".into(),
         server_ts: None,
+        action: None,
+        target: None,
+        reactions: vec![],
+        file: None,
     };
     let mut snap = SmSnapshot {
         inbound_h: 1,
@@ -354,6 +359,7 @@ fn hot_queries_use_their_indexes() {
         (messages::DEDUPE_IN_SQL[1], "messages_in_id"),
         (messages::DEDUPE_OUT_SQL[0], "messages_out_origin"),
         (messages::DEDUPE_OUT_SQL[1], "messages_out_id"),
+        (attachments::NEEDING_SLOT_SQL, "attachments_work"),
     ];
     for (sql, index) in cases {
         let p = plan(sql);
@@ -377,6 +383,10 @@ fn chat_in(i: u32) -> InboundMessage {
         peer: "bob@localhost".into(),
         body: format!("hello {i}"),
         server_ts: None,
+        action: None,
+        target: None,
+        reactions: vec![],
+        file: None,
     }
 }
 
