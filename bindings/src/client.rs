@@ -214,6 +214,56 @@ impl TetherClient {
         Ok(self.client.send_many(&pairs)?)
     }
 
+    /// Corrects our message `id` to `peer` (XEP-0308); returns the correction's id. Delivered like
+    /// any message (same states and events), after the message it corrects.
+    pub fn correct(&self, peer: String, id: String, body: String) -> Result<String, TetherError> {
+        Ok(self.client.correct(&peer, &id, &body)?)
+    }
+
+    /// Takes back our message `id` to `peer` (XEP-0424); returns the retraction's id.
+    pub fn retract(&self, peer: String, id: String) -> Result<String, TetherError> {
+        Ok(self.client.retract(&peer, &id)?)
+    }
+
+    /// Sets our whole reaction set to message `id` (XEP-0444; empty takes ours away).
+    pub fn react(
+        &self,
+        peer: String,
+        id: String,
+        emoji: Vec<String>,
+    ) -> Result<String, TetherError> {
+        Ok(self.client.react(&peer, &id, &emoji)?)
+    }
+
+    /// Answers message `id` of the conversation with `peer` (XEP-0461); returns the reply's id.
+    pub fn reply(&self, peer: String, id: String, body: String) -> Result<String, TetherError> {
+        Ok(self.client.reply(&peer, &id, &body)?)
+    }
+
+    /// Sends the file at `path` to `to` (XEP-0363): copied into the store and committed before
+    /// this returns; the upload survives a kill or a lost network, with `Transfer` events; the
+    /// message goes once the file is up, and fails like any message if the server refuses it.
+    pub fn send_file(&self, to: String, path: String) -> Result<String, TetherError> {
+        Ok(self.client.send_file(&to, std::path::Path::new(&path))?)
+    }
+
+    /// Every version of message `id`'s text, oldest first.
+    pub fn edits(&self, peer: String, id: String) -> Result<Vec<EditVersion>, TetherError> {
+        Ok(self
+            .client
+            .edits(&peer, &id)?
+            .into_iter()
+            .map(Into::into)
+            .collect())
+    }
+
+    /// The user's chat state with `peer` (XEP-0085): call it on every keystroke with `Composing`;
+    /// the core sends only changes, only to contacts that understand them, and pauses by itself.
+    /// Returns `false` when offline (dropped, never sent later).
+    pub fn set_chat_state(&self, peer: String, state: ChatState) -> Result<bool, TetherError> {
+        Ok(self.client.set_chat_state(&peer, state.into())?)
+    }
+
     /// The user confirmed resending these failed messages. They keep their ids, so a receiver
     /// that already has one drops the copy.
     pub fn resend(&self, ids: Vec<String>) -> Result<(), TetherError> {

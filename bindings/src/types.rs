@@ -69,7 +69,9 @@ impl From<tether_core::Error> for TetherError {
         use tether_core::Error as E;
         let reason = e.to_string();
         match e {
-            E::Usage(_) => TetherError::Usage { reason },
+            E::Usage(_) | E::Store(tether_core::store::StoreError::Refused(_)) => {
+                TetherError::Usage { reason }
+            }
             E::Auth(_) => TetherError::Auth { reason },
             E::Tls(_) => TetherError::Tls { reason },
             E::Network(_) => TetherError::Network { reason },
@@ -100,6 +102,9 @@ pub enum DeliveryState {
     Hibernated,
     /// Re-sent after the stream was resumed.
     Retrying,
+    /// The stream was lost for good before the server confirmed it: the account's archive is
+    /// being asked whether the server has it, before the user is.
+    Checking,
     /// The server has it.
     Acked,
     /// A room echoed it back.
@@ -124,6 +129,7 @@ impl From<tether_core::State> for DeliveryState {
             S::Sent => DeliveryState::Sent,
             S::Hibernated => DeliveryState::Hibernated,
             S::Retrying => DeliveryState::Retrying,
+            S::Checking => DeliveryState::Checking,
             S::Acked => DeliveryState::Acked,
             S::Reflected => DeliveryState::Reflected,
             S::Delivered => DeliveryState::Delivered,
@@ -143,6 +149,7 @@ impl From<DeliveryState> for tether_core::State {
             DeliveryState::Sent => S::Sent,
             DeliveryState::Hibernated => S::Hibernated,
             DeliveryState::Retrying => S::Retrying,
+            DeliveryState::Checking => S::Checking,
             DeliveryState::Acked => S::Acked,
             DeliveryState::Reflected => S::Reflected,
             DeliveryState::Delivered => S::Delivered,
@@ -226,6 +233,149 @@ pub struct Message {
     pub other_device: bool,
     /// For group chat: the sender's nick.
     pub from_nick: Option<String>,
+    /// What this row does to another message; `None` for a message of its own (maybe a reply).
+    /// `page()` lists only messages of their own; `messages()` and `failed_messages()` list all.
+    pub action: Option<MessageAction>,
+    /// The id of the message it acts on or answers, as the stanza names it.
+    pub target: Option<String>,
+    /// The text was corrected (`body` is the newest version; `edits()` has them all).
+    pub edited: bool,
+    /// The sender took it back: show a placeholder instead of the body.
+    pub retracted: bool,
+    /// Reactions to it.
+    pub reactions: Vec<Reaction>,
+    /// For a reply: the message it answers, as this device has it (never the sender's quote).
+    pub reply_to: Option<QuotedMessage>,
+    /// The file it carries, if any.
+    pub file: Option<FileInfo>,
+}
+
+/// A file on a message (mirrors `tether_core::store::Attachment`).
+#[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
+pub struct FileInfo {
+    /// The file's name (safe to show and to save under).
+    pub name: String,
+    /// Bytes (as announced, for theirs).
+    pub size: Option<i64>,
+    /// MIME type.
+    pub media_type: Option<String>,
+    /// SHA-256 (hex).
+    pub sha256: Option<String>,
+    /// Where it can be fetched.
+    pub url: Option<String>,
+    /// `slot-needed`, `uploading`, `uploaded`, `remote`, `downloading`, `downloaded`, `failed`.
+    pub transfer: String,
+    /// Bytes moved in the current transfer.
+    pub done_bytes: i64,
+    /// Why the transfer failed.
+    pub error: Option<String>,
+    /// Where it is on this device, once here.
+    pub local_path: Option<String>,
+}
+
+/// What a message does to an earlier one (mirrors `tether_core::store::Action`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, uniffi::Enum)]
+pub enum MessageAction {
+    /// XEP-0308: replaces its text.
+    Correct,
+    /// XEP-0424: takes it back.
+    Retract,
+    /// XEP-0444: the sender's reactions to it.
+    React,
+}
+
+impl From<tether_core::store::Action> for MessageAction {
+    fn from(a: tether_core::store::Action) -> Self {
+        use tether_core::store::Action as A;
+        match a {
+            A::Correct => MessageAction::Correct,
+            A::Retract => MessageAction::Retract,
+            A::React => MessageAction::React,
+        }
+    }
+}
+
+/// One emoji of a message's reactions.
+#[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
+pub struct Reaction {
+    /// The emoji.
+    pub emoji: String,
+    /// How many reacted with it.
+    pub count: i64,
+    /// Whether we did.
+    pub mine: bool,
+}
+
+/// The message a reply answers.
+#[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
+pub struct QuotedMessage {
+    /// Its id.
+    pub id: String,
+    /// Its current text; `None` if it was retracted.
+    pub body: Option<String>,
+    /// Ours or theirs.
+    pub direction: Direction,
+    /// For group chat: its sender's nick.
+    pub from_nick: Option<String>,
+}
+
+/// One version of a message's text.
+#[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
+pub struct EditVersion {
+    /// The text.
+    pub body: String,
+    /// When it was written (ms since the epoch).
+    pub at_ms: i64,
+}
+
+impl From<tether_core::store::Edit> for EditVersion {
+    fn from(e: tether_core::store::Edit) -> Self {
+        EditVersion {
+            body: e.body,
+            at_ms: e.at,
+        }
+    }
+}
+
+/// A XEP-0085 chat state (mirrors `tether_core::chat_state::ChatState`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, uniffi::Enum)]
+pub enum ChatState {
+    /// Paying attention.
+    Active,
+    /// Typing.
+    Composing,
+    /// Stopped typing for a moment.
+    Paused,
+    /// Not looking at the conversation.
+    Inactive,
+    /// Left the conversation.
+    Gone,
+}
+
+impl From<tether_core::chat_state::ChatState> for ChatState {
+    fn from(s: tether_core::chat_state::ChatState) -> Self {
+        use tether_core::chat_state::ChatState as C;
+        match s {
+            C::Active => ChatState::Active,
+            C::Composing => ChatState::Composing,
+            C::Paused => ChatState::Paused,
+            C::Inactive => ChatState::Inactive,
+            C::Gone => ChatState::Gone,
+        }
+    }
+}
+
+impl From<ChatState> for tether_core::chat_state::ChatState {
+    fn from(s: ChatState) -> Self {
+        use tether_core::chat_state::ChatState as C;
+        match s {
+            ChatState::Active => C::Active,
+            ChatState::Composing => C::Composing,
+            ChatState::Paused => C::Paused,
+            ChatState::Inactive => C::Inactive,
+            ChatState::Gone => C::Gone,
+        }
+    }
 }
 
 impl From<MessageRow> for Message {
@@ -246,6 +396,36 @@ impl From<MessageRow> for Message {
             groupchat: m.kind == "groupchat",
             other_device: m.other_device,
             from_nick: m.from_nick,
+            action: m.action.map(Into::into),
+            target: m.target,
+            edited: m.edited,
+            retracted: m.retracted,
+            reactions: m
+                .reactions
+                .into_iter()
+                .map(|r| Reaction {
+                    emoji: r.emoji,
+                    count: r.count,
+                    mine: r.mine,
+                })
+                .collect(),
+            file: m.file.map(|f| FileInfo {
+                name: f.name,
+                size: f.size,
+                media_type: f.media_type,
+                sha256: f.sha256,
+                url: f.url,
+                transfer: f.transfer,
+                done_bytes: f.done_bytes,
+                error: f.error,
+                local_path: f.local_path,
+            }),
+            reply_to: m.reply_to.map(|q| QuotedMessage {
+                id: q.id,
+                body: q.body,
+                direction: q.direction.into(),
+                from_nick: q.from_nick,
+            }),
         }
     }
 }
@@ -502,6 +682,37 @@ pub enum TetherEvent {
         /// For group chat: the sender's nick.
         nick: Option<String>,
     },
+    /// A message was corrected, retracted or reacted to (`message:updated`): read it again.
+    MessageUpdated {
+        /// The changed message's id.
+        id: String,
+        /// The conversation.
+        peer: String,
+        /// What changed it.
+        action: MessageAction,
+    },
+    /// A contact's chat state (`chat:state`): typing, stopped, gone. Never stored; forget it when
+    /// a message from them arrives or the connection drops.
+    ChatStateChanged {
+        /// The contact's bare JID.
+        from: String,
+        /// The state.
+        state: ChatState,
+    },
+    /// A file's transfer moved (`file:slot`, `file:progress`, `file:uploaded`,
+    /// `file:downloaded`, `file:failed`).
+    Transfer {
+        /// The event name.
+        name: String,
+        /// The message's id.
+        id: Option<String>,
+        /// Bytes moved so far.
+        done: u64,
+        /// Bytes in all, if known.
+        total: Option<u64>,
+        /// Why it failed.
+        error: Option<String>,
+    },
     /// The connection changed (`connection`).
     Connection {
         /// The new state.
@@ -591,6 +802,18 @@ impl From<Event> for TetherEvent {
                 room: r.room,
                 nick: r.nick,
             },
+            Event::Updated(u) => TetherEvent::MessageUpdated {
+                id: u.id,
+                peer: u.peer,
+                action: u.action.into(),
+            },
+            Event::Transfer(t) => TetherEvent::Transfer {
+                name: t.event.to_owned(),
+                id: t.id,
+                done: t.done,
+                total: t.total,
+                error: t.error,
+            },
             Event::Connection(c) => TetherEvent::Connection {
                 state: c.state.into(),
                 resumed: c.resumed,
@@ -617,6 +840,10 @@ impl From<Event> for TetherEvent {
                 }
                 SocialEvent::Csi { state } => TetherEvent::Csi {
                     inactive: state == "inactive",
+                },
+                SocialEvent::ChatState { from, state } => TetherEvent::ChatStateChanged {
+                    from,
+                    state: state.into(),
                 },
             },
         }
