@@ -9,8 +9,11 @@ use std::sync::Mutex;
 
 use serde::Serialize;
 use tauri::{AppHandle, Emitter, Manager, State};
+use tether_core::chat_state::ChatState;
 use tether_core::contract::{CommandError, CommandErrorKind};
-use tether_core::store::{Contact, Conversation, MessageRow, NewAccount, Room};
+use tether_core::store::{
+    Contact, Conversation, Edit, MessageFilter, MessageRow, NewAccount, Room,
+};
 use tether_core::{Client, ClientConfig};
 
 /// The window's state: where the database is, and the client once an account exists.
@@ -250,6 +253,175 @@ async fn answer_subscription(state: State<'_, App>, jid: String, accept: bool) -
 }
 
 #[tauri::command]
+async fn correct(
+    state: State<'_, App>,
+    peer: String,
+    id: String,
+    body: String,
+) -> CmdResult<String> {
+    let c = state.client()?;
+    blocking(move || c.correct(&peer, &id, &body).map_err(err)).await
+}
+
+#[tauri::command]
+async fn retract(state: State<'_, App>, peer: String, id: String) -> CmdResult<String> {
+    let c = state.client()?;
+    blocking(move || c.retract(&peer, &id).map_err(err)).await
+}
+
+#[tauri::command]
+async fn react(
+    state: State<'_, App>,
+    peer: String,
+    id: String,
+    emoji: Vec<String>,
+) -> CmdResult<String> {
+    let c = state.client()?;
+    blocking(move || c.react(&peer, &id, &emoji).map_err(err)).await
+}
+
+#[tauri::command]
+async fn reply(state: State<'_, App>, peer: String, id: String, body: String) -> CmdResult<String> {
+    let c = state.client()?;
+    blocking(move || c.reply(&peer, &id, &body).map_err(err)).await
+}
+
+#[tauri::command]
+async fn edits(state: State<'_, App>, peer: String, id: String) -> CmdResult<Vec<Edit>> {
+    let c = state.client()?;
+    blocking(move || c.edits(&peer, &id).map_err(err)).await
+}
+
+/// Every failed row of the conversation, corrections and reactions too (the page lists only the
+/// messages themselves).
+#[tauri::command]
+async fn failed(state: State<'_, App>, peer: String) -> CmdResult<Vec<MessageRow>> {
+    let c = state.client()?;
+    blocking(move || {
+        c.messages(&MessageFilter {
+            peer: Some(peer),
+            state: Some(tether_core::State::Failed),
+            direction: None,
+        })
+        .map_err(err)
+    })
+    .await
+}
+
+#[tauri::command]
+async fn send_file(state: State<'_, App>, to: String, path: String) -> CmdResult<String> {
+    let c = state.client()?;
+    blocking(move || c.send_file(&to, std::path::Path::new(&path)).map_err(err)).await
+}
+
+/// A file the window read itself (the attach button): the raw bytes, with `to` and `name` in
+/// the request's headers. Written to a private temporary file, committed (copied into the
+/// store), then the temporary file goes.
+#[tauri::command]
+async fn send_file_data(
+    state: State<'_, App>,
+    request: tauri::ipc::Request<'_>,
+) -> CmdResult<String> {
+    let header = |name: &str| -> CmdResult<String> {
+        let v = request
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| internal(format!("missing header {name}")))?;
+        percent_decode(v)
+    };
+    let (to, name) = (header("to")?, header("name")?);
+    // Raw over the custom-protocol IPC; a JSON array of bytes where the webview falls back to
+    // postMessage (WebKitGTK does).
+    let data: Vec<u8> = match request.body() {
+        tauri::ipc::InvokeBody::Raw(data) => data.clone(),
+        tauri::ipc::InvokeBody::Json(v) => serde_json::from_value(v.clone())
+            .map_err(|e| internal(format!("the file's bytes are unreadable: {e}")))?,
+    };
+    let c = state.client()?;
+    blocking(move || {
+        let dir = tempfile::tempdir().map_err(internal)?;
+        let path = dir.path().join(tether_core::store::blobs::safe_name(&name));
+        std::fs::write(&path, &data).map_err(internal)?;
+        c.send_file(&to, &path).map_err(err)
+    })
+    .await
+}
+
+fn percent_decode(s: &str) -> CmdResult<String> {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8()
+        .map(|s| s.into_owned())
+        .map_err(internal)
+}
+
+/// The bytes of a message's file that is here (image previews).
+#[tauri::command]
+async fn file_bytes(
+    state: State<'_, App>,
+    peer: String,
+    id: String,
+) -> CmdResult<tauri::ipc::Response> {
+    let c = state.client()?;
+    blocking(move || {
+        let path = local_file(&c, &peer, &id)?;
+        let data = std::fs::read(path).map_err(internal)?;
+        Ok(tauri::ipc::Response::new(data))
+    })
+    .await
+}
+
+/// Saves a message's file into the user's Downloads folder; returns where.
+#[tauri::command]
+async fn save_file(
+    app: AppHandle,
+    state: State<'_, App>,
+    peer: String,
+    id: String,
+) -> CmdResult<String> {
+    let c = state.client()?;
+    let downloads = app.path().download_dir().map_err(internal)?;
+    blocking(move || {
+        let path = local_file(&c, &peer, &id)?;
+        let row = c.message(&id).map_err(err)?;
+        let name = row.file.map(|f| f.name).unwrap_or_else(|| "file".into());
+        std::fs::create_dir_all(&downloads).map_err(internal)?;
+        let mut dest = downloads.join(&name);
+        let mut n = 1;
+        while dest.exists() {
+            dest = downloads.join(format!("{n} {name}"));
+            n += 1;
+        }
+        std::fs::copy(path, &dest).map_err(internal)?;
+        Ok(dest.to_string_lossy().into_owned())
+    })
+    .await
+}
+
+fn local_file(c: &Client, peer: &str, id: &str) -> CmdResult<PathBuf> {
+    let row = c.message(id).map_err(err)?;
+    if row.peer != peer {
+        return Err(internal(format!(
+            "message {id} is not in the conversation with {peer}"
+        )));
+    }
+    row.file
+        .and_then(|f| f.local_path)
+        .map(PathBuf::from)
+        .ok_or_else(|| {
+            CommandError::new(CommandErrorKind::Core, "the file is not on this device yet")
+        })
+}
+
+#[tauri::command]
+fn set_chat_state(state: State<'_, App>, peer: String, chat_state: ChatState) -> CmdResult<bool> {
+    state
+        .client()?
+        .set_chat_state(&peer, chat_state)
+        .map_err(err)
+}
+
+#[tauri::command]
 fn retry_now(state: State<'_, App>) -> CmdResult<()> {
     state.client()?.network_changed();
     Ok(())
@@ -315,6 +487,17 @@ fn main() {
             contacts,
             subscription_requests,
             answer_subscription,
+            correct,
+            retract,
+            react,
+            reply,
+            edits,
+            failed,
+            set_chat_state,
+            send_file,
+            send_file_data,
+            file_bytes,
+            save_file,
             retry_now
         ])
         .run(tauri::generate_context!())

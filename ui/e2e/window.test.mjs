@@ -12,7 +12,7 @@ import fs from "node:fs";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
-import { Builder, By, until } from "selenium-webdriver";
+import { Builder, By, Key, until } from "selenium-webdriver";
 
 const BIN = process.env.TETHER_BIN_DIR;
 const ARTIFACTS = path.resolve(process.env.TETHER_ARTIFACTS ?? "../tests/artifacts");
@@ -95,9 +95,38 @@ async function watch(body, done, timeout = LONG) {
 }
 
 async function send(body) {
-  const input = await browser.findElement(By.css(".composer input"));
+  const input = await browser.findElement(By.css(".composer input[type=text]"));
   await input.sendKeys(body);
   await browser.findElement(By.css(".composer button")).click();
+}
+
+function bobRows(direction) {
+  return tether(bob.db, "messages", "--direction", direction)
+    .split("\n")
+    .filter(Boolean)
+    .map((l) => JSON.parse(l));
+}
+
+/** Polls `f` every 200 ms until it returns something truthy; fails with `what` after LONG. */
+async function eventually(f, what) {
+  const deadline = Date.now() + LONG;
+  let last;
+  while (Date.now() < deadline) {
+    last = f();
+    if (last) return last;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  assert.fail(`${what} never happened`);
+}
+
+/** The bubble whose text is `body` (the newest). */
+async function bubble(body) {
+  return browser.wait(
+    until.elementLocated(
+      By.xpath(`(//div[contains(@class,'bubble') and .//div[contains(@class,'body') and text()=${JSON.stringify(body)}]])[last()]`),
+    ),
+    LONG,
+  );
 }
 
 function bobReceived(body) {
@@ -120,10 +149,20 @@ before(async () => {
   spawnSync(path.join(BIN, "tether"), ["--db", bob.db, "account", "add", "--jid", "bob@localhost",
     "--password-env", "PW", "--server", serverInfo.addr, "--ca-file", serverInfo.ca_file],
     { env: { ...process.env, PW: "bob" } });
-  bob.run = start(path.join(BIN, "tether"), ["--db", bob.db, "run"]);
+  // Bob's session takes chat states on stdin; its events are kept for the typing test.
+  bob.run = start(path.join(BIN, "tether"), ["--db", bob.db, "run", "--stdin"]);
+  bob.events = [];
+  createInterface({ input: bob.run.stdout }).on("line", (l) => {
+    try {
+      bob.events.push(JSON.parse(l));
+    } catch {
+      // not an event line
+    }
+  });
 
   driver = start("tauri-driver", ["--port", "4444", "--native-driver", "/usr/bin/WebKitWebDriver"], {
-    env: { ...process.env, TETHER_DB: path.join(WORK, "alice.db") },
+    // The app's log (every event it announces) lands in tauri-driver.log beside the databases.
+    env: { ...process.env, TETHER_DB: path.join(WORK, "alice.db"), RUST_LOG: "warn,tether_core=debug" },
   });
   await waitPort(4444);
   browser = await new Builder()
@@ -239,6 +278,146 @@ test("reading a conversation sends displayed markers", async () => {
     await new Promise((r) => setTimeout(r, 200));
   }
   assert.equal(state, "displayed", "bob never learnt that alice read his message");
+});
+
+test("the last message is edited with the up arrow: bob shows the new text once", async () => {
+  await send("Helo agian");
+  await watch("Helo agian", (s) => ["acked", "delivered", "displayed"].includes(s));
+  const input = await browser.findElement(By.css(".composer input[type=text]"));
+  await input.sendKeys(Key.ARROW_UP);
+  await browser.wait(until.elementLocated(By.css("[data-testid=editing]")), LONG);
+  // The composer takes the text on its next render: wait for it, then check it.
+  await browser.wait(async () => (await input.getAttribute("value")) === "Helo agian", LONG).catch(() => {});
+  assert.equal(await input.getAttribute("value"), "Helo agian", "the composer holds the text");
+  // Replace the text (WebKitWebDriver has no select-all chord): one backspace per character.
+  await input.sendKeys(...Array("Helo agian".length).fill(Key.BACK_SPACE), "Hello again");
+  await browser.findElement(By.css(".composer button")).click();
+  const b = await bubble("Hello again");
+  await b.findElement(By.css("button.edited"));
+  const row = await eventually(
+    () => bobRows("in").find((m) => m.body === "Hello again" && m.edited && m.action === null),
+    "bob showing the correction",
+  );
+  assert.equal(bobRows("in").filter((m) => m.action === "correct").length, 1, "one correction at bob");
+  await b.findElement(By.css("button.edited")).click();
+  const hist = await browser.wait(until.elementLocated(By.css("[data-testid=edit-history]")), LONG);
+  assert.match(await hist.getText(), /Helo agian[\s\S]*Hello again/);
+  await shot("11-edited");
+  await hist.findElement(By.xpath(".//button[text()='Close']")).click();
+  assert.ok(row.id);
+});
+
+test("a reaction and a reply from the window reach bob once, the reply quoting his message", async () => {
+  const theirs = await bubble("Got everything, thanks!");
+  await theirs.findElement(By.css("[data-action=react]")).click();
+  await theirs.findElement(By.css("[data-testid=picker] [data-emoji='👍']")).click();
+  await browser.wait(
+    until.elementLocated(By.xpath("//div[contains(@class,'bubble') and contains(., 'Got everything')]//button[contains(@class,'reaction') and @data-emoji='👍']")),
+    LONG,
+  );
+  await eventually(
+    () => bobRows("out").find((m) => m.body === "Got everything, thanks!" && m.reactions.some((r) => r.emoji === "👍" && r.count === 1)),
+    "bob seeing alice's reaction",
+  );
+  await shot("12-reacted");
+  await (await bubble("Got everything, thanks!")).findElement(By.css("[data-action=reply]")).click();
+  await browser.wait(until.elementLocated(By.css("[data-testid=replying]")), LONG);
+  await send("You're welcome");
+  const reply = await bubble("You're welcome");
+  assert.match(await reply.findElement(By.css("[data-testid=quote]")).getText(), /Got everything, thanks!/);
+  const atBob = await eventually(
+    () => bobRows("in").find((m) => m.body === "You're welcome"),
+    "bob receiving the reply",
+  );
+  assert.equal(atBob.reply_to?.body, "Got everything, thanks!", "bob quotes his own copy");
+  assert.equal(bobRows("in").filter((m) => m.body === "You're welcome").length, 1);
+  await shot("13-reply");
+});
+
+test("a message retracted from the window is retracted at bob", async () => {
+  await send("Oops, wrong chat");
+  await watch("Oops, wrong chat", (s) => ["acked", "delivered", "displayed"].includes(s));
+  await (await bubble("Oops, wrong chat")).findElement(By.css("[data-action=retract]")).click();
+  await bubble("This message was retracted");
+  await eventually(
+    () => bobRows("in").find((m) => m.body === "Oops, wrong chat" && m.retracted),
+    "bob seeing the retraction",
+  );
+  await shot("14-retracted");
+});
+
+test("typing shows in the window, stops by itself, and alice's typing reaches bob", async () => {
+  bob.run.stdin.write(`${JSON.stringify({ to: "alice@localhost", chat_state: "composing" })}\n`);
+  const line = await browser.wait(until.elementLocated(By.css("[data-testid=typing]")), LONG);
+  await browser.wait(until.elementTextContains(line, "bob@localhost is typing"), LONG);
+  await shot("15-typing");
+  // Bob's core turns composing into paused by itself after 5 s.
+  await browser.wait(until.elementTextContains(line, "stopped typing"), LONG);
+  const aliceTyping = () =>
+    bob.events.filter((e) => e.event === "chat:state" && e.from === "alice@localhost" && e.state === "composing").length;
+  const before = aliceTyping();
+  const input = await browser.findElement(By.css(".composer input[type=text]"));
+  await input.sendKeys("th");
+  await eventually(() => aliceTyping() > before, `bob seeing alice typing (logs in ${WORK})`);
+  assert.equal(
+    bobRows("in").filter((m) => m.body === "" && m.action === null).length,
+    0,
+    "no chat state was stored",
+  );
+  await input.sendKeys(Key.BACK_SPACE, Key.BACK_SPACE);
+});
+
+test("a picture sent from the window shows progress and a preview; bob gets it once, hash checked", async () => {
+  // A real PNG of noise (about 2 MB: it does not compress), written with Python's zlib.
+  const pic = path.join(WORK, "noise.png");
+  const made = spawnSync("python3", ["-c", `
+import os, struct, sys, zlib
+w, h = 900, 700
+raw = b"".join(b"\\x00" + os.urandom(w * 3) for _ in range(h))
+def chunk(t, d):
+    return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xffffffff)
+png = b"\\x89PNG\\r\\n\\x1a\\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)) + chunk(b"IDAT", zlib.compress(raw, 1)) + chunk(b"IEND", b"")
+open(sys.argv[1], "wb").write(png)
+`, pic], { encoding: "utf8" });
+  assert.equal(made.status, 0, made.stderr);
+  const sha = (await import("node:crypto")).createHash("sha256").update(fs.readFileSync(pic)).digest("hex");
+  // An error the window would show in an alert is kept for the failure message instead.
+  await browser.executeScript("window.alert = (m) => { document.body.dataset.alerts = (document.body.dataset.alerts || '') + m + '\\n'; };");
+  await browser.findElement(By.css("[data-testid=attach]")).sendKeys(pic);
+  await browser
+    .wait(until.elementLocated(By.css("[data-testid=file]")), LONG)
+    .catch(async (e) => {
+      const alerts = await browser.executeScript("return document.body.dataset.alerts");
+      throw new Error(`no file card (${e.message}); the window said: ${alerts}`);
+    });
+  await browser.wait(
+    until.elementLocated(By.css("[data-testid=file][data-transfer=uploaded] img.preview")),
+    LONG,
+  );
+  // The preview is the picture itself, decoded (not a broken image with its alt text).
+  const decoded = await browser
+    .wait(
+      () => browser.executeScript("const i = document.querySelector('img.preview'); return i && i.complete && i.naturalWidth;"),
+      LONG,
+    )
+    .catch(async () => {
+      const shape = await browser.executeAsyncScript(`
+        const done = arguments[arguments.length - 1];
+        const id = document.querySelector("[data-testid=file]").closest(".bubble").dataset.id;
+        window.__TAURI_INTERNALS__.invoke("file_bytes", { peer: "bob@localhost", id })
+          .then((r) => done(Object.prototype.toString.call(r) + " " + (r.byteLength ?? r.length)), (e) => done("error " + JSON.stringify(e)));`);
+      throw new Error(`the preview never decoded; file_bytes answers ${shape}`);
+    });
+  assert.equal(decoded, 900, "the preview shows the 900-pixel-wide picture");
+  const progressEvents = await browser.executeScript("return document.body.dataset.progressEvents");
+  assert.ok(Number(progressEvents) > 0, "the window was never told of the upload's progress");
+  const got = await eventually(
+    () => bobRows("in").filter((m) => m.file?.name === "noise.png" && m.file.transfer === "downloaded"),
+    "bob fetching the picture",
+  );
+  assert.equal(got.length, 1, "one message with the file");
+  assert.equal(got[0].file.sha256, sha, "the bytes sent, checked against the announced hash");
+  await shot("16-picture");
 });
 
 test("a subscription request is accepted from the window", async () => {

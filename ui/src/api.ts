@@ -4,8 +4,10 @@
 import { invoke } from "@tauri-apps/api/core";
 import { listen, type UnlistenFn } from "@tauri-apps/api/event";
 import type {
+  ChatState,
   CommandError,
   Contact,
+  Edit,
   Conversation,
   Event,
   MessageRow,
@@ -58,6 +60,31 @@ export const api = {
   subscriptionRequests: () => invoke<string[]>("subscription_requests"),
   answerSubscription: (jid: string, accept: boolean) =>
     invoke<void>("answer_subscription", { jid, accept }),
+  correct: (peer: string, id: string, body: string) => invoke<string>("correct", { peer, id, body }),
+  retract: (peer: string, id: string) => invoke<string>("retract", { peer, id }),
+  react: (peer: string, id: string, emoji: string[]) => invoke<string>("react", { peer, id, emoji }),
+  reply: (peer: string, id: string, body: string) => invoke<string>("reply", { peer, id, body }),
+  edits: (peer: string, id: string) => invoke<Edit[]>("edits", { peer, id }),
+  /** Every failed row of the conversation (corrections and reactions too). */
+  failed: (peer: string) => invoke<Message[]>("failed", { peer }),
+  setChatState: (peer: string, chatState: ChatState) =>
+    invoke<boolean>("set_chat_state", { peer, chatState }),
+  /** Sends the file at `path` (a dropped file). */
+  sendFile: (to: string, path: string) => invoke<string>("send_file", { to, path }),
+  /** Sends a file the window read (the attach button): its bytes go raw. */
+  sendFileData: async (to: string, file: File) =>
+    invoke<string>("send_file_data", new Uint8Array(await file.arrayBuffer()), {
+      headers: { to: encodeURIComponent(to), name: encodeURIComponent(file.name) },
+    }),
+  /** The bytes of a message's file that is on this device (previews). */
+  fileBytes: async (peer: string, id: string): Promise<Uint8Array> => {
+    // An ArrayBuffer over the custom-protocol IPC, an array of numbers where the webview falls
+    // back to postMessage.
+    const r = await invoke<ArrayBuffer | number[]>("file_bytes", { peer, id });
+    return r instanceof ArrayBuffer ? new Uint8Array(r) : Uint8Array.from(r);
+  },
+  /** Saves a message's file into Downloads; resolves to where. */
+  saveFile: (peer: string, id: string) => invoke<string>("save_file", { peer, id }),
   retryNow: () => invoke<void>("retry_now"),
   onEvent: (f: (e: CoreEvent) => void): Promise<UnlistenFn> =>
     listen<CoreEvent>("tether://event", (e) => f(e.payload)),

@@ -48,6 +48,12 @@ const LOOKS: Record<DeliveryState, StateLook> = {
     tooltip: "The session was resumed and the message resent; waiting for the server.",
     tone: "pending",
   },
+  checking: {
+    icon: "🔎",
+    label: "Checking",
+    tooltip: "The connection was lost before the server confirmed it. Tether is asking the server's archive whether it arrived before asking you.",
+    tone: "pending",
+  },
   acked: {
     icon: "✓",
     label: "On server",
@@ -75,7 +81,7 @@ const LOOKS: Record<DeliveryState, StateLook> = {
   failed: {
     icon: "⚠",
     label: "Not sent",
-    tooltip: "The server never confirmed it. Resend it or discard it: Tether does not resend on its own.",
+    tooltip: "The server never confirmed it and its archive does not have it. Resend it or discard it: Tether does not resend on its own.",
     tone: "problem",
   },
   discarded: {
@@ -102,6 +108,7 @@ export const OUTGOING_STATES: DeliveryState[] = [
   "sent",
   "hibernated",
   "retrying",
+  "checking",
   "acked",
   "reflected",
   "delivered",

@@ -12,7 +12,25 @@ import {
 } from "../api";
 import { bannerText, failedIn, resendConfirmation, type Confirmation } from "../failed";
 import { look, movesForward } from "../states";
-import type { ConnectionEvent, MessageEvent, ReceivedEvent } from "../generated/contract";
+import {
+  QUICK_REACTIONS,
+  humanSize,
+  lastEditable,
+  shownBody,
+  toggledReactions,
+  transferFraction,
+  typingLine,
+} from "../chat";
+import type {
+  ChatState,
+  ConnectionEvent,
+  Edit,
+  MessageEvent,
+  ReceivedEvent,
+  SocialEvent,
+  TransferEvent,
+  UpdatedEvent,
+} from "../generated/contract";
 import { MessageList } from "./MessageList";
 
 const PAGE = 50;
@@ -152,6 +170,13 @@ function Main({ account, fatal }: { account: AccountInfo; fatal: string | null }
   const [rooms, setRooms] = useState<Room[]>([]);
   const [requests, setRequests] = useState<string[]>([]);
   const [joining, setJoining] = useState(false);
+  const [failedRows, setFailedRows] = useState<Message[]>([]);
+  const [replyTo, setReplyTo] = useState<Message | null>(null);
+  const [editing, setEditing] = useState<Message | null>(null);
+  const [history, setHistory] = useState<Edit[] | null>(null);
+  const [typing, setTyping] = useState<Record<string, ChatState>>({});
+  // Bytes moved per message id, from `file:progress` events (the store keeps the final state).
+  const [progress, setProgress] = useState<Record<string, number>>({});
   const peerRef = useRef<string | null>(null);
   peerRef.current = peer;
 
@@ -163,12 +188,20 @@ function Main({ account, fatal }: { account: AccountInfo; fatal: string | null }
     api.rooms().then(setRooms, console.error);
     api.subscriptionRequests().then(setRequests, console.error);
   }, []);
-  const reload = useCallback(async (p: string) => {
-    const page = await api.page(p, null, PAGE);
-    if (peerRef.current !== p) return;
-    setMessages(page);
-    setHasOlder(page.length === PAGE);
+  const refreshFailed = useCallback(async (p: string) => {
+    const rows = await api.failed(p);
+    if (peerRef.current === p) setFailedRows(rows);
   }, []);
+  const reload = useCallback(
+    async (p: string) => {
+      const page = await api.page(p, null, PAGE);
+      if (peerRef.current !== p) return;
+      setMessages(page);
+      setHasOlder(page.length === PAGE);
+      void refreshFailed(p);
+    },
+    [refreshFailed],
+  );
 
   useEffect(() => {
     refreshList();
@@ -193,10 +226,34 @@ function Main({ account, fatal }: { account: AccountInfo; fatal: string | null }
         refreshPeople();
         return;
       }
+      if (e.event === "chat:state") {
+        const c = e as Extract<SocialEvent, { event: "chat:state" }>;
+        setTyping((t) => ({ ...t, [c.from]: c.state }));
+        return;
+      }
+      if (e.event.startsWith("file:")) {
+        const t = e as TransferEvent;
+        if (t.id && e.event === "file:progress") {
+          const id = t.id;
+          document.body.dataset.progressEvents = String(Number(document.body.dataset.progressEvents ?? 0) + 1);
+          setProgress((p) => ({ ...p, [id]: t.done }));
+        } else if (peerRef.current) {
+          void reload(peerRef.current);
+        }
+        return;
+      }
+      if (e.event === "message:updated") {
+        const u = e as UpdatedEvent;
+        if (peerRef.current === u.peer) void reload(u.peer);
+        refreshList();
+        return;
+      }
       if (e.event.startsWith("message:")) {
         const current = peerRef.current;
         if (e.event === "message:received") {
           const r = e as ReceivedEvent;
+          // A message from them ends their typing.
+          setTyping((t) => ({ ...t, [r.from]: "active" }));
           notify(r.from, r.body);
           if (current && (r.from === current || r.room === current)) {
             void reload(current);
@@ -214,6 +271,7 @@ function Main({ account, fatal }: { account: AccountInfo; fatal: string | null }
                 : row,
             ),
           );
+          if (current) void refreshFailed(current);
         }
         refreshList();
       }
@@ -232,11 +290,29 @@ function Main({ account, fatal }: { account: AccountInfo; fatal: string | null }
       void un.then((f) => f());
       void unLagged.then((f) => f());
     };
-  }, [refreshList, refreshPeople, reload]);
+  }, [refreshList, refreshPeople, reload, refreshFailed]);
 
   useEffect(() => refreshPeople(), [refreshPeople]);
 
+  // Files dropped on the window go to the open conversation.
   useEffect(() => {
+    let un: (() => void) | undefined;
+    import("@tauri-apps/api/webview")
+      .then(({ getCurrentWebview }) =>
+        getCurrentWebview().onDragDropEvent((e) => {
+          const to = peerRef.current;
+          if (e.payload.type !== "drop" || !to) return;
+          for (const path of e.payload.paths) report(api.sendFile(to, path).then(() => reload(to)));
+        }),
+      )
+      .then((f) => (un = f))
+      .catch((e) => console.error("no drag and drop", e));
+    return () => un?.();
+  }, [reload]);
+
+  useEffect(() => {
+    setReplyTo(null);
+    setEditing(null);
     if (!peer) return;
     void reload(peer);
     report(api.markRead(peer).then(refreshList));
@@ -252,17 +328,43 @@ function Main({ account, fatal }: { account: AccountInfo; fatal: string | null }
 
   const askResend = (ms: Message[]) =>
     setConfirm({ ...resendConfirmation(ms, Date.now()), ids: ms.map((m) => m.id) });
-  const failed = failedIn(messages);
+  // Every failed row of the conversation, corrections and reactions included.
+  const failed = failedIn(failedRows);
   const banner = bannerText(failed.length);
 
   const send = async (body: string) => {
     const to = peer ?? draftTo.trim();
     if (!to || !body.trim()) return;
-    await api.send(to, body);
+    if (editing && peer) {
+      await api.correct(peer, editing.id, body);
+      setEditing(null);
+    } else if (replyTo && peer) {
+      await api.reply(peer, replyTo.id, body);
+      setReplyTo(null);
+    } else {
+      await api.send(to, body);
+    }
     if (!peer) setPeer(to);
     else void reload(to);
     refreshList();
   };
+  const attach = async (file: File) => {
+    const to = peer ?? draftTo.trim();
+    if (!to) return;
+    await api.sendFileData(to, file);
+    if (!peer) setPeer(to);
+    else void reload(to);
+    refreshList();
+  };
+  const typed = () => {
+    if (peer) api.setChatState(peer, "composing").catch(console.error);
+  };
+  const act = (p: Promise<unknown>) =>
+    report(
+      p.then(() => {
+        if (peer) void reload(peer);
+      }),
+    );
 
   return (
     <div class="main">
@@ -378,10 +480,78 @@ function Main({ account, fatal }: { account: AccountInfo; fatal: string | null }
           messages={messages}
           hasOlder={hasOlder}
           loadOlder={loadOlder}
-          row={(m) => <Bubble m={m} onResend={() => askResend([m])} />}
+          row={(m) => (
+            <Bubble
+              m={m}
+              peer={peer}
+              moved={progress[m.id]}
+              onResend={() => askResend([m])}
+              onReply={() => {
+                setEditing(null);
+                setReplyTo(m);
+              }}
+              onEdit={() => {
+                setReplyTo(null);
+                setEditing(m);
+              }}
+              onRetract={() => peer && act(api.retract(peer, m.id))}
+              onReact={(emoji) => peer && act(api.react(peer, m.id, toggledReactions(m.reactions, emoji)))}
+              onHistory={() => peer && report(api.edits(peer, m.id).then(setHistory))}
+            />
+          )}
         />
-        <Composer onSend={send} />
+        {typingLine(typing, peer) && (
+          <div class="typing" data-testid="typing">
+            {typingLine(typing, peer)}
+          </div>
+        )}
+        {(replyTo || editing) && (
+          <div class="composing-context" data-testid={replyTo ? "replying" : "editing"}>
+            <span>
+              {replyTo ? `Replying to: ${shownBody(replyTo)}` : `Editing: ${editing ? shownBody(editing) : ""}`}
+            </span>
+            <button
+              class="link"
+              onClick={() => {
+                setReplyTo(null);
+                setEditing(null);
+              }}
+            >
+              Cancel
+            </button>
+          </div>
+        )}
+        <Composer
+          onSend={send}
+          onAttach={attach}
+          onTyped={typed}
+          editing={editing}
+          onEditLast={() => {
+            const m = lastEditable(messages);
+            if (m) {
+              setReplyTo(null);
+              setEditing(m);
+            }
+          }}
+        />
       </section>
+      {history && (
+        <div class="modal" role="dialog" aria-modal="true">
+          <div class="card" data-testid="edit-history">
+            <h3>Edit history</h3>
+            <ol>
+              {history.map((e, i) => (
+                <li key={i}>
+                  <time>{new Date(e.at).toLocaleString()}</time> {e.body}
+                </li>
+              ))}
+            </ol>
+            <div class="actions">
+              <button onClick={() => setHistory(null)}>Close</button>
+            </div>
+          </div>
+        </div>
+      )}
       {confirm && (
         <div class="modal" role="dialog" aria-modal="true">
           <div class="card">
@@ -411,14 +581,60 @@ function Main({ account, fatal }: { account: AccountInfo; fatal: string | null }
   );
 }
 
-function Bubble({ m, onResend }: { m: Message; onResend: () => void }) {
+interface BubbleProps {
+  m: Message;
+  peer: string | null;
+  /** Bytes moved so far, from progress events. */
+  moved?: number;
+  onResend: () => void;
+  onReply: () => void;
+  onEdit: () => void;
+  onRetract: () => void;
+  onReact: (emoji: string) => void;
+  onHistory: () => void;
+}
+
+function Bubble({ m, peer, moved, onResend, onReply, onEdit, onRetract, onReact, onHistory }: BubbleProps) {
   const l = look(m.state);
   const mine = m.direction === "out";
+  const [picking, setPicking] = useState(false);
   return (
-    <div class={`bubble ${mine ? "mine" : "theirs"} ${l.tone}`} data-state={m.state}>
+    <div
+      class={`bubble ${mine ? "mine" : "theirs"} ${l.tone} ${m.retracted ? "retracted" : ""}`}
+      data-state={m.state}
+      data-id={m.id}
+    >
       {m.from_nick && !mine && <div class="nick">{m.from_nick}</div>}
-      <div class="body">{m.body}</div>
+      {m.reply_to && (
+        <blockquote class="quote" data-testid="quote">
+          {m.reply_to.body ?? "This message was retracted"}
+        </blockquote>
+      )}
+      {m.file && !m.retracted ? (
+        <FileCard m={m} peer={peer} moved={moved} />
+      ) : (
+        <div class="body">{shownBody(m)}</div>
+      )}
+      {m.reactions.length > 0 && (
+        <div class="reactions">
+          {m.reactions.map((r) => (
+            <button
+              key={r.emoji}
+              class={`reaction ${r.mine ? "mine" : ""}`}
+              data-emoji={r.emoji}
+              onClick={() => onReact(r.emoji)}
+            >
+              {r.emoji} {r.count}
+            </button>
+          ))}
+        </div>
+      )}
       <div class="meta">
+        {m.edited && !m.retracted && (
+          <button class="link edited" title="Show every version" onClick={onHistory}>
+            edited
+          </button>
+        )}
         <time>{new Date(m.created_at).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })}</time>
         {mine && (
           <span class="state" title={m.error ? `${l.tooltip}\n${m.error}` : l.tooltip} aria-label={l.label}>
@@ -426,6 +642,43 @@ function Bubble({ m, onResend }: { m: Message; onResend: () => void }) {
           </span>
         )}
       </div>
+      {!m.retracted && (
+        <div class="tools">
+          <button class="link" data-action="reply" title="Reply" onClick={onReply}>
+            ↩
+          </button>
+          <button class="link" data-action="react" title="React" onClick={() => setPicking(!picking)}>
+            ☺
+          </button>
+          {mine && (
+            <>
+              <button class="link" data-action="edit" title="Edit" onClick={onEdit}>
+                ✎
+              </button>
+              <button class="link" data-action="retract" title="Retract" onClick={onRetract}>
+                ⌫
+              </button>
+            </>
+          )}
+        </div>
+      )}
+      {picking && (
+        <div class="picker" data-testid="picker">
+          {QUICK_REACTIONS.map((e) => (
+            <button
+              key={e}
+              class="link"
+              data-emoji={e}
+              onClick={() => {
+                setPicking(false);
+                onReact(e);
+              }}
+            >
+              {e}
+            </button>
+          ))}
+        </div>
+      )}
       {mine && m.state === "failed" && (
         <div class="fail-actions">
           <button onClick={onResend}>Retry</button>
@@ -438,8 +691,67 @@ function Bubble({ m, onResend }: { m: Message; onResend: () => void }) {
   );
 }
 
-function Composer({ onSend }: { onSend: (body: string) => Promise<void> }) {
+/** A message's file: name, size, a bar while it moves, a preview of an image that is here, Save. */
+function FileCard({ m, peer, moved }: { m: Message; peer: string | null; moved?: number }) {
+  const f = m.file!;
+  const [preview, setPreview] = useState<string | null>(null);
+  const [saved, setSaved] = useState<string | null>(null);
+  const image = (f.media_type ?? "").startsWith("image/") && f.local_path !== null;
+  useEffect(() => {
+    if (!image || !peer) return;
+    let url: string | null = null;
+    api
+      .fileBytes(peer, m.id)
+      .then((bytes) => {
+        url = URL.createObjectURL(new Blob([bytes as BlobPart], { type: f.media_type ?? "image/*" }));
+        setPreview(url);
+      })
+      .catch(console.error);
+    return () => {
+      if (url) URL.revokeObjectURL(url);
+    };
+  }, [image, peer, m.id, f.local_path]);
+  const fraction = transferFraction(f.transfer, moved ?? f.done_bytes, f.size);
+  return (
+    <div class="file" data-testid="file" data-transfer={f.transfer}>
+      {preview && <img class="preview" src={preview} alt={f.name} />}
+      <div class="file-name body">{f.name}</div>
+      <div class="file-meta">
+        {humanSize(f.size)}
+        {f.transfer === "failed" && f.error && <span class="error"> · {f.error}</span>}
+      </div>
+      {fraction !== null && (
+        <progress data-testid="progress" max={1} value={fraction}>
+          {Math.round(fraction * 100)}%
+        </progress>
+      )}
+      {f.local_path && peer && (
+        <button
+          class="link"
+          title={saved ?? "Save to Downloads"}
+          onClick={() => report(api.saveFile(peer, m.id).then(setSaved))}
+        >
+          {saved ? "Saved" : "Save"}
+        </button>
+      )}
+    </div>
+  );
+}
+
+interface ComposerProps {
+  onSend: (body: string) => Promise<void>;
+  onAttach: (file: File) => Promise<void>;
+  onTyped: () => void;
+  editing: Message | null;
+  onEditLast: () => void;
+}
+
+function Composer({ onSend, onAttach, onTyped, editing, onEditLast }: ComposerProps) {
   const [text, setText] = useState("");
+  // Editing fills the composer with the message's current text.
+  useEffect(() => {
+    if (editing) setText(editing.body);
+  }, [editing]);
   const submit = async (e: Event) => {
     e.preventDefault();
     const body = text;
@@ -453,12 +765,36 @@ function Composer({ onSend }: { onSend: (body: string) => Promise<void> }) {
   };
   return (
     <form class="composer" onSubmit={submit}>
+      <label class="attach" title="Send a file (or drop one on the window)">
+        Attach
+        <input
+          type="file"
+          data-testid="attach"
+          style={{ position: "absolute", width: "1px", height: "1px", opacity: 0 }}
+          onChange={(e) => {
+            const input = e.target as HTMLInputElement;
+            const file = input.files?.[0];
+            input.value = "";
+            if (file) onAttach(file).catch((err) => alert(errorText(err)));
+          }}
+        />
+      </label>
       <input
-        placeholder="Write a message (works offline too)"
+        type="text"
+        placeholder="Write a message (works offline too) · ↑ edits your last one"
         value={text}
-        onInput={(e) => setText((e.target as HTMLInputElement).value)}
+        onInput={(e) => {
+          setText((e.target as HTMLInputElement).value);
+          onTyped();
+        }}
+        onKeyDown={(e) => {
+          if (e.key === "ArrowUp" && text === "") {
+            e.preventDefault();
+            onEditLast();
+          }
+        }}
       />
-      <button type="submit">Send</button>
+      <button type="submit">{editing ? "Save" : "Send"}</button>
     </form>
   );
 }

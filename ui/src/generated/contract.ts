@@ -1,9 +1,81 @@
 // Generated from tether-core (core/src/contract.rs) by ts-rs: do not edit.
 // Regenerate: TETHER_WRITE_CONTRACT=1 cargo test -p tether-core contract
 
-export type State = "queued" | "sent" | "hibernated" | "retrying" | "acked" | "reflected" | "delivered" | "displayed" | "failed" | "discarded" | "received";
+export type State = "queued" | "sent" | "hibernated" | "retrying" | "checking" | "acked" | "reflected" | "delivered" | "displayed" | "failed" | "discarded" | "received";
 
 export type Direction = "out" | "in";
+
+export type Action = "correct" | "retract" | "react";
+
+export type ReactionCount = { 
+/**
+ * The emoji.
+ */
+emoji: string, 
+/**
+ * How many senders reacted with it.
+ */
+count: number, 
+/**
+ * Whether we are one of them.
+ */
+mine: boolean, };
+
+export type Quoted = { 
+/**
+ * Its id.
+ */
+id: string, 
+/**
+ * Its current text; `None` if it was retracted.
+ */
+body: string | null, 
+/**
+ * Its direction (`out`: we wrote it).
+ */
+direction: Direction, 
+/**
+ * For group chat: its sender's nickname.
+ */
+from_nick: string | null, };
+
+export type Attachment = { 
+/**
+ * The file's name (safe to show and to save under).
+ */
+name: string, 
+/**
+ * Bytes (as announced, for theirs).
+ */
+size: number | null, 
+/**
+ * MIME type, if known.
+ */
+media_type: string | null, 
+/**
+ * SHA-256 (hex): ours always; theirs once downloaded, or as announced.
+ */
+sha256: string | null, 
+/**
+ * Where it can be fetched (ours once uploaded).
+ */
+url: string | null, 
+/**
+ * `slot-needed`, `uploading`, `uploaded`, `remote`, `downloading`, `downloaded`, `failed`.
+ */
+transfer: string, 
+/**
+ * Bytes moved so far in the current transfer.
+ */
+done_bytes: number, 
+/**
+ * Why the transfer failed.
+ */
+error: string | null, 
+/**
+ * Where the file is on this device, once it is here.
+ */
+local_path: string | null, };
 
 export type MessageRow = { 
 /**
@@ -77,7 +149,49 @@ other_device: boolean,
 /**
  * For group chat: the sender's nickname in the room.
  */
-from_nick: string | null, };
+from_nick: string | null, 
+/**
+ * What this row does to another message; `None` for a message of its own (maybe a reply).
+ */
+action: Action | null, 
+/**
+ * The id of the message it acts on or replies to, as the stanza names it (the room's
+ * stanza-id in group chat).
+ */
+target: string | null, 
+/**
+ * The text was corrected: `body` is the newest correction's, [`Store::edits`] has them all.
+ */
+edited: boolean, 
+/**
+ * The sender took the message back.
+ */
+retracted: boolean, 
+/**
+ * Reactions to the message: each emoji, how many reacted with it, whether we did.
+ */
+reactions: Array<ReactionCount>, 
+/**
+ * For a reply: the message it answers, as this store has it (never the quote the sender put
+ * in the body: that one could say anything). `None` until that message is here.
+ */
+reply_to: Quoted | null, 
+/**
+ * The file it carries, if any.
+ */
+file: Attachment | null, };
+
+export type Edit = { 
+/**
+ * The text.
+ */
+body: string, 
+/**
+ * When it was written (the sender's or server's time if known, else when it was stored; ms).
+ */
+at: number, };
+
+export type ChatState = "active" | "composing" | "paused" | "inactive" | "gone";
 
 export type Conversation = { 
 /**
@@ -199,6 +313,50 @@ room?: string,
  */
 nick?: string, };
 
+export type UpdatedEvent = { 
+/**
+ * `message:updated`.
+ */
+event: string, 
+/**
+ * The changed message's id.
+ */
+id: string, 
+/**
+ * The conversation.
+ */
+peer: string, 
+/**
+ * What changed it.
+ */
+action: Action, };
+
+export type TransferEvent = { 
+/**
+ * `file:slot`, `file:progress`, `file:uploaded`, `file:downloaded` or `file:failed`.
+ */
+event: string, 
+/**
+ * The message's local key (its id is in `id` when known).
+ */
+key: number, 
+/**
+ * The message's id.
+ */
+id?: string, 
+/**
+ * Bytes moved so far.
+ */
+done: number, 
+/**
+ * Bytes in all, if known.
+ */
+total?: number, 
+/**
+ * Why it failed.
+ */
+error?: string, };
+
 export type ConnectionEvent = { 
 /**
  * Always `connection`.
@@ -277,9 +435,17 @@ count: number, } | { "event": "csi",
 /**
  * `inactive` or `active`.
  */
-state: string, };
+state: string, } | { "event": "chat:state", 
+/**
+ * The contact's bare JID.
+ */
+from: string, 
+/**
+ * `composing`, `paused`, `active`, `inactive` or `gone`.
+ */
+state: ChatState, };
 
-export type Event = MessageEvent | ReceivedEvent | ConnectionEvent | ErrorEvent | SocialEvent;
+export type Event = MessageEvent | ReceivedEvent | UpdatedEvent | TransferEvent | ConnectionEvent | ErrorEvent | SocialEvent;
 
 export type Defaults = { 
 /**
@@ -330,9 +496,10 @@ message: string, };
 /** The states each state may move to (the core's `State::can_move_to`). */
 export const MOVES: Record<State, readonly State[]> = {
   queued: ["sent", "failed"],
-  sent: ["hibernated", "acked", "reflected", "delivered", "displayed", "failed"],
-  hibernated: ["retrying", "acked", "reflected", "delivered", "displayed", "failed"],
-  retrying: ["hibernated", "acked", "reflected", "delivered", "displayed", "failed"],
+  sent: ["hibernated", "checking", "acked", "reflected", "delivered", "displayed", "failed"],
+  hibernated: ["retrying", "checking", "acked", "reflected", "delivered", "displayed", "failed"],
+  retrying: ["hibernated", "checking", "acked", "reflected", "delivered", "displayed", "failed"],
+  checking: ["acked", "reflected", "delivered", "displayed", "failed"],
   acked: ["reflected", "delivered", "displayed", "failed"],
   reflected: ["delivered", "displayed"],
   delivered: ["displayed"],

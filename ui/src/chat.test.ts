@@ -1,0 +1,61 @@
+import { describe, expect, test } from "vitest";
+import { lastEditable, shownBody, toggledReactions, typingLine } from "./chat";
+import type { MessageRow } from "./generated/contract";
+
+function row(over: Partial<MessageRow>): MessageRow {
+  return {
+    seq: 1, id: "m", origin_id: null, stanza_id: null, peer: "bob@localhost", direction: "out",
+    body: "hi", state: "acked", error: null, attempts: 1, created_at: 0, updated_at: 0,
+    sent_at: null, acked_at: null, server_ts: null, kind: "chat", other_device: false,
+    from_nick: null, action: null, target: null, edited: false, retracted: false, reactions: [],
+    reply_to: null, file: null, ...over,
+  };
+}
+
+describe("reactions", () => {
+  test("a tap adds our emoji to our set, a second tap takes it away", () => {
+    const rs = [
+      { emoji: "👍", count: 2, mine: true },
+      { emoji: "🎉", count: 1, mine: false },
+    ];
+    expect(toggledReactions(rs, "🎉")).toEqual(["👍", "🎉"]);
+    expect(toggledReactions(rs, "👍")).toEqual([]);
+  });
+});
+
+describe("editing", () => {
+  test("the last message of ours that is not retracted", () => {
+    const ms = [row({ id: "a" }), row({ id: "b", direction: "in" }), row({ id: "c", retracted: true })];
+    expect(lastEditable(ms)?.id).toBe("a");
+    expect(lastEditable([row({ direction: "in" })])).toBeNull();
+  });
+  test("a retracted message says so", () => {
+    expect(shownBody(row({ retracted: true }))).toBe("This message was retracted");
+    expect(shownBody(row({ body: "x" }))).toBe("x");
+  });
+});
+
+describe("typing", () => {
+  test("only the open conversation's contact, only while composing or paused", () => {
+    const s = { "bob@localhost": "composing" as const, "carol@localhost": "active" as const };
+    expect(typingLine(s, "bob@localhost")).toBe("bob@localhost is typing…");
+    expect(typingLine(s, "carol@localhost")).toBeNull();
+    expect(typingLine(s, null)).toBeNull();
+  });
+});
+
+describe("files", () => {
+  test("sizes read like people write them", async () => {
+    const { humanSize } = await import("./chat");
+    expect(humanSize(512)).toBe("512 B");
+    expect(humanSize(5 * 1024 * 1024)).toBe("5.0 MB");
+    expect(humanSize(null)).toBe("");
+  });
+  test("a bar only while the file moves", async () => {
+    const { transferFraction } = await import("./chat");
+    expect(transferFraction("uploading", 50, 200)).toBe(0.25);
+    expect(transferFraction("uploaded", 200, 200)).toBeNull();
+    expect(transferFraction("downloading", 300, 200)).toBe(1);
+    expect(transferFraction("slot-needed", 0, null)).toBe(0);
+  });
+});
