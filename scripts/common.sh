@@ -67,4 +67,11 @@ use_build_cache() {
     export CARGO_TARGET_DIR="$cache"
   fi
   echo "build directory: ${CARGO_TARGET_DIR:-$ROOT/target}"
+  # Cargo judges a workspace crate fresh when its build is newer than its sources (paths relative
+  # to the crate): a cache filled from another clone after this checkout's files were written
+  # would pass that clone's code off as this one's. The dependencies are what the cache is for;
+  # this workspace's own crates are always rebuilt.
+  if [ -n "${CARGO_TARGET_DIR:-}" ]; then
+    cargo clean --quiet -p tether-core -p tether-e2e -p tether-desktop -p tether-ffi 2>/dev/null || true
+  fi
 }

@@ -7,6 +7,7 @@
 #                                 with server and clients sharing the cores, and once more with the
 #                                 archive on (2,000 messages: Prosody's archive on its internal
 #                                 storage is the bottleneck there, at 100% of a core)
+#   (and the files benchmark: a 50 MB upload, a 10,000-message archive catch-up)
 #   tests/bench/run.sh --smoke    a small, quick run of all of it (CI runs it so the harness cannot
 #                                 rot; no figure from it means anything, and none is asserted)
 set -euo pipefail
@@ -32,17 +33,19 @@ python="$(slix_python)"
 pin=()
 [ "$(nproc)" -ge 2 ] && pin=(--pin)
 if [ "${1:-}" = "--smoke" ]; then
-  cargo build --locked -q -p tether-core --bin tether -p tether-e2e --bin tether-bench-store --bin tether-bench-net
+  cargo build --locked -q -p tether-core --bin tether -p tether-e2e --bin tether-bench-store --bin tether-bench-net \
+    --bin tether-bench-files
   dir="$(mktemp -d)"
   trap 'rm -rf "$dir"' EXIT
   "$target/debug/tether-bench-store" --messages 2000 --dir "$dir"
   TETHER_BIN="$target/debug/tether" "$target/debug/tether-bench-net" \
     --messages 200 --rounds 1 --resume 100 "${pin[@]}" --python "$python"
+  TETHER_BIN="$target/debug/tether" "$target/debug/tether-bench-files" --mb 2 --rounds 1 --archive 200
   # The criterion benches, each run once (criterion's test mode; a debug build, as the tests').
   cargo test --locked -q -p tether-core --bench sm --bench group_commit
 else
   cargo build --locked -q --release -p tether-core --bin tether \
-    -p tether-e2e --bin tether-bench-store --bin tether-bench-net
+    -p tether-e2e --bin tether-bench-store --bin tether-bench-net --bin tether-bench-files
   echo "# Benchmarks ($(nproc) cores, $(uname -m), $(date -u +%Y-%m-%d), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'))"
   echo
   echo "## Store"
@@ -63,4 +66,9 @@ else
   echo
   TETHER_BIN="$target/release/tether" "$target/release/tether-bench-net" \
     --messages 2000 --rounds 1 --resume 0 --mam "${pin[@]}" --python "$python"
+  echo
+  # Files (issue 14): a 50 MB upload against a plain PUT, and a 10,000-message archive catch-up
+  # (text, corrections, reactions) against a raw pager.
+  TETHER_BIN="$target/release/tether" "$target/release/tether-bench-files" \
+    --mb 50 --rounds 3 --archive 10000
 fi

@@ -72,6 +72,17 @@ private fun eventFields(e: TetherEvent): List<Pair<String, String?>> = when (e) 
     is TetherEvent.Csi -> listOf("event" to q("csi"), "state" to q(if (e.inactive) "inactive" else "active"))
     is TetherEvent.EventsMissed -> listOf("event" to q("events:missed"), "count" to e.count.toString())
     is TetherEvent.Stopped -> listOf("event" to q("stopped"), "error" to (e.error?.let(::errorJson) ?: "null"))
+    is TetherEvent.MessageUpdated -> listOf(
+        "event" to q("message:updated"), "id" to q(e.id), "peer" to q(e.peer),
+        "action" to q(e.action.name.lowercase()),
+    )
+    is TetherEvent.ChatStateChanged -> listOf(
+        "event" to q("chat:state"), "from" to q(e.from), "state" to q(e.state.name.lowercase()),
+    )
+    is TetherEvent.Transfer -> listOf(
+        "event" to q(e.name), "id" to e.id?.let(::q), "done" to e.done.toString(),
+        "total" to e.total?.toString(), "error" to e.error?.let(::q),
+    )
 }
 
 /** mode: "normal", or "slow" (1 ms per event) and/or "reentrant" (calls the client back). */
@@ -92,6 +103,7 @@ private fun messageJson(m: Message): String = obj(
     "id" to q(m.id), "peer" to q(m.peer), "body" to q(m.body),
     "state" to q(m.state.name.lowercase()), "direction" to q(dir(m.direction)),
     "error" to (m.error?.let(::q) ?: "null"), "attempts" to m.attempts.toString(),
+    "file" to (m.file?.let { obj("transfer" to q(it.transfer), "sha256" to (it.sha256?.let(::q) ?: "null")) } ?: "null"),
 )
 
 private fun rssKb(): Long = File("/proc/self/status").readLines()
@@ -139,6 +151,7 @@ fun main(argv: Array<String>) {
                 "set_password" -> client!!.setPassword(args[0])
                 "connect" -> client!!.connect()
                 "send" -> reply.add("id" to q(client!!.send(args[0], args[1])))
+                "send_file" -> reply.add("id" to q(client!!.sendFile(args[0], args[1])))
                 "send_many" -> {
                     val n = args[1].toInt()
                     val ids = client!!.sendMany((0 until n).map { OutgoingMessage(args[0], "${args[2]} $it") })

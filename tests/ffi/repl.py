@@ -77,6 +77,12 @@ def event_json(e):
         return {"event": "csi", "state": "inactive" if e.inactive else "active"}
     if e.is_events_missed():
         return {"event": "events:missed", "count": e.count}
+    if e.is_message_updated():
+        return {"event": "message:updated", "id": e.id, "peer": e.peer, "action": e.action.name.lower()}
+    if e.is_chat_state_changed():
+        return {"event": "chat:state", "from": e._from, "state": e.state.name.lower()}
+    if e.is_transfer():
+        return {"event": e.name, "id": e.id, "done": e.done, "total": e.total, "error": e.error}
     if e.is_stopped():
         return {"event": "stopped", "error": None if e.error is None else error_json(e.error)}
     raise AssertionError(f"unknown event {e!r}")
@@ -108,6 +114,7 @@ def message_json(m):
         "direction": "in" if m.direction == t.Direction.INCOMING else "out",
         "error": m.error,
         "attempts": m.attempts,
+        "file": None if m.file is None else {"transfer": m.file.transfer, "sha256": m.file.sha256},
     }
 
 
@@ -160,6 +167,8 @@ def main():
                 client.connect()
             elif cmd == "send":
                 reply["id"] = client.send(args[0], args[1])
+            elif cmd == "send_file":
+                reply["id"] = client.send_file(args[0], args[1])
             elif cmd == "send_many":
                 to, n, prefix = args
                 ids = client.send_many(

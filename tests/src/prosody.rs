@@ -81,6 +81,21 @@ pub struct ProsodyOptions {
     /// Log at `debug` level (every stanza and parser error), as `TETHER_PROSODY_DEBUG` does for
     /// all servers; for tests that look for a debug-only line. Default: `false`.
     pub debug_log: bool,
+    /// Offer XEP-0363 file upload: Prosody's own `mod_http_file_share` on the component
+    /// `upload.localhost`, served over HTTPS (the test certificate) on 127.0.0.1. Default: none.
+    pub upload: Option<UploadOptions>,
+}
+
+/// Prosody's upload service for a test ([`ProsodyOptions::upload`]).
+#[derive(Clone, Debug)]
+pub struct UploadOptions {
+    /// `http_file_share_size_limit`, in bytes.
+    pub size_limit: u64,
+    /// The HTTPS port Prosody listens on (pick one with [`free_port`]).
+    pub https_port: u16,
+    /// The port the slot URLs name (`https://localhost:PORT/...`): `https_port`, or a fault
+    /// proxy's in front of it.
+    pub external_port: u16,
 }
 
 impl Default for ProsodyOptions {
@@ -92,6 +107,7 @@ impl Default for ProsodyOptions {
             extra_config: String::new(),
             starttls: true,
             debug_log: false,
+            upload: None,
         }
     }
 }
@@ -237,6 +253,28 @@ impl Prosody {
     /// Prosody's log file.
     pub fn log_path(&self) -> PathBuf {
         self.dir().join("prosody.log")
+    }
+
+    /// Waits (up to `timeout`) until Prosody has saved the stream-management counter of an
+    /// expired session of `user` (mod_smacks keeps it, in its `smacks_h` store, to answer a late
+    /// `<resume/>` with `<failed h/>`), then deletes it: the late `<resume/>` is then answered
+    /// `<failed/>` without h, as for a session Prosody destroyed (its 13.0.1 resumption bug) or
+    /// lost. Returns whether a counter was found and deleted.
+    pub fn forget_expired_session(&self, user: &str, timeout: Duration) -> bool {
+        let file = self
+            .dir()
+            .join("data")
+            .join("localhost")
+            .join("smacks_h")
+            .join(format!("{user}.dat"));
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if file.exists() {
+                return fs::remove_file(&file).is_ok();
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        false
     }
 
     /// How long the log is now: mark it before a step, then ask
@@ -516,7 +554,7 @@ c2s_direct_tls_ports = {{ }}
 s2s_ports = {{ }}
 s2s_direct_tls_ports = {{ }}
 http_ports = {{ }}
-https_ports = {{ }}
+https_ports = {{ {https_port} }}
 -- No federation: the server must never connect out.
 modules_disabled = {{ "s2s", "s2s_auth_certs" }}
 
@@ -535,7 +573,25 @@ smacks_hibernation_time = {hibernation}
         log = path("prosody.log"),
         hibernation = opts.hibernation_secs,
         require_tls = opts.starttls,
+        https_port = opts
+            .upload
+            .as_ref()
+            .map(|u| u.https_port.to_string())
+            .unwrap_or_default(),
     );
+    if let Some(u) = &opts.upload {
+        let _ = writeln!(
+            cfg,
+            r#"-- XEP-0363 over HTTPS with the test certificate; slot URLs name localhost:{ext}.
+https_interfaces = {{ "127.0.0.1" }}
+https_certificate = {cert}
+https_key = {key}
+http_external_url = "https://localhost:{ext}/""#,
+            ext = u.external_port,
+            cert = path("localhost.crt"),
+            key = path("localhost.key"),
+        );
+    }
     if opts.mam {
         // Prosody 13's default is already "always"; say it, so that a packaged or future default
         // ("roster", or mam_smart_enable) cannot make archives silently empty.
@@ -557,6 +613,17 @@ VirtualHost "{DOMAIN}"
         cert = path("localhost.crt"),
         key = path("localhost.key"),
     );
+    if let Some(u) = &opts.upload {
+        let _ = writeln!(
+            cfg,
+            r#"
+Component "upload.{DOMAIN}" "http_file_share"
+    http_file_share_size_limit = {limit}
+    -- Slot URLs name localhost (a name the test machine resolves): serve them for that Host.
+    http_host = "{DOMAIN}""#,
+            limit = u.size_limit,
+        );
+    }
     if opts.muc {
         let _ = writeln!(
             cfg,
@@ -684,7 +751,8 @@ fn offers_features(addr: SocketAddr, starttls: bool) -> bool {
 }
 
 /// Picks a free port on 127.0.0.1 by binding port 0 and releasing it.
-pub(crate) fn free_port() -> io::Result<u16> {
+/// A port of 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> io::Result<u16> {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .map_err(|e| context(e, "binding 127.0.0.1:0 to pick a port"))?;
     Ok(listener.local_addr()?.port())

@@ -5,7 +5,8 @@
 //! [`Prosody::addr`](crate::Prosody::addr)). Tests point the client under test
 //! at [`Proxy::addr`] and break the link at will: close everything
 //! ([`Proxy::drop_all`]), refuse new connections ([`Proxy::set_refuse`]),
-//! silently stop forwarding ([`Proxy::set_blackhole`],
+//! silently stop forwarding ([`Proxy::set_blackhole`], or only towards the client:
+//! [`Proxy::set_mute_downstream`],
 //! [`Proxy::blackhole_current`]), cut after a byte count
 //! ([`Proxy::drop_after_upstream_bytes`]) or slow the client's sending
 //! ([`Proxy::set_rate_limit`]).
@@ -168,6 +169,14 @@ impl Proxy {
         self.shared.blackhole.store(blackhole, Ordering::SeqCst);
     }
 
+    /// While `true`, server-to-client bytes are read and discarded (lost for good), and
+    /// client-to-server bytes still flow: the server gets everything the client writes and the
+    /// client hears nothing back, no ack and no answer. The half-dead link after which only the
+    /// server knows what arrived.
+    pub fn set_mute_downstream(&self, mute: bool) {
+        self.shared.mute_down.store(mute, Ordering::SeqCst);
+    }
+
     /// Turns the connections open now into silently dead links for the rest
     /// of their life (as [`set_blackhole`](Self::set_blackhole), but only for
     /// them): connections opened afterwards work normally. This is the usual
@@ -227,6 +236,8 @@ struct Shared {
     accepted: AtomicUsize,
     refuse: AtomicBool,
     blackhole: AtomicBool,
+    /// Set by [`Proxy::set_mute_downstream`].
+    mute_down: AtomicBool,
     bytes_up: AtomicU64,
     bytes_down: AtomicU64,
     /// Client-to-server bytes still allowed before closing everything.
@@ -453,6 +464,7 @@ async fn copy(
             continue;
         }
         match direction {
+            Direction::Down if shared.mute_down.load(Ordering::SeqCst) => {}
             Direction::Down => {
                 // Counted before writing, so that whoever receives the bytes
                 // sees them counted already.

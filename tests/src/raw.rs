@@ -22,7 +22,7 @@
 //! variable from the environment of the `tether` processes it starts, so the client under test
 //! never sees it.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::fs;
 use std::io;
 use std::net::SocketAddr;
@@ -252,6 +252,49 @@ impl RawClient {
     pub fn drain(&mut self) -> Vec<Element> {
         self.pending.extend(self.incoming.try_iter());
         self.pending.drain(..).collect()
+    }
+
+    /// Collects the chat messages whose body starts with `prefix` until `n` distinct bodies
+    /// arrived (panicking after `limit`), then listens `quiet` longer for extra copies. Returns
+    /// each body with the id of every copy: this client never de-duplicates, so it is the honest
+    /// receiver for an exactly-once claim.
+    pub fn collect_bodies(
+        &mut self,
+        prefix: &str,
+        n: usize,
+        quiet: Duration,
+        limit: Duration,
+    ) -> HashMap<String, Vec<Option<String>>> {
+        let mut seen: HashMap<String, Vec<Option<String>>> = HashMap::new();
+        let matches = |el: &Element| {
+            el.name() == "message" && body(el).is_some_and(|b| b.starts_with(prefix))
+        };
+        let deadline = Instant::now() + limit;
+        let mut quiet_phase = false;
+        loop {
+            let wait = if seen.len() >= n {
+                quiet_phase = true;
+                quiet
+            } else {
+                deadline
+                    .checked_duration_since(Instant::now())
+                    .unwrap_or_else(|| {
+                        panic!(
+                            "{} got only {} of {n} distinct {prefix:?} messages",
+                            self.jid,
+                            seen.len()
+                        )
+                    })
+            };
+            match self.recv_until(matches, wait) {
+                Some(el) => seen
+                    .entry(body(&el).unwrap_or_default())
+                    .or_default()
+                    .push(el.attr("id").map(str::to_owned)),
+                None if quiet_phase => return seen,
+                None => {}
+            }
+        }
     }
 
     /// Sends an iq (it must have an id) and waits up to `timeout` for the `result` or `error`
@@ -495,6 +538,13 @@ pub fn next_id(prefix: &str) -> String {
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     format!("{prefix}-{n}-{}", std::process::id())
+}
+
+/// Each of `n` bodies of [`RawClient::collect_bodies`] arrived exactly once.
+pub fn assert_once_each(seen: &HashMap<String, Vec<Option<String>>>, n: usize) {
+    let dups: Vec<_> = seen.iter().filter(|(_, ids)| ids.len() != 1).collect();
+    assert!(dups.is_empty(), "duplicates at the receiver: {dups:?}");
+    assert_eq!(seen.len(), n, "distinct messages at the receiver");
 }
 
 /// The concatenated body texts of a `<message/>` element's `<body/>` children.

@@ -239,9 +239,9 @@ impl Node {
             .count()
     }
 
-    /// Outgoing messages still on their way: queued, sent, hibernated or retrying.
+    /// Outgoing messages still on their way: queued, sent, hibernated, retrying or checking.
     pub fn pending(&self) -> usize {
-        self.count_out_in(&["queued", "sent", "hibernated", "retrying"])
+        self.count_out_in(&["queued", "sent", "hibernated", "retrying", "checking"])
     }
 
     /// Incoming messages from `peer`: (total rows, distinct bodies).

@@ -109,7 +109,7 @@ fn states_of(run: &Running, id: &str) -> Vec<String> {
 fn rank(state: &str) -> u8 {
     match state {
         "queued" => 0,
-        "sent" | "hibernated" | "retrying" => 1,
+        "sent" | "hibernated" | "retrying" | "checking" => 1,
         "acked" => 2,
         "reflected" | "delivered" => 3,
         "displayed" => 4,

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tether_e2e::ffi::{App, Lang};
-use tether_e2e::prosody::{Prosody, ProsodyOptions};
+use tether_e2e::prosody::{free_port, Prosody, ProsodyOptions, UploadOptions};
 use tether_e2e::proxy::Proxy;
-use tether_e2e::raw::{body, RawClient};
+use tether_e2e::raw::{assert_once_each, body, RawClient};
 
 const ALICE: &str = "alice@localhost";
 const BOB: &str = "bob@localhost";
@@ -127,8 +127,6 @@ fn assert_listener_thread(app: &App) {
     }
 }
 
-/// Collects Bob's chat messages whose body starts with `prefix` until `n` distinct bodies
-/// arrived, then listens `quiet` longer for extra copies. Returns body -> copies.
 /// What bob received with `prefix`: each body with the id of every copy.
 fn bob_collects(
     bob: &mut RawClient,
@@ -136,45 +134,9 @@ fn bob_collects(
     n: usize,
     quiet: Duration,
 ) -> HashMap<String, Vec<Option<String>>> {
-    let mut seen: HashMap<String, Vec<Option<String>>> = HashMap::new();
-    let matches = |el: &tokio_xmpp::parsers::minidom::Element| {
-        el.name() == "message" && body(el).is_some_and(|b| b.starts_with(prefix))
-    };
-    let deadline = Instant::now() + LONG;
-    let mut quiet_phase = false;
-    loop {
-        let wait = if seen.len() >= n {
-            quiet_phase = true;
-            quiet
-        } else {
-            deadline
-                .checked_duration_since(Instant::now())
-                .unwrap_or_else(|| {
-                    panic!(
-                        "bob got only {} of {n} distinct {prefix:?} messages",
-                        seen.len()
-                    )
-                })
-        };
-        match bob.recv_until(matches, wait) {
-            Some(el) => seen
-                .entry(body(&el).unwrap())
-                .or_default()
-                .push(el.attr("id").map(str::to_owned)),
-            None if quiet_phase => return seen,
-            None => {}
-        }
-    }
+    bob.collect_bodies(prefix, n, quiet, LONG)
 }
 
-/// Each of `n` bodies arrived exactly once.
-fn assert_once_each(seen: &HashMap<String, Vec<Option<String>>>, n: usize) {
-    let dups: Vec<_> = seen.iter().filter(|(_, ids)| ids.len() != 1).collect();
-    assert!(dups.is_empty(), "duplicates at the receiver: {dups:?}");
-    assert_eq!(seen.len(), n, "distinct messages at the receiver");
-}
-
-/// Each of `n` bodies arrived, and every copy of one body carries the same id: a receiver that
 /// de-duplicates by id (as Tether does) shows each exactly once.
 fn assert_once_each_by_id(seen: &HashMap<String, Vec<Option<String>>>, n: usize) {
     for (b, ids) in seen {
@@ -185,6 +147,83 @@ fn assert_once_each_by_id(seen: &HashMap<String, Vec<Option<String>>>, n: usize)
         );
     }
     assert_eq!(seen.len(), n, "distinct messages at the receiver");
+}
+
+/// A file sent from the app, the app killed mid-upload and relaunched: the upload is made again
+/// and bob (a raw client that never de-duplicates) gets exactly one message for it, whose link
+/// serves exactly the bytes sent.
+fn a_file_killed_mid_upload_is_delivered_once_after_the_restart(lang: Lang) {
+    let https_port = free_port().unwrap();
+    let http = Proxy::start(std::net::SocketAddr::from((
+        std::net::Ipv4Addr::LOCALHOST,
+        https_port,
+    )));
+    let w = World::new(ProsodyOptions {
+        upload: Some(UploadOptions {
+            size_limit: 20 << 20,
+            https_port,
+            external_port: http.addr().port(),
+        }),
+        ..ProsodyOptions::default()
+    });
+    let mut bob = w.bob();
+    let path = w.dir.path().join("report.pdf");
+    let data: Vec<u8> = (0..3u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(&path, &data).unwrap();
+    http.set_rate_limit(Some(512 << 10));
+    let mut app = w.alice(lang, ["100", "65536", "normal"]);
+    app.ok("connect", &[]);
+    wait(&app, "online", online(false));
+    let id = app.ok("send_file", &[BOB, path.to_str().unwrap()])["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    wait(&app, "upload progress", |e| {
+        e["event"] == "file:progress" && e["done"].as_u64().is_some_and(|d| d >= 512 << 10)
+    });
+    app.kill9();
+    http.set_rate_limit(None);
+
+    let mut app = App::start(lang, &w.db());
+    app.ok("open", &["100", "65536", "normal"]);
+    app.ok("connect", &[]);
+    wait_pending_zero(&mut app);
+    let row = app.ok("messages", &[])["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == id.as_str())
+        .cloned()
+        .expect("the file message");
+    assert_eq!(row["file"]["transfer"], "uploaded", "{row}");
+    let seen = bob_collects(&mut bob, "https://", 1, Duration::from_secs(2));
+    assert_once_each(&seen, 1);
+    let url = seen.keys().next().unwrap().clone();
+    let ca = std::fs::read(w.prosody.ca_file()).unwrap();
+    let fetched = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            reqwest::Client::builder()
+                .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+                .build()
+                .unwrap()
+                .get(&url)
+                .send()
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap()
+        });
+    assert!(fetched[..] == data[..], "the link serves the bytes sent");
+    eprintln!(
+        "{lang:?}: killed mid-upload, relaunched: one message, {} bytes, intact",
+        data.len()
+    );
 }
 
 /// Runs a scenario once per language, as two tests.
@@ -210,6 +249,7 @@ in_each_language!(
     expired_resumption_fails_then_confirmed_resend_arrives_once,
     suspend_and_resume_keep_the_stream,
     listener_survives_a_burst_and_may_call_back,
+    a_file_killed_mid_upload_is_delivered_once_after_the_restart,
 );
 
 fn sent_offline_then_acked_once_connected(lang: Lang) {

@@ -6,15 +6,22 @@
 
 use std::io::Read;
 
-use tether_e2e::prosody::{Prosody, ProsodyOptions};
+use tether_e2e::prosody::{free_port, Prosody, ProsodyOptions, UploadOptions};
 
 fn main() -> std::io::Result<()> {
     // `--hibernation-secs N`: how long the server keeps a broken session resumable (tests shorten
     // it to reach `failed`).
     // Group chat (conference.localhost) and message archives, as a real server would have.
+    // And file upload (XEP-0363, Prosody's own mod_http_file_share over HTTPS), up to 100 MiB.
+    let https_port = free_port()?;
     let mut opts = ProsodyOptions {
         muc: true,
         mam: true,
+        upload: Some(UploadOptions {
+            size_limit: 100 << 20,
+            https_port,
+            external_port: https_port,
+        }),
         ..ProsodyOptions::default()
     };
     let args: Vec<String> = std::env::args().collect();
