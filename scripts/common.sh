@@ -7,7 +7,7 @@ need_root() {
 
 ensure_toolchain() {
   if ! command -v cargo >/dev/null 2>&1; then
-    echo "cargo not found: install a Rust toolchain (1.85 or newer, e.g. with rustup) and retry" >&2
+    echo "cargo not found: install a Rust toolchain (1.89 or newer, e.g. with rustup) and retry" >&2
     exit 1
   fi
 }

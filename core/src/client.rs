@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{broadcast, watch, Notify};
 
@@ -85,6 +85,9 @@ impl Client {
                 transfers: Notify::new(),
                 exit_when_idle: AtomicBool::new(false),
                 inactive: AtomicBool::new(false),
+                probe_now: AtomicBool::new(false),
+                push_changed: AtomicBool::new(false),
+                wakeups: std::sync::atomic::AtomicU64::new(0),
                 connection: Mutex::new(None),
                 password: Mutex::new(None),
                 shutdown,
@@ -218,9 +221,118 @@ impl Client {
     pub async fn run(&self) -> Result<()> {
         // Files move beside the session: an upload needs no stream, and a stream no upload.
         let worker = tokio::spawn(crate::transfer::run(self.shared.clone()));
-        let result = crate::connection::drive(self.shared.clone()).await;
+        let result =
+            crate::connection::drive(self.shared.clone(), crate::connection::Mode::default()).await;
         worker.abort();
-        result
+        result.map(|_| ())
+    }
+
+    /// A push arrived while the app is dead or suspended (an iOS Notification Service
+    /// Extension, an Android push receiver, `tether wake`): within `deadline`, resume the
+    /// persisted stream (or start a new session), take everything the server holds (its SM
+    /// queue, offline messages, the archive), commit and ack it, send what is queued, and
+    /// suspend, keeping the stream for the next process. Returns what arrived, per conversation
+    /// (bodies only when `bodies`).
+    ///
+    /// Only one process drives the stream at a time (the store's [`crate::store::StreamLock`]): if
+    /// the app holds it, this returns at once with [`crate::wake::WakeOutcome::Yielded`]; while
+    /// this runs, an app that starts waits for it. If the deadline comes first, everything
+    /// committed stays committed (and is acked), the rest is left for the next run; nothing is
+    /// acked that is not committed. Files are not transferred here (the app does that).
+    pub async fn wake(&self, deadline: Duration, bodies: bool) -> Result<crate::wake::WakeSummary> {
+        use crate::wake::{WakeOutcome, WakeSummary};
+        let started = Instant::now();
+        let until = started + deadline;
+        // Suspend a little before the deadline, so the ack is written in time.
+        let margin = (deadline / 5).min(Duration::from_secs(2));
+        let before = self.shared.store().last_key(self.shared.account.id)?;
+        self.shared.probe_now.store(false, Ordering::SeqCst);
+        let mode = crate::connection::Mode {
+            yield_if_held: true,
+            suspend: Some(Some(until - margin)),
+        };
+        let driven =
+            tokio::time::timeout_at(until.into(), crate::connection::drive(self.shared.clone(), mode))
+                .await;
+        let (outcome, error) = match driven {
+            Ok(Ok(crate::connection::Driven::Yielded)) => (WakeOutcome::Yielded, None),
+            Ok(Ok(crate::connection::Driven::Done)) if Instant::now() >= until - margin => {
+                (WakeOutcome::Deadline, None)
+            }
+            Ok(Ok(crate::connection::Driven::Done)) => (WakeOutcome::Done, None),
+            // No session in time (the login hung): what a session had committed stays.
+            Err(_elapsed) => (
+                WakeOutcome::Offline,
+                Some(match self.connection() {
+                    Some(Event::Connection(c)) => c
+                        .reason
+                        .unwrap_or_else(|| "no session before the deadline".into()),
+                    _ => "no session before the deadline".into(),
+                }),
+            ),
+            Ok(Err(e)) if e.is_retryable() => (WakeOutcome::Offline, Some(e.to_string())),
+            Ok(Err(e)) => return Err(e),
+        };
+        let rows = self
+            .shared
+            .store()
+            .received_after(self.shared.account.id, before)?;
+        Ok(WakeSummary {
+            outcome,
+            new_messages: rows.len() as u64,
+            conversations: crate::wake::conversations(&rows, bodies),
+            error,
+            elapsed_ms: started.elapsed().as_millis() as u64,
+        })
+    }
+
+    /// Push notifications (XEP-0357) to the app server `service` (a JID), on the `node` it
+    /// provisioned for this device, with the `secret` it wants back. Kept in the store (the wish
+    /// survives restarts) and told to the server now if online, and on every new session; the
+    /// answer comes as a `push` event (`enabled` or `refused`).
+    pub fn enable_push(&self, service: &str, node: &str, secret: Option<&str>) -> Result<()> {
+        self.verify()?;
+        let jid: tokio_xmpp::jid::Jid = service
+            .parse()
+            .map_err(|e| Error::Usage(format!("bad push service JID {service:?}: {e}")))?;
+        if node.trim().is_empty() {
+            return Err(Error::Usage("the push node is empty".into()));
+        }
+        self.shared.store().set_push(
+            self.shared.account.id,
+            jid.to_bare().as_str(),
+            node,
+            secret,
+        )?;
+        self.push_changed();
+        Ok(())
+    }
+
+    /// Stops push notifications: kept in the store until the server confirmed it (a `push`
+    /// event, `disabled`). Idempotent: `false` when push was not enabled.
+    pub fn disable_push(&self) -> Result<bool> {
+        self.verify()?;
+        let had = self.shared.store().unset_push(self.shared.account.id)?;
+        if had {
+            self.push_changed();
+        }
+        Ok(had)
+    }
+
+    /// The push settings and what the server last said of them.
+    pub fn push_settings(&self) -> Result<Option<crate::store::PushSettings>> {
+        Ok(self.shared.store().push(self.shared.account.id)?)
+    }
+
+    fn push_changed(&self) {
+        self.shared.push_changed.store(true, Ordering::SeqCst);
+        self.shared.outbox.notify_one();
+    }
+
+    /// How many times the connection loop woke up since [`Client::open`] (timers, reads, the
+    /// app's calls): what an idle session costs the battery.
+    pub fn wakeups(&self) -> u64 {
+        self.shared.wakeups.load(Ordering::Relaxed)
     }
 
     /// Sends the file at `path` to `to`: it is copied into the blob store (hashed, fsync'd) and
@@ -262,8 +374,12 @@ impl Client {
         self.shared.outbox.notify_one();
     }
 
-    /// The network changed (or the user pressed "retry now"): reconnect without waiting.
+    /// The network changed (or the user pressed "retry now"): reconnect without waiting, and
+    /// check a live link at once with a short timeout ([`ClientConfig::quick_probe`]), so one the
+    /// change killed is found in seconds.
     pub fn network_changed(&self) {
+        self.shared.probe_now.store(true, Ordering::SeqCst);
+        self.shared.outbox.notify_one();
         self.shared.wake.notify_one();
     }
 
@@ -318,6 +434,7 @@ impl Client {
 
     /// The app is in the foreground again (CSI active), and reconnects now if it was offline.
     pub fn resume(&self) {
+        self.shared.probe_now.store(true, Ordering::SeqCst);
         self.shared.inactive.store(false, Ordering::SeqCst);
         self.shared.outbox.notify_one();
         self.shared.wake.notify_one();

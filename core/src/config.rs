@@ -18,8 +18,14 @@ pub struct ClientConfig {
     pub keepalive: Duration,
     /// Time the server has to answer that before the link counts as dead.
     pub dead_after: Duration,
-    /// How often to look for messages committed by another process.
-    pub outbox_poll: Duration,
+    /// Time the server has to answer the immediate probe sent after [`crate::Client::network_changed`],
+    /// [`crate::Client::resume`] or a push wake-up: short, so that a link the network change
+    /// killed is found at once instead of after `keepalive` + `dead_after`.
+    pub quick_probe: Duration,
+    /// How often to look for messages committed by another process (`None`: only when this
+    /// process sends, or wakes anyway; the mobile profile, where nothing else writes while the
+    /// app drives the stream and each timer costs the battery).
+    pub outbox_poll: Option<Duration>,
     /// How far back the first archive sync of an archive reaches.
     pub mam_first_sync: Duration,
     /// How many events a subscriber may fall behind before it is told it missed some (and should
@@ -42,6 +48,34 @@ pub const AUTO_DOWNLOAD_MAX: u64 = 100 << 20;
 /// Default of [`ClientConfig::max_stanza_bytes`]: 4 MiB, room for a large roster or vCard.
 pub const MAX_STANZA_BYTES: usize = 4 << 20;
 
+/// A named set of timer values ([`ClientConfig::profile`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Profile {
+    /// A desktop or server: mains power, a link that rarely changes. A probe after 20 s of
+    /// silence, and another process's commits looked for every 200 ms (the CLI's `send` beside a
+    /// running `run`). Today's values, and [`ClientConfig::default`].
+    Desktop,
+    /// A phone (the bindings' default): a probe after 300 s of silence, as Conversations and
+    /// Monal do (at most 12 wake-ups an hour when idle), no polling timer, and an immediate
+    /// probe with a [`ClientConfig::quick_probe`] timeout after a network change, a resume or a
+    /// push, so that a dead link is still found at once when it matters.
+    Mobile,
+}
+
+impl ClientConfig {
+    /// The configuration of a profile; every other field is the default.
+    pub fn profile(profile: Profile) -> ClientConfig {
+        match profile {
+            Profile::Desktop => ClientConfig::default(),
+            Profile::Mobile => ClientConfig {
+                keepalive: Duration::from_secs(300),
+                outbox_poll: None,
+                ..ClientConfig::default()
+            },
+        }
+    }
+}
+
 impl Default for ClientConfig {
     fn default() -> Self {
         ClientConfig {
@@ -50,7 +84,8 @@ impl Default for ClientConfig {
             reconnect_max: Duration::from_secs(60),
             keepalive: Duration::from_secs(20),
             dead_after: Duration::from_secs(10),
-            outbox_poll: Duration::from_millis(200),
+            quick_probe: Duration::from_secs(5),
+            outbox_poll: Some(Duration::from_millis(200)),
             mam_first_sync: Duration::from_secs(7 * 24 * 3600),
             event_buffer: EVENT_BUFFER,
             max_stanza_bytes: MAX_STANZA_BYTES,

@@ -37,7 +37,10 @@ pub struct Defaults {
     /// Time the probe has before the link counts as dead.
     #[ts(type = "number")]
     pub dead_after_secs: u64,
-    /// How often another process's commits are looked for.
+    /// Time the immediate probe after a network change has.
+    #[ts(type = "number")]
+    pub quick_probe_secs: u64,
+    /// How often another process's commits are looked for (0: never by a timer).
     #[ts(type = "number")]
     pub outbox_poll_ms: u64,
     /// How far back the first archive sync reaches.
@@ -50,13 +53,24 @@ pub struct Defaults {
 
 impl Default for Defaults {
     fn default() -> Self {
-        let c = ClientConfig::default();
+        Defaults::of(&ClientConfig::default())
+    }
+}
+
+impl Defaults {
+    /// The defaults of a profile (the mobile bindings take [`crate::config::Profile::Mobile`]'s).
+    pub fn profile(profile: crate::config::Profile) -> Defaults {
+        Defaults::of(&ClientConfig::profile(profile))
+    }
+
+    fn of(c: &ClientConfig) -> Defaults {
         Defaults {
             reconnect_min_ms: c.reconnect_min.as_millis() as u64,
             reconnect_max_ms: c.reconnect_max.as_millis() as u64,
             keepalive_secs: c.keepalive.as_secs(),
             dead_after_secs: c.dead_after.as_secs(),
-            outbox_poll_ms: c.outbox_poll.as_millis() as u64,
+            quick_probe_secs: c.quick_probe.as_secs(),
+            outbox_poll_ms: c.outbox_poll.map_or(0, |d| d.as_millis() as u64),
             mam_first_sync_days: c.mam_first_sync.as_secs() / (24 * 3600),
             max_stanza_kib: (c.max_stanza_bytes / 1024) as u64,
         }

@@ -90,6 +90,20 @@ pub enum SocialEvent {
         /// `composing`, `paused`, `active`, `inactive` or `gone`.
         state: crate::chat_state::ChatState,
     },
+    /// The server answered a push request (XEP-0357).
+    #[serde(rename = "push")]
+    Push {
+        /// `enabled`, `disabled` or `refused`.
+        state: &'static str,
+        /// The app server's JID.
+        service: String,
+        /// The node.
+        node: String,
+        /// Why it was refused.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        #[ts(optional)]
+        error: Option<String>,
+    },
 }
 
 /// An outgoing message's state change.

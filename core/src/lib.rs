@@ -28,6 +28,7 @@ mod shared;
 pub mod sm;
 pub mod store;
 pub mod transfer;
+pub mod wake;
 
 pub use client::{Client, ClientConfig};
 pub use delivery::{Direction, State};

@@ -3,7 +3,7 @@
 //! imports the other; both import this.
 
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use tokio::sync::{broadcast, watch, Notify};
@@ -29,6 +29,13 @@ pub(crate) struct Shared {
     pub exit_when_idle: AtomicBool,
     /// The app is in the background (CSI inactive wanted).
     pub inactive: AtomicBool,
+    /// Check the link now with a short timeout (the network changed, the app came back).
+    pub probe_now: AtomicBool,
+    /// The app changed its push wish: tell the server.
+    pub push_changed: AtomicBool,
+    /// How many times the connection loop woke up (timers, reads, the app): what an idle
+    /// session costs the battery ([`crate::Client::wakeups`]).
+    pub wakeups: AtomicU64,
     /// The last connection event, for front ends that subscribe late.
     pub connection: Mutex<Option<Event>>,
     /// The password when the front end keeps it outside the database (an OS keyring).

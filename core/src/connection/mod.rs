@@ -10,7 +10,7 @@ pub use backoff::Backoff;
 pub use login::tls_config;
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::engine::{Engine, SessionEnd};
 use crate::error::{Error, Result};
@@ -24,8 +24,82 @@ fn announce(shared: &Shared, engine: &mut Engine) {
     }
 }
 
-/// Runs the account until shutdown, a final error, or idle (see [`crate::Client::run`]).
-pub(crate) async fn drive(shared: Arc<Shared>) -> Result<()> {
+/// How [`drive`] runs.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Mode {
+    /// When another process holds the stream: return [`Driven::Yielded`] at once instead of
+    /// waiting for it (a wake-up leaves the stream to a running app).
+    pub yield_if_held: bool,
+    /// Suspend (keep the stream resumable) when idle, and at this time whatever is pending.
+    pub suspend: Option<Option<Instant>>,
+}
+
+/// How [`drive`] ended, when it did not fail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Driven {
+    /// Shut down, idle, or suspended.
+    Done,
+    /// Another process holds the stream ([`Mode::yield_if_held`]).
+    Yielded,
+}
+
+/// How often a process that waits for the stream lock looks again.
+const LOCK_POLL: Duration = Duration::from_millis(250);
+
+/// Takes the stream lock ([`crate::store::StreamLock`]): waiting for it (saying so) unless
+/// `mode` yields. `None`: yielded, or shut down while waiting.
+async fn take_stream_lock(
+    shared: &Shared,
+    mode: Mode,
+    shutdown: &mut tokio::sync::watch::Receiver<bool>,
+) -> Result<Option<crate::store::StreamLock>> {
+    let db = shared.store().path().to_path_buf();
+    let mut said = false;
+    loop {
+        if let Some(lock) = crate::store::StreamLock::try_take(&db)? {
+            return Ok(Some(lock));
+        }
+        if mode.yield_if_held {
+            tracing::info!("another process drives this account's stream: leaving it to it");
+            return Ok(None);
+        }
+        if !said {
+            said = true;
+            shared.emit(Event::connection(
+                ConnState::Offline,
+                None,
+                Some("another process drives this account's stream: waiting for it to stop".into()),
+                Some(LOCK_POLL.as_millis() as u64),
+            ));
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(LOCK_POLL) => {}
+            _ = shutdown.changed() => return Ok(None),
+        }
+    }
+}
+
+/// Runs the account until shutdown, a final error, or idle (see [`crate::Client::run`]), with
+/// the stream lock held throughout: the engine is restored from the store only once no other
+/// process can be writing the stream's state.
+pub(crate) async fn drive(shared: Arc<Shared>, mode: Mode) -> Result<Driven> {
+    let mut shutdown = shared.shutdown.subscribe();
+    let Some(_lock) = take_stream_lock(&shared, mode, &mut shutdown).await? else {
+        return Ok(if *shutdown.borrow() {
+            Driven::Done
+        } else {
+            Driven::Yielded
+        });
+    };
+    run_locked(&shared, mode, &mut shutdown).await.map(|()| Driven::Done)
+}
+
+async fn run_locked(
+    shared: &Arc<Shared>,
+    mode: Mode,
+    shutdown: &mut tokio::sync::watch::Receiver<bool>,
+) -> Result<()> {
+    let shared = shared.clone();
     // No session on a store that has not passed its integrity check: it would ack into it.
     let integrity = shared.integrity.clone();
     let verdict = tokio::task::spawn_blocking(move || integrity.wait())
@@ -41,6 +115,9 @@ pub(crate) async fn drive(shared: Arc<Shared>) -> Result<()> {
         &mut shared.store(),
         Instant::now(),
     )?;
+    if let Some(deadline) = mode.suspend {
+        engine.set_suspend_when_idle(deadline);
+    }
     announce(&shared, &mut engine);
     let tls = if shared.account.insecure_plaintext {
         tracing::warn!("insecure plaintext connection requested: for loopback tests only");
@@ -49,9 +126,11 @@ pub(crate) async fn drive(shared: Arc<Shared>) -> Result<()> {
         Some(tls_config(shared.account.ca_file.as_deref())?)
     };
     let mut backoff = Backoff::new(shared.config.reconnect_min, shared.config.reconnect_max);
-    let mut shutdown = shared.shutdown.subscribe();
+    // tokio-xmpp's own read timeouts only bound the login: the engine keeps the live link's
+    // deadlines, so the session loop skips soft timeouts, and they are set past the engine's
+    // (each would otherwise be one more wake-up of an idle session).
     let timeouts = tokio_xmpp::xmlstream::Timeouts {
-        read_timeout: shared.config.keepalive,
+        read_timeout: shared.config.keepalive + shared.config.dead_after,
         response_timeout: shared.config.dead_after,
     };
     loop {
@@ -80,7 +159,7 @@ pub(crate) async fn drive(shared: Arc<Shared>) -> Result<()> {
         let reason = match attempt {
             Ok(logged_in) => {
                 let end =
-                    session::run(&shared, &mut engine, logged_in, &mut shutdown, &mut backoff)
+                    session::run(&shared, &mut engine, logged_in, shutdown, &mut backoff)
                         .await;
                 announce(&shared, &mut engine);
                 match end {

@@ -132,14 +132,20 @@ async fn live(
     shutdown: &mut watch::Receiver<bool>,
     backoff: &mut Backoff,
 ) -> Result<SessionEnd> {
+    // A fresh link needs no extra probe.
+    shared.probe_now.store(false, Ordering::SeqCst);
     engine.handle_connected(
         &mut shared.store(),
         Instant::now(),
         SystemTime::now(),
         features,
     )?;
-    let mut poll = tokio::time::interval(shared.config.outbox_poll);
-    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    // Another process's commits are looked for on a timer only where the profile wants it.
+    let mut poll = shared.config.outbox_poll.map(|every| {
+        let mut poll = tokio::time::interval(every);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        poll
+    });
     let mut was_online = false;
     let mut stopping = false;
     let far = || tokio::time::Instant::now() + std::time::Duration::from_secs(3600);
@@ -152,6 +158,12 @@ async fn live(
             if !was_online {
                 backoff.reset();
                 was_online = true;
+            }
+            if shared.probe_now.swap(false, Ordering::SeqCst) {
+                engine.handle_probe(&mut shared.store(), Instant::now())?;
+            }
+            if shared.push_changed.swap(false, Ordering::SeqCst) {
+                engine.handle_push_changed(&mut shared.store(), Instant::now())?;
             }
             engine.set_inactive(shared.inactive.load(Ordering::SeqCst));
             engine.set_exit_when_idle(shared.exit_when_idle.load(Ordering::SeqCst));
@@ -202,8 +214,9 @@ async fn live(
             _ = tokio::time::sleep_until(deadline.map(Into::into).unwrap_or_else(far)), if deadline.is_some() => {
                 engine.handle_timeout(&mut shared.store(), Instant::now())?;
             }
-            _ = poll.tick() => {}
+            _ = async { poll.as_mut().expect("polling").tick().await }, if poll.is_some() => {}
         }
+        shared.wakeups.fetch_add(1, Ordering::Relaxed);
     }
 }
 

@@ -23,7 +23,7 @@ use tokio_xmpp::parsers::{
     stanza_id::{OriginId, StanzaId},
 };
 
-use super::{xeps, Engine, PendingIq};
+use super::{describe_error, xeps, Engine, PendingIq};
 use crate::store::Action;
 use tokio_xmpp::parsers::data_forms::{DataForm, DataFormType};
 use tokio_xmpp::parsers::{chatstates::ChatState, message_correct::Replace, reactions::Reactions};
@@ -226,13 +226,6 @@ pub(crate) fn parse(mut m: Message, trusted_by: &BareJid) -> Parsed {
     p
 }
 
-fn describe_error(e: &StanzaError) -> String {
-    let condition = format!("{:?}", e.defined_condition);
-    match e.texts.values().next() {
-        Some(text) => format!("{condition}: {text}"),
-        None => condition,
-    }
-}
 
 /// Where a chat message came from.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -649,6 +642,7 @@ impl Engine {
                 Some(PendingIq::DiscoItems) => self.on_disco_items(iq),
                 Some(PendingIq::DiscoInfo(jid)) => self.on_disco_info(store, jid, iq),
                 Some(PendingIq::Slot(key)) => self.on_slot(store, key, iq),
+                Some(PendingIq::Push(asked)) => self.on_push_answer(store, asked, iq),
                 None => Ok(()),
             },
             Iq::Set {

@@ -29,6 +29,7 @@
 pub mod fuzzing;
 mod inbound;
 mod mam;
+mod push;
 mod stanzas;
 pub mod upload;
 pub mod xeps;
@@ -199,6 +200,8 @@ enum PendingIq {
     DiscoInfo(tokio_xmpp::jid::Jid),
     /// An upload slot for message `key`.
     Slot(i64),
+    /// A push enable or disable (XEP-0357).
+    Push(push::PushAsked),
 }
 
 /// How long the server has to answer an iq we track.
@@ -224,6 +227,10 @@ enum Phase {
     Live,
     /// A stop waits for the server's last acks (until the deadline).
     Stopping(Instant),
+    /// A suspend waits for the server's answer to its `<r/>` (until the deadline): everything
+    /// the server sent before it is then stored, acked, and the link dropped with the stream
+    /// kept for resumption.
+    Suspending(Instant),
     /// Our footer is sent; waiting for the server's (until the deadline).
     Closing(Instant),
 }
@@ -241,6 +248,8 @@ struct Link {
     last_rx: Instant,
     /// When the keepalive probe went out, if one is unanswered.
     probe_sent: Option<Instant>,
+    /// How long that probe has (`dead_after`, or `quick_probe` after a network change).
+    probe_timeout: Duration,
     /// The wall-clock time the connection was made (given by the driver: the engine reads no
     /// clock), for the first archive sync's start.
     wall: std::time::SystemTime,
@@ -277,6 +286,10 @@ pub struct Engine {
     end: Option<SessionEnd>,
     inactive: bool,
     exit_when_idle: bool,
+    /// End idle connections by suspending (ack, keep the stream resumable) instead of closing.
+    suspend_when_idle: bool,
+    /// Suspend at this time whatever is pending (a wake's deadline).
+    suspend_at: Option<Instant>,
     /// XEP-0085: what to tell each contact about our typing (never stored, never resent).
     chat: ChatStates,
     /// XEP-0363: the upload service, as far as known on this connection.
@@ -322,6 +335,8 @@ impl Engine {
             end: None,
             inactive: false,
             exit_when_idle: false,
+            suspend_when_idle: false,
+            suspend_at: None,
             chat: ChatStates::default(),
             upload: upload::Discovery::default(),
             slots_asked: std::collections::HashSet::new(),
@@ -383,8 +398,11 @@ impl Engine {
         let mut next = self.sm.poll_timeout();
         let mut at = |t: Instant| next = Some(next.map_or(t, |n: Instant| n.min(t)));
         match link.phase {
-            Phase::Stopping(t) | Phase::Closing(t) => at(t),
+            Phase::Stopping(t) | Phase::Closing(t) | Phase::Suspending(t) => at(t),
             _ => {}
+        }
+        if let Some(t) = self.suspend_at {
+            at(t);
         }
         for (_, deadline) in link.pending_iqs.values() {
             at(*deadline);
@@ -435,6 +453,43 @@ impl Engine {
         self.exit_when_idle = yes;
     }
 
+    /// A wake-up's way to end (see [`crate::Client::wake`]): once nothing is pending, or at
+    /// `deadline` whatever is, suspend instead of closing. The server's answer to an `<r/>` marks
+    /// the end of what it held; everything before it is stored, an `<a/>` covers exactly what is
+    /// committed, and the link is dropped with the stream kept, so the server hibernates it (and
+    /// pushes again) and the next process resumes it. Nothing is half-acked: what did not commit
+    /// is not covered, and the server sends it again on resumption.
+    pub fn set_suspend_when_idle(&mut self, deadline: Option<Instant>) {
+        self.suspend_when_idle = true;
+        self.exit_when_idle = true;
+        self.suspend_at = deadline;
+    }
+
+    /// Check the link now (the network changed, the app came back, a push arrived): an
+    /// immediate probe that has only [`ClientConfig::quick_probe`] to be answered, so a link the
+    /// change killed is found in seconds. Nothing when offline or a probe is already out.
+    pub fn handle_probe(&mut self, store: &mut Store, now: Instant) -> Result<()> {
+        let Some(link) = self.link.as_ref() else {
+            return Ok(());
+        };
+        if link.phase != Phase::Live || link.probe_sent.is_some() {
+            return Ok(());
+        }
+        self.step(store, now, |e, _| {
+            e.probe(e.config.quick_probe);
+            Ok(())
+        })
+    }
+
+    /// The app changed its push wish (XEP-0357): tell the server now if online (else on the next
+    /// session).
+    pub fn handle_push_changed(&mut self, store: &mut Store, now: Instant) -> Result<()> {
+        if !self.is_online() {
+            return Ok(());
+        }
+        self.step(store, now, |e, store| e.push_sync(store, false))
+    }
+
     /// A logged-in stream is ready: resume the stored stream if possible, else bind (then enable
     /// SM, then start a new session).
     pub fn handle_connected(
@@ -455,6 +510,7 @@ impl Engine {
             csi_told: None,
             last_rx: now,
             probe_sent: None,
+            probe_timeout: self.config.dead_after,
             wall,
         });
         self.step(store, now, |e, store| {
@@ -553,7 +609,11 @@ impl Engine {
                 && store.pending_count(e.account)? == 0
                 && store.transfers_pending(e.account)? == 0
             {
-                e.close();
+                if e.suspend_when_idle {
+                    e.suspend(now);
+                } else {
+                    e.close();
+                }
             }
             Ok(())
         })
@@ -584,7 +644,15 @@ impl Engine {
                 tracing::debug!("the server did not close its side in time");
                 return self.finish_close(store, now);
             }
+            Phase::Suspending(t) if now >= t => {
+                tracing::debug!("the server did not answer the suspend's <r/> in time");
+                return self.finish_suspend(store, now);
+            }
             _ => {}
+        }
+        if self.suspend_at.is_some_and(|t| now >= t) {
+            // The wake's deadline: what is committed stays, the rest is for the next run.
+            return self.finish_suspend(store, now);
         }
         if now >= self.dead_deadline(link) {
             let silent = now.saturating_duration_since(link.last_rx);
@@ -611,13 +679,7 @@ impl Engine {
                 && now >= e.keepalive_deadline(link)
             {
                 // Silence: prove the link is alive (no answer by the dead deadline ends it).
-                e.link_mut().probe_sent = Some(now);
-                if e.sm.is_enabled() {
-                    e.transmit_sm(Nonza::Req(sm::R));
-                } else {
-                    let ping = Iq::from_get(new_id("ping"), tokio_xmpp::parsers::ping::Ping);
-                    e.send_iq(ping, PendingIq::Ping);
-                }
+                e.probe(e.config.dead_after);
             }
             if e.sm.poll_request(now) {
                 e.transmit_sm(Nonza::Req(sm::R));
@@ -692,6 +754,10 @@ impl Engine {
         if matches!(link.phase, Phase::Stopping(_) | Phase::Closing(_)) {
             return Ok(());
         }
+        if matches!(link.phase, Phase::Suspending(_)) {
+            // A stop while suspending: suspend now (the stream is kept either way).
+            return self.finish_suspend(store, now);
+        }
         if !self.is_online() {
             // Mid-negotiation: nothing of this connection is worth a clean close.
             self.link = None;
@@ -720,7 +786,7 @@ impl Engine {
         let phase = self.link.as_ref().map(|l| l.phase);
         match phase {
             Some(Phase::Closing(_)) => return self.finish_close(store, now),
-            Some(Phase::Stopping(_)) => {
+            Some(Phase::Stopping(_) | Phase::Suspending(_)) => {
                 self.link = None;
                 self.end = Some(SessionEnd::Done);
                 return Ok(());
@@ -824,9 +890,27 @@ impl Engine {
     }
 
     fn closing(&self) -> bool {
-        self.link
-            .as_ref()
-            .is_some_and(|l| matches!(l.phase, Phase::Stopping(_) | Phase::Closing(_)))
+        self.link.as_ref().is_some_and(|l| {
+            matches!(
+                l.phase,
+                Phase::Stopping(_) | Phase::Closing(_) | Phase::Suspending(_)
+            )
+        })
+    }
+
+    /// Sends the keepalive probe (`<r/>` with SM, else a ping), which has `timeout` to be
+    /// answered.
+    fn probe(&mut self, timeout: Duration) {
+        let now = self.now;
+        let link = self.link_mut();
+        link.probe_sent = Some(now);
+        link.probe_timeout = timeout;
+        if self.sm.is_enabled() {
+            self.transmit_sm(Nonza::Req(sm::R));
+        } else {
+            let ping = Iq::from_get(new_id("ping"), tokio_xmpp::parsers::ping::Ping);
+            self.send_iq(ping, PendingIq::Ping);
+        }
     }
 
     /// When the link's silence next matters: the probe is due (live, none unanswered), or the
@@ -847,7 +931,7 @@ impl Engine {
     /// sent) the same silence ends it.
     fn dead_deadline(&self, link: &Link) -> Instant {
         match link.probe_sent {
-            Some(t) => t + self.config.dead_after,
+            Some(t) => t + link.probe_timeout,
             None => link.last_rx + self.config.keepalive + self.config.dead_after,
         }
     }
@@ -998,6 +1082,8 @@ impl Engine {
         self.send_iq(roster, PendingIq::Roster);
         let carbons = Iq::from_set(new_id("carbons"), carbons::Enable);
         self.send_iq(carbons, PendingIq::Carbons);
+        // Push is told on every new session: the server may have forgotten it (XEP-0357 §5).
+        self.push_sync(store, true)?;
         self.write_untracked(Stanza::Presence(Presence::available()));
         let archives = rooms.into_iter().map(|r| r.jid).collect();
         self.start_mam(store, archives)
@@ -1136,6 +1222,10 @@ impl Engine {
                     if matches!(phase, Phase::Stopping(_)) && self.sm.in_flight() == 0 {
                         self.close();
                     }
+                    if matches!(phase, Phase::Suspending(_)) && self.sm.in_flight() == 0 {
+                        // The server's answer to our <r/>: everything it held came before it.
+                        self.suspend_now(store)?;
+                    }
                 }
                 Err(e) => return Ok(Err(e)),
             },
@@ -1228,6 +1318,10 @@ impl Engine {
                 self.request_slots(store)
             }
             PendingIq::Slot(key) => self.on_slot_timeout(store, key),
+            PendingIq::Push(asked) => {
+                self.on_push_timeout(asked);
+                Ok(())
+            }
         }
     }
 
@@ -1375,6 +1469,47 @@ impl Engine {
         self.link_mut().phase = Phase::Closing(self.now + CLOSE_DRAIN);
     }
 
+    /// Starts a suspend: `<r/>`, then [`Phase::Suspending`] until the server answers (or
+    /// [`STOP_CONFIRM`] passes). Without SM there is no stream to keep: the session closes.
+    fn suspend(&mut self, now: Instant) {
+        if !self.sm.is_enabled() {
+            self.close();
+            return;
+        }
+        self.transmit_sm(Nonza::Req(sm::R));
+        self.sm.on_request_sent();
+        let until = now + STOP_CONFIRM;
+        let until = self.suspend_at.map_or(until, |t| t.min(until).max(now));
+        self.link_mut().phase = Phase::Suspending(until);
+    }
+
+    /// Ends the connection keeping the stream: an `<a/>` for what is committed (this is called
+    /// at a call's boundary, or inside the step that stored the last of it, whose `<a/>` is
+    /// released only after its commit), then the link is dropped without a footer.
+    fn suspend_now(&mut self, store: &mut Store) -> Result<()> {
+        if self.sm.is_enabled() {
+            let a = self.sm.answer_request();
+            self.transmit_sm(Nonza::Ack(a));
+        }
+        let tags = self.sm.on_disconnect();
+        self.settle(store, &tags, Fate::Hibernated)?;
+        self.link = None;
+        self.chat.on_link_lost();
+        self.end = Some(SessionEnd::Done);
+        Ok(())
+    }
+
+    /// [`Self::suspend_now`] as a step of its own (a deadline passed).
+    fn finish_suspend(&mut self, store: &mut Store, now: Instant) -> Result<()> {
+        if !self.is_online() {
+            // Mid-negotiation: nothing was stored on this connection that needs an ack.
+            self.link = None;
+            self.end = Some(SessionEnd::Done);
+            return Ok(());
+        }
+        self.step(store, now, |e, store| e.suspend_now(store))
+    }
+
     /// The server closed its side (or did not in time): forget the stream.
     fn finish_close(&mut self, store: &mut Store, now: Instant) -> Result<()> {
         self.step(store, now, |e, store| {
@@ -1402,6 +1537,15 @@ fn stores_only(incoming: &Incoming) -> bool {
 fn is_sm_failed(e: &StreamElementError) -> bool {
     matches!(e, StreamElementError::InvalidNonza { qname, .. }
         if qname.0.as_str() == ns::SM && qname.1.as_str() == "failed")
+}
+
+/// A stanza error as the user reads it: its condition, and the server's text if it gave one.
+fn describe_error(e: &tokio_xmpp::parsers::stanza_error::StanzaError) -> String {
+    let condition = format!("{:?}", e.defined_condition);
+    match e.texts.values().next() {
+        Some(text) => format!("{condition}: {text}"),
+        None => condition,
+    }
 }
 
 /// A fresh stanza id with a readable prefix.

@@ -586,6 +586,28 @@ impl Store {
         Ok(rows)
     }
 
+    /// The newest row's key (0 for none): a mark to list what arrives after it.
+    pub fn last_key(&self, account: i64) -> Result<i64> {
+        Ok(self.conn.query_row(
+            "SELECT coalesce(max(seq_local), 0) FROM messages WHERE account_id = ?1",
+            [account],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// The incoming messages committed after the row `after` (a [`Self::last_key`]), oldest
+    /// first: what a wake-up brought (rows that only act on another are left out).
+    pub fn received_after(&self, account: i64, after: i64) -> Result<Vec<MessageRow>> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {ROW_COLUMNS} FROM messages m WHERE account_id = ?1 AND seq_local > ?2
+               AND direction = 'in' AND action IS NULL ORDER BY seq_local"
+        ))?;
+        let rows = stmt
+            .query_map(params![account, after], row_to_message)?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
     /// Every conversation with its newest message, unread and failed counts, newest first.
     pub fn conversations(&self, account: i64) -> Result<Vec<Conversation>> {
         let mut stmt = self.conn.prepare_cached(

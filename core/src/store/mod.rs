@@ -11,7 +11,9 @@ mod accounts;
 mod attachments;
 pub mod blobs;
 mod control;
+mod lock;
 mod messages;
+mod push;
 mod references;
 mod rows;
 mod schema;
@@ -28,6 +30,8 @@ pub use messages::{
 pub use references::{
     check_reactions, Edit, Reference, Refusal, Stored, Updated, MAX_REACTIONS, MAX_REACTION_BYTES,
 };
+pub use lock::StreamLock;
+pub use push::{PushSettings, PushState, PushWant};
 pub use social::{Contact, Room};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension};

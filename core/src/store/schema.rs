@@ -234,6 +234,22 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX attachments_work ON attachments (account_id, transfer)
         WHERE transfer IN ('slot-needed', 'uploading', 'remote', 'downloading');
     "#,
+    // v9: push notifications (XEP-0357). The app's wish, kept until the server confirmed it:
+    // `enable` is told to the server on every new session (and at once when it changes);
+    // `disable` until the server confirmed it, then the row goes. `state`: what the server last
+    // said of the wish (`pending` until it answers).
+    r#"
+    CREATE TABLE push (
+        account_id       INTEGER PRIMARY KEY REFERENCES accounts(id),
+        service          TEXT NOT NULL,
+        node             TEXT NOT NULL,
+        secret           TEXT,
+        want             TEXT NOT NULL CHECK (want IN ('enable', 'disable')),
+        state            TEXT NOT NULL CHECK (state IN ('pending', 'enabled', 'refused')),
+        error            TEXT,
+        updated_at       INTEGER NOT NULL
+    );
+    "#,
 ];
 
 /// The schema version this build writes.
