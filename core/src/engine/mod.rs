@@ -37,6 +37,8 @@ pub mod xeps;
 #[cfg(test)]
 mod files_tests;
 #[cfg(test)]
+mod mobile_tests;
+#[cfg(test)]
 mod references_tests;
 #[cfg(test)]
 mod sim;

@@ -118,6 +118,12 @@ pub(super) struct Server {
     pub slot_error: Option<tokio_xmpp::parsers::stanza_error::DefinedCondition>,
     /// Slot requests received: (file name, size).
     pub slot_requests: Vec<(String, u64)>,
+    /// Refuse push requests (XEP-0357) with this condition.
+    pub push_error: Option<tokio_xmpp::parsers::stanza_error::DefinedCondition>,
+    /// Leave push requests unanswered.
+    pub push_silent: bool,
+    /// Push requests the client sent: `(enable?, service, node, secret)`.
+    pub push_requests: Vec<(bool, String, Option<String>, Option<String>)>,
 }
 
 impl Server {
@@ -152,6 +158,9 @@ impl Server {
             slot_url: "https://localhost:5281/share/{n}/file".into(),
             slot_error: None,
             slot_requests: Vec::new(),
+            push_error: None,
+            push_silent: false,
+            push_requests: Vec::new(),
         }
     }
 
@@ -183,6 +192,16 @@ impl Server {
             self.session = None;
             self.client_h = None;
         }
+    }
+
+    /// How many stanzas the session holds that the client has not acked.
+    pub fn unacked(&self) -> usize {
+        self.session.as_ref().map_or(0, |s| s.unacked.len())
+    }
+
+    /// Whether the server still holds a session (live or hibernated).
+    pub fn has_session(&self) -> bool {
+        self.session.is_some()
     }
 
     /// Sets what the server has received of the current session (as after a very long stream).
@@ -278,6 +297,17 @@ impl Server {
         }
         self.to_client
             .push_back(Incoming::Element(XmppStreamElement::Stanza(stanza)));
+    }
+
+    /// A chat message arrives while the session is hibernated (the link is cut, the session
+    /// kept): the server queues it for resumption (and would push).
+    pub fn send_chat_hibernated(&mut self, from: &str, id: &str, body: &str) {
+        assert!(!self.enabled, "the session is live");
+        self.enabled = true;
+        self.send_chat(from, id, body);
+        self.enabled = false;
+        // Not on the wire: only the resumption brings it.
+        self.to_client.clear();
     }
 
     /// Sends a chat message from `from` with `id` and `body` (and a stanza-id of our own).
@@ -558,6 +588,46 @@ impl Server {
                     Jid::from(self.own.clone()),
                     id,
                 )));
+            }
+            Stanza::Iq(Iq::Set { id, payload, .. })
+                if payload.is("enable", ns::PUSH) || payload.is("disable", ns::PUSH) =>
+            {
+                use tokio_xmpp::parsers::push::{Disable, Enable};
+                let request = if payload.is("enable", ns::PUSH) {
+                    let e = Enable::try_from(payload).expect("a valid push enable");
+                    let secret = e.form.and_then(|f| {
+                        f.fields
+                            .into_iter()
+                            .find(|f| f.var.as_deref() == Some("secret"))
+                            .and_then(|f| f.values.into_iter().next())
+                    });
+                    (true, e.jid.to_string(), e.node, secret)
+                } else {
+                    let d = Disable::try_from(payload).expect("a valid push disable");
+                    (false, d.jid.to_string(), d.node, None)
+                };
+                self.push_requests.push(request);
+                if self.push_silent {
+                    return;
+                }
+                match self.push_error.clone() {
+                    Some(cond) => {
+                        let error = tokio_xmpp::parsers::stanza_error::StanzaError::new(
+                            tokio_xmpp::parsers::stanza_error::ErrorType::Cancel,
+                            cond,
+                            "en",
+                            "push is not allowed here",
+                        );
+                        self.send(Stanza::Iq(Iq::Error {
+                            from: None,
+                            to: None,
+                            id,
+                            error,
+                            payload: None,
+                        }));
+                    }
+                    None => self.answer(id, None),
+                }
             }
             Stanza::Iq(Iq::Get { id, .. } | Iq::Set { id, .. }) => {
                 // Roster, carbons: an empty result will do.
