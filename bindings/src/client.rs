@@ -396,9 +396,54 @@ impl TetherClient {
     }
 
     /// The network changed (NWPathMonitor, ConnectivityManager): reconnect now, skipping the
-    /// backoff delay. The stream is resumed when the server still holds it.
+    /// backoff delay, and check a live link at once (a few seconds' timeout), so one the change
+    /// killed is found now rather than at the next keepalive. The stream is resumed when the
+    /// server still holds it.
     pub fn network_changed(&self) {
         self.client.network_changed();
+    }
+
+    /// A push arrived (an iOS Notification Service Extension, an Android push receiver), the
+    /// app's own process being dead or suspended: within `deadline_ms`, resume the stream (or
+    /// start a session), store and ack everything the server holds, send what is queued, and
+    /// suspend keeping the stream for the app. Blocks; call it from the extension's or
+    /// receiver's background thread, on a client opened for this (not `connect`ed). Returns
+    /// what arrived per conversation, with texts only if `include_bodies`. If the app process
+    /// drives the stream, returns at once with `Yielded` (the store allows one driver at a time,
+    /// across processes). Whatever the outcome, nothing is acked that is not committed, and the
+    /// app started afterwards shows each message once.
+    pub fn wake(&self, deadline_ms: u64, include_bodies: bool) -> Result<WakeSummary, TetherError> {
+        self.check_open("wake")?;
+        let summary = self.runtime.block_on(
+            self.client
+                .wake(Duration::from_millis(deadline_ms), include_bodies),
+        )?;
+        Ok(summary.into())
+    }
+
+    /// Push notifications (XEP-0357) to the app server `service` on the `node` it provisioned
+    /// for this device (with its `secret`, if it wants one back). Kept in the store and told to
+    /// the server now if online and on every new session; the answer comes as `Push`.
+    pub fn enable_push(
+        &self,
+        service: String,
+        node: String,
+        secret: Option<String>,
+    ) -> Result<(), TetherError> {
+        Ok(self
+            .client
+            .enable_push(&service, &node, secret.as_deref())?)
+    }
+
+    /// Stops push notifications (told to the server when online). Idempotent: `false` when push
+    /// was not enabled.
+    pub fn disable_push(&self) -> Result<bool, TetherError> {
+        Ok(self.client.disable_push()?)
+    }
+
+    /// How many times the connection loop woke up since `open` (what an idle session costs).
+    pub fn wakeups(&self) -> u64 {
+        self.client.wakeups()
     }
 
     /// Stops the client: closes the stream when nothing is in flight, else drops it and keeps the

@@ -557,7 +557,83 @@ pub struct AccountSettings {
     pub insecure_plaintext_for_tests: bool,
 }
 
-/// Tunables for [`crate::TetherClient::open`]; the defaults suit a phone.
+/// How a [`crate::TetherClient::wake`] ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, uniffi::Enum)]
+pub enum WakeOutcome {
+    /// Everything the server held is stored and acked, everything queued sent; the stream is
+    /// kept for the app.
+    Done,
+    /// The deadline came first: what is committed stays (and is acked); the rest comes next time.
+    Deadline,
+    /// The app process drives the stream: nothing was done (show a generic notification).
+    Yielded,
+    /// No session before the deadline (`error` says why).
+    Offline,
+}
+
+impl From<tether_core::wake::WakeOutcome> for WakeOutcome {
+    fn from(o: tether_core::wake::WakeOutcome) -> Self {
+        use tether_core::wake::WakeOutcome as W;
+        match o {
+            W::Done => WakeOutcome::Done,
+            W::Deadline => WakeOutcome::Deadline,
+            W::Yielded => WakeOutcome::Yielded,
+            W::Offline => WakeOutcome::Offline,
+        }
+    }
+}
+
+/// New messages from one conversation, for a notification.
+#[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
+pub struct WakeConversation {
+    /// The contact's or room's bare JID.
+    pub peer: String,
+    /// How many new messages.
+    pub count: u64,
+    /// Who wrote them, each once.
+    pub senders: Vec<String>,
+    /// Their texts, oldest first, when asked for (empty otherwise).
+    pub bodies: Vec<String>,
+}
+
+/// What [`crate::TetherClient::wake`] returns.
+#[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
+pub struct WakeSummary {
+    /// How it ended.
+    pub outcome: WakeOutcome,
+    /// New messages in all.
+    pub new_messages: u64,
+    /// Per conversation.
+    pub conversations: Vec<WakeConversation>,
+    /// Why, for `Offline`.
+    pub error: Option<String>,
+    /// How long it took (ms).
+    pub elapsed_ms: u64,
+}
+
+impl From<tether_core::wake::WakeSummary> for WakeSummary {
+    fn from(s: tether_core::wake::WakeSummary) -> Self {
+        WakeSummary {
+            outcome: s.outcome.into(),
+            new_messages: s.new_messages,
+            conversations: s
+                .conversations
+                .into_iter()
+                .map(|c| WakeConversation {
+                    peer: c.peer,
+                    count: c.count,
+                    senders: c.senders,
+                    bodies: c.bodies,
+                })
+                .collect(),
+            error: s.error,
+            elapsed_ms: s.elapsed_ms,
+        }
+    }
+}
+
+/// Tunables for [`crate::TetherClient::open`]; the defaults suit a phone (the core's mobile
+/// profile).
 #[derive(Clone, Debug, uniffi::Record)]
 pub struct ClientOptions {
     /// First reconnect delay (ms); doubles with jitter per failure.
@@ -566,12 +642,17 @@ pub struct ClientOptions {
     /// Longest reconnect delay (ms).
     #[uniffi(default = 60000)]
     pub reconnect_max_ms: u64,
-    /// Silence (s) after which the client checks the link with an ack request.
-    #[uniffi(default = 20)]
+    /// Silence (s) after which the client checks the link with an ack request. The mobile
+    /// profile's 300 s (Conversations and Monal ping as rarely): at most 12 wake-ups an idle
+    /// hour; after `network_changed`, `resume` and `wake` the link is checked at once instead.
+    #[uniffi(default = 300)]
     pub keepalive_secs: u64,
     /// Time (s) the server has to answer that before the link counts as dead.
     #[uniffi(default = 10)]
     pub dead_after_secs: u64,
+    /// Time (s) the immediate check after `network_changed` or `resume` has.
+    #[uniffi(default = 5)]
+    pub quick_probe_secs: u64,
     /// How many events the listener may fall behind before older ones are dropped and it gets
     /// [`TetherEvent::EventsMissed`] (the store still has every state). Bounds memory.
     #[uniffi(default = 65536)]
@@ -582,12 +663,13 @@ pub struct ClientOptions {
 /// defaults as literals in the attributes above; a test checks they are these.
 impl Default for ClientOptions {
     fn default() -> Self {
-        let d = tether_core::contract::Defaults::default();
+        let d = tether_core::contract::Defaults::profile(tether_core::config::Profile::Mobile);
         ClientOptions {
             reconnect_min_ms: d.reconnect_min_ms,
             reconnect_max_ms: d.reconnect_max_ms,
             keepalive_secs: d.keepalive_secs,
             dead_after_secs: d.dead_after_secs,
+            quick_probe_secs: d.quick_probe_secs,
             event_buffer: tether_core::config::EVENT_BUFFER as u32,
         }
     }
@@ -642,8 +724,9 @@ impl From<&ClientOptions> for tether_core::ClientConfig {
             reconnect_max: Duration::from_millis(o.reconnect_max_ms.max(o.reconnect_min_ms)),
             keepalive: Duration::from_secs(o.keepalive_secs.max(1)),
             dead_after: Duration::from_secs(o.dead_after_secs.max(1)),
+            quick_probe: Duration::from_secs(o.quick_probe_secs.max(1)),
             event_buffer: o.event_buffer.max(1) as usize,
-            ..tether_core::ClientConfig::default()
+            ..tether_core::ClientConfig::profile(tether_core::config::Profile::Mobile)
         }
     }
 }
@@ -698,6 +781,17 @@ pub enum TetherEvent {
         from: String,
         /// The state.
         state: ChatState,
+    },
+    /// The server answered a push request (`push`): `enabled`, `disabled` or `refused`.
+    Push {
+        /// `enabled`, `disabled` or `refused`.
+        state: String,
+        /// The app server's JID.
+        service: String,
+        /// The node.
+        node: String,
+        /// Why it was refused.
+        error: Option<String>,
     },
     /// A file's transfer moved (`file:slot`, `file:progress`, `file:uploaded`,
     /// `file:downloaded`, `file:failed`).
@@ -844,6 +938,17 @@ impl From<Event> for TetherEvent {
                 SocialEvent::ChatState { from, state } => TetherEvent::ChatStateChanged {
                     from,
                     state: state.into(),
+                },
+                SocialEvent::Push {
+                    state,
+                    service,
+                    node,
+                    error,
+                } => TetherEvent::Push {
+                    state: state.to_owned(),
+                    service,
+                    node,
+                    error,
                 },
             },
         }

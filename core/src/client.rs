@@ -247,13 +247,17 @@ impl Client {
         let margin = (deadline / 5).min(Duration::from_secs(2));
         let before = self.shared.store().last_key(self.shared.account.id)?;
         self.shared.probe_now.store(false, Ordering::SeqCst);
+        // The driver hands the engine this wish on every turn: a wake ends when idle.
+        self.shared.exit_when_idle.store(true, Ordering::SeqCst);
         let mode = crate::connection::Mode {
             yield_if_held: true,
             suspend: Some(Some(until - margin)),
         };
-        let driven =
-            tokio::time::timeout_at(until.into(), crate::connection::drive(self.shared.clone(), mode))
-                .await;
+        let driven = tokio::time::timeout_at(
+            until.into(),
+            crate::connection::drive(self.shared.clone(), mode),
+        )
+        .await;
         let (outcome, error) = match driven {
             Ok(Ok(crate::connection::Driven::Yielded)) => (WakeOutcome::Yielded, None),
             Ok(Ok(crate::connection::Driven::Done)) if Instant::now() >= until - margin => {

@@ -40,6 +40,7 @@ pub mod pair;
 mod process;
 pub mod prosody;
 pub mod proxy;
+pub mod push_server;
 pub mod raw;
 pub mod scripted;
 pub mod small_disk;

@@ -84,6 +84,22 @@ pub struct ProsodyOptions {
     /// Offer XEP-0363 file upload: Prosody's own `mod_http_file_share` on the component
     /// `upload.localhost`, served over HTTPS (the test certificate) on 127.0.0.1. Default: none.
     pub upload: Option<UploadOptions>,
+    /// Push notifications (XEP-0357): Prosody's `mod_cloud_notify`, and the component port
+    /// where a test app server ([`crate::push_server::AppServer`]) serves [`PUSH_DOMAIN`].
+    /// Default: none.
+    pub push: Option<PushOptions>,
+}
+
+/// The app server's JID on the test server ([`ProsodyOptions::push`]).
+pub const PUSH_DOMAIN: &str = "push.localhost";
+
+/// Push for a test ([`ProsodyOptions::push`]).
+#[derive(Clone, Debug)]
+pub struct PushOptions {
+    /// The XEP-0114 component port (pick one with [`free_port`]).
+    pub component_port: u16,
+    /// The component's shared secret.
+    pub component_secret: String,
 }
 
 /// Prosody's upload service for a test ([`ProsodyOptions::upload`]).
@@ -108,6 +124,7 @@ impl Default for ProsodyOptions {
             starttls: true,
             debug_log: false,
             upload: None,
+            push: None,
         }
     }
 }
@@ -524,6 +541,9 @@ fn render_config(dir: &Path, port: u16, opts: &ProsodyOptions) -> String {
     if opts.mam {
         modules.push("mam");
     }
+    if opts.push.is_some() {
+        modules.push("cloud_notify");
+    }
     let modules = modules
         .iter()
         .map(|m| lua_string(m))
@@ -592,6 +612,15 @@ http_external_url = "https://localhost:{ext}/""#,
             key = path("localhost.key"),
         );
     }
+    if let Some(p) = &opts.push {
+        let _ = writeln!(
+            cfg,
+            r#"-- XEP-0114 for the test push app server, on loopback only.
+component_ports = {{ {port} }}
+component_interfaces = {{ "127.0.0.1" }}"#,
+            port = p.component_port,
+        );
+    }
     if opts.mam {
         // Prosody 13's default is already "always"; say it, so that a packaged or future default
         // ("roster", or mam_smart_enable) cannot make archives silently empty.
@@ -622,6 +651,15 @@ Component "upload.{DOMAIN}" "http_file_share"
     -- Slot URLs name localhost (a name the test machine resolves): serve them for that Host.
     http_host = "{DOMAIN}""#,
             limit = u.size_limit,
+        );
+    }
+    if let Some(p) = &opts.push {
+        let _ = writeln!(
+            cfg,
+            r#"
+Component "{PUSH_DOMAIN}"
+    component_secret = {secret}"#,
+            secret = lua_string(&p.component_secret),
         );
     }
     if opts.muc {

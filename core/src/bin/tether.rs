@@ -127,6 +127,21 @@ enum Command {
         #[arg(long)]
         path: std::path::PathBuf,
     },
+    /// Push notifications (XEP-0357).
+    #[command(subcommand)]
+    Push(PushCmd),
+    /// A push arrived: within --deadline-secs, resume (or start) the session, take and ack
+    /// everything the server holds, send what is queued, and suspend keeping the stream. Prints
+    /// the events, then a summary (`{"event":"wake",...}`). Leaves the stream to another process
+    /// that drives it (outcome `yielded`).
+    Wake {
+        /// The deadline (an iOS Notification Service Extension has about 25 s).
+        #[arg(long, default_value_t = 25)]
+        deadline_secs: u64,
+        /// Put the messages' texts in the summary.
+        #[arg(long)]
+        bodies: bool,
+    },
     /// Every version of a message's text, oldest first, one JSON object per line.
     Edits {
         /// The conversation.
@@ -136,6 +151,26 @@ enum Command {
         #[arg(long)]
         id: String,
     },
+}
+
+#[derive(Subcommand)]
+enum PushCmd {
+    /// Push to an app server: kept, and told to the server on every new session (by `run`).
+    Enable {
+        /// The app server's JID.
+        #[arg(long)]
+        service: String,
+        /// The node it provisioned for this device.
+        #[arg(long)]
+        node: String,
+        /// Read the publish-options secret from this environment variable.
+        #[arg(long)]
+        secret_env: Option<String>,
+    },
+    /// Stop pushing (told to the server by `run`). Idempotent.
+    Disable,
+    /// Print the push settings and what the server last said (without the secret).
+    Show,
 }
 
 #[derive(Subcommand)]
@@ -553,6 +588,43 @@ fn dispatch(cli: Cli) -> Result<(), Error> {
             println!("{}", open(&cli.db)?.send_file(&to, &path)?);
             Ok(())
         }
+        Command::Push(cmd) => {
+            let client = open(&cli.db)?;
+            match cmd {
+                PushCmd::Enable {
+                    service,
+                    node,
+                    secret_env,
+                } => {
+                    let secret = match secret_env {
+                        Some(var) => Some(std::env::var(&var).map_err(|_| {
+                            Error::Usage(format!("environment variable {var} is not set"))
+                        })?),
+                        None => None,
+                    };
+                    client.enable_push(&service, &node, secret.as_deref())?;
+                }
+                PushCmd::Disable => {
+                    client.disable_push()?;
+                }
+                PushCmd::Show => {}
+            }
+            let shown = client.push_settings()?.map(|p| {
+                serde_json::json!({
+                    "service": p.service,
+                    "node": p.node,
+                    "want": format!("{:?}", p.want).to_lowercase(),
+                    "state": format!("{:?}", p.state).to_lowercase(),
+                    "error": p.error,
+                })
+            });
+            print_json(&serde_json::json!({"event": "push:settings", "settings": shown}));
+            Ok(())
+        }
+        Command::Wake {
+            deadline_secs,
+            bodies,
+        } => wake(&cli.db, Duration::from_secs(deadline_secs), bodies),
         Command::Edits { peer, id } => {
             for e in open(&cli.db)?.edits(&peer, &id)? {
                 print_json(&e);
@@ -699,6 +771,44 @@ fn stdin_lines(c: &Client, lines: Vec<(usize, String)>) {
         }
     }
     flush(&mut batch, &mut numbers);
+}
+
+fn wake(db: &std::path::Path, deadline: Duration, bodies: bool) -> Result<(), Error> {
+    let client = Client::open(
+        db,
+        ClientConfig::profile(tether_core::config::Profile::Mobile),
+    )?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Usage(format!("cannot start the runtime: {e}")))?;
+    runtime.block_on(async move {
+        let mut events = client.subscribe();
+        let woke = client.wake(deadline, bodies);
+        tokio::pin!(woke);
+        let summary = loop {
+            tokio::select! {
+                biased;
+                ev = events.recv() => {
+                    use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+                    let first = ev.map_err(|e| match e {
+                        RecvError::Lagged(n) => TryRecvError::Lagged(n),
+                        RecvError::Closed => TryRecvError::Closed,
+                    });
+                    print_events(first, &mut events);
+                }
+                s = &mut woke => break s,
+            }
+        };
+        while print_events(events.try_recv(), &mut events) {}
+        let summary = summary?;
+        let mut line = serde_json::to_value(&summary)
+            .map_err(|e| Error::Internal(format!("cannot print the summary: {e}")))?;
+        line["event"] = serde_json::Value::from("wake");
+        print_json(&line);
+        Ok(())
+    })
 }
 
 fn run(db: &std::path::Path, r: RunArgs) -> Result<(), Error> {

@@ -91,7 +91,9 @@ pub(crate) async fn drive(shared: Arc<Shared>, mode: Mode) -> Result<Driven> {
             Driven::Yielded
         });
     };
-    run_locked(&shared, mode, &mut shutdown).await.map(|()| Driven::Done)
+    run_locked(&shared, mode, &mut shutdown)
+        .await
+        .map(|()| Driven::Done)
 }
 
 async fn run_locked(
@@ -159,8 +161,7 @@ async fn run_locked(
         let reason = match attempt {
             Ok(logged_in) => {
                 let end =
-                    session::run(&shared, &mut engine, logged_in, shutdown, &mut backoff)
-                        .await;
+                    session::run(&shared, &mut engine, logged_in, shutdown, &mut backoff).await;
                 announce(&shared, &mut engine);
                 match end {
                     Ok(SessionEnd::Done) => return Ok(()),

@@ -226,7 +226,6 @@ pub(crate) fn parse(mut m: Message, trusted_by: &BareJid) -> Parsed {
     p
 }
 
-
 /// Where a chat message came from.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(super) enum Via {

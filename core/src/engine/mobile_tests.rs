@@ -72,7 +72,11 @@ fn push_is_told_on_every_new_session_with_its_secret_and_not_on_a_resume() {
     pair.cut(false);
     online(&mut pair);
     assert_eq!(resumed(&pair).last(), Some(&false));
-    assert_eq!(pair.server.push_requests.len(), 2, "told on the new session");
+    assert_eq!(
+        pair.server.push_requests.len(),
+        2,
+        "told on the new session"
+    );
     // Restarts keep the wish (it is in the store).
     pair.kill();
     pair.server.cut(false);
@@ -112,15 +116,24 @@ fn a_change_while_online_is_told_at_once_and_disabling_is_idempotent() {
     assert!(!pair.store.unset_push(account).unwrap(), "nothing enabled");
     enable(&mut pair);
     let now = pair.now;
-    pair.engine.handle_push_changed(&mut pair.store, now).unwrap();
+    pair.engine
+        .handle_push_changed(&mut pair.store, now)
+        .unwrap();
     pair.run();
     assert_eq!(pair.server.push_requests.len(), 1);
     assert!(pair.store.unset_push(account).unwrap());
-    pair.engine.handle_push_changed(&mut pair.store, now).unwrap();
+    pair.engine
+        .handle_push_changed(&mut pair.store, now)
+        .unwrap();
     pair.run();
     assert_eq!(
         pair.server.push_requests[1],
-        (false, "push.localhost".to_owned(), Some("node-1".to_owned()), None)
+        (
+            false,
+            "push.localhost".to_owned(),
+            Some("node-1".to_owned()),
+            None
+        )
     );
     assert_eq!(pair.store.push(account).unwrap(), None, "confirmed: gone");
     assert_eq!(
@@ -129,7 +142,9 @@ fn a_change_while_online_is_told_at_once_and_disabling_is_idempotent() {
     );
     // Again: nothing to do, nothing sent.
     assert!(!pair.store.unset_push(account).unwrap());
-    pair.engine.handle_push_changed(&mut pair.store, now).unwrap();
+    pair.engine
+        .handle_push_changed(&mut pair.store, now)
+        .unwrap();
     pair.run();
     assert_eq!(pair.server.push_requests.len(), 2);
 }
@@ -143,7 +158,9 @@ fn a_disable_the_server_does_not_know_is_done() {
     let account = pair.account_id();
     pair.store.unset_push(account).unwrap();
     let now = pair.now;
-    pair.engine.handle_push_changed(&mut pair.store, now).unwrap();
+    pair.engine
+        .handle_push_changed(&mut pair.store, now)
+        .unwrap();
     pair.run();
     assert_eq!(pair.store.push(account).unwrap(), None);
     assert_eq!(push_events(&pair).last().unwrap().0, "disabled");
@@ -162,7 +179,9 @@ fn a_wish_changed_while_the_last_was_on_its_way_is_told_after_its_answer() {
         .set_push(account, "push.localhost", "node-2", None)
         .unwrap();
     let now = pair.now;
-    pair.engine.handle_push_changed(&mut pair.store, now).unwrap();
+    pair.engine
+        .handle_push_changed(&mut pair.store, now)
+        .unwrap();
     pair.run();
     assert_eq!(pair.server.push_requests.len(), 1, "one request at a time");
     // The first answer comes late: it settles nothing (the wish changed), and the new one goes.
@@ -181,20 +200,22 @@ fn a_wish_changed_while_the_last_was_on_its_way_is_told_after_its_answer() {
             _ => None,
         })
         .unwrap();
-    pair.server
-        .send(tokio_xmpp::parsers::stanza::Stanza::Iq(
-            tokio_xmpp::parsers::iq::Iq::Result {
-                from: None,
-                to: None,
-                id,
-                payload: None,
-            },
-        ));
+    pair.server.send(tokio_xmpp::parsers::stanza::Stanza::Iq(
+        tokio_xmpp::parsers::iq::Iq::Result {
+            from: None,
+            to: None,
+            id,
+            payload: None,
+        },
+    ));
     pair.run();
     assert_eq!(pair.server.push_requests.len(), 2);
     assert_eq!(pair.server.push_requests[1].2.as_deref(), Some("node-2"));
     let settings = pair.store.push(account).unwrap().unwrap();
-    assert_eq!((settings.node.as_str(), settings.state), ("node-2", PushState::Enabled));
+    assert_eq!(
+        (settings.node.as_str(), settings.state),
+        ("node-2", PushState::Enabled)
+    );
     assert_eq!(settings.want, PushWant::Enable);
 }
 
@@ -207,7 +228,8 @@ fn a_wake_resumes_stores_acks_and_suspends_keeping_the_stream() {
     let mut pair = Pair::new(Server::new());
     online(&mut pair);
     pair.kill();
-    pair.server.send_chat_hibernated(BOB, "m1", "while you slept");
+    pair.server
+        .send_chat_hibernated(BOB, "m1", "while you slept");
     // The wake process.
     let deadline = pair.now + Duration::from_secs(25);
     pair.engine.set_suspend_when_idle(Some(deadline));

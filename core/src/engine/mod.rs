@@ -609,7 +609,8 @@ impl Engine {
                 && e.sm.in_flight() == 0
                 && !e.mam.busy()
                 && store.pending_count(e.account)? == 0
-                && store.transfers_pending(e.account)? == 0
+                // A wake moves no file (the app does): they do not hold its suspend back.
+                && (e.suspend_when_idle || store.transfers_pending(e.account)? == 0)
             {
                 if e.suspend_when_idle {
                     e.suspend(now);

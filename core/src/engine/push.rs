@@ -116,8 +116,13 @@ impl Engine {
             Iq::Error { error, .. } => Err(super::describe_error(error)),
             _ => return Err(Error::Internal("an iq answer that is not one".into())),
         };
-        let current =
-            store.push_answered(self.account, asked.want, &asked.service, &asked.node, outcome.clone())?;
+        let current = store.push_answered(
+            self.account,
+            asked.want,
+            &asked.service,
+            &asked.node,
+            outcome.clone(),
+        )?;
         let state = match (asked.want, &outcome) {
             (PushWant::Enable, Ok(())) => "enabled",
             (PushWant::Disable, Ok(())) => "disabled",

@@ -23,15 +23,15 @@ pub use accounts::{Account, NewAccount};
 pub use attachments::{Attachment, Download, InboundFile, NewFile, SlotNeeded, Upload};
 pub use blobs::Blobs;
 pub use control::{ControlItem, ControlKind, ControlMove};
+pub use lock::StreamLock;
 pub use messages::{
     Action, Conversation, InboundMessage, MessageFilter, MessageRow, Move, OutboxItem, Quoted,
     ReactionCount, StateChange,
 };
+pub use push::{PushSettings, PushState, PushWant};
 pub use references::{
     check_reactions, Edit, Reference, Refusal, Stored, Updated, MAX_REACTIONS, MAX_REACTION_BYTES,
 };
-pub use lock::StreamLock;
-pub use push::{PushSettings, PushState, PushWant};
 pub use social::{Contact, Room};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
