@@ -75,3 +75,17 @@ use_build_cache() {
     cargo clean --quiet -p tether-core -p tether-e2e -p tether-desktop -p tether-ffi 2>/dev/null || true
   fi
 }
+
+# slixmpp 1.17.0 from PyPI in a virtualenv (kept outside the clone when it can be): the
+# benchmark's peer client, and the end-to-end tests' push app server
+# (tests/push/app_server.py). Prints the virtualenv's python.
+slix_python() {
+  local venv="${TETHER_BENCH_VENV:-$HOME/.cache/tether/bench-venv}"
+  if ! mkdir -p "$(dirname "$venv")" 2>/dev/null; then
+    venv="$(mktemp -d)/venv"
+  fi
+  [ -x "$venv/bin/python" ] || python3 -m venv "$venv" >&2
+  "$venv/bin/python" -c "import slixmpp" 2>/dev/null \
+    || "$venv/bin/pip" install -q --disable-pip-version-check "slixmpp==1.17.0" >&2
+  echo "$venv/bin/python"
+}

@@ -23,6 +23,9 @@ bash bindings/check-mobile-deps.sh
 bash bindings/generate.sh
 bash bindings/apple/check.sh
 bash tests/ffi/build-kotlin.sh
+# The push app server of the end-to-end tests is a slixmpp component.
+TETHER_SLIXMPP_PYTHON="$(slix_python)"
+export TETHER_SLIXMPP_PYTHON
 # Two test threads: each end-to-end test runs its own Prosody and clients; the machine has 2 cores.
 cargo test --locked --workspace -- --test-threads=2
 # The benchmark harness, small, so that it cannot rot (no timing is asserted anywhere).

@@ -17,18 +17,6 @@ source scripts/common.sh
 use_build_cache >/dev/null
 target="${CARGO_TARGET_DIR:-$ROOT/target}"
 
-# slixmpp, the peer client, from PyPI in a virtualenv (kept outside the clone when it can be).
-slix_python() {
-  local venv="${TETHER_BENCH_VENV:-$HOME/.cache/tether/bench-venv}"
-  if ! mkdir -p "$(dirname "$venv")" 2>/dev/null; then
-    venv="$(mktemp -d)/venv"
-  fi
-  [ -x "$venv/bin/python" ] || python3 -m venv "$venv" >&2
-  "$venv/bin/python" -c "import slixmpp" 2>/dev/null \
-    || "$venv/bin/pip" install -q --disable-pip-version-check "slixmpp==1.17.0" >&2
-  echo "$venv/bin/python"
-}
-
 python="$(slix_python)"
 pin=()
 [ "$(nproc)" -ge 2 ] && pin=(--pin)

@@ -79,6 +79,10 @@ private fun eventFields(e: TetherEvent): List<Pair<String, String?>> = when (e) 
     is TetherEvent.ChatStateChanged -> listOf(
         "event" to q("chat:state"), "from" to q(e.from), "state" to q(e.state.name.lowercase()),
     )
+    is TetherEvent.Push -> listOf(
+        "event" to q("push"), "state" to q(e.state), "service" to q(e.service), "node" to q(e.node),
+        "error" to e.error?.let(::q),
+    )
     is TetherEvent.Transfer -> listOf(
         "event" to q(e.name), "id" to e.id?.let(::q), "done" to e.done.toString(),
         "total" to e.total?.toString(), "error" to e.error?.let(::q),
@@ -170,6 +174,18 @@ fun main(argv: Array<String>) {
                 "suspend" -> reply.add("told" to client!!.suspend().toString())
                 "resume" -> client!!.resume()
                 "network_changed" -> client!!.networkChanged()
+                "enable_push" -> client!!.enablePush(args[0], args[1], args[2].ifEmpty { null })
+                "wake" -> {
+                    val s = client!!.wake(args[0].toULong(), args[1] == "1")
+                    reply.add("outcome" to q(s.outcome.name.lowercase()))
+                    reply.add("new_messages" to s.newMessages.toString())
+                    reply.add("elapsed_ms" to s.elapsedMs.toString())
+                    reply.add("error" to (s.error?.let(::q) ?: "null"))
+                    reply.add("conversations" to s.conversations.joinToString(",", "[", "]") { c ->
+                        val list = { xs: List<String> -> xs.joinToString(",", "[", "]") { q(it) } }
+                        "{\"peer\":${q(c.peer)},\"count\":${c.count},\"senders\":${list(c.senders)},\"bodies\":${list(c.bodies)}}"
+                    })
+                }
                 "pending" -> reply.add("count" to client!!.pendingCount().toString())
                 "messages" -> {
                     val state = args.firstOrNull()?.ifEmpty { null }?.let { DeliveryState.valueOf(it.uppercase()) }

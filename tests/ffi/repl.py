@@ -83,6 +83,8 @@ def event_json(e):
         return {"event": "chat:state", "from": e._from, "state": e.state.name.lower()}
     if e.is_transfer():
         return {"event": e.name, "id": e.id, "done": e.done, "total": e.total, "error": e.error}
+    if e.is_push():
+        return {"event": "push", "state": e.state, "service": e.service, "node": e.node, "error": e.error}
     if e.is_stopped():
         return {"event": "stopped", "error": None if e.error is None else error_json(e.error)}
     raise AssertionError(f"unknown event {e!r}")
@@ -189,6 +191,19 @@ def main():
                 client.resume()
             elif cmd == "network_changed":
                 client.network_changed()
+            elif cmd == "enable_push":
+                service, node, secret = args
+                client.enable_push(service, node, secret or None)
+            elif cmd == "wake":
+                s = client.wake(int(args[0]), args[1] == "1")
+                reply["outcome"] = s.outcome.name.lower()
+                reply["new_messages"] = s.new_messages
+                reply["elapsed_ms"] = s.elapsed_ms
+                reply["error"] = s.error
+                reply["conversations"] = [
+                    {"peer": c.peer, "count": c.count, "senders": c.senders, "bodies": c.bodies}
+                    for c in s.conversations
+                ]
             elif cmd == "pending":
                 reply["count"] = client.pending_count()
             elif cmd == "messages":

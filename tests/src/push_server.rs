@@ -1,23 +1,23 @@
-//! A test push app server (XEP-0357's "App Server"): an XMPP component (XEP-0114, tokio-xmpp's
-//! `Component`) on the test Prosody that records every notification the server publishes to it
-//! and answers each with a result, as a real app server does before it wakes the phone.
+//! A test push app server (XEP-0357's "App Server"): an XMPP component (XEP-0114) on the test
+//! Prosody that records every notification the server publishes to it and answers each with a
+//! result, as a real app server does before it wakes the phone.
 //!
-//! Like [`RawClient`](crate::raw::RawClient), it runs on a thread of its own with a
-//! single-threaded Tokio runtime behind a blocking API.
+//! It is slixmpp's `ComponentXMPP` (`tests/push/app_server.py`), a third-party implementation,
+//! run with the python of `TETHER_SLIXMPP_PYTHON` (`scripts/test.sh` makes the virtualenv; the
+//! benchmark's is used when the variable is unset). tokio-xmpp's own component needs its
+//! feature `component`, which switches xmpp-parsers' stanza namespace for every crate in the
+//! build, the client under test included, and its stream header wants a `version` Prosody's
+//! component port does not send.
 
-use std::io;
+use std::io::{self, BufRead, BufReader};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use futures::{SinkExt, StreamExt};
-use tokio_xmpp::connect::DnsConfig;
-use tokio_xmpp::parsers::data_forms::DataForm;
-use tokio_xmpp::parsers::iq::Iq;
-use tokio_xmpp::parsers::ns;
-use tokio_xmpp::xmlstream::Timeouts;
-use tokio_xmpp::{Component, Stanza};
+use serde_json::Value;
 
 /// One notification the server published.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -35,95 +35,90 @@ pub struct Publish {
 /// A running app server. Dropping it stops it.
 pub struct AppServer {
     seen: Arc<Mutex<Vec<Publish>>>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<thread::JoinHandle<()>>,
+    child: Child,
+    stdin: Option<ChildStdin>,
+}
+
+/// The python that has slixmpp.
+fn python() -> io::Result<PathBuf> {
+    if let Some(p) = std::env::var_os("TETHER_SLIXMPP_PYTHON") {
+        return Ok(PathBuf::from(p));
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    let venv = home.join(".cache/tether/bench-venv/bin/python");
+    if venv.exists() {
+        return Ok(venv);
+    }
+    Err(io::Error::other(
+        "no python with slixmpp: set TETHER_SLIXMPP_PYTHON (scripts/test.sh does)",
+    ))
 }
 
 impl AppServer {
     /// Connects as the component `jid` with `secret` to the component port at `addr`, and
     /// serves until dropped.
     pub fn start(addr: SocketAddr, jid: &str, secret: &str) -> io::Result<AppServer> {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("push/app_server.py");
+        let mut child = crate::process::spawn_tied_to_process({
+            let mut c = Command::new(python()?);
+            c.arg(script)
+                .arg(addr.ip().to_string())
+                .arg(addr.port().to_string())
+                .arg(jid)
+                .arg(secret)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit());
+            c
+        })?;
+        let stdout = child.stdout.take().expect("piped");
+        let stdin = child.stdin.take();
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<io::Result<()>>();
-        let (stop, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let (jid, secret, seen2) = (jid.to_owned(), secret.to_owned(), seen.clone());
-        let thread = thread::Builder::new()
+        let (ready_tx, ready_rx) = mpsc::channel::<()>();
+        let seen2 = seen.clone();
+        thread::Builder::new()
             .name("push-app-server".into())
             .spawn(move || {
-                let rt = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e));
-                        return;
-                    }
-                };
-                rt.block_on(async move {
-                    // Long read timeouts: the component's stream ends at its first soft timeout.
-                    let timeouts = Timeouts {
-                        read_timeout: Duration::from_secs(3600),
-                        response_timeout: Duration::from_secs(60),
+                for line in BufReader::new(stdout).lines() {
+                    let Ok(line) = line else { return };
+                    let v: Value = match serde_json::from_str(&line) {
+                        Ok(v) => v,
+                        Err(e) => panic!("push-app-server printed {line:?}: {e}"),
                     };
-                    let mut component = match Component::new_plaintext(
-                        &jid,
-                        &secret,
-                        DnsConfig::addr(&addr.to_string()),
-                        timeouts,
-                    )
-                    .await
-                    {
-                        Ok(c) => c,
-                        Err(e) => {
-                            let _ = ready_tx.send(Err(io::Error::other(format!(
-                                "the app server could not connect: {e}"
-                            ))));
-                            return;
-                        }
-                    };
-                    let _ = ready_tx.send(Ok(()));
-                    loop {
-                        let stanza = tokio::select! {
-                            s = component.next() => s,
-                            _ = &mut stop_rx => return,
-                        };
-                        let Some(stanza) = stanza else {
-                            eprintln!("push-app-server: the server closed the stream");
-                            return;
-                        };
-                        if let Stanza::Iq(Iq::Set {
-                            from,
-                            to,
-                            id,
-                            payload,
-                        }) = stanza
-                        {
-                            if let Some(p) = parse_publish(from.as_ref(), &payload) {
-                                seen2.lock().unwrap().push(p);
-                            }
-                            let answer = Iq::Result {
-                                from: to,
-                                to: from,
-                                id,
-                                payload: None,
-                            };
-                            if let Err(e) = component.send(Stanza::Iq(answer)).await {
-                                eprintln!("push-app-server: cannot answer: {e}");
-                                return;
-                            }
-                        }
+                    if v["ready"] == true {
+                        let _ = ready_tx.send(());
+                        continue;
                     }
-                });
+                    let text = |k: &str| v[k].as_str().map(str::to_owned);
+                    let fields = v["fields"]
+                        .as_object()
+                        .map(|o| {
+                            o.iter()
+                                .map(|(k, v)| {
+                                    (k.clone(), v.as_str().unwrap_or_default().to_owned())
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    seen2.lock().unwrap().push(Publish {
+                        from: text("from").unwrap_or_default(),
+                        node: text("node").unwrap_or_default(),
+                        secret: text("secret"),
+                        fields,
+                    });
+                }
             })?;
+        let mut server = AppServer { seen, child, stdin };
         match ready_rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(Ok(())) => Ok(AppServer {
-                seen,
-                stop: Some(stop),
-                thread: Some(thread),
-            }),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(io::Error::other("the app server did not connect in 30 s")),
+            Ok(()) => Ok(server),
+            Err(_) => {
+                let _ = crate::process::kill(&mut server.child);
+                Err(io::Error::other(
+                    "the app server did not connect in 30 s (see its stderr above)",
+                ))
+            }
         }
     }
 
@@ -147,50 +142,10 @@ impl AppServer {
 
 impl Drop for AppServer {
     fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+        // Closing stdin ends it; kill what lingers.
+        self.stdin.take();
+        if crate::process::terminate(&mut self.child, Duration::from_secs(3)).is_err() {
+            let _ = crate::process::kill(&mut self.child);
         }
     }
-}
-
-/// A pubsub publish of a push notification, as XEP-0357 §7 has it.
-fn parse_publish(
-    from: Option<&tokio_xmpp::jid::Jid>,
-    payload: &tokio_xmpp::minidom::Element,
-) -> Option<Publish> {
-    if !payload.is("pubsub", ns::PUBSUB) {
-        return None;
-    }
-    let publish = payload.get_child("publish", ns::PUBSUB)?;
-    let node = publish.attr("node")?.to_owned();
-    let form = |el: Option<&tokio_xmpp::minidom::Element>| {
-        el.and_then(|x| x.get_child("x", ns::DATA_FORMS))
-            .and_then(|x| DataForm::try_from(x.clone()).ok())
-    };
-    let secret = form(payload.get_child("publish-options", ns::PUBSUB)).and_then(|f| {
-        f.fields
-            .into_iter()
-            .find(|f| f.var.as_deref() == Some("secret"))
-            .and_then(|f| f.values.into_iter().next())
-    });
-    let notification = publish
-        .get_child("item", ns::PUBSUB)
-        .and_then(|i| i.get_child("notification", ns::PUSH));
-    let fields = form(notification)
-        .map(|f| {
-            f.fields
-                .into_iter()
-                .filter_map(|f| Some((f.var?, f.values.into_iter().next().unwrap_or_default())))
-                .collect()
-        })
-        .unwrap_or_default();
-    Some(Publish {
-        from: from.map(|f| f.to_string()).unwrap_or_default(),
-        node,
-        secret,
-        fields,
-    })
 }

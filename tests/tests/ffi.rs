@@ -10,8 +10,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tether_e2e::ffi::{App, Lang};
-use tether_e2e::prosody::{free_port, Prosody, ProsodyOptions, UploadOptions};
+use tether_e2e::prosody::{
+    free_port, Prosody, ProsodyOptions, PushOptions, UploadOptions, PUSH_DOMAIN,
+};
 use tether_e2e::proxy::Proxy;
+use tether_e2e::push_server::AppServer;
 use tether_e2e::raw::{assert_once_each, body, RawClient};
 
 const ALICE: &str = "alice@localhost";
@@ -250,7 +253,80 @@ in_each_language!(
     suspend_and_resume_keep_the_stream,
     listener_survives_a_burst_and_may_call_back,
     a_file_killed_mid_upload_is_delivered_once_after_the_restart,
+    a_push_wakes_an_extension_that_stores_and_acks_and_the_app_shows_it_once,
 );
+
+/// Issue 15's mobile scenario: the app enables push and is killed; bob writes; the server pushes
+/// to the app server; a second process (the Notification Service Extension, or the push
+/// receiver) opens the same store and calls `wake`, which resumes the app's stream, stores and
+/// acks the message and returns it for the notification; the app relaunched resumes the stream
+/// the wake kept and has the message once.
+fn a_push_wakes_an_extension_that_stores_and_acks_and_the_app_shows_it_once(lang: Lang) {
+    let component_port = free_port().unwrap();
+    let w = World::new(ProsodyOptions {
+        push: Some(PushOptions {
+            component_port,
+            component_secret: "component-secret".into(),
+        }),
+        hibernation_secs: 300,
+        ..ProsodyOptions::default()
+    });
+    let appserver = AppServer::start(
+        ([127, 0, 0, 1], component_port).into(),
+        PUSH_DOMAIN,
+        "component-secret",
+    )
+    .expect("the app server connects");
+    let bob = w.bob();
+    let mut app = w.alice(lang, ["100", "65536", "normal"]);
+    app.ok("enable_push", &[PUSH_DOMAIN, "phone-1", "s3cret"]);
+    app.ok("connect", &[]);
+    wait(&app, "online", online(false));
+    wait(&app, "push enabled", |e| {
+        e["event"] == "push" && e["state"] == "enabled"
+    });
+    app.kill9();
+
+    bob.send_chat(ALICE, "wake up").unwrap();
+    let pushes = appserver.wait_for(1, LONG);
+    assert!(!pushes.is_empty(), "{lang:?}: no push");
+    assert_eq!(pushes[0].node, "phone-1");
+    assert_eq!(pushes[0].secret.as_deref(), Some("s3cret"));
+
+    let mut extension = App::start(lang, &w.db());
+    extension.ok("open", &["100", "65536", "normal"]);
+    let s = extension.ok("wake", &["20000", "1"]);
+    assert_eq!(s["outcome"], "done", "{lang:?}: {s}");
+    assert_eq!(s["new_messages"], 1, "{s}");
+    assert_eq!(s["conversations"][0]["peer"], BOB, "{s}");
+    assert_eq!(s["conversations"][0]["bodies"][0], "wake up", "{s}");
+    extension.ok("exit", &[]);
+
+    let mut app = App::start(lang, &w.db());
+    app.ok("open", &["100", "65536", "normal"]);
+    app.ok("connect", &[]);
+    wait(&app, "the resumed stream", online(true));
+    bob.send_chat(ALICE, "and good morning").unwrap();
+    wait(&app, "the next message", |e| {
+        e["event"] == "message:received" && e["body"] == "and good morning"
+    });
+    let rows = app.ok("messages", &[])["messages"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let woke: Vec<_> = rows.iter().filter(|m| m["body"] == "wake up").collect();
+    assert_eq!(woke.len(), 1, "{lang:?}: once: {rows:#?}");
+    let announced = app
+        .events()
+        .iter()
+        .filter(|e| e["event"] == "message:received" && e["body"] == "wake up")
+        .count();
+    assert_eq!(announced, 0, "{lang:?}: the app did not get it again");
+    eprintln!(
+        "{lang:?}: pushed, woken in {} ms, shown once",
+        s["elapsed_ms"]
+    );
+}
 
 fn sent_offline_then_acked_once_connected(lang: Lang) {
     let w = World::new(ProsodyOptions::default());
