@@ -22,18 +22,21 @@ pin=()
 [ "$(nproc)" -ge 2 ] && pin=(--pin)
 if [ "${1:-}" = "--smoke" ]; then
   cargo build --locked -q -p tether-core --bin tether -p tether-e2e --bin tether-bench-store --bin tether-bench-net \
-    --bin tether-bench-files
+    --bin tether-bench-files --bin tether-bench-mobile
   dir="$(mktemp -d)"
   trap 'rm -rf "$dir"' EXIT
   "$target/debug/tether-bench-store" --messages 2000 --dir "$dir"
   TETHER_BIN="$target/debug/tether" "$target/debug/tether-bench-net" \
     --messages 200 --rounds 1 --resume 100 "${pin[@]}" --python "$python"
   TETHER_BIN="$target/debug/tether" "$target/debug/tether-bench-files" --mb 2 --rounds 1 --archive 200
+  TETHER_BIN="$target/debug/tether" "$target/debug/tether-bench-mobile" --rounds 1 --idle-secs 5 \
+    --wake-messages 10
   # The criterion benches, each run once (criterion's test mode; a debug build, as the tests').
   cargo test --locked -q -p tether-core --bench sm --bench group_commit
 else
   cargo build --locked -q --release -p tether-core --bin tether \
-    -p tether-e2e --bin tether-bench-store --bin tether-bench-net --bin tether-bench-files
+    -p tether-e2e --bin tether-bench-store --bin tether-bench-net --bin tether-bench-files \
+    --bin tether-bench-mobile
   echo "# Benchmarks ($(nproc) cores, $(uname -m), $(date -u +%Y-%m-%d), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'))"
   echo
   echo "## Store"
@@ -59,4 +62,8 @@ else
   # (text, corrections, reactions) against a raw pager.
   TETHER_BIN="$target/release/tether" "$target/release/tether-bench-files" \
     --mb 50 --rounds 3 --archive 10000
+  echo
+  # A phone's life (issue 15): reconnect and wake at 100 ms RTT, and ten idle minutes per profile.
+  TETHER_BIN="$target/release/tether" "$target/release/tether-bench-mobile" \
+    --rtt-ms 100 --rounds 5 --idle-secs 600 --wake-messages 100
 fi

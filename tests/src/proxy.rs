@@ -208,6 +208,15 @@ impl Proxy {
         pacer.next = Instant::now();
     }
 
+    /// Holds every chunk for `one_way` in each direction before forwarding it (in order), for
+    /// connections made from now on: a round trip then takes twice that (the kernel here has no
+    /// `netem`). The TCP handshake with the proxy itself is not delayed.
+    pub fn set_latency(&self, one_way: Duration) {
+        self.shared
+            .latency_us
+            .store(one_way.as_micros() as u64, Ordering::SeqCst);
+    }
+
     /// Client-to-server bytes forwarded so far.
     pub fn bytes_upstream(&self) -> u64 {
         self.shared.bytes_up.load(Ordering::SeqCst)
@@ -243,6 +252,8 @@ struct Shared {
     /// Client-to-server bytes still allowed before closing everything.
     drop_after: Mutex<Option<u64>>,
     pacer: Mutex<Pacer>,
+    /// [`Proxy::set_latency`], in microseconds each way.
+    latency_us: AtomicU64,
     next_id: AtomicU64,
     conns: Mutex<HashMap<u64, Arc<Conn>>>,
 }
@@ -454,14 +465,66 @@ async fn copy(
     shared: &Shared,
     conn: &Conn,
 ) -> io::Result<()> {
+    let latency = Duration::from_micros(shared.latency_us.load(Ordering::SeqCst));
+    if !latency.is_zero() {
+        return copy_late(direction, from, to, shared, conn, latency).await;
+    }
     let mut buf = [0u8; CHUNK];
     loop {
         let n = from.read(&mut buf).await?;
         if n == 0 {
             return to.shutdown().await;
         }
+        forward(direction, &buf[..n], to, shared, conn).await?;
+    }
+}
+
+/// [`copy`] with every chunk held for `latency` (read at once, forwarded in order when due).
+async fn copy_late(
+    direction: Direction,
+    from: &mut OwnedReadHalf,
+    to: &mut OwnedWriteHalf,
+    shared: &Shared,
+    conn: &Conn,
+    latency: Duration,
+) -> io::Result<()> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
+    let reader = async move {
+        let mut buf = [0u8; CHUNK];
+        loop {
+            let n = from.read(&mut buf).await?;
+            // An empty chunk is the end of the stream, delayed like the rest.
+            if tx.send((Instant::now() + latency, buf[..n].to_vec())).is_err() || n == 0 {
+                return io::Result::Ok(());
+            }
+        }
+    };
+    let writer = async move {
+        while let Some((due, data)) = rx.recv().await {
+            tokio::time::sleep_until(due.into()).await;
+            if data.is_empty() {
+                return to.shutdown().await;
+            }
+            forward(direction, &data, to, shared, conn).await?;
+        }
+        Ok(())
+    };
+    let (r, w) = tokio::join!(reader, writer);
+    r.and(w)
+}
+
+/// Forwards one chunk read from one side, applying the faults.
+async fn forward(
+    direction: Direction,
+    buf: &[u8],
+    to: &mut OwnedWriteHalf,
+    shared: &Shared,
+    conn: &Conn,
+) -> io::Result<()> {
+    let n = buf.len();
+    {
         if shared.blackhole.load(Ordering::SeqCst) || conn.blackholed.load(Ordering::SeqCst) {
-            continue;
+            return Ok(());
         }
         match direction {
             Direction::Down if shared.mute_down.load(Ordering::SeqCst) => {}
@@ -491,6 +554,7 @@ async fn copy(
             }
         }
     }
+    Ok(())
 }
 
 /// Resolves once the connection is told to close.

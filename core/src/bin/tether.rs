@@ -273,12 +273,17 @@ struct RunArgs {
     /// Longest reconnect delay in milliseconds.
     #[arg(long, default_value_t = Defaults::default().reconnect_max_ms)]
     reconnect_max_ms: u64,
-    /// Seconds of silence after which the link is probed.
-    #[arg(long, default_value_t = Defaults::default().keepalive_secs)]
-    keepalive_secs: u64,
-    /// Seconds a probe may go unanswered before the link counts as dead.
-    #[arg(long, default_value_t = Defaults::default().dead_after_secs)]
-    dead_after_secs: u64,
+    /// The timer profile: `desktop` (a probe after 20 s of silence, another process's commits
+    /// looked for every 200 ms) or `mobile` (a probe after 300 s, no polling timer).
+    #[arg(long, default_value = "desktop", value_parser = ["desktop", "mobile"])]
+    profile: String,
+    /// Seconds of silence after which the link is probed (default: the profile's).
+    #[arg(long)]
+    keepalive_secs: Option<u64>,
+    /// Seconds a probe may go unanswered before the link counts as dead (default: the
+    /// profile's).
+    #[arg(long)]
+    dead_after_secs: Option<u64>,
     /// How many days back the first archive sync reaches.
     #[arg(long, default_value_t = Defaults::default().mam_first_sync_days)]
     mam_first_sync_days: u64,
@@ -758,9 +763,12 @@ fn stdin_lines(c: &Client, lines: Vec<(usize, String)>) {
                     "suspend" => c.suspend(),
                     "resume" => c.resume(),
                     "network-changed" => c.network_changed(),
+                    "stats" => print_json(
+                        &serde_json::json!({"event": "run:stats", "wakeups": c.wakeups()}),
+                    ),
                     other => report(
                         tether_core::events::ErrorKind::Usage,
-                        format!("stdin line {n}: unknown command {other:?} (suspend, resume, network-changed)"),
+                        format!("stdin line {n}: unknown command {other:?} (suspend, resume, network-changed, stats)"),
                     ),
                 }
             }
@@ -812,14 +820,19 @@ fn wake(db: &std::path::Path, deadline: Duration, bodies: bool) -> Result<(), Er
 }
 
 fn run(db: &std::path::Path, r: RunArgs) -> Result<(), Error> {
+    let base = ClientConfig::profile(if r.profile == "mobile" {
+        tether_core::config::Profile::Mobile
+    } else {
+        tether_core::config::Profile::Desktop
+    });
     let config = ClientConfig {
         reconnect_min: Duration::from_millis(r.reconnect_min_ms),
         reconnect_max: Duration::from_millis(r.reconnect_max_ms),
-        keepalive: Duration::from_secs(r.keepalive_secs),
-        dead_after: Duration::from_secs(r.dead_after_secs),
+        keepalive: r.keepalive_secs.map_or(base.keepalive, Duration::from_secs),
+        dead_after: r.dead_after_secs.map_or(base.dead_after, Duration::from_secs),
         mam_first_sync: Duration::from_secs(r.mam_first_sync_days * 24 * 3600),
         max_stanza_bytes: (r.max_stanza_kib as usize).saturating_mul(1024),
-        ..ClientConfig::default()
+        ..base
     };
     let client = Client::open(db, config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -904,6 +917,8 @@ fn run(db: &std::path::Path, r: RunArgs) -> Result<(), Error> {
         // What is left, lagged notices included (they used to end this loop, and the events
         // after them were never printed).
         while print_events(events.try_recv(), &mut events) {}
+        // What the run cost the battery: how often the connection loop woke up.
+        print_json(&serde_json::json!({"event": "run:stats", "wakeups": client.wakeups()}));
         result
     })
 }
