@@ -494,7 +494,11 @@ async fn copy_late(
         loop {
             let n = from.read(&mut buf).await?;
             // An empty chunk is the end of the stream, delayed like the rest.
-            if tx.send((Instant::now() + latency, buf[..n].to_vec())).is_err() || n == 0 {
+            if tx
+                .send((Instant::now() + latency, buf[..n].to_vec()))
+                .is_err()
+                || n == 0
+            {
                 return io::Result::Ok(());
             }
         }

@@ -829,7 +829,9 @@ fn run(db: &std::path::Path, r: RunArgs) -> Result<(), Error> {
         reconnect_min: Duration::from_millis(r.reconnect_min_ms),
         reconnect_max: Duration::from_millis(r.reconnect_max_ms),
         keepalive: r.keepalive_secs.map_or(base.keepalive, Duration::from_secs),
-        dead_after: r.dead_after_secs.map_or(base.dead_after, Duration::from_secs),
+        dead_after: r
+            .dead_after_secs
+            .map_or(base.dead_after, Duration::from_secs),
         mam_first_sync: Duration::from_secs(r.mam_first_sync_days * 24 * 3600),
         max_stanza_bytes: (r.max_stanza_kib as usize).saturating_mul(1024),
         ..base

@@ -54,8 +54,20 @@ fn main() {
     let rtt = Duration::from_millis(rtt_ms);
     let proxy = Proxy::start(server.addr());
     proxy.set_latency(rtt / 2);
-    let alice = Node::new(work.path(), "alice", PASSWORD, proxy.addr(), &server.ca_file());
-    let bob = Node::new(work.path(), "bob", PASSWORD, server.addr(), &server.ca_file());
+    let alice = Node::new(
+        work.path(),
+        "alice",
+        PASSWORD,
+        proxy.addr(),
+        &server.ca_file(),
+    );
+    let bob = Node::new(
+        work.path(),
+        "bob",
+        PASSWORD,
+        server.addr(),
+        &server.ca_file(),
+    );
     reconnect(&alice, &proxy, rtt, rounds);
     println!();
     wake(&alice, &bob, rtt, rounds, wake_messages);
@@ -102,7 +114,9 @@ fn reconnect(alice: &Node, proxy: &Proxy, rtt: Duration, rounds: usize) {
         let body = format!("after the change {round}");
         run.write_line(&serde_json::json!({"to": "bob@localhost", "body": body}).to_string());
         let (_, queued) = run
-            .wait_after(from, WAIT, |e| e["event"] == "message:sent" && e["state"] == "queued")
+            .wait_after(from, WAIT, |e| {
+                e["event"] == "message:sent" && e["state"] == "queued"
+            })
             .unwrap_or_else(|| panic!("not committed: {}", run.diagnostics()));
         let id = queued["id"].as_str().expect("an id").to_owned();
         let from = run.len();
@@ -114,7 +128,9 @@ fn reconnect(alice: &Node, proxy: &Proxy, rtt: Duration, rounds: usize) {
             })
             .unwrap_or_else(|| panic!("not online: {}", run.diagnostics()));
         let (j, _) = run
-            .wait_after(from, WAIT, |e| e["event"] == "message:acked" && e["id"] == id)
+            .wait_after(from, WAIT, |e| {
+                e["event"] == "message:acked" && e["id"] == id
+            })
             .unwrap_or_else(|| panic!("not acked: {}", run.diagnostics()));
         assert!(
             run.events_since(i)[0]["resumed"] == true,
@@ -212,8 +228,14 @@ fn idle(server: &Prosody, dir: &Path, secs: u64) {
     let desktop = Node::new(dir, "carol", PASSWORD, server.addr(), &server.ca_file());
     let mobile = Node::new(dir, "dave", PASSWORD, server.addr(), &server.ca_file());
     let mut runs: Vec<(&str, Running)> = vec![
-        ("desktop", spawn(&desktop, &["--stdin", "--profile", "desktop"])),
-        ("mobile", spawn(&mobile, &["--stdin", "--profile", "mobile"])),
+        (
+            "desktop",
+            spawn(&desktop, &["--stdin", "--profile", "desktop"]),
+        ),
+        (
+            "mobile",
+            spawn(&mobile, &["--stdin", "--profile", "mobile"]),
+        ),
     ];
     for (_, r) in &runs {
         assert!(r.wait_online(WAIT), "{}", r.diagnostics());
@@ -231,7 +253,9 @@ fn idle(server: &Prosody, dir: &Path, secs: u64) {
         .collect();
     let per_hour = |n: u64| n as f64 * 3600.0 / secs as f64;
     println!("### Idle wake-ups over {secs} s, per hour (both side by side, same server)\n");
-    println!("| profile | connection loop wake-ups | per hour | process context switches | per hour |");
+    println!(
+        "| profile | connection loop wake-ups | per hour | process context switches | per hour |"
+    );
     println!("|---|---:|---:|---:|---:|");
     for (i, (name, _)) in runs.iter().enumerate() {
         let loops = end[i].0 - start[i].0;
