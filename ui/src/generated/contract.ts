@@ -443,7 +443,23 @@ from: string,
 /**
  * `composing`, `paused`, `active`, `inactive` or `gone`.
  */
-state: ChatState, };
+state: ChatState, } | { "event": "push", 
+/**
+ * `enabled`, `disabled` or `refused`.
+ */
+state: string, 
+/**
+ * The app server's JID.
+ */
+service: string, 
+/**
+ * The node.
+ */
+node: string, 
+/**
+ * Why it was refused.
+ */
+error?: string, };
 
 export type Event = MessageEvent | ReceivedEvent | UpdatedEvent | TransferEvent | ConnectionEvent | ErrorEvent | SocialEvent;
 
@@ -465,7 +481,11 @@ keepalive_secs: number,
  */
 dead_after_secs: number, 
 /**
- * How often another process's commits are looked for.
+ * Time the immediate probe after a network change has.
+ */
+quick_probe_secs: number, 
+/**
+ * How often another process's commits are looked for (0: never by a timer).
  */
 outbox_poll_ms: number, 
 /**
@@ -515,6 +535,7 @@ export const DEFAULTS: Defaults = {
   "reconnect_max_ms": 60000,
   "keepalive_secs": 20,
   "dead_after_secs": 10,
+  "quick_probe_secs": 5,
   "outbox_poll_ms": 200,
   "mam_first_sync_days": 7,
   "max_stanza_kib": 4096
