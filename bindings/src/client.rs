@@ -446,6 +446,12 @@ impl TetherClient {
         self.client.wakeups()
     }
 
+    /// Of `wakeups()`, those for the client's own timers (keepalive probes, ack requests): what
+    /// wakes an idle phone by itself.
+    pub fn timer_wakeups(&self) -> u64 {
+        self.client.timer_wakeups()
+    }
+
     /// Stops the client: closes the stream when nothing is in flight, else drops it and keeps the
     /// SM state so the next `open` resumes. Waits up to five seconds. The listener gets
     /// `Stopped` and then no more events. Any later call but queries fails with `Closed`.

@@ -88,6 +88,7 @@ impl Client {
                 probe_now: AtomicBool::new(false),
                 push_changed: AtomicBool::new(false),
                 wakeups: std::sync::atomic::AtomicU64::new(0),
+                timer_wakeups: std::sync::atomic::AtomicU64::new(0),
                 connection: Mutex::new(None),
                 password: Mutex::new(None),
                 shutdown,
@@ -337,6 +338,13 @@ impl Client {
     /// app's calls): what an idle session costs the battery.
     pub fn wakeups(&self) -> u64 {
         self.shared.wakeups.load(Ordering::Relaxed)
+    }
+
+    /// Of [`Client::wakeups`], those for a timer of the client's own (a keepalive probe, an ack
+    /// request, the outbox poll), rather than for the server or the app: what wakes an idle
+    /// phone on its own.
+    pub fn timer_wakeups(&self) -> u64 {
+        self.shared.timer_wakeups.load(Ordering::Relaxed)
     }
 
     /// Sends the file at `path` to `to`: it is copied into the blob store (hashed, fsync'd) and

@@ -36,6 +36,9 @@ pub(crate) struct Shared {
     /// How many times the connection loop woke up (timers, reads, the app): what an idle
     /// session costs the battery ([`crate::Client::wakeups`]).
     pub wakeups: AtomicU64,
+    /// Of those, the ones for a timer of its own (a keepalive probe, an ack request, the outbox
+    /// poll): what wakes an idle phone ([`crate::Client::timer_wakeups`]).
+    pub timer_wakeups: AtomicU64,
     /// The last connection event, for front ends that subscribe late.
     pub connection: Mutex<Option<Event>>,
     /// The password when the front end keeps it outside the database (an OS keyring).

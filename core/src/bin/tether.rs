@@ -764,7 +764,7 @@ fn stdin_lines(c: &Client, lines: Vec<(usize, String)>) {
                     "resume" => c.resume(),
                     "network-changed" => c.network_changed(),
                     "stats" => print_json(
-                        &serde_json::json!({"event": "run:stats", "wakeups": c.wakeups()}),
+                        &serde_json::json!({"event": "run:stats", "wakeups": c.wakeups(), "timer_wakeups": c.timer_wakeups()}),
                     ),
                     other => report(
                         tether_core::events::ErrorKind::Usage,
@@ -920,7 +920,11 @@ fn run(db: &std::path::Path, r: RunArgs) -> Result<(), Error> {
         // after them were never printed).
         while print_events(events.try_recv(), &mut events) {}
         // What the run cost the battery: how often the connection loop woke up.
-        print_json(&serde_json::json!({"event": "run:stats", "wakeups": client.wakeups()}));
+        print_json(&serde_json::json!({
+            "event": "run:stats",
+            "wakeups": client.wakeups(),
+            "timer_wakeups": client.timer_wakeups(),
+        }));
         result
     })
 }

@@ -212,9 +212,12 @@ async fn live(
             }
             _ = shared.outbox.notified() => {}
             _ = tokio::time::sleep_until(deadline.map(Into::into).unwrap_or_else(far)), if deadline.is_some() => {
+                shared.timer_wakeups.fetch_add(1, Ordering::Relaxed);
                 engine.handle_timeout(&mut shared.store(), Instant::now())?;
             }
-            _ = async { poll.as_mut().expect("polling").tick().await }, if poll.is_some() => {}
+            _ = async { poll.as_mut().expect("polling").tick().await }, if poll.is_some() => {
+                shared.timer_wakeups.fetch_add(1, Ordering::Relaxed);
+            }
         }
         shared.wakeups.fetch_add(1, Ordering::Relaxed);
     }

@@ -215,13 +215,16 @@ fn context_switches(pid: u32) -> u64 {
     total
 }
 
-fn stats(run: &mut Running) -> u64 {
+fn stats(run: &mut Running) -> (u64, u64) {
     let from = run.len();
     run.write_line(r#"{"cmd":"stats"}"#);
     let (_, e) = run
         .wait_after(from, WAIT, |e| e["event"] == "run:stats")
         .unwrap_or_else(|| panic!("no stats: {}", run.diagnostics()));
-    e["wakeups"].as_u64().expect("a count")
+    (
+        e["wakeups"].as_u64().expect("a count"),
+        e["timer_wakeups"].as_u64().expect("a count"),
+    )
 }
 
 fn idle(server: &Prosody, dir: &Path, secs: u64) {
@@ -242,26 +245,28 @@ fn idle(server: &Prosody, dir: &Path, secs: u64) {
     }
     // Let the new sessions' first exchanges (roster, carbons, acks) finish.
     std::thread::sleep(Duration::from_secs(3));
-    let start: Vec<(u64, u64)> = runs
+    let start: Vec<((u64, u64), u64)> = runs
         .iter_mut()
         .map(|(_, r)| (stats(r), context_switches(r.pid())))
         .collect();
     std::thread::sleep(Duration::from_secs(secs));
-    let end: Vec<(u64, u64)> = runs
+    let end: Vec<((u64, u64), u64)> = runs
         .iter_mut()
         .map(|(_, r)| (stats(r), context_switches(r.pid())))
         .collect();
     let per_hour = |n: u64| n as f64 * 3600.0 / secs as f64;
     println!("### Idle wake-ups over {secs} s, per hour (both side by side, same server)\n");
     println!(
-        "| profile | connection loop wake-ups | per hour | process context switches | per hour |"
+        "| profile | timer wake-ups (probes, polls) | per hour | all loop wake-ups | per hour | process context switches | per hour |"
     );
-    println!("|---|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
     for (i, (name, _)) in runs.iter().enumerate() {
-        let loops = end[i].0 - start[i].0;
+        let timers = end[i].0 .1 - start[i].0 .1;
+        let loops = end[i].0 .0 - start[i].0 .0;
         let switches = end[i].1 - start[i].1;
         println!(
-            "| {name} | {loops} | {:.0} | {switches} | {:.0} |",
+            "| {name} | {timers} | {:.0} | {loops} | {:.0} | {switches} | {:.0} |",
+            per_hour(timers),
             per_hour(loops),
             per_hour(switches)
         );
