@@ -292,6 +292,7 @@ pub struct Running {
     stderr: Arc<Mutex<String>>,
     stdin: Option<ChildStdin>,
     reader: Option<std::thread::JoinHandle<()>>,
+    err_reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Running {
@@ -326,7 +327,7 @@ impl Running {
         });
         let err = child.stderr.take().expect("stderr");
         let se = stderr.clone();
-        std::thread::spawn(move || {
+        let err_reader = std::thread::spawn(move || {
             for line in BufReader::new(err).lines() {
                 let Ok(line) = line else { break };
                 let mut s = se.lock().unwrap();
@@ -342,6 +343,7 @@ impl Running {
             stderr,
             stdin,
             reader: Some(reader),
+            err_reader: Some(err_reader),
         }
     }
 
@@ -580,11 +582,16 @@ impl Running {
         }
     }
 
+    /// Once the process is gone: waits until everything it printed is collected, stdout and
+    /// stderr (a test that reads stderr right after the exit would otherwise race its reader).
     fn join_reader(&mut self) {
         if let Some(r) = self.reader.take() {
             if let Err(e) = r.join() {
                 std::panic::resume_unwind(e);
             }
+        }
+        if let Some(r) = self.err_reader.take() {
+            let _ = r.join();
         }
     }
 }
