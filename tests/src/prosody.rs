@@ -301,22 +301,22 @@ impl Prosody {
     }
 
     /// Whether Prosody 13.0.1's resumption bug (ARCHITECTURE.md, "Server and library bugs met")
-    /// struck the resumption made since `mark`: a `mod_smacks resuming existing session` line,
-    /// then, before any other resumption, `Received invalid XML` (the resumed connection's bytes
-    /// fed to the dead link's parser). A bug of another session, before the mark or after a later
-    /// resumption, does not count.
+    /// struck a resumption made since `mark`: a `mod_smacks resuming existing session` line, then
+    /// `Received invalid XML` (the resumed connection's bytes fed to the dead link's parser, which
+    /// chokes on them) or `XML stanza is too big` (the silent form: the stuck half stanza swallows
+    /// what follows, the server answers nothing, the client resumes again on the same stuck
+    /// parser, until the stanza size limit ends the session). Lines before the mark, or before
+    /// any resumption, do not count.
     pub fn resumption_bug_since(&self, mark: u64) -> bool {
         let log = std::fs::read(self.log_path()).unwrap_or_default();
         let since = String::from_utf8_lossy(log.get(mark as usize..).unwrap_or_default());
         let mut resuming = false;
         for line in since.lines() {
             if line.contains("mod_smacks resuming existing session") {
-                if resuming {
-                    // A later resumption: the bug must strike the one in question.
-                    return false;
-                }
                 resuming = true;
-            } else if resuming && line.contains("Received invalid XML") {
+            } else if resuming
+                && (line.contains("Received invalid XML") || line.contains("XML stanza is too big"))
+            {
                 return true;
             }
         }
