@@ -705,6 +705,7 @@ mod defaults_tests {
                     "reconnect_max_ms" => d.reconnect_max_ms,
                     "keepalive_secs" => d.keepalive_secs,
                     "dead_after_secs" => d.dead_after_secs,
+                    "quick_probe_secs" => d.quick_probe_secs,
                     "event_buffer" => d.event_buffer as u64,
                     other => panic!("a new option {other}: add it here"),
                 };
@@ -712,7 +713,7 @@ mod defaults_tests {
                 seen += 1;
             }
         }
-        assert_eq!(seen, 5);
+        assert_eq!(seen, 6);
     }
 }
 
