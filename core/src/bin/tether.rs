@@ -781,6 +781,31 @@ fn stdin_lines(c: &Client, lines: Vec<(usize, String)>) {
     flush(&mut batch, &mut numbers);
 }
 
+/// Prints the client's events as JSON lines while `work` runs, then what is left (lagged
+/// notices included), and returns `work`'s result.
+async fn print_events_while<T>(
+    events: &mut tokio::sync::broadcast::Receiver<Event>,
+    work: impl std::future::Future<Output = T>,
+) -> T {
+    use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+    tokio::pin!(work);
+    let out = loop {
+        tokio::select! {
+            biased;
+            ev = events.recv() => {
+                let first = ev.map_err(|e| match e {
+                    RecvError::Lagged(n) => TryRecvError::Lagged(n),
+                    RecvError::Closed => TryRecvError::Closed,
+                });
+                print_events(first, events);
+            }
+            out = &mut work => break out,
+        }
+    };
+    while print_events(events.try_recv(), events) {}
+    out
+}
+
 fn wake(db: &std::path::Path, deadline: Duration, bodies: bool) -> Result<(), Error> {
     let client = Client::open(
         db,
@@ -793,24 +818,7 @@ fn wake(db: &std::path::Path, deadline: Duration, bodies: bool) -> Result<(), Er
         .map_err(|e| Error::Usage(format!("cannot start the runtime: {e}")))?;
     runtime.block_on(async move {
         let mut events = client.subscribe();
-        let woke = client.wake(deadline, bodies);
-        tokio::pin!(woke);
-        let summary = loop {
-            tokio::select! {
-                biased;
-                ev = events.recv() => {
-                    use tokio::sync::broadcast::error::{RecvError, TryRecvError};
-                    let first = ev.map_err(|e| match e {
-                        RecvError::Lagged(n) => TryRecvError::Lagged(n),
-                        RecvError::Closed => TryRecvError::Closed,
-                    });
-                    print_events(first, &mut events);
-                }
-                s = &mut woke => break s,
-            }
-        };
-        while print_events(events.try_recv(), &mut events) {}
-        let summary = summary?;
+        let summary = print_events_while(&mut events, client.wake(deadline, bodies)).await?;
         let mut line = serde_json::to_value(&summary)
             .map_err(|e| Error::Internal(format!("cannot print the summary: {e}")))?;
         line["event"] = serde_json::Value::from("wake");
@@ -889,36 +897,24 @@ fn run(db: &std::path::Path, r: RunArgs) -> Result<(), Error> {
                 None => std::future::pending().await,
             }
         };
-        let run = client.run();
-        tokio::pin!(run);
-        tokio::pin!(deadline);
-        let result = loop {
+        let bounded = async {
+            let run = client.run();
+            tokio::pin!(run);
             tokio::select! {
-                biased;
-                ev = events.recv() => {
-                    use tokio::sync::broadcast::error::{RecvError, TryRecvError};
-                    let first = ev.map_err(|e| match e {
-                        RecvError::Lagged(n) => TryRecvError::Lagged(n),
-                        RecvError::Closed => TryRecvError::Closed,
-                    });
-                    print_events(first, &mut events);
-                }
-                res = &mut run => break res,
-                _ = &mut deadline => {
+                res = &mut run => res,
+                _ = deadline => {
                     client.shutdown();
                     // Let the client settle what it can, then report the timeout.
                     if let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(5), &mut run).await {
                         eprintln!("tether: error while stopping: {e}");
                     }
-                    break Err(Error::Timeout(format!(
+                    Err(Error::Timeout(format!(
                         "not idle after {} s", r.timeout.unwrap_or_default()
-                    )));
+                    )))
                 }
             }
         };
-        // What is left, lagged notices included (they used to end this loop, and the events
-        // after them were never printed).
-        while print_events(events.try_recv(), &mut events) {}
+        let result = print_events_while(&mut events, bounded).await;
         // What the run cost the battery: how often the connection loop woke up.
         print_json(&serde_json::json!({
             "event": "run:stats",
