@@ -326,6 +326,24 @@ impl Server {
         self.send(Stanza::Message(m));
     }
 
+    /// Answers the client's iq `id` with an error.
+    fn refuse(
+        &mut self,
+        id: String,
+        kind: tokio_xmpp::parsers::stanza_error::ErrorType,
+        cond: tokio_xmpp::parsers::stanza_error::DefinedCondition,
+        text: &str,
+    ) {
+        let error = tokio_xmpp::parsers::stanza_error::StanzaError::new(kind, cond, "en", text);
+        self.send(Stanza::Iq(Iq::Error {
+            from: None,
+            to: None,
+            id,
+            error,
+            payload: None,
+        }));
+    }
+
     /// Answers the client's iq `id` with a result.
     fn answer(&mut self, id: String, payload: Option<Element>) {
         self.send(Stanza::Iq(Iq::Result {
@@ -555,19 +573,12 @@ impl Server {
                 let req = SlotRequest::try_from(payload).expect("a valid slot request");
                 self.slot_requests.push((req.filename, req.size));
                 if let Some(cond) = self.slot_error.clone() {
-                    let error = tokio_xmpp::parsers::stanza_error::StanzaError::new(
+                    self.refuse(
+                        id,
                         tokio_xmpp::parsers::stanza_error::ErrorType::Modify,
                         cond,
-                        "en",
                         "File too large. The maximum file size is 10 bytes",
                     );
-                    self.send(Stanza::Iq(Iq::Error {
-                        from: None,
-                        to: None,
-                        id,
-                        error,
-                        payload: None,
-                    }));
                     return;
                 }
                 let url = self
@@ -611,21 +622,12 @@ impl Server {
                     return;
                 }
                 match self.push_error.clone() {
-                    Some(cond) => {
-                        let error = tokio_xmpp::parsers::stanza_error::StanzaError::new(
-                            tokio_xmpp::parsers::stanza_error::ErrorType::Cancel,
-                            cond,
-                            "en",
-                            "push is not allowed here",
-                        );
-                        self.send(Stanza::Iq(Iq::Error {
-                            from: None,
-                            to: None,
-                            id,
-                            error,
-                            payload: None,
-                        }));
-                    }
+                    Some(cond) => self.refuse(
+                        id,
+                        tokio_xmpp::parsers::stanza_error::ErrorType::Cancel,
+                        cond,
+                        "push is not allowed here",
+                    ),
                     None => self.answer(id, None),
                 }
             }
