@@ -5,6 +5,7 @@
 //! - [`sm`]: the XEP-0198 stream-management engine, sans-IO.
 //! - [`delivery`]: the per-message state machine.
 //! - [`store`]: the SQLite store (messages, outbox, SM state, account).
+//! - [`auth`]: the SASL2 login (Bind2, inline resumption, FAST tokens), sans-IO.
 //! - [`connection`]: the I/O shell over tokio-xmpp's low-level stream.
 //! - [`Client`]: the API that the CLI, the desktop app and the mobile bindings call.
 //!
@@ -13,6 +14,7 @@
 //! transaction as the change that moved it, so a process killed at any instant resumes its stream.
 #![deny(missing_docs)]
 
+pub mod auth;
 #[cfg(feature = "bench")]
 pub mod bench;
 pub mod chat_state;
