@@ -48,6 +48,7 @@ pub fn add_account(db_path: String, settings: AccountSettings) -> Result<Account
             server: settings.server,
             ca_file: settings.ca_file,
             insecure_plaintext: settings.insecure_plaintext_for_tests,
+            direct_tls: settings.direct_tls,
         },
     )?;
     Ok((&account).into())

@@ -555,6 +555,9 @@ pub struct AccountSettings {
     pub ca_file: Option<String>,
     /// Skip TLS entirely. For loopback tests only: the password would cross the network in clear.
     pub insecure_plaintext_for_tests: bool,
+    /// `server` speaks TLS from the first byte (XEP-0368 Direct TLS) instead of STARTTLS.
+    #[uniffi(default = false)]
+    pub direct_tls: bool,
 }
 
 /// How a [`crate::TetherClient::wake`] ended.

@@ -39,6 +39,7 @@ fn commits(c: &mut Criterion) {
             server: None,
             ca_file: None,
             insecure_plaintext: false,
+            direct_tls: false,
         })
         .expect("account")
         .id;

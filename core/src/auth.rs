@@ -14,14 +14,15 @@
 //! - Inline resumption is asked only with a resumable stream; a `<resumed/>` never asked for, a
 //!   second `<success/>`, or an answer after the end is out of order and ends the login.
 
+use ::sasl::client::mechanisms::Scram;
+use ::sasl::client::Mechanism;
+use ::sasl::common::scram::{Sha1, Sha256};
+use ::sasl::common::ChannelBinding;
 use hmac::{Hmac, Mac};
-use sasl::client::mechanisms::Scram;
-use sasl::client::Mechanism;
-use sasl::common::scram::{Sha1, Sha256};
-use sasl::common::ChannelBinding;
 use sha2::Sha256 as Sha256Hash;
 use tokio_xmpp::jid::Jid;
 use tokio_xmpp::minidom::Element;
+use tokio_xmpp::parsers::sasl as xsasl;
 use tokio_xmpp::parsers::{bind2, fast, ns, sasl2, sm};
 
 /// The one FAST mechanism Tether uses: HMAC-SHA-256 bound to the TLS 1.3 exporter.
@@ -236,7 +237,12 @@ impl Sasl2 {
                 (token.mechanism.clone(), initial, Method::Fast { expected })
             }
             _ => {
-                let (name, mech) = choose_scram(&offer.mechanisms, &req)?;
+                let (name, mech) = choose_scram(
+                    &offer.mechanisms,
+                    &req.username,
+                    &req.password,
+                    req.exporter.as_deref(),
+                )?;
                 (name, Vec::new(), Method::Scram(mech))
             }
         };
@@ -362,7 +368,7 @@ impl Sasl2 {
                     AuthError::ServerProof("a SCRAM success without the server's signature".into())
                 })?;
                 m.success(data).map_err(|e| match e {
-                    sasl::client::MechanismError::InvalidState => AuthError::OutOfOrder(
+                    ::sasl::client::MechanismError::InvalidState => AuthError::OutOfOrder(
                         "success before the SCRAM exchange was complete".into(),
                     ),
                     other => AuthError::ServerProof(format!("{other:?}")),
@@ -495,14 +501,16 @@ fn h_of(el: &Element) -> Result<Option<u32>, AuthError> {
 /// exporter (else the `y` flag says we could have bound it).
 fn choose_scram(
     offered: &[String],
-    req: &Sasl2Request,
+    username: &str,
+    password: &str,
+    exporter: Option<&[u8]>,
 ) -> Result<(String, Box<dyn Mechanism + Send>), AuthError> {
     let has = |m: &str| offered.iter().any(|o| o == m);
     let plus_offered = offered
         .iter()
         .any(|m| m.starts_with("SCRAM-") && m.ends_with("-PLUS"));
-    let cb = match &req.exporter {
-        Some(e) if plus_offered => ChannelBinding::TlsExporter(e.clone()),
+    let cb = match exporter {
+        Some(e) if plus_offered => ChannelBinding::TlsExporter(e.to_vec()),
         Some(_) => ChannelBinding::Unsupported,
         None => ChannelBinding::None,
     };
@@ -517,16 +525,73 @@ fn choose_scram(
     };
     let scram_err = |_| AuthError::Malformed("cannot generate a SCRAM nonce".into());
     if let Some(name) = pick("SHA-256") {
-        let m = Scram::<Sha256>::new(req.username.clone(), req.password.clone(), cb)
-            .map_err(scram_err)?;
+        let m = Scram::<Sha256>::new(username, password, cb).map_err(scram_err)?;
         return Ok((name, Box::new(m)));
     }
     if let Some(name) = pick("SHA-1") {
-        let m = Scram::<Sha1>::new(req.username.clone(), req.password.clone(), cb)
-            .map_err(scram_err)?;
+        let m = Scram::<Sha1>::new(username, password, cb).map_err(scram_err)?;
         return Ok((name, Box::new(m)));
     }
     Err(AuthError::NoScram(offered.to_vec()))
+}
+
+/// RFC 6120 SASL, for servers without SASL2: the same SCRAM choice, one mechanism, and the
+/// server's signature checked on success.
+pub struct Sasl1 {
+    mech: Box<dyn Mechanism + Send>,
+    done: bool,
+}
+
+impl Sasl1 {
+    /// Chooses the SCRAM mechanism and builds the `<auth/>`.
+    pub fn start(
+        offered: &[String],
+        username: &str,
+        password: &str,
+        exporter: Option<&[u8]>,
+    ) -> Result<(Sasl1, xsasl::Auth), AuthError> {
+        let (name, mut mech) = choose_scram(offered, username, password, exporter)?;
+        let mechanism = name
+            .parse::<xsasl::Mechanism>()
+            .map_err(|e| AuthError::Malformed(format!("mechanism {name}: {e}")))?;
+        let data = mech.initial();
+        Ok((Sasl1 { mech, done: false }, xsasl::Auth { mechanism, data }))
+    }
+
+    /// Takes the server's next SASL nonza: `Ok(Some(response))` to send, `Ok(None)` when
+    /// authenticated.
+    pub fn handle(&mut self, nonza: xsasl::Nonza) -> Result<Option<xsasl::Response>, AuthError> {
+        if self.done {
+            return Err(AuthError::OutOfOrder("a SASL answer after the end".into()));
+        }
+        match nonza {
+            xsasl::Nonza::Challenge(c) => {
+                let data = self.mech.response(&c.data).map_err(|e| {
+                    self.done = true;
+                    AuthError::Malformed(format!("bad SCRAM challenge: {e:?}"))
+                })?;
+                Ok(Some(xsasl::Response { data }))
+            }
+            xsasl::Nonza::Success(s) => {
+                self.done = true;
+                self.mech.success(&s.data).map_err(|e| match e {
+                    ::sasl::client::MechanismError::InvalidState => AuthError::OutOfOrder(
+                        "success before the SCRAM exchange was complete".into(),
+                    ),
+                    other => AuthError::ServerProof(format!("{other:?}")),
+                })?;
+                Ok(None)
+            }
+            xsasl::Nonza::Failure(f) => {
+                self.done = true;
+                Err(AuthError::Rejected(format!("{:?}", f.defined_condition)))
+            }
+            other => {
+                self.done = true;
+                Err(AuthError::OutOfOrder(format!("{other:?}")))
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -4,12 +4,12 @@
 
 use std::time::Duration;
 
-pub use crate::connection::login::{Io, LoggedIn};
+pub use crate::connection::login::{Io, LoggedIn, Wire};
 use crate::error::Result;
 use crate::store::Account;
 
 /// Connects and authenticates `account` as [`crate::Client::run`] does, and returns the stream
-/// after the post-authentication restart (ready for bind).
+/// after the post-authentication restart (ready for bind): SASL1, as the baseline binds itself.
 pub async fn login(account: &Account, password: &str) -> Result<LoggedIn> {
     let tls = if account.insecure_plaintext {
         None
@@ -20,14 +20,20 @@ pub async fn login(account: &Account, password: &str) -> Result<LoggedIn> {
         read_timeout: Duration::from_secs(60),
         response_timeout: Duration::from_secs(60),
     };
-    crate::connection::login::login(
+    let plan = crate::connection::login::LoginPlan::default();
+    match crate::connection::login::login(
         account,
         password,
         tls.as_ref(),
         timeouts,
         crate::client::MAX_STANZA_BYTES,
+        &plan,
     )
-    .await
+    .await?
+    {
+        crate::connection::login::Attempt::In(l) => Ok(*l),
+        _ => Err(crate::Error::Internal("SASL2 was not asked for".into())),
+    }
 }
 
 /// The stanza the core writes for an outgoing one-to-one chat message (id and origin-id, a

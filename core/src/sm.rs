@@ -250,6 +250,20 @@ impl<T: Clone> StreamManager<T> {
         self.snap = SmSnapshot::default();
     }
 
+    /// The `<resume/>` a resumable stream would send, without starting it (asked inline in a
+    /// SASL2 login; [`Self::start_resume`] is called when the answer comes).
+    pub fn resume_request(&self) -> Option<xmpp_parsers::sm::Resume> {
+        let id = self
+            .snap
+            .stream_id
+            .clone()
+            .filter(|_| self.snap.resumable)?;
+        Some(xmpp_parsers::sm::Resume {
+            h: self.snap.inbound_h,
+            previd: xmpp_parsers::sm::StreamId(id),
+        })
+    }
+
     /// Begin resuming: the caller writes the returned `<resume/>`. `None` when nothing is resumable.
     pub fn start_resume(&mut self) -> Option<xmpp_parsers::sm::Resume> {
         let id = self

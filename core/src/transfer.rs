@@ -462,6 +462,7 @@ mod tests {
                 server: None,
                 ca_file: None,
                 insecure_plaintext: false,
+                direct_tls: false,
             })
             .unwrap();
         drop(store);

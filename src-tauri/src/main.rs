@@ -150,6 +150,7 @@ async fn sign_in(
                 server: blank(server),
                 ca_file: blank(ca_file),
                 insecure_plaintext: false,
+                direct_tls: false,
             },
         )
         .map_err(err)?;

@@ -240,6 +240,10 @@ struct AccountAdd {
     /// Do not use TLS. For loopback tests only: never use it over a network.
     #[arg(long)]
     insecure_plaintext: bool,
+    /// The --server speaks TLS from the first byte (XEP-0368 Direct TLS, often port 5223)
+    /// instead of STARTTLS. Without --server, Tether looks up `_xmpps-client` SRV records itself.
+    #[arg(long, requires = "server", conflicts_with = "insecure_plaintext")]
+    direct_tls: bool,
 }
 
 #[derive(Args)]
@@ -468,6 +472,7 @@ fn dispatch(cli: Cli) -> Result<(), Error> {
                     server: a.server,
                     ca_file: a.ca_file.map(|p| p.to_string_lossy().into_owned()),
                     insecure_plaintext: a.insecure_plaintext,
+                    direct_tls: a.direct_tls,
                 },
             )?;
             print_json(&serde_json::json!({"event": "account:added", "jid": account.jid}));
@@ -478,7 +483,8 @@ fn dispatch(cli: Cli) -> Result<(), Error> {
             let a = client.account();
             print_json(&serde_json::json!({
                 "jid": a.jid, "server": a.server, "ca_file": a.ca_file,
-                "insecure_plaintext": a.insecure_plaintext, "resource": a.resource,
+                "insecure_plaintext": a.insecure_plaintext, "direct_tls": a.direct_tls,
+                "resource": a.resource,
             }));
             Ok(())
         }

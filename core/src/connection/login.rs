@@ -1,23 +1,25 @@
-//! Connect, STARTTLS (our own rustls config: system roots or a given CA file, always validated),
-//! SASL SCRAM through tokio-xmpp's `client_login`, and the post-auth stream restart.
+//! Connect (Direct TLS per XEP-0368 when the account or the domain's `_xmpps-client` SRV records
+//! say so, else STARTTLS; our own rustls config: system roots or a given CA file, always
+//! validated), then log in: SASL2 with Bind2, inline resumption and FAST when the server offers
+//! it (every decision in [`crate::auth`]), else RFC 6120 SASL with SCRAM and the stream restart.
 
-use std::collections::BTreeSet;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use futures::{SinkExt, StreamExt};
-use sasl::common::{ChannelBinding, Credentials};
 use tokio::io::{AsyncRead, AsyncWrite, BufStream, ReadBuf};
 use tokio_rustls::rustls::{self, pki_types::ServerName, ClientConfig, RootCertStore};
 use tokio_xmpp::connect::DnsConfig;
-use tokio_xmpp::parsers::{ns, starttls, stream_features::StreamFeatures};
+use tokio_xmpp::parsers::{ns, sasl2, sm, starttls, stream_features::StreamFeatures};
 use tokio_xmpp::xmlstream::{
-    initiate_stream, ReadError, RecvFeaturesError, StreamHeader, Timeouts, XmppStream,
-    XmppStreamElement,
+    initiate_stream, FallibleStreamElement, ReadError, RecvFeaturesError, StreamHeader, Timeouts,
+    XmlStream, XmppStreamElement,
 };
+use xso::FromXml;
 
+use crate::auth::{AuthError, FastToken, Inline, Sasl1, Sasl2, Sasl2Answer, Sasl2Request, Step};
 use crate::error::{Error, Result};
 use crate::store::Account;
 
@@ -28,14 +30,95 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> IoStream for T {}
 /// The buffered transport under the XML stream.
 pub type Io = BufStream<Box<dyn IoStream>>;
 
+/// What the client reads from the server: every XMPP stream element, and the SASL2 answers
+/// and stream features tokio-xmpp's own element type does not cover (SASL2 sends features on
+/// the same stream after `<success/>`, with no restart).
+#[derive(FromXml, Debug)]
+#[xml()]
+pub enum Wire {
+    /// `<challenge/>` (SASL2).
+    #[xml(transparent)]
+    Challenge(sasl2::Challenge),
+    /// `<success/>` (SASL2).
+    #[xml(transparent)]
+    Success(sasl2::Success),
+    /// `<failure/>` (SASL2).
+    #[xml(transparent)]
+    Failure(sasl2::Failure),
+    /// `<continue/>` (SASL2).
+    #[xml(transparent)]
+    Continue(sasl2::Continue),
+    /// `<stream:features/>` after a SASL2 success.
+    #[xml(transparent)]
+    Features(StreamFeatures),
+    /// Everything else: stanzas (parsed or not) and nonzas.
+    #[xml(transparent)]
+    Xmpp(FallibleStreamElement),
+}
+
+/// The XML stream the client reads [`Wire`] elements from.
+pub type WireStream = XmlStream<Io, Wire>;
+
+/// How the connection was made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// TLS from the first byte (XEP-0368).
+    DirectTls,
+    /// STARTTLS.
+    StartTls,
+    /// No TLS (loopback tests only).
+    Plain,
+}
+
+/// What a login brings beyond the password: the state a fast reconnect needs.
+#[derive(Clone, Debug, Default)]
+pub struct LoginPlan {
+    /// This installation's SASL2 client id.
+    pub client_id: uuid::Uuid,
+    /// The FAST token, if any (its replay count already committed).
+    pub token: Option<FastToken>,
+    /// The stream to resume inline.
+    pub resume: Option<sm::Resume>,
+    /// Whether SASL2 may be used (off after a SASL2 failure on this server: the next attempt
+    /// falls back to SASL1).
+    pub sasl2: bool,
+}
+
+/// What a SASL2 login settled.
+#[derive(Clone, Debug)]
+pub struct Sasl2Done {
+    /// Resumed, bound, or neither (see [`Inline`]).
+    pub inline: Inline,
+    /// A token to keep.
+    pub token: Option<FastToken>,
+    /// Whether the token was used.
+    pub used_fast: bool,
+}
+
 /// An authenticated XML stream, and the features offered after authentication.
 pub struct LoggedIn {
-    /// The stream, ready for resume or bind.
-    pub stream: XmppStream<Io>,
-    /// What the server offers (bind, SM, ...).
+    /// The stream, ready for resume or bind (or already resumed or bound inline).
+    pub stream: WireStream,
+    /// What the server offers (bind, SM, ...). After SASL2 the features come later on the
+    /// stream; these are the ones offered inline.
     pub features: StreamFeatures,
     /// Bytes read since the last complete element; the session resets it after each one.
     pub budget: ReadBudget,
+    /// How the connection was made.
+    pub transport: Transport,
+    /// Set when SASL2 was used.
+    pub sasl2: Option<Sasl2Done>,
+}
+
+/// How a login attempt ended, when it did not fail outright.
+pub enum Attempt {
+    /// Logged in.
+    In(Box<LoggedIn>),
+    /// The server refused the FAST token: forget it and log in with the password.
+    FastRejected(String),
+    /// SASL2 went wrong in a way a SASL1 login may not (a malformed or out-of-order answer):
+    /// the next attempt uses SASL1.
+    Sasl2Broken(Error),
 }
 
 /// Counts the bytes read from the server since the reader last completed an element, so that a
@@ -159,10 +242,47 @@ fn dns_config(account: &Account, domain: &str) -> Result<DnsConfig> {
     }
 }
 
-fn header(domain: &str) -> StreamHeader<'_> {
+/// The domain's `_xmpps-client._tcp` SRV targets (XEP-0368), by priority; empty when it has
+/// none (or the lookup fails: STARTTLS is then tried as before).
+async fn xmpps_targets(domain: &str) -> Vec<(String, u16)> {
+    use hickory_resolver::proto::rr::RData;
+    if domain.parse::<std::net::IpAddr>().is_ok() || domain == "localhost" {
+        return Vec::new();
+    }
+    let resolver = match hickory_resolver::TokioResolver::builder_tokio().map(|b| b.build()) {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            tracing::debug!("no resolver for the Direct TLS lookup: {e}");
+            return Vec::new();
+        }
+        Err(e) => {
+            tracing::debug!("no resolver for the Direct TLS lookup: {e}");
+            return Vec::new();
+        }
+    };
+    let name = format!("_xmpps-client._tcp.{domain}.");
+    let Ok(lookup) = resolver.srv_lookup(name).await else {
+        return Vec::new();
+    };
+    let mut targets: Vec<(u16, u16, String, u16)> = lookup
+        .answers()
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::SRV(srv) => Some((srv.priority, srv.weight, srv.target.to_ascii(), srv.port)),
+            _ => None,
+        })
+        // "." means the service is decidedly not available (RFC 2782).
+        .filter(|(_, _, target, _)| target != ".")
+        .collect();
+    targets.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+    targets.into_iter().map(|(_, _, t, p)| (t, p)).collect()
+}
+
+fn header(domain: &str, from: Option<&str>) -> StreamHeader<'static> {
     StreamHeader {
-        to: Some(std::borrow::Cow::Borrowed(domain)),
-        from: None,
+        to: Some(std::borrow::Cow::Owned(domain.to_owned())),
+        // The bare JID in `from` lets the server offer FAST before authentication.
+        from: from.map(|f| std::borrow::Cow::Owned(f.to_owned())),
         id: None,
     }
 }
@@ -185,6 +305,77 @@ fn features_err(e: RecvFeaturesError) -> Error {
     }
 }
 
+fn auth_err(e: AuthError) -> Error {
+    match e {
+        AuthError::Rejected(_) | AuthError::NoScram(_) | AuthError::Continue(_) => {
+            Error::Auth(e.to_string())
+        }
+        // A server that cannot prove it knows our secret is not to be talked to again.
+        AuthError::ServerProof(_) => Error::Auth(e.to_string()),
+        AuthError::FastRejected(_) | AuthError::Malformed(_) | AuthError::OutOfOrder(_) => {
+            Error::Protocol(e.to_string())
+        }
+    }
+}
+
+/// The next element during login, skipping soft timeouts.
+async fn next(stream: &mut WireStream, during: &str) -> Result<Wire> {
+    loop {
+        match stream.next().await {
+            Some(Ok(el)) => return Ok(el),
+            Some(Err(ReadError::SoftTimeout)) => continue,
+            Some(Err(ReadError::ParseError(e))) => {
+                return Err(Error::Protocol(format!(
+                    "malformed answer from the server during {during}: {e}"
+                )))
+            }
+            Some(Err(e)) => return Err(Error::Network(format!("{during}: {e}"))),
+            None => return Err(Error::Network(format!("connection closed during {during}"))),
+        }
+    }
+}
+
+/// TLS over `tcp`, with ALPN `xmpp-client` for Direct TLS; returns the stream and the TLS 1.3
+/// exporter for channel binding.
+async fn tls_handshake<S: IoStream + 'static>(
+    config: &Arc<ClientConfig>,
+    domain: &str,
+    tcp: S,
+    direct: bool,
+) -> Result<(Io, Option<Vec<u8>>)> {
+    let name = ServerName::try_from(domain.to_owned())
+        .map_err(|e| Error::Usage(format!("bad domain {domain}: {e}")))?;
+    let config = if direct {
+        let mut c = (**config).clone();
+        c.alpn_protocols = vec![b"xmpp-client".to_vec()];
+        Arc::new(c)
+    } else {
+        config.clone()
+    };
+    let tls_stream = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .map_err(|e| match io_err(e) {
+            Error::Caused { error, source } if matches!(*error, Error::Network(_)) => {
+                Error::Network(format!("TLS handshake: {source}")).caused_by(source)
+            }
+            other => other,
+        })?;
+    // No cap on rustls's outgoing buffer: every write is then taken whole and sealed into
+    // records at once, never half taken by a stalled socket (which narrows a Prosody 13.0.1
+    // resumption bug; see ARCHITECTURE.md). What it can hold is bounded by SM flow control.
+    let mut tls_stream = tls_stream;
+    tls_stream.get_mut().1.set_buffer_limit(None);
+    let (_, conn) = tls_stream.get_ref();
+    let exporter = match conn.protocol_version() {
+        Some(rustls::ProtocolVersion::TLSv1_3) => conn
+            .export_keying_material(vec![0u8; 32], b"EXPORTER-Channel-Binding", None)
+            .ok(),
+        _ => None,
+    };
+    Ok((BufStream::new(Box::new(tls_stream)), exporter))
+}
+
 /// Connects to the account's server and authenticates. Network problems are [`Error::Network`]
 /// (retryable); wrong credentials [`Error::Auth`] and certificate problems [`Error::Tls`] (final).
 pub async fn login(
@@ -193,7 +384,8 @@ pub async fn login(
     tls: Option<&Arc<ClientConfig>>,
     timeouts: Timeouts,
     max_stanza_bytes: usize,
-) -> Result<LoggedIn> {
+    plan: &LoginPlan,
+) -> Result<Attempt> {
     let jid: tokio_xmpp::jid::BareJid = account
         .jid
         .parse()
@@ -203,140 +395,242 @@ pub async fn login(
         .ok_or_else(|| Error::Usage(format!("JID {jid} has no user part")))?
         .to_string();
     let domain = jid.domain().to_string();
-
-    let tcp = dns_config(account, &domain)?
-        .resolve()
-        .await
-        .map_err(|e| Error::Network(format!("cannot connect: {e}")).caused_by(e))?;
-    if let Err(e) = tcp.set_nodelay(true) {
-        tracing::debug!("TCP_NODELAY not set: {e}");
-    }
+    let bare = jid.to_string();
     let budget = ReadBudget::default();
-    let tcp = Capped {
-        inner: tcp,
-        used: budget.clone(),
-        cap: max_stanza_bytes,
+    let capped = |tcp: tokio::net::TcpStream| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!("TCP_NODELAY not set: {e}");
+        }
+        Capped {
+            inner: tcp,
+            used: budget.clone(),
+            cap: max_stanza_bytes,
+        }
     };
-    let io: Io = BufStream::new(Box::new(tcp));
-    let (features, mut stream) = initiate_stream(io, ns::JABBER_CLIENT, header(&domain), timeouts)
-        .await
-        .map_err(io_err)?
-        .recv_features::<tokio_xmpp::xmlstream::FallibleStreamElement>()
-        .await
-        .map_err(features_err)?;
 
-    let (features, stream, channel_binding) = match tls {
-        None => (features, stream, ChannelBinding::None),
-        Some(config) => {
-            if !features.can_starttls() {
-                return Err(Error::Tls(
-                    "the server does not offer STARTTLS; refusing to continue without encryption"
-                        .into(),
-                ));
-            }
-            stream
-                .send(&XmppStreamElement::Starttls(starttls::Nonza::Request(
-                    starttls::Request,
-                )))
+    // Direct TLS: the account's explicit server, or the domain's _xmpps-client records.
+    let mut direct = None;
+    if let Some(config) = tls {
+        if account.direct_tls {
+            let tcp = dns_config(account, &domain)?
+                .resolve()
                 .await
-                .map_err(io_err)?;
-            loop {
-                match stream.next().await {
-                    Some(Ok(el)) => match el.into_read_error() {
-                        Ok(XmppStreamElement::Starttls(starttls::Nonza::Proceed(_))) => break,
-                        Ok(other) => {
+                .map_err(|e| Error::Network(format!("cannot connect: {e}")).caused_by(e))?;
+            direct = Some(tls_handshake(config, &domain, capped(tcp), true).await?);
+        } else if account.server.is_none() {
+            for (host, port) in xmpps_targets(&domain).await {
+                match DnsConfig::no_srv(&host, port).resolve().await {
+                    Ok(tcp) => match tls_handshake(config, &domain, capped(tcp), true).await {
+                        Ok(io) => {
+                            direct = Some(io);
+                            break;
+                        }
+                        Err(e @ Error::Tls(_)) => return Err(e),
+                        Err(e) => tracing::info!("Direct TLS to {host}:{port}: {e}"),
+                    },
+                    Err(e) => tracing::info!("Direct TLS to {host}:{port}: {e}"),
+                }
+            }
+        }
+    }
+
+    let (transport, features, mut stream, exporter) = match (direct, tls) {
+        (Some((io, exporter)), _) => {
+            let (features, stream) = initiate_stream(
+                io,
+                ns::JABBER_CLIENT,
+                header(&domain, Some(&bare)),
+                timeouts,
+            )
+            .await
+            .map_err(io_err)?
+            .recv_features::<Wire>()
+            .await
+            .map_err(features_err)?;
+            (Transport::DirectTls, features, stream, exporter)
+        }
+        (None, tls) => {
+            let tcp = dns_config(account, &domain)?
+                .resolve()
+                .await
+                .map_err(|e| Error::Network(format!("cannot connect: {e}")).caused_by(e))?;
+            let io: Io = BufStream::new(Box::new(capped(tcp)));
+            let (features, mut stream) =
+                initiate_stream(io, ns::JABBER_CLIENT, header(&domain, None), timeouts)
+                    .await
+                    .map_err(io_err)?
+                    .recv_features::<Wire>()
+                    .await
+                    .map_err(features_err)?;
+            match tls {
+                None => (Transport::Plain, features, stream, None),
+                Some(config) => {
+                    if !features.can_starttls() {
+                        return Err(Error::Tls(
+                            "the server does not offer STARTTLS; refusing to continue without encryption"
+                                .into(),
+                        ));
+                    }
+                    stream
+                        .send(&XmppStreamElement::Starttls(starttls::Nonza::Request(
+                            starttls::Request,
+                        )))
+                        .await
+                        .map_err(io_err)?;
+                    match next(&mut stream, "STARTTLS").await? {
+                        Wire::Xmpp(FallibleStreamElement::Ok(XmppStreamElement::Starttls(
+                            starttls::Nonza::Proceed(_),
+                        ))) => {}
+                        other => {
                             return Err(Error::Tls(format!(
                                 "the server refused STARTTLS: {other:?}"
                             )))
                         }
-                        Err(e) => return Err(Error::Protocol(e.to_string())),
-                    },
-                    Some(Err(ReadError::SoftTimeout)) => continue,
-                    Some(Err(e)) => return Err(Error::Network(e.to_string())),
-                    None => return Err(Error::Network("connection closed during STARTTLS".into())),
-                }
-            }
-            let tcp = stream.into_inner().into_inner();
-            let name = ServerName::try_from(domain.clone())
-                .map_err(|e| Error::Usage(format!("bad domain {domain}: {e}")))?;
-            let tls_stream = tokio_rustls::TlsConnector::from(config.clone())
-                .connect(name, tcp)
-                .await
-                .map_err(|e| match io_err(e) {
-                    Error::Caused { error, source } if matches!(*error, Error::Network(_)) => {
-                        Error::Network(format!("TLS handshake: {source}")).caused_by(source)
                     }
-                    other => other,
-                })?;
-            // No cap on rustls's outgoing buffer: every write is then taken whole and sealed into
-            // records at once, never half taken by a stalled socket (which narrows a Prosody 13.0.1
-            // resumption bug; see ARCHITECTURE.md). What it can hold is bounded by SM flow control.
-            let mut tls_stream = tls_stream;
-            tls_stream.get_mut().1.set_buffer_limit(None);
-            let (_, conn) = tls_stream.get_ref();
-            let cb = match conn.protocol_version() {
-                Some(rustls::ProtocolVersion::TLSv1_3) => conn
-                    .export_keying_material(vec![0u8; 32], b"EXPORTER-Channel-Binding", None)
-                    .map(ChannelBinding::TlsExporter)
-                    .unwrap_or(ChannelBinding::Unsupported),
-                _ => ChannelBinding::Unsupported,
-            };
-            let io: Io = BufStream::new(Box::new(tls_stream));
-            let (features, stream) =
-                initiate_stream(io, ns::JABBER_CLIENT, header(&domain), timeouts)
+                    let tcp = stream.into_inner().into_inner();
+                    let (io, exporter) = tls_handshake(config, &domain, tcp, false).await?;
+                    let (features, stream) = initiate_stream(
+                        io,
+                        ns::JABBER_CLIENT,
+                        header(&domain, Some(&bare)),
+                        timeouts,
+                    )
                     .await
                     .map_err(io_err)?
-                    .recv_features()
+                    .recv_features::<Wire>()
                     .await
                     .map_err(features_err)?;
-            (features, stream, cb)
+                    (Transport::StartTls, features, stream, exporter)
+                }
+            }
         }
     };
 
-    // SCRAM only: the password itself never crosses the wire, with or without TLS.
-    let scram: BTreeSet<String> = features
-        .sasl_mechanisms
-        .iter()
-        .filter(|m| m.starts_with("SCRAM-SHA-"))
-        .cloned()
-        .collect();
-    if scram.is_empty() {
-        return Err(Error::Auth(format!(
-            "the server offers no SCRAM mechanism (offered: {:?}); Tether never sends a password in plain",
-            features.sasl_mechanisms
-        )));
-    }
-    // Bind to the TLS channel when the server offers -PLUS; otherwise say we could have ('y').
-    let offers_plus = scram.iter().any(|m| m.ends_with("-PLUS"));
-    let channel_binding = match channel_binding {
-        cb @ ChannelBinding::TlsExporter(_) if offers_plus => cb,
-        ChannelBinding::None => ChannelBinding::None,
-        _ => ChannelBinding::Unsupported,
-    };
-    let creds = Credentials::default()
-        .with_username(username)
-        .with_password(password.to_owned())
-        .with_channel_binding(channel_binding);
-    let stream = tokio_xmpp::client_login(stream, scram, creds)
-        .await
-        .map_err(|e| match e {
-            tokio_xmpp::Error::Auth(tokio_xmpp::error::AuthError::Fail(cond)) => {
-                Error::Auth(format!("the server said {cond:?} (wrong JID or password?)"))
+    // SASL2 only over TLS (a server offers no authentication in plain anyway).
+    if let (Some(offer), true) = (features.sasl2.clone(), plan.sasl2 && tls.is_some()) {
+        let req = Sasl2Request {
+            username,
+            password: password.to_owned(),
+            token: plan.token.clone(),
+            exporter,
+            client_id: plan.client_id,
+            resume: plan.resume.clone(),
+        };
+        let (mut sasl, authenticate) = Sasl2::start(&offer, req).map_err(auth_err)?;
+        stream.send(&authenticate).await.map_err(io_err)?;
+        let outcome = loop {
+            let answer = match next(&mut stream, "SASL2").await {
+                Ok(a) => a,
+                Err(e @ Error::Protocol(_)) => return Ok(Attempt::Sasl2Broken(e)),
+                Err(e) => return Err(e),
+            };
+            let answer = match answer {
+                Wire::Challenge(c) => Sasl2Answer::Challenge(c),
+                Wire::Success(s) => Sasl2Answer::Success(s),
+                Wire::Failure(f) => Sasl2Answer::Failure(f),
+                Wire::Continue(c) => Sasl2Answer::Continue(c),
+                other => {
+                    return Ok(Attempt::Sasl2Broken(Error::Protocol(format!(
+                        "unexpected element during SASL2: {other:?}"
+                    ))))
+                }
+            };
+            match sasl.handle(answer) {
+                Ok(Step::Respond(r)) => stream.send(&r).await.map_err(io_err)?,
+                Ok(Step::Done(outcome)) => break outcome,
+                Err(AuthError::FastRejected(why)) => return Ok(Attempt::FastRejected(why)),
+                Err(e @ (AuthError::Malformed(_) | AuthError::OutOfOrder(_))) => {
+                    return Ok(Attempt::Sasl2Broken(auth_err(e)))
+                }
+                Err(e) => return Err(auth_err(e)),
             }
-            tokio_xmpp::Error::Auth(other) => Error::Auth(other.to_string()),
-            tokio_xmpp::Error::Io(e) => io_err(e),
-            other => Error::Network(other.to_string()).caused_by(other),
-        })?;
+        };
+        tracing::info!(jid = %outcome.jid, fast = outcome.used_fast, inline = ?outcome.inline, "SASL2 login");
+        // Without Bind2 the engine binds as after SASL1, on the features the server sends now.
+        let features = if outcome.inline == Inline::Nothing {
+            match next(&mut stream, "SASL2").await? {
+                Wire::Features(f) => f,
+                other => {
+                    return Ok(Attempt::Sasl2Broken(Error::Protocol(format!(
+                        "expected stream features after SASL2, got {other:?}"
+                    ))))
+                }
+            }
+        } else {
+            inline_features(&offer)
+        };
+        return Ok(Attempt::In(Box::new(LoggedIn {
+            stream,
+            features,
+            budget,
+            transport,
+            sasl2: Some(Sasl2Done {
+                inline: outcome.inline,
+                token: outcome.token,
+                used_fast: outcome.used_fast,
+            }),
+        })));
+    }
+
+    // RFC 6120 SASL: SCRAM only, so the password itself never crosses the wire.
+    let offered: Vec<String> = features.sasl_mechanisms.iter().cloned().collect();
+    let (mut sasl, auth) =
+        Sasl1::start(&offered, &username, password, exporter.as_deref()).map_err(auth_err)?;
+    stream
+        .send(&XmppStreamElement::Sasl(
+            tokio_xmpp::parsers::sasl::Nonza::Auth(auth),
+        ))
+        .await
+        .map_err(io_err)?;
+    loop {
+        match next(&mut stream, "SASL").await? {
+            Wire::Xmpp(FallibleStreamElement::Ok(XmppStreamElement::Sasl(nonza))) => {
+                match sasl.handle(nonza).map_err(auth_err)? {
+                    Some(response) => stream
+                        .send(&XmppStreamElement::Sasl(
+                            tokio_xmpp::parsers::sasl::Nonza::Response(response),
+                        ))
+                        .await
+                        .map_err(io_err)?,
+                    None => break,
+                }
+            }
+            other => {
+                return Err(Error::Protocol(format!(
+                    "unexpected element during SASL: {other:?}"
+                )))
+            }
+        }
+    }
     let (features, stream) = stream
-        .send_header(header(&domain))
+        .initiate_reset()
+        .send_header(header(&domain, Some(&bare)))
         .await
         .map_err(io_err)?
         .recv_features()
         .await
         .map_err(features_err)?;
-    Ok(LoggedIn {
+    Ok(Attempt::In(Box::new(LoggedIn {
         stream,
         features,
         budget,
-    })
+        transport,
+        sasl2: None,
+    })))
+}
+
+/// The features a SASL2 login with Bind2 can count on before the post-login features arrive:
+/// SM if offered inline, CSI if Bind2 lists it.
+fn inline_features(offer: &sasl2::Authentication) -> StreamFeatures {
+    let mut f = StreamFeatures::default();
+    let inline = offer.inline.as_ref();
+    f.stream_management = inline.and_then(|i| i.sm.clone());
+    if inline
+        .and_then(|i| i.bind2.as_ref())
+        .is_some_and(|b| b.inline_features.iter().any(|v| v == ns::CSI))
+    {
+        f.others
+            .push(tokio_xmpp::minidom::Element::builder("csi", ns::CSI).build());
+    }
+    f
 }

@@ -128,6 +128,8 @@ async fn run_locked(
         Some(tls_config(shared.account.ca_file.as_deref())?)
     };
     let mut backoff = Backoff::new(shared.config.reconnect_min, shared.config.reconnect_max);
+    let mut sasl2_ok = true;
+    let mut fast_ok = true;
     // tokio-xmpp's own read timeouts only bound the login: the engine keeps the live link's
     // deadlines, so the session loop skips soft timeouts, and they are set past the engine's
     // (each would otherwise be one more wake-up of an idle session).
@@ -148,6 +150,7 @@ async fn run_locked(
             return Err(e);
         };
         shared.emit(Event::connection(ConnState::Connecting, None, None, None));
+        let plan = login_plan(&shared, &engine, sasl2_ok, fast_ok)?;
         let attempt = tokio::select! {
             r = login::login(
                 &shared.account,
@@ -155,13 +158,23 @@ async fn run_locked(
                 tls.as_ref(),
                 timeouts,
                 shared.config.max_stanza_bytes,
+                &plan,
             ) => r,
             _ = shutdown.changed() => return Ok(()),
         };
         let reason = match attempt {
-            Ok(logged_in) => {
+            Ok(login::Attempt::In(logged_in)) => {
+                if let Some(done) = &logged_in.sasl2 {
+                    keep_token(&shared, done.token.as_ref())?;
+                }
+                tracing::info!(
+                    transport = ?logged_in.transport,
+                    sasl2 = logged_in.sasl2.is_some(),
+                    fast = logged_in.sasl2.as_ref().is_some_and(|d| d.used_fast),
+                    "logged in"
+                );
                 let end =
-                    session::run(&shared, &mut engine, logged_in, shutdown, &mut backoff).await;
+                    session::run(&shared, &mut engine, *logged_in, shutdown, &mut backoff).await;
                 announce(&shared, &mut engine);
                 match end {
                     Ok(SessionEnd::Done) => return Ok(()),
@@ -171,6 +184,26 @@ async fn run_locked(
                         return Err(e);
                     }
                 }
+            }
+            Ok(login::Attempt::FastRejected(why)) => {
+                // XEP-0484: the token is gone; the password once, at once (a refused password
+                // then stops as a wrong password does).
+                tracing::info!(
+                    "the server refused the FAST token ({why}): logging in with the password"
+                );
+                shared
+                    .store()
+                    .set_fast_token(shared.account.id, None)
+                    .map_err(Error::from)?;
+                fast_ok = false;
+                continue;
+            }
+            Ok(login::Attempt::Sasl2Broken(e)) => {
+                // A server whose SASL2 misbehaves gets SASL1 from now on (in this process).
+                tracing::warn!("SASL2 failed ({e}): falling back to SASL1");
+                shared.emit(Event::error(e.kind(), e.to_string()));
+                sasl2_ok = false;
+                e
             }
             Err(e) if !e.is_retryable() => {
                 shared.emit(Event::error(e.kind(), e.to_string()));
@@ -210,6 +243,38 @@ async fn run_locked(
             _ = shutdown.changed() => return Ok(()),
         }
     }
+}
+
+/// What the next login brings: the client id, the FAST token (its replay count committed
+/// first), and the stream to resume inline.
+fn login_plan(
+    shared: &Shared,
+    engine: &Engine,
+    sasl2: bool,
+    fast: bool,
+) -> Result<login::LoginPlan> {
+    let account = shared.account.id;
+    let mut store = shared.store();
+    let client_id = store.login_client_id(account)?;
+    let token = if fast && sasl2 {
+        store.use_fast_token(account, crate::store::now_ms())?
+    } else {
+        None
+    };
+    Ok(login::LoginPlan {
+        client_id,
+        token,
+        resume: engine.inline_resume(),
+        sasl2,
+    })
+}
+
+/// Keeps the token a SASL2 login gave (asked for, or rotated).
+fn keep_token(shared: &Shared, token: Option<&crate::auth::FastToken>) -> Result<()> {
+    if let Some(t) = token {
+        shared.store().set_fast_token(shared.account.id, Some(t))?;
+    }
+    Ok(())
 }
 
 impl From<crate::sm::SmError> for Error {

@@ -8,9 +8,9 @@ use std::time::{Instant, SystemTime};
 use futures::{FutureExt, SinkExt, StreamExt};
 use tokio::sync::watch;
 use tokio_xmpp::parsers::csi;
-use tokio_xmpp::xmlstream::{FallibleStreamElement, ReadError, XmppStream, XmppStreamElement};
+use tokio_xmpp::xmlstream::{FallibleStreamElement, ReadError, XmppStreamElement};
 
-use super::login::{Io, LoggedIn, ReadBudget};
+use super::login::{LoggedIn, ReadBudget, Wire, WireStream};
 use super::Backoff;
 use crate::engine::{Engine, Features, Incoming, SessionEnd, Transmit};
 use crate::error::{Error, Result};
@@ -21,7 +21,7 @@ const GROUP_MAX: usize = 256;
 
 /// The socket of one connection.
 struct Link {
-    stream: XmppStream<Io>,
+    stream: WireStream,
     /// Bytes read since the last complete element (the stanza size cap).
     budget: ReadBudget,
 }
@@ -32,13 +32,22 @@ impl Link {
     async fn read(&mut self) -> Result<Incoming> {
         loop {
             match self.stream.next().await {
-                Some(Ok(FallibleStreamElement::Ok(el))) => {
+                Some(Ok(Wire::Xmpp(FallibleStreamElement::Ok(el)))) => {
                     self.budget.reset();
                     return Ok(Incoming::Element(el));
                 }
-                Some(Ok(FallibleStreamElement::Err(e))) => {
+                Some(Ok(Wire::Xmpp(FallibleStreamElement::Err(e)))) => {
                     self.budget.reset();
                     return Ok(Incoming::Invalid(e));
+                }
+                Some(Ok(Wire::Features(f))) => {
+                    self.budget.reset();
+                    return Ok(Incoming::Features(Features::from(&f)));
+                }
+                Some(Ok(other)) => {
+                    return Err(Error::Protocol(format!(
+                        "a SASL2 element after the login ended: {other:?}"
+                    )))
                 }
                 Some(Err(ReadError::SoftTimeout)) => continue,
                 Some(Err(ReadError::HardError(e))) => return Err(Error::Network(e.to_string())),
@@ -112,7 +121,8 @@ pub(crate) async fn run(
     shutdown: &mut watch::Receiver<bool>,
     backoff: &mut Backoff,
 ) -> Result<SessionEnd> {
-    let features = Features::from(&logged_in.features);
+    let mut features = Features::from(&logged_in.features);
+    features.inline = logged_in.sasl2.map(|done| done.inline);
     let mut link = Link {
         stream: logged_in.stream,
         budget: logged_in.budget,

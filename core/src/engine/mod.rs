@@ -35,6 +35,8 @@ pub mod upload;
 pub mod xeps;
 
 #[cfg(test)]
+mod fast_tests;
+#[cfg(test)]
 mod files_tests;
 #[cfg(test)]
 mod mobile_tests;
@@ -134,6 +136,9 @@ pub fn settle(tags: &[Tag], fate: Fate<'_>) -> (Vec<Move>, Vec<ControlMove>) {
 pub enum Incoming {
     /// A complete, parsed element.
     Element(XmppStreamElement),
+    /// Stream features on the live stream (SASL2 sends them after `<success/>`, with no
+    /// restart): what they add (roster versioning, CSI) is learnt.
+    Features(Features),
     /// An element that failed to parse (still received, so still counted when it is a stanza).
     Invalid(StreamElementError),
 }
@@ -172,6 +177,9 @@ pub struct Features {
     pub csi: bool,
     /// Roster versioning (RFC 6121 2.6).
     pub roster_ver: bool,
+    /// What a SASL2 login already settled (resumed, or bound with SM and carbons): the engine
+    /// then sends no `<resume/>`, bind or `<enable/>` of its own.
+    pub inline: Option<crate::auth::Inline>,
 }
 
 impl From<&StreamFeatures> for Features {
@@ -183,6 +191,7 @@ impl From<&StreamFeatures> for Features {
                 .others
                 .iter()
                 .any(|e| e.is("ver", "urn:xmpp:features:rosterver")),
+            inline: None,
         }
     }
 }
@@ -302,6 +311,10 @@ pub struct Engine {
     now: Instant,
     /// Whether the last outbox call filled a whole batch (another may be waiting).
     outbox_more: bool,
+    /// Whether this server offered roster versioning on an earlier session of this process.
+    roster_ver_seen: bool,
+    /// Carbons were enabled inline by Bind2 on this link.
+    carbons_inline: bool,
 }
 
 impl Engine {
@@ -344,6 +357,8 @@ impl Engine {
             slots_asked: std::collections::HashSet::new(),
             now,
             outbox_more: false,
+            roster_ver_seen: false,
+            carbons_inline: false,
         };
         engine.step(store, now, |e, store| {
             let mut unnumbered = Vec::new();
@@ -515,6 +530,27 @@ impl Engine {
             probe_timeout: self.config.dead_after,
             wall,
         });
+        if self.link().features.roster_ver {
+            self.roster_ver_seen = true;
+        } else if self.roster_ver_seen {
+            // SASL2 sends the post-login features later on the stream: what an earlier session
+            // of this server offered is assumed until they come.
+            self.link_mut().features.roster_ver = true;
+        }
+        if let Some(inline) = self.link_mut().features.inline.take() {
+            let mut violation = None;
+            let outcome = self.step(store, now, |e, store| {
+                if let Err(v) = e.on_inline(store, inline)? {
+                    violation = Some(v);
+                }
+                Ok(())
+            });
+            outcome?;
+            if let Some(v) = violation {
+                return self.protocol_violation(store, now, v);
+            }
+            return Ok(());
+        }
         self.step(store, now, |e, store| {
             let sm_offered = e.link().features.sm;
             if e.sm.can_resume() {
@@ -1083,8 +1119,11 @@ impl Engine {
         };
         let roster = Iq::from_get(new_id("roster"), Roster { ver, items: vec![] });
         self.send_iq(roster, PendingIq::Roster);
-        let carbons = Iq::from_set(new_id("carbons"), carbons::Enable);
-        self.send_iq(carbons, PendingIq::Carbons);
+        // Bind2 may have enabled carbons already.
+        if !std::mem::take(&mut self.carbons_inline) {
+            let carbons = Iq::from_set(new_id("carbons"), carbons::Enable);
+            self.send_iq(carbons, PendingIq::Carbons);
+        }
         // Push is told on every new session: the server may have forgotten it (XEP-0357 §5).
         self.push_sync(store, true)?;
         self.write_untracked(Stanza::Presence(Presence::available()));
@@ -1157,6 +1196,62 @@ impl Engine {
         Ok(())
     }
 
+    /// The stream to resume inline in a SASL2 login (XEP-0198 in XEP-0388), when there is one.
+    pub fn inline_resume(&self) -> Option<sm::Resume> {
+        self.sm.resume_request()
+    }
+
+    /// What a SASL2 login settled: the same settlement as `<resumed/>`, or as `<failed/>` then a
+    /// bind and `<enabled/>`, without their round trips.
+    fn on_inline(
+        &mut self,
+        store: &mut Store,
+        inline: crate::auth::Inline,
+    ) -> Result<std::result::Result<(), SmError>> {
+        use crate::auth::Inline;
+        match inline {
+            Inline::Resumed(r) => {
+                if self.sm.start_resume().is_none() {
+                    return Ok(Err(SmError::Unexpected("resumed")));
+                }
+                self.link_mut().phase = Phase::Resuming;
+                self.on_resumed(store, r)
+            }
+            Inline::Bound {
+                resume_failed,
+                sm: enabled,
+                carbons,
+            } => {
+                if self.sm.can_resume() {
+                    if self.sm.start_resume().is_some() {
+                        tracing::info!(?resume_failed, "the server could not resume the session");
+                    }
+                    let s = self.sm.on_resume_failed(resume_failed.flatten());
+                    self.settle(store, &s.acked, Fate::Acked)?;
+                    self.settle(store, &s.rest, Fate::Lost(RESUME_FAILED))?;
+                } else {
+                    // Nothing resumable, but rows of an older stream may still be unsettled.
+                    let tags = self.sm.take_unsettled();
+                    self.settle(store, &tags, Fate::Lost(UNCONFIRMED))?;
+                }
+                self.carbons_inline = carbons;
+                match enabled {
+                    Some(en) => {
+                        self.sm.start_enable();
+                        self.sm.on_enabled(&en)?;
+                    }
+                    None if self.link().features.sm => {
+                        tracing::warn!("the server did not enable stream management inline");
+                    }
+                    None => {}
+                }
+                self.online(store, false)?;
+                Ok(Ok(()))
+            }
+            Inline::Nothing => Ok(Ok(())),
+        }
+    }
+
     /// The server broke the SM protocol (a bad h, a resumed stream we did not ask for): tell it,
     /// fail what it never confirmed, and drop the SM state. The connection ends.
     fn protocol_violation(&mut self, store: &mut Store, now: Instant, e: SmError) -> Result<()> {
@@ -1191,6 +1286,13 @@ impl Engine {
         };
         let el = match incoming {
             Incoming::Element(el) => el,
+            Incoming::Features(f) => {
+                let link = self.link_mut();
+                link.features.roster_ver |= f.roster_ver;
+                link.features.csi |= f.csi;
+                self.roster_ver_seen |= f.roster_ver;
+                return Ok(Ok(()));
+            }
             Incoming::Invalid(e) => {
                 // xmpp-parsers 0.23 requires h on <failed/> although XEP-0198 makes it optional
                 // (Prosody omits it for an unknown or destroyed session): failed, no h.
@@ -1532,7 +1634,7 @@ fn stores_only(incoming: &Incoming) -> bool {
         Incoming::Element(XmppStreamElement::Stanza(Stanza::Message(_) | Stanza::Presence(_)))
         | Incoming::Element(XmppStreamElement::SM(Nonza::Ack(_))) => true,
         Incoming::Invalid(e) => !is_sm_failed(e),
-        Incoming::Element(_) => false,
+        Incoming::Element(_) | Incoming::Features(_) => false,
     }
 }
 

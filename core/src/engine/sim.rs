@@ -72,6 +72,10 @@ pub(super) struct Server {
     pub answer_requests: bool,
     /// How `<resume/>` is answered.
     pub resume: ResumeAnswer,
+    /// `<resume/>` nonzas received (a SASL2 login resumes inline instead).
+    pub resume_nonzas: usize,
+    /// Bind iqs received (Bind2 binds inline instead).
+    pub bind_iqs: usize,
     session: Option<SmSession>,
     /// SM on for the current connection.
     enabled: bool,
@@ -103,7 +107,8 @@ pub(super) struct Server {
     /// The client closed its stream.
     pub closed: bool,
     /// Counter for stream ids.
-    streams: u32,
+    /// SM sessions started (each `<enable/>`, inline or not).
+    pub streams: u32,
     /// `<r/>` received.
     pub requests: u32,
     /// Pings received.
@@ -161,6 +166,8 @@ impl Server {
             push_error: None,
             push_silent: false,
             push_requests: Vec::new(),
+            resume_nonzas: 0,
+            bind_iqs: 0,
         }
     }
 
@@ -170,6 +177,71 @@ impl Server {
             sm: self.sm_offered,
             csi: self.csi_offered,
             roster_ver: false,
+            inline: None,
+        }
+    }
+
+    /// A new SM session (answers `<enable/>`, inline or not).
+    fn new_session(&mut self) -> sm::Enabled {
+        self.streams += 1;
+        let id = format!("stream-{}", self.streams);
+        self.session = Some(SmSession {
+            id: id.clone(),
+            h_in: 0,
+            out: 0,
+            unacked: VecDeque::new(),
+        });
+        self.enabled = true;
+        sm::Enabled {
+            id: Some(sm::StreamId(id)),
+            location: None,
+            max: Some(300),
+            resume: true,
+        }
+    }
+
+    /// A SASL2 login with Bind2 and inline SM, as Prosody's mod_sasl2_sm answers it: the stream
+    /// resumed when it can be (then what it holds unacked comes again after the success), else
+    /// `<failed/>` (with h when `resume` says so) and a new session bound with SM enabled.
+    pub fn sasl2_login(&mut self, resume: Option<sm::Resume>) -> crate::auth::Inline {
+        use crate::auth::Inline;
+        if let Some(r) = &resume {
+            let known = self.session.as_ref().is_some_and(|s| s.id == r.previd.0);
+            if known
+                && matches!(
+                    self.resume,
+                    ResumeAnswer::Honour | ResumeAnswer::WrongStream
+                )
+            {
+                self.settle_acks(r.h);
+                let s = self.session.as_ref().unwrap();
+                let previd = if self.resume == ResumeAnswer::WrongStream {
+                    "another-stream".to_owned()
+                } else {
+                    s.id.clone()
+                };
+                let h = s.h_in;
+                let again: Vec<Stanza> = s.unacked.iter().map(|(_, st)| copy(st)).collect();
+                self.enabled = true;
+                for st in again {
+                    self.to_client
+                        .push_back(Incoming::Element(XmppStreamElement::Stanza(st)));
+                }
+                return Inline::Resumed(sm::Resumed {
+                    h,
+                    previd: sm::StreamId(previd),
+                });
+            }
+        }
+        let failed_h = match (&resume, &self.resume) {
+            (Some(_), ResumeAnswer::FailWithH) => self.session.as_ref().map(|s| s.h_in),
+            _ => None,
+        };
+        let enabled = self.sm_offered.then(|| self.new_session());
+        Inline::Bound {
+            resume_failed: resume.map(|_| failed_h),
+            sm: enabled,
+            carbons: true,
         }
     }
 
@@ -398,23 +470,11 @@ impl Server {
     fn on_sm(&mut self, n: Nonza) {
         match n {
             Nonza::Enable(_) => {
-                self.streams += 1;
-                let id = format!("stream-{}", self.streams);
-                self.session = Some(SmSession {
-                    id: id.clone(),
-                    h_in: 0,
-                    out: 0,
-                    unacked: VecDeque::new(),
-                });
-                self.enabled = true;
-                self.nonza(Nonza::Enabled(sm::Enabled {
-                    id: Some(sm::StreamId(id)),
-                    location: None,
-                    max: Some(300),
-                    resume: true,
-                }));
+                let enabled = self.new_session();
+                self.nonza(Nonza::Enabled(enabled));
             }
             Nonza::Resume(r) => {
+                self.resume_nonzas += 1;
                 let known = self.session.as_ref().is_some_and(|s| s.id == r.previd.0);
                 match (&self.resume, known) {
                     (ResumeAnswer::Honour, true) | (ResumeAnswer::WrongStream, true) => {
@@ -492,6 +552,7 @@ impl Server {
             }
             Stanza::Presence(_) => {}
             Stanza::Iq(Iq::Set { id, payload, .. }) if payload.is("bind", ns::BIND) => {
+                self.bind_iqs += 1;
                 let jid: Jid = format!("{}/tether", self.own).parse().unwrap();
                 let bound = BindResponse {
                     jid: jid.try_into_full().unwrap(),
@@ -750,6 +811,7 @@ impl Pair {
                 server: None,
                 ca_file: None,
                 insecure_plaintext: false,
+                direct_tls: false,
             })
             .unwrap();
         let now = Instant::now();
@@ -781,6 +843,25 @@ impl Pair {
         let features = self.server.features();
         self.server.closed = false;
         self.connected = true;
+        let r = self.engine.handle_connected(
+            &mut self.store,
+            self.now,
+            std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_780_000_000),
+            features,
+        );
+        self.after(r);
+        self.run();
+    }
+
+    /// A new link logged in with SASL2: the engine's stream resumed (or a new session bound)
+    /// inside the login, as [`Server::sasl2_login`] answers it.
+    pub fn connect_sasl2(&mut self) {
+        let resume = self.engine.inline_resume();
+        self.server.closed = false;
+        self.connected = true;
+        let inline = self.server.sasl2_login(resume);
+        let mut features = self.server.features();
+        features.inline = Some(inline);
         let r = self.engine.handle_connected(
             &mut self.store,
             self.now,

@@ -19,6 +19,8 @@ pub struct Account {
     pub ca_file: Option<String>,
     /// Skip STARTTLS (loopback tests only).
     pub insecure_plaintext: bool,
+    /// `server` speaks TLS from the first byte (XEP-0368 Direct TLS) instead of STARTTLS.
+    pub direct_tls: bool,
     /// The resource this database always binds, so a new session replaces our old one.
     pub resource: String,
 }
@@ -32,6 +34,7 @@ impl std::fmt::Debug for Account {
             .field("server", &self.server)
             .field("ca_file", &self.ca_file)
             .field("insecure_plaintext", &self.insecure_plaintext)
+            .field("direct_tls", &self.direct_tls)
             .field("resource", &self.resource)
             .finish()
     }
@@ -50,6 +53,8 @@ pub struct NewAccount {
     pub ca_file: Option<String>,
     /// Skip STARTTLS (tests only).
     pub insecure_plaintext: bool,
+    /// `server` speaks Direct TLS (XEP-0368).
+    pub direct_tls: bool,
 }
 
 impl Store {
@@ -60,8 +65,9 @@ impl Store {
         }
         let resource = format!("tether-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
         self.conn.execute(
-            "INSERT INTO accounts (jid, password, server, ca_file, insecure_plaintext, resource, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT INTO accounts (jid, password, server, ca_file, insecure_plaintext, resource, created_at,
+                                   direct_tls)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             rusqlite::params![
                 new.jid,
                 new.password,
@@ -69,7 +75,8 @@ impl Store {
                 new.ca_file,
                 new.insecure_plaintext,
                 resource,
-                now_ms()
+                now_ms(),
+                new.direct_tls
             ],
         )?;
         self.account()
@@ -84,7 +91,7 @@ impl Store {
         Ok(self
             .conn
             .query_row(
-                "SELECT id, jid, password, server, ca_file, insecure_plaintext, resource
+                "SELECT id, jid, password, server, ca_file, insecure_plaintext, resource, direct_tls
                  FROM accounts ORDER BY id LIMIT 1",
                 [],
                 |r| {
@@ -96,6 +103,7 @@ impl Store {
                         ca_file: r.get(4)?,
                         insecure_plaintext: r.get(5)?,
                         resource: r.get(6)?,
+                        direct_tls: r.get(7)?,
                     })
                 },
             )

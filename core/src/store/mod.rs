@@ -12,6 +12,7 @@ mod attachments;
 pub mod blobs;
 mod control;
 mod lock;
+mod login;
 mod messages;
 mod push;
 mod references;

@@ -250,6 +250,20 @@ const MIGRATIONS: &[&str] = &[
         updated_at       INTEGER NOT NULL
     );
     "#,
+    // v10: the fast reconnect. `direct_tls`: the explicit server speaks TLS at once (XEP-0368).
+    // `login`: this installation's SASL2 client id (FAST tokens are tied to it), and the FAST
+    // token (XEP-0484) when the server gave one; the file is owner-only like the password.
+    r#"
+    ALTER TABLE accounts ADD COLUMN direct_tls INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE login (
+        account_id       INTEGER PRIMARY KEY REFERENCES accounts(id),
+        client_id        TEXT NOT NULL,
+        fast_mechanism   TEXT,
+        fast_token       TEXT,
+        fast_expires_ms  INTEGER,
+        fast_count       INTEGER NOT NULL DEFAULT 0
+    );
+    "#,
 ];
 
 /// The schema version this build writes.

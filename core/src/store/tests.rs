@@ -13,6 +13,7 @@ pub(super) fn new_store(dir: &tempfile::TempDir) -> (Store, i64) {
             server: None,
             ca_file: None,
             insecure_plaintext: false,
+            direct_tls: false,
         })
         .unwrap();
     (store, acc.id)
@@ -490,4 +491,45 @@ fn other_threads_wait_for_a_group_commit_and_their_writes_survive_its_rollback()
     let all = client.messages(&MessageFilter::default()).unwrap();
     assert_eq!(all.len(), 1, "{all:?}");
     assert_eq!(all[0].body, "written while the group was open");
+}
+
+/// The fast-reconnect state: a stable client id, a FAST token kept until replaced or
+/// forgotten, its replay counter committed before each use, an expired token never offered.
+#[test]
+fn the_client_id_is_stable_and_the_fast_token_is_kept_counted_and_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, acc) = new_store(&dir);
+    let id = store.login_client_id(acc).unwrap();
+    assert_eq!(store.login_client_id(acc).unwrap(), id);
+    assert_eq!(store.fast_token(acc, 0).unwrap(), None);
+    assert_eq!(store.use_fast_token(acc, 0).unwrap(), None);
+    let token = crate::auth::FastToken {
+        mechanism: crate::auth::FAST_MECHANISM.into(),
+        secret: "secret-token:fast-1".into(),
+        expires_ms: 1_000,
+        count: 0,
+    };
+    store.set_fast_token(acc, Some(&token)).unwrap();
+    assert_eq!(store.use_fast_token(acc, 10).unwrap().unwrap().count, 1);
+    assert_eq!(store.use_fast_token(acc, 10).unwrap().unwrap().count, 2);
+    drop(store);
+    let mut store = Store::open(dir.path().join("t.db"), &StoreOptions::default()).unwrap();
+    assert_eq!(
+        store.login_client_id(acc).unwrap(),
+        id,
+        "the id survives a restart"
+    );
+    assert_eq!(store.fast_token(acc, 10).unwrap().unwrap().count, 2);
+    assert_eq!(store.fast_token(acc, 1_000).unwrap(), None, "expired");
+    let rotated = crate::auth::FastToken {
+        secret: "secret-token:fast-2".into(),
+        expires_ms: 5_000,
+        ..token
+    };
+    store.set_fast_token(acc, Some(&rotated)).unwrap();
+    let now = store.fast_token(acc, 10).unwrap().unwrap();
+    assert_eq!((now.secret.as_str(), now.count), ("secret-token:fast-2", 0));
+    store.set_fast_token(acc, None).unwrap();
+    assert_eq!(store.fast_token(acc, 10).unwrap(), None);
+    assert_eq!(store.login_client_id(acc).unwrap(), id);
 }

@@ -336,6 +336,7 @@ fn account(dir: &Path, user: &str, prosody: &Prosody) -> Account {
             server: Some(prosody.addr().to_string()),
             ca_file: Some(prosody.ca_file().to_string_lossy().into_owned()),
             insecure_plaintext: false,
+            direct_tls: false,
         })
         .expect("account")
 }

@@ -159,6 +159,7 @@ fn add_account(store: &mut Store) -> i64 {
             server: Some("127.0.0.1:5222".into()),
             ca_file: None,
             insecure_plaintext: false,
+            direct_tls: false,
         })
         .expect("account")
         .id
