@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Installs Prosody 13 for Tether's end-to-end tests (tether-e2e).
+# Installs Prosody 13 for Tether's end-to-end tests (tether-e2e), with Debian's
+# prosody-modules (mod_sasl2, mod_sasl2_bind2, mod_sasl2_sm, mod_sasl2_fast: the
+# fast-reconnect tests load them).
 #
-# Idempotent: does nothing if Prosody 13.x is already installed. Otherwise,
+# Idempotent: does nothing if Prosody 13.x and those modules are installed. Otherwise,
 # on Debian bookworm, makes sure an apt source for bookworm-backports exists
 # and installs prosody from it; on later Debian releases, installs prosody from
 # the release itself. Then stops any system Prosody the package started: the
@@ -36,8 +38,9 @@ prosody_major() {
     echo "${version%%.*}"
 }
 
-if [ "$(prosody_major)" = "13" ] && command -v prosody >/dev/null 2>&1; then
-    log "Prosody 13 already installed ($(dpkg-query -W -f='${Version}' prosody))"
+SASL2_MODULES="/usr/lib/prosody/modules/mod_sasl2_sm/mod_sasl2_sm.lua"
+if [ "$(prosody_major)" = "13" ] && command -v prosody >/dev/null 2>&1 && [ -r "$SASL2_MODULES" ]; then
+    log "Prosody 13 already installed ($(dpkg-query -W -f='${Version}' prosody)), with prosody-modules"
     exit 0
 fi
 
@@ -58,9 +61,9 @@ fi
 # others' package lists.
 log "apt-get update"
 "${SUDO[@]}" apt-get update -q
-log "installing prosody ${install_args[*]}"
+log "installing prosody prosody-modules ${install_args[*]}"
 "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
-    apt-get install -y -q -o Dpkg::Options::=--force-confold "${install_args[@]}" prosody
+    apt-get install -y -q -o Dpkg::Options::=--force-confold "${install_args[@]}" prosody prosody-modules
 
 # The package may have started the system service (there is no systemd in
 # CI; its init script may have run). Stop it and keep it from starting again.
@@ -88,6 +91,10 @@ fi
 major=$(prosody_major)
 if [ "$major" != "13" ]; then
     log "expected Prosody 13, got '${major:-none}'"
+    exit 1
+fi
+if [ ! -r "$SASL2_MODULES" ]; then
+    log "prosody-modules lacks mod_sasl2_sm ($SASL2_MODULES)"
     exit 1
 fi
 log "installed Prosody $(dpkg-query -W -f='${Version}' prosody)"

@@ -32,6 +32,7 @@ fn account(dir: &tempfile::TempDir) -> String {
             server: Some("127.0.0.1:9".into()),
             ca_file: None,
             insecure_plaintext_for_tests: false,
+            direct_tls: false,
         },
     )
     .unwrap();

@@ -88,6 +88,13 @@ pub struct ProsodyOptions {
     /// where a test app server ([`crate::push_server::AppServer`]) serves [`PUSH_DOMAIN`].
     /// Default: none.
     pub push: Option<PushOptions>,
+    /// The fast reconnect: SASL2 (XEP-0388) with Bind2, inline SM and FAST tokens, from
+    /// Debian's `prosody-modules` (`mod_sasl2`, `mod_sasl2_bind2`, `mod_sasl2_sm`,
+    /// `mod_sasl2_fast`). Default: `false` (SASL1 only, as Prosody ships).
+    pub sasl2: bool,
+    /// A Direct TLS c2s port (XEP-0368) besides the STARTTLS one (pick one with [`free_port`]).
+    /// Default: none.
+    pub direct_tls_port: Option<u16>,
 }
 
 /// The app server's JID on the test server ([`ProsodyOptions::push`]).
@@ -125,6 +132,8 @@ impl Default for ProsodyOptions {
             debug_log: false,
             upload: None,
             push: None,
+            sasl2: false,
+            direct_tls_port: None,
         }
     }
 }
@@ -544,6 +553,9 @@ fn render_config(dir: &Path, port: u16, opts: &ProsodyOptions) -> String {
     if opts.push.is_some() {
         modules.push("cloud_notify");
     }
+    if opts.sasl2 {
+        modules.extend(["sasl2", "sasl2_bind2", "sasl2_sm", "sasl2_fast"]);
+    }
     let modules = modules
         .iter()
         .map(|m| lua_string(m))
@@ -570,7 +582,7 @@ interfaces = {{ "127.0.0.1" }}
 local_interfaces = {{ "127.0.0.1" }}
 c2s_interfaces = {{ "127.0.0.1" }}
 c2s_ports = {{ {port} }}
-c2s_direct_tls_ports = {{ }}
+c2s_direct_tls_ports = {{ {direct_tls} }}
 s2s_ports = {{ }}
 s2s_direct_tls_ports = {{ }}
 http_ports = {{ }}
@@ -593,6 +605,10 @@ smacks_hibernation_time = {hibernation}
         log = path("prosody.log"),
         hibernation = opts.hibernation_secs,
         require_tls = opts.starttls,
+        direct_tls = opts
+            .direct_tls_port
+            .map(|p| p.to_string())
+            .unwrap_or_default(),
         https_port = opts
             .upload
             .as_ref()

@@ -34,6 +34,7 @@ use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
 use serde_json::Value;
+use tether_core::bench::Wire;
 use tether_core::store::{Account, NewAccount, Store, StoreOptions};
 use tether_e2e::tether::{confirmed_id, Node, Running};
 use tether_e2e::{Prosody, ProsodyOptions, Proxy};
@@ -371,8 +372,8 @@ impl RawSender {
             .expect("bind");
         loop {
             match stream.next().await {
-                Some(Ok(FallibleStreamElement::Ok(XmppStreamElement::Stanza(Stanza::Iq(
-                    Iq::Result { id, .. },
+                Some(Ok(Wire::Xmpp(FallibleStreamElement::Ok(XmppStreamElement::Stanza(
+                    Stanza::Iq(Iq::Result { id, .. }),
                 )))))
                     if id == "bind" =>
                 {
@@ -388,9 +389,9 @@ impl RawSender {
             .expect("enable");
         loop {
             match stream.next().await {
-                Some(Ok(FallibleStreamElement::Ok(XmppStreamElement::SM(Nonza::Enabled(_))))) => {
-                    break
-                }
+                Some(Ok(Wire::Xmpp(FallibleStreamElement::Ok(XmppStreamElement::SM(
+                    Nonza::Enabled(_),
+                ))))) => break,
                 Some(Ok(_)) => continue,
                 other => panic!("enable failed: {other:?}"),
             }
