@@ -1,4 +1,5 @@
-//! The mobile benchmarks of issue 15, against one local Prosody started for the run, through the
+//! The mobile benchmarks of issue 15, against local Prosodys started for the run (a plain one, and
+//! one with prosody-modules' SASL2, Bind2, inline SM, FAST and a Direct TLS port), through the
 //! harness's latency proxy (each chunk held for half the RTT in each direction; the kernel here
 //! has no `netem`, and the TCP handshake with the proxy is not delayed). Prints Markdown tables.
 //!
@@ -8,7 +9,9 @@
 //!
 //! - **Reconnect**: `tether run --stdin` online through the proxy; the proxy drops the link;
 //!   once the client is offline, a message is committed and `network-changed` given; timed from
-//!   then to `online` (resumed) and to the message's `message:acked`, in round trips.
+//!   then to `online` (resumed) and to the message's `message:acked`, in round trips: today's
+//!   path (STARTTLS, SASL1, `<resume/>`), STARTTLS then SASL2, and the new path (Direct TLS,
+//!   SASL2 with the FAST token and the stream resumed inline).
 //! - **Wake**: the app (`tether run`) is SIGKILLed, leaving its stream hibernated; bob sends N
 //!   messages; `tether wake` is timed from its process start to its exit (the summary printed).
 //! - **Idle wake-ups**: two accounts idle side by side, one `run --profile desktop`, one
@@ -68,7 +71,77 @@ fn main() {
         server.addr(),
         &server.ca_file(),
     );
-    reconnect(&alice, &proxy, rtt, rounds);
+    // The fast path's server: the same Prosody with prosody-modules' SASL2, Bind2, inline SM and
+    // FAST, and a Direct TLS port; erin reaches it through Direct TLS, frank through STARTTLS.
+    let direct = tether_e2e::prosody::free_port().expect("a free port");
+    let fast_server = Prosody::start(ProsodyOptions {
+        hibernation_secs: 3600,
+        sasl2: true,
+        direct_tls_port: Some(direct),
+        ..ProsodyOptions::default()
+    })
+    .expect("start prosody with prosody-modules");
+    for user in ["erin", "frank"] {
+        fast_server.register(user, PASSWORD).expect("register");
+    }
+    let direct_proxy = Proxy::start(([127, 0, 0, 1], direct).into());
+    direct_proxy.set_latency(rtt / 2);
+    let starttls_proxy = Proxy::start(fast_server.addr());
+    starttls_proxy.set_latency(rtt / 2);
+    let ca = fast_server.ca_file();
+    let ca = ca.to_str().expect("utf-8 path");
+    let erin = Node::with_args(
+        work.path(),
+        "erin",
+        PASSWORD,
+        direct_proxy.addr(),
+        &["--ca-file", ca, "--direct-tls"],
+    );
+    let frank = Node::new(
+        work.path(),
+        "frank",
+        PASSWORD,
+        starttls_proxy.addr(),
+        &fast_server.ca_file(),
+    );
+    let today = reconnect(&alice, &proxy, rounds, "bob@localhost");
+    let sasl2 = reconnect(&frank, &starttls_proxy, rounds, "erin@localhost");
+    let fast = reconnect(&erin, &direct_proxy, rounds, "frank@localhost");
+    println!(
+        "### Reconnect after `network_changed()`, through the proxy at {} ms RTT (median of {rounds})\n",
+        rtt.as_millis()
+    );
+    println!("| path | to resumed | in RTT | to the outbox flushed (acked) | in RTT |");
+    println!("|---|---:|---:|---:|---:|");
+    for (label, (r, f, _, _)) in [
+        ("today: TCP, STARTTLS, SCRAM (SASL1), resume", &today),
+        ("STARTTLS, then SASL2 (FAST token, resumed inline)", &sasl2),
+        ("new: Direct TLS, SASL2 (FAST token, resumed inline)", &fast),
+    ] {
+        println!(
+            "| {label} | {} ms | {:.1} | {} ms | {:.1} |",
+            r.as_millis(),
+            in_rtt(*r, rtt),
+            f.as_millis(),
+            in_rtt(*f, rtt)
+        );
+    }
+    println!(
+        "\nNew path against today's, same run: {:.2}x the time to resumed, {:.2}x to the outbox flushed.",
+        fast.0.as_secs_f64() / today.0.as_secs_f64(),
+        fast.1.as_secs_f64() / today.1.as_secs_f64()
+    );
+    for (label, (_, _, resumed, flushed)) in [
+        ("today", &today),
+        ("STARTTLS+SASL2", &sasl2),
+        ("new", &fast),
+    ] {
+        println!(
+            "\nRounds, {label} (resumed / acked, ms): {:?} / {:?}",
+            resumed.iter().map(Duration::as_millis).collect::<Vec<_>>(),
+            flushed.iter().map(Duration::as_millis).collect::<Vec<_>>()
+        );
+    }
     println!();
     wake(&alice, &bob, rtt, rounds, wake_messages);
     println!();
@@ -90,7 +163,13 @@ fn in_rtt(d: Duration, rtt: Duration) -> f64 {
     d.as_secs_f64() / rtt.as_secs_f64()
 }
 
-fn reconnect(alice: &Node, proxy: &Proxy, rtt: Duration, rounds: usize) {
+/// Medians of (to resumed, to acked) over `rounds` reconnects, and every round's figures.
+fn reconnect(
+    alice: &Node,
+    proxy: &Proxy,
+    rounds: usize,
+    to: &str,
+) -> (Duration, Duration, Vec<Duration>, Vec<Duration>) {
     // A long backoff: only `network-changed` brings the client back.
     let mut run = spawn(
         alice,
@@ -112,7 +191,7 @@ fn reconnect(alice: &Node, proxy: &Proxy, rtt: Duration, rounds: usize) {
         })
         .unwrap_or_else(|| panic!("never offline: {}", run.diagnostics()));
         let body = format!("after the change {round}");
-        run.write_line(&serde_json::json!({"to": "bob@localhost", "body": body}).to_string());
+        run.write_line(&serde_json::json!({"to": to, "body": body}).to_string());
         let (_, queued) = run
             .wait_after(from, WAIT, |e| {
                 e["event"] == "message:sent" && e["state"] == "queued"
@@ -141,25 +220,12 @@ fn reconnect(alice: &Node, proxy: &Proxy, rtt: Duration, rounds: usize) {
         flushed.push(run.arrival(j) - t0);
     }
     run.terminate(WAIT);
-    let (r, f) = (median(resumed.clone()), median(flushed.clone()));
-    println!(
-        "### Reconnect after `network_changed()`, through the proxy at {} ms RTT (median of {rounds})\n",
-        rtt.as_millis()
-    );
-    println!("| path | to resumed | in RTT | to the outbox flushed (acked) | in RTT |");
-    println!("|---|---:|---:|---:|---:|");
-    println!(
-        "| today: TCP, STARTTLS, SCRAM (SASL1), resume | {} ms | {:.1} | {} ms | {:.1} |",
-        r.as_millis(),
-        in_rtt(r, rtt),
-        f.as_millis(),
-        in_rtt(f, rtt)
-    );
-    println!(
-        "\nRounds (resumed / acked, ms): {:?} / {:?}",
-        resumed.iter().map(Duration::as_millis).collect::<Vec<_>>(),
-        flushed.iter().map(Duration::as_millis).collect::<Vec<_>>()
-    );
+    (
+        median(resumed.clone()),
+        median(flushed.clone()),
+        resumed,
+        flushed,
+    )
 }
 
 fn wake(alice: &Node, bob: &Node, rtt: Duration, rounds: usize, n: usize) {
