@@ -55,6 +55,16 @@ impl std::fmt::Debug for FastToken {
     }
 }
 
+/// Where a front end keeps the FAST token's secret when it keeps the password outside the
+/// database (the desktop app's OS keyring). Without one, the secret is in the owner-only store
+/// beside the password. The token's expiry and replay count stay in the store either way.
+pub trait SecretVault: Send + Sync {
+    /// The FAST token's secret, if the vault has one.
+    fn fast_secret(&self) -> Result<Option<String>, String>;
+    /// Keeps (`Some`) or forgets (`None`) the FAST token's secret.
+    fn set_fast_secret(&self, secret: Option<&str>) -> Result<(), String>;
+}
+
 /// What the client brings to a SASL2 login.
 pub struct Sasl2Request {
     /// The account's local part.

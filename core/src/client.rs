@@ -91,6 +91,7 @@ impl Client {
                 timer_wakeups: std::sync::atomic::AtomicU64::new(0),
                 connection: Mutex::new(None),
                 password: Mutex::new(None),
+                vault: Mutex::new(None),
                 shutdown,
                 integrity,
                 chat_states: Mutex::new(Vec::new()),
@@ -118,6 +119,14 @@ impl Client {
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = Some(password);
         self.shared.wake.notify_one();
+    }
+
+    /// Keeps the FAST token's secret in `vault` (the front end's OS keyring) instead of the
+    /// database: call it, like [`Client::set_password`], before [`Client::run`] when the password
+    /// is kept outside the database. A secret already in the database moves to the vault at the
+    /// next login that gives a token; until then it is used from where it is.
+    pub fn set_secret_vault(&self, vault: std::sync::Arc<dyn crate::auth::SecretVault>) {
+        *self.shared.vault.lock().unwrap_or_else(|p| p.into_inner()) = Some(vault);
     }
 
     /// The last connection event (`None` before [`Client::run`] started).

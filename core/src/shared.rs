@@ -43,6 +43,8 @@ pub(crate) struct Shared {
     pub connection: Mutex<Option<Event>>,
     /// The password when the front end keeps it outside the database (an OS keyring).
     pub password: Mutex<Option<String>>,
+    /// Where the FAST token's secret goes when the front end keeps secrets outside the database.
+    pub vault: Mutex<Option<Arc<dyn crate::auth::SecretVault>>>,
     pub shutdown: watch::Sender<bool>,
     /// The store's integrity check, run in the background from [`Client::open`].
     pub integrity: Arc<Integrity>,

@@ -156,6 +156,9 @@ async fn sign_in(
         .map_err(err)?;
         let client = Client::open(&db, ClientConfig::default()).map_err(err)?;
         if stored == secrets::Stored::Keyring {
+            client.set_secret_vault(std::sync::Arc::new(secrets::KeyringVault::new(
+                &client.account().jid,
+            )));
             client.set_password(password);
         }
         Ok(client)
@@ -457,6 +460,9 @@ fn main() {
                 if client.account().password.is_empty() {
                     // Kept in the keyring; if it cannot be read, the client reports that it has no
                     // password and the window shows it.
+                    client.set_secret_vault(std::sync::Arc::new(secrets::KeyringVault::new(
+                        &client.account().jid,
+                    )));
                     match secrets::load(&client.account().jid) {
                         Ok(password) => client.set_password(password),
                         Err(e) => tracing::warn!("{e}"),

@@ -1,6 +1,7 @@
 //! Where the desktop app keeps the password: the OS keyring (Secret Service on Linux). When no
 //! keyring is available the user is asked before the password goes anywhere else; the fallback is
-//! the core's owner-only database.
+//! the core's owner-only database. The FAST token (the server's login token, XEP-0484) follows
+//! the password: in the keyring when the password is ([`KeyringVault`]), else in the database.
 
 /// The keyring service name.
 const SERVICE: &str = "org.tether.desktop";
@@ -38,6 +39,41 @@ pub fn load(jid: &str) -> Result<String, String> {
         .map_err(|e| format!("cannot read the password from the keyring: {e}"))
 }
 
+/// The FAST token's secret in the keyring, beside the password (entry `JID#fast`).
+pub struct KeyringVault {
+    user: String,
+}
+
+impl KeyringVault {
+    /// The vault for `jid`'s token.
+    pub fn new(jid: &str) -> KeyringVault {
+        KeyringVault {
+            user: format!("{jid}#fast"),
+        }
+    }
+}
+
+impl tether_core::auth::SecretVault for KeyringVault {
+    fn fast_secret(&self) -> Result<Option<String>, String> {
+        match keyring::Entry::new(SERVICE, &self.user).and_then(|e| e.get_password()) {
+            Ok(secret) => Ok(Some(secret)),
+            Err(keyring::Error::NoEntry) => Ok(None),
+            Err(e) => Err(format!("cannot read the login token from the keyring: {e}")),
+        }
+    }
+
+    fn set_fast_secret(&self, secret: Option<&str>) -> Result<(), String> {
+        let entry = keyring::Entry::new(SERVICE, &self.user).map_err(|e| e.to_string())?;
+        match secret {
+            Some(s) => entry.set_password(s).map_err(|e| e.to_string()),
+            None => match entry.delete_credential() {
+                Ok(()) | Err(keyring::Error::NoEntry) => Ok(()),
+                Err(e) => Err(e.to_string()),
+            },
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -65,6 +101,20 @@ mod tests {
             Ok(Stored::Database)
         );
         assert!(load("alice@localhost").is_err());
+    }
+
+    #[test]
+    fn the_fast_token_follows_the_password_into_the_keyring() {
+        use tether_core::auth::SecretVault;
+        // Without a keyring the vault says so (the core then keeps using the password).
+        keyring::set_default_credential_builder(Box::new(NoKeyring));
+        let vault = KeyringVault::new("alice@localhost");
+        assert!(vault.set_fast_secret(Some("secret-token:1")).is_err());
+        assert!(vault.fast_secret().is_err());
+        // With one, writes go to the entry beside the password's.
+        keyring::set_default_credential_builder(keyring::mock::default_credential_builder());
+        assert_eq!(vault.set_fast_secret(Some("secret-token:1")), Ok(()));
+        assert_eq!(vault.set_fast_secret(None), Ok(()));
     }
 
     /// A credential store that is never available (like a machine without Secret Service).

@@ -191,10 +191,7 @@ async fn run_locked(
                 tracing::info!(
                     "the server refused the FAST token ({why}): logging in with the password"
                 );
-                shared
-                    .store()
-                    .set_fast_token(shared.account.id, None)
-                    .map_err(Error::from)?;
+                forget_token(&shared)?;
                 fast_ok = false;
                 continue;
             }
@@ -246,21 +243,43 @@ async fn run_locked(
 }
 
 /// What the next login brings: the client id, the FAST token (its replay count committed
-/// first), and the stream to resume inline.
-fn login_plan(
+/// first; its secret from the front end's vault when it keeps one), and the stream to resume
+/// inline.
+pub(crate) fn login_plan(
     shared: &Shared,
     engine: &Engine,
     sasl2: bool,
     fast: bool,
 ) -> Result<login::LoginPlan> {
     let account = shared.account.id;
-    let mut store = shared.store();
-    let client_id = store.login_client_id(account)?;
-    let token = if fast && sasl2 {
-        store.use_fast_token(account, crate::store::now_ms())?
-    } else {
-        None
+    let vault = shared
+        .vault
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let (client_id, mut token) = {
+        let mut store = shared.store();
+        let client_id = store.login_client_id(account)?;
+        let token = if fast && sasl2 {
+            store.use_fast_token(account, crate::store::now_ms())?
+        } else {
+            None
+        };
+        (client_id, token)
     };
+    // An empty secret in the store: it is in the vault.
+    if let Some(t) = token.as_mut().filter(|t| t.secret.is_empty()) {
+        match vault.as_ref().map(|v| v.fast_secret()) {
+            Some(Ok(Some(secret))) => t.secret = secret,
+            Some(Ok(None)) | None => token = None,
+            Some(Err(e)) => {
+                tracing::warn!(
+                    "cannot read the FAST token from the vault ({e}): using the password"
+                );
+                token = None;
+            }
+        }
+    }
     Ok(login::LoginPlan {
         client_id,
         token,
@@ -269,10 +288,50 @@ fn login_plan(
     })
 }
 
-/// Keeps the token a SASL2 login gave (asked for, or rotated).
-fn keep_token(shared: &Shared, token: Option<&crate::auth::FastToken>) -> Result<()> {
-    if let Some(t) = token {
-        shared.store().set_fast_token(shared.account.id, Some(t))?;
+/// Keeps the token a SASL2 login gave (asked for, or rotated): its secret in the vault when
+/// the front end keeps one (the store then holds an empty secret), else in the store.
+pub(crate) fn keep_token(shared: &Shared, token: Option<&crate::auth::FastToken>) -> Result<()> {
+    let Some(t) = token else { return Ok(()) };
+    let vault = shared
+        .vault
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let stored = match vault {
+        Some(v) => match v.set_fast_secret(Some(&t.secret)) {
+            Ok(()) => crate::auth::FastToken {
+                secret: String::new(),
+                ..t.clone()
+            },
+            Err(e) => {
+                // Not kept at all rather than kept somewhere the user did not choose.
+                tracing::warn!(
+                    "cannot keep the FAST token in the vault ({e}): the password stays in use"
+                );
+                shared.store().set_fast_token(shared.account.id, None)?;
+                return Ok(());
+            }
+        },
+        None => t.clone(),
+    };
+    shared
+        .store()
+        .set_fast_token(shared.account.id, Some(&stored))?;
+    Ok(())
+}
+
+/// Forgets the FAST token (the server refused it), in the store and the vault.
+pub(crate) fn forget_token(shared: &Shared) -> Result<()> {
+    shared.store().set_fast_token(shared.account.id, None)?;
+    let vault = shared
+        .vault
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    if let Some(v) = vault {
+        if let Err(e) = v.set_fast_secret(None) {
+            tracing::warn!("cannot remove the FAST token from the vault: {e}");
+        }
     }
     Ok(())
 }
@@ -280,5 +339,154 @@ fn keep_token(shared: &Shared, token: Option<&crate::auth::FastToken>) -> Result
 impl From<crate::sm::SmError> for Error {
     fn from(e: crate::sm::SmError) -> Self {
         Error::Protocol(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::{FastToken, SecretVault, FAST_MECHANISM};
+    use std::sync::Mutex;
+
+    /// A vault in memory (the desktop's is the OS keyring); `broken` refuses every write.
+    #[derive(Default)]
+    struct MemVault {
+        secret: Mutex<Option<String>>,
+        broken: bool,
+    }
+
+    impl SecretVault for MemVault {
+        fn fast_secret(&self) -> std::result::Result<Option<String>, String> {
+            Ok(self.secret.lock().unwrap().clone())
+        }
+        fn set_fast_secret(&self, secret: Option<&str>) -> std::result::Result<(), String> {
+            if self.broken {
+                return Err("the keyring is locked".into());
+            }
+            *self.secret.lock().unwrap() = secret.map(str::to_owned);
+            Ok(())
+        }
+    }
+
+    fn client(dir: &tempfile::TempDir) -> crate::Client {
+        let path = dir.path().join("t.db");
+        crate::Client::add_account(
+            &path,
+            &crate::store::NewAccount {
+                jid: "alice@localhost".into(),
+                password: String::new(),
+                server: None,
+                ca_file: None,
+                insecure_plaintext: false,
+                direct_tls: false,
+            },
+        )
+        .unwrap();
+        crate::Client::open(&path, crate::ClientConfig::default()).unwrap()
+    }
+
+    fn engine(c: &crate::Client) -> Engine {
+        let shared = c.shared();
+        Engine::restore(
+            shared.config.clone(),
+            &shared.account,
+            &mut shared.store(),
+            Instant::now(),
+        )
+        .unwrap()
+    }
+
+    fn token(secret: &str) -> FastToken {
+        FastToken {
+            mechanism: FAST_MECHANISM.into(),
+            secret: secret.into(),
+            expires_ms: i64::MAX,
+            count: 0,
+        }
+    }
+
+    #[test]
+    fn without_a_vault_the_token_is_in_the_owner_only_store_and_counted_before_each_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = client(&dir);
+        let e = engine(&c);
+        keep_token(c.shared(), Some(&token("secret-token:1"))).unwrap();
+        let plan = login_plan(c.shared(), &e, true, true).unwrap();
+        let t = plan.token.unwrap();
+        assert_eq!((t.secret.as_str(), t.count), ("secret-token:1", 1));
+        assert_eq!(
+            login_plan(c.shared(), &e, true, true)
+                .unwrap()
+                .token
+                .unwrap()
+                .count,
+            2
+        );
+        // SASL1 or FAST off: no token goes out (and none is counted).
+        assert!(login_plan(c.shared(), &e, false, true)
+            .unwrap()
+            .token
+            .is_none());
+        forget_token(c.shared()).unwrap();
+        assert!(login_plan(c.shared(), &e, true, true)
+            .unwrap()
+            .token
+            .is_none());
+    }
+
+    #[test]
+    fn with_a_vault_the_secret_is_only_in_the_vault() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = client(&dir);
+        let e = engine(&c);
+        let vault = std::sync::Arc::new(MemVault::default());
+        c.set_secret_vault(vault.clone());
+        keep_token(c.shared(), Some(&token("secret-token:1"))).unwrap();
+        assert_eq!(
+            vault.fast_secret().unwrap().as_deref(),
+            Some("secret-token:1")
+        );
+        let in_db = c
+            .shared()
+            .store()
+            .fast_token(c.account().id, 0)
+            .unwrap()
+            .unwrap();
+        assert_eq!(in_db.secret, "", "no secret in the database");
+        let raw = std::fs::read(dir.path().join("t.db")).unwrap();
+        assert!(
+            !raw.windows(14).any(|w| w == b"secret-token:1"),
+            "not in the file"
+        );
+        let plan = login_plan(c.shared(), &e, true, true).unwrap();
+        assert_eq!(plan.token.unwrap().secret, "secret-token:1");
+        forget_token(c.shared()).unwrap();
+        assert_eq!(vault.fast_secret().unwrap(), None);
+        assert!(login_plan(c.shared(), &e, true, true)
+            .unwrap()
+            .token
+            .is_none());
+    }
+
+    #[test]
+    fn a_vault_that_refuses_the_token_keeps_it_nowhere_and_the_password_stays_in_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = client(&dir);
+        let e = engine(&c);
+        c.set_secret_vault(std::sync::Arc::new(MemVault {
+            broken: true,
+            ..MemVault::default()
+        }));
+        keep_token(c.shared(), Some(&token("secret-token:1"))).unwrap();
+        assert!(c
+            .shared()
+            .store()
+            .fast_token(c.account().id, 0)
+            .unwrap()
+            .is_none());
+        assert!(login_plan(c.shared(), &e, true, true)
+            .unwrap()
+            .token
+            .is_none());
     }
 }
