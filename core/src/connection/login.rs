@@ -82,11 +82,19 @@ pub struct LoginPlan {
     /// Whether SASL2 may be used (off after a SASL2 failure on this server: the next attempt
     /// falls back to SASL1).
     pub sasl2: bool,
+    /// The server's SASL2 offer from the last login: the `<authenticate/>` is then written in
+    /// the same flight as the stream header, without waiting for the features (one round trip
+    /// less). A changed offer is taken from the features as usual.
+    pub offer: Option<sasl2::Authentication>,
 }
 
 /// What a SASL2 login settled.
 #[derive(Clone, Debug)]
 pub struct Sasl2Done {
+    /// The server's SASL2 offer on this connection (remembered for the next login).
+    pub offer: sasl2::Authentication,
+    /// Whether the `<authenticate/>` went out with the stream header.
+    pub pipelined: bool,
     /// Resumed, bound, or neither (see [`Inline`]).
     pub inline: Inline,
     /// A token to keep.
@@ -174,6 +182,49 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Capped<S> {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// The TLS stream, with bytes to write right after the first flush of what is above it (the
+/// stream header): a pipelined `<authenticate/>`, serialized by minidom.
+struct Preface {
+    inner: Box<dyn IoStream>,
+    tail: Vec<u8>,
+}
+
+impl AsyncRead for Preface {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Preface {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        while !self.tail.is_empty() {
+            let this = &mut *self;
+            let n = ready!(Pin::new(&mut this.inner).poll_write(cx, &this.tail))?;
+            if n == 0 {
+                return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+            }
+            this.tail.drain(..n);
+        }
         Pin::new(&mut self.inner).poll_flush(cx)
     }
 
@@ -342,7 +393,7 @@ async fn tls_handshake<S: IoStream + 'static>(
     domain: &str,
     tcp: S,
     direct: bool,
-) -> Result<(Io, Option<Vec<u8>>)> {
+) -> Result<(Box<dyn IoStream>, Option<Vec<u8>>)> {
     let name = ServerName::try_from(domain.to_owned())
         .map_err(|e| Error::Usage(format!("bad domain {domain}: {e}")))?;
     let config = if direct {
@@ -373,7 +424,61 @@ async fn tls_handshake<S: IoStream + 'static>(
             .ok(),
         _ => None,
     };
-    Ok((BufStream::new(Box::new(tls_stream)), exporter))
+    Ok((Box::new(tls_stream), exporter))
+}
+
+fn sasl2_request(
+    username: &str,
+    password: &str,
+    plan: &LoginPlan,
+    exporter: Option<Vec<u8>>,
+) -> Sasl2Request {
+    Sasl2Request {
+        username: username.to_owned(),
+        password: password.to_owned(),
+        token: plan.token.clone(),
+        exporter,
+        client_id: plan.client_id,
+        resume: plan.resume.clone(),
+    }
+}
+
+/// The TLS stream under the XML stream; with the last login's SASL2 offer, the
+/// `<authenticate/>` is prepared now and written right after our stream header.
+fn over_tls(
+    tls: Box<dyn IoStream>,
+    exporter: &Option<Vec<u8>>,
+    username: &str,
+    password: &str,
+    plan: &LoginPlan,
+) -> Result<(Io, Option<Sasl2>)> {
+    let early = match (&plan.offer, plan.sasl2) {
+        (Some(offer), true) => {
+            let req = sasl2_request(username, password, plan, exporter.clone());
+            match Sasl2::start(offer, req) {
+                Ok((sasl, auth)) => {
+                    let el: tokio_xmpp::minidom::Element = auth.into();
+                    let mut tail = Vec::new();
+                    el.write_to(&mut tail).map_err(|e| {
+                        Error::Internal(format!("serializing <authenticate/>: {e}"))
+                    })?;
+                    Some((sasl, tail))
+                }
+                Err(e) => {
+                    tracing::debug!("no pipelined SASL2 on the remembered offer: {e}");
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
+    Ok(match early {
+        Some((sasl, tail)) => (
+            BufStream::new(Box::new(Preface { inner: tls, tail })),
+            Some(sasl),
+        ),
+        None => (BufStream::new(tls), None),
+    })
 }
 
 /// Connects to the account's server and authenticates. Network problems are [`Error::Network`]
@@ -434,8 +539,9 @@ pub async fn login(
         }
     }
 
-    let (transport, features, mut stream, exporter) = match (direct, tls) {
-        (Some((io, exporter)), _) => {
+    let (transport, features, mut stream, exporter, early) = match (direct, tls) {
+        (Some((tls_io, exporter)), _) => {
+            let (io, early) = over_tls(tls_io, &exporter, &username, password, plan)?;
             let (features, stream) = initiate_stream(
                 io,
                 ns::JABBER_CLIENT,
@@ -447,7 +553,7 @@ pub async fn login(
             .recv_features::<Wire>()
             .await
             .map_err(features_err)?;
-            (Transport::DirectTls, features, stream, exporter)
+            (Transport::DirectTls, features, stream, exporter, early)
         }
         (None, tls) => {
             let tcp = dns_config(account, &domain)?
@@ -463,7 +569,7 @@ pub async fn login(
                     .await
                     .map_err(features_err)?;
             match tls {
-                None => (Transport::Plain, features, stream, None),
+                None => (Transport::Plain, features, stream, None, None),
                 Some(config) => {
                     if !features.can_starttls() {
                         return Err(Error::Tls(
@@ -488,7 +594,8 @@ pub async fn login(
                         }
                     }
                     let tcp = stream.into_inner().into_inner();
-                    let (io, exporter) = tls_handshake(config, &domain, tcp, false).await?;
+                    let (tls_io, exporter) = tls_handshake(config, &domain, tcp, false).await?;
+                    let (io, early) = over_tls(tls_io, &exporter, &username, password, plan)?;
                     let (features, stream) = initiate_stream(
                         io,
                         ns::JABBER_CLIENT,
@@ -500,24 +607,37 @@ pub async fn login(
                     .recv_features::<Wire>()
                     .await
                     .map_err(features_err)?;
-                    (Transport::StartTls, features, stream, exporter)
+                    (Transport::StartTls, features, stream, exporter, early)
                 }
             }
         }
     };
 
     // SASL2 only over TLS (a server offers no authentication in plain anyway).
-    if let (Some(offer), true) = (features.sasl2.clone(), plan.sasl2 && tls.is_some()) {
-        let req = Sasl2Request {
-            username,
-            password: password.to_owned(),
-            token: plan.token.clone(),
-            exporter,
-            client_id: plan.client_id,
-            resume: plan.resume.clone(),
+    let offer_now = features.sasl2.clone();
+    if plan.sasl2 && tls.is_some() && (early.is_some() || offer_now.is_some()) {
+        let pipelined = early.is_some();
+        let offer = offer_now
+            .clone()
+            .or_else(|| plan.offer.clone())
+            .expect("an offer: checked");
+        let mut sasl = match early {
+            Some(sasl) => sasl,
+            None => {
+                let req = sasl2_request(&username, password, plan, exporter);
+                let (sasl, authenticate) = Sasl2::start(&offer, req).map_err(auth_err)?;
+                stream.send(&authenticate).await.map_err(io_err)?;
+                sasl
+            }
         };
-        let (mut sasl, authenticate) = Sasl2::start(&offer, req).map_err(auth_err)?;
-        stream.send(&authenticate).await.map_err(io_err)?;
+        // Any failure of a pipelined attempt makes the next attempt negotiate as usual.
+        let broken = |e: Error| {
+            if pipelined {
+                Ok(Attempt::Sasl2Broken(e))
+            } else {
+                Err(e)
+            }
+        };
         let outcome = loop {
             let answer = match next(&mut stream, "SASL2").await {
                 Ok(a) => a,
@@ -542,6 +662,11 @@ pub async fn login(
                 Err(e @ (AuthError::Malformed(_) | AuthError::OutOfOrder(_))) => {
                     return Ok(Attempt::Sasl2Broken(auth_err(e)))
                 }
+                // Refused on a remembered offer (the mechanism may be gone): negotiate anew
+                // before calling the password wrong.
+                Err(e @ (AuthError::Rejected(_) | AuthError::NoScram(_))) => {
+                    return broken(auth_err(e))
+                }
                 Err(e) => return Err(auth_err(e)),
             }
         };
@@ -565,6 +690,8 @@ pub async fn login(
             budget,
             transport,
             sasl2: Some(Sasl2Done {
+                offer,
+                pipelined,
                 inline: outcome.inline,
                 token: outcome.token,
                 used_fast: outcome.used_fast,

@@ -130,6 +130,9 @@ async fn run_locked(
     let mut backoff = Backoff::new(shared.config.reconnect_min, shared.config.reconnect_max);
     let mut sasl2_ok = true;
     let mut fast_ok = true;
+    // The server's SASL2 offer from the last login (kept in the store for the next process):
+    // the next login writes its <authenticate/> with the stream header.
+    let mut offer = load_offer(&shared);
     // tokio-xmpp's own read timeouts only bound the login: the engine keeps the live link's
     // deadlines, so the session loop skips soft timeouts, and they are set past the engine's
     // (each would otherwise be one more wake-up of an idle session).
@@ -150,7 +153,8 @@ async fn run_locked(
             return Err(e);
         };
         shared.emit(Event::connection(ConnState::Connecting, None, None, None));
-        let plan = login_plan(&shared, &engine, sasl2_ok, fast_ok)?;
+        let mut plan = login_plan(&shared, &engine, sasl2_ok, fast_ok)?;
+        plan.offer = if sasl2_ok { offer.take() } else { None };
         let attempt = tokio::select! {
             r = login::login(
                 &shared.account,
@@ -166,11 +170,14 @@ async fn run_locked(
             Ok(login::Attempt::In(logged_in)) => {
                 if let Some(done) = &logged_in.sasl2 {
                     keep_token(&shared, done.token.as_ref())?;
+                    offer = Some(done.offer.clone());
+                    keep_offer(&shared, &done.offer);
                 }
                 tracing::info!(
                     transport = ?logged_in.transport,
                     sasl2 = logged_in.sasl2.is_some(),
                     fast = logged_in.sasl2.as_ref().is_some_and(|d| d.used_fast),
+                    pipelined = logged_in.sasl2.as_ref().is_some_and(|d| d.pipelined),
                     "logged in"
                 );
                 let end =
@@ -200,6 +207,9 @@ async fn run_locked(
                 tracing::warn!("SASL2 failed ({e}): falling back to SASL1");
                 shared.emit(Event::error(e.kind(), e.to_string()));
                 sasl2_ok = false;
+                if let Err(e) = shared.store().set_sasl2_offer(shared.account.id, None) {
+                    tracing::warn!("cannot forget the SASL2 offer: {e}");
+                }
                 e
             }
             Err(e) if !e.is_retryable() => {
@@ -285,7 +295,31 @@ pub(crate) fn login_plan(
         token,
         resume: engine.inline_resume(),
         sasl2,
+        offer: None,
     })
+}
+
+/// The SASL2 offer the store remembers, if it still parses.
+fn load_offer(shared: &Shared) -> Option<tokio_xmpp::parsers::sasl2::Authentication> {
+    let xml = shared
+        .store()
+        .sasl2_offer(shared.account.id)
+        .map_err(|e| tracing::warn!("cannot read the remembered SASL2 offer: {e}"))
+        .ok()??;
+    let el: tokio_xmpp::minidom::Element = xml.parse().ok()?;
+    tokio_xmpp::parsers::sasl2::Authentication::try_from(el).ok()
+}
+
+/// Remembers the server's SASL2 offer (serialized by minidom) for the next process.
+fn keep_offer(shared: &Shared, offer: &tokio_xmpp::parsers::sasl2::Authentication) {
+    let el: tokio_xmpp::minidom::Element = offer.clone().into();
+    let xml = String::from(&el);
+    if let Err(e) = shared
+        .store()
+        .set_sasl2_offer(shared.account.id, Some(&xml))
+    {
+        tracing::warn!("cannot remember the SASL2 offer: {e}");
+    }
 }
 
 /// Keeps the token a SASL2 login gave (asked for, or rotated): its secret in the vault when

@@ -68,6 +68,29 @@ impl Store {
         self.fast_token(account, now_ms)
     }
 
+    /// The server's last SASL2 offer (its `<authentication/>`, as XML), if remembered.
+    pub fn sasl2_offer(&self, account: i64) -> Result<Option<String>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT sasl2_offer FROM login WHERE account_id = ?1",
+                [account],
+                |r| r.get(0),
+            )
+            .optional()?
+            .flatten())
+    }
+
+    /// Remembers (or forgets) the server's SASL2 offer.
+    pub fn set_sasl2_offer(&mut self, account: i64, xml: Option<&str>) -> Result<()> {
+        self.login_client_id(account)?;
+        self.conn.execute(
+            "UPDATE login SET sasl2_offer = ?2 WHERE account_id = ?1",
+            rusqlite::params![account, xml],
+        )?;
+        Ok(())
+    }
+
     /// Keeps a new token (asked for, or rotated by the server), or forgets it (`None`: refused,
     /// or the account logs out).
     pub fn set_fast_token(&mut self, account: i64, token: Option<&FastToken>) -> Result<()> {

@@ -252,7 +252,8 @@ const MIGRATIONS: &[&str] = &[
     "#,
     // v10: the fast reconnect. `direct_tls`: the explicit server speaks TLS at once (XEP-0368).
     // `login`: this installation's SASL2 client id (FAST tokens are tied to it), and the FAST
-    // token (XEP-0484) when the server gave one; the file is owner-only like the password.
+    // token (XEP-0484) when the server gave one; the file is owner-only like the password; the
+    // server's last SASL2 offer (a new process pipelines its login on it).
     r#"
     ALTER TABLE accounts ADD COLUMN direct_tls INTEGER NOT NULL DEFAULT 0;
     CREATE TABLE login (
@@ -261,7 +262,8 @@ const MIGRATIONS: &[&str] = &[
         fast_mechanism   TEXT,
         fast_token       TEXT,
         fast_expires_ms  INTEGER,
-        fast_count       INTEGER NOT NULL DEFAULT 0
+        fast_count       INTEGER NOT NULL DEFAULT 0,
+        sasl2_offer      TEXT                          -- the server's last <authentication/>
     );
     "#,
 ];
