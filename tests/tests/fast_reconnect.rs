@@ -143,6 +143,51 @@ fn direct_tls_and_sasl2_resume_inline_and_the_next_login_uses_the_fast_token() {
         "Prosody stored a FAST token under {tokens:?}"
     );
     run.stop(LONG, "alice");
+
+    // A token the server refuses: forgotten, the password once, at once, and a new token.
+    let db = rusqlite::Connection::open(&alice.db).unwrap();
+    db.execute("UPDATE login SET fast_token = 'secret-token:forged'", [])
+        .unwrap();
+    let mut run = alice
+        .spawn_run(&["--log", "tether_core=info"])
+        .online(LONG, "alice with a refused token");
+    let lines = wait_logins(&run, 1);
+    assert!(
+        run.stderr().contains("the server refused the FAST token"),
+        "{}",
+        run.stderr()
+    );
+    assert!(
+        lines[0].contains("sasl2=true") && lines[0].contains("fast=false"),
+        "{}",
+        lines[0]
+    );
+    let kept: String = db
+        .query_row("SELECT fast_token FROM login", [], |r| r.get(0))
+        .unwrap();
+    assert!(
+        kept.starts_with("secret-token:") && kept != "secret-token:forged",
+        "a new token"
+    );
+    run.stop(LONG, "alice");
+
+    // A refused token and a wrong password: the password once, then stop as for a wrong
+    // password (exit 3), never a loop.
+    db.execute("UPDATE login SET fast_token = 'secret-token:forged'", [])
+        .unwrap();
+    db.execute("UPDATE accounts SET password = 'not-the-password'", [])
+        .unwrap();
+    let mut run = alice.spawn_run(&["--log", "tether_core=info"]);
+    let status = run.wait_exit(LONG).expect("it stops");
+    assert_eq!(status.code(), Some(3), "{}", run.stderr());
+    assert_eq!(
+        run.stderr()
+            .matches("the server refused the FAST token")
+            .count(),
+        1,
+        "{}",
+        run.stderr()
+    );
 }
 
 #[test]
