@@ -7,7 +7,8 @@
 #                                 with server and clients sharing the cores, and once more with the
 #                                 archive on (2,000 messages: Prosody's archive on its internal
 #                                 storage is the bottleneck there, at 100% of a core)
-#   (and the files benchmark: a 50 MB upload, a 10,000-message archive catch-up)
+#   (and the files benchmark: a 50 MB upload, a 10,000-message archive catch-up; the mobile
+#   benchmark: reconnect paths and wake at 100 ms RTT, idle wake-ups; the mobile library's size)
 #   tests/bench/run.sh --smoke    a small, quick run of all of it (CI runs it so the harness cannot
 #                                 rot; no figure from it means anything, and none is asserted)
 set -euo pipefail
@@ -66,4 +67,16 @@ else
   # A phone's life (issue 15): reconnect and wake at 100 ms RTT, and ten idle minutes per profile.
   TETHER_BIN="$target/release/tether" "$target/release/tether-bench-mobile" \
     --rtt-ms 100 --rounds 5 --idle-secs 600 --wake-messages 100
+  echo
+  # The mobile library as apps ship it (goal: under 8 MB), against the plain release build.
+  cargo build --locked -q --release -p tether-ffi
+  cargo build --locked -q --profile mobile -p tether-ffi
+  rel=$(stat -c %s "$target/release/libtether_ffi.so")
+  mob=$(stat -c %s "$target/mobile/libtether_ffi.so")
+  echo "### The mobile library (x86_64 libtether_ffi.so)"
+  echo
+  echo "| build | bytes | against release |"
+  echo "|---|---:|---:|"
+  echo "| --release (not stripped) | $rel | 1.00x |"
+  echo "| --profile mobile | $mob | $(awk -v a="$mob" -v b="$rel" 'BEGIN { printf "%.2fx", a / b }') |"
 fi
