@@ -133,6 +133,11 @@ impl Shared {
         self.store.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The front end's vault for the FAST token, if it gave one.
+    pub fn vault(&self) -> Option<Arc<dyn crate::auth::SecretVault>> {
+        self.vault.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     /// The password to log in with: the front end's, else the one in the database.
     pub fn password(&self) -> Option<String> {
         let held = self

@@ -33,6 +33,7 @@ pub type Io = BufStream<Box<dyn IoStream>>;
 /// What the client reads from the server: every XMPP stream element, and the SASL2 answers
 /// and stream features tokio-xmpp's own element type does not cover (SASL2 sends features on
 /// the same stream after `<success/>`, with no restart).
+#[allow(clippy::large_enum_variant)]
 #[derive(FromXml, Debug)]
 #[xml()]
 pub enum Wire {
@@ -427,6 +428,21 @@ async fn tls_handshake<S: IoStream + 'static>(
     Ok((Box::new(tls_stream), exporter))
 }
 
+/// Sends our stream header and reads the server's header and features.
+async fn open_stream(
+    io: Io,
+    domain: &str,
+    from: Option<&str>,
+    timeouts: Timeouts,
+) -> Result<(StreamFeatures, WireStream)> {
+    initiate_stream(io, ns::JABBER_CLIENT, header(domain, from), timeouts)
+        .await
+        .map_err(io_err)?
+        .recv_features::<Wire>()
+        .await
+        .map_err(features_err)
+}
+
 fn sasl2_request(
     username: &str,
     password: &str,
@@ -542,17 +558,7 @@ pub async fn login(
     let (transport, features, mut stream, exporter, early) = match (direct, tls) {
         (Some((tls_io, exporter)), _) => {
             let (io, early) = over_tls(tls_io, &exporter, &username, password, plan)?;
-            let (features, stream) = initiate_stream(
-                io,
-                ns::JABBER_CLIENT,
-                header(&domain, Some(&bare)),
-                timeouts,
-            )
-            .await
-            .map_err(io_err)?
-            .recv_features::<Wire>()
-            .await
-            .map_err(features_err)?;
+            let (features, stream) = open_stream(io, &domain, Some(&bare), timeouts).await?;
             (Transport::DirectTls, features, stream, exporter, early)
         }
         (None, tls) => {
@@ -561,13 +567,7 @@ pub async fn login(
                 .await
                 .map_err(|e| Error::Network(format!("cannot connect: {e}")).caused_by(e))?;
             let io: Io = BufStream::new(Box::new(capped(tcp)));
-            let (features, mut stream) =
-                initiate_stream(io, ns::JABBER_CLIENT, header(&domain, None), timeouts)
-                    .await
-                    .map_err(io_err)?
-                    .recv_features::<Wire>()
-                    .await
-                    .map_err(features_err)?;
+            let (features, mut stream) = open_stream(io, &domain, None, timeouts).await?;
             match tls {
                 None => (Transport::Plain, features, stream, None, None),
                 Some(config) => {
@@ -596,17 +596,8 @@ pub async fn login(
                     let tcp = stream.into_inner().into_inner();
                     let (tls_io, exporter) = tls_handshake(config, &domain, tcp, false).await?;
                     let (io, early) = over_tls(tls_io, &exporter, &username, password, plan)?;
-                    let (features, stream) = initiate_stream(
-                        io,
-                        ns::JABBER_CLIENT,
-                        header(&domain, Some(&bare)),
-                        timeouts,
-                    )
-                    .await
-                    .map_err(io_err)?
-                    .recv_features::<Wire>()
-                    .await
-                    .map_err(features_err)?;
+                    let (features, stream) =
+                        open_stream(io, &domain, Some(&bare), timeouts).await?;
                     (Transport::StartTls, features, stream, exporter, early)
                 }
             }

@@ -262,11 +262,7 @@ pub(crate) fn login_plan(
     fast: bool,
 ) -> Result<login::LoginPlan> {
     let account = shared.account.id;
-    let vault = shared
-        .vault
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
+    let vault = shared.vault();
     let (client_id, mut token) = {
         let mut store = shared.store();
         let client_id = store.login_client_id(account)?;
@@ -326,11 +322,7 @@ fn keep_offer(shared: &Shared, offer: &tokio_xmpp::parsers::sasl2::Authenticatio
 /// the front end keeps one (the store then holds an empty secret), else in the store.
 pub(crate) fn keep_token(shared: &Shared, token: Option<&crate::auth::FastToken>) -> Result<()> {
     let Some(t) = token else { return Ok(()) };
-    let vault = shared
-        .vault
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
+    let vault = shared.vault();
     let stored = match vault {
         Some(v) => match v.set_fast_secret(Some(&t.secret)) {
             Ok(()) => crate::auth::FastToken {
@@ -357,11 +349,7 @@ pub(crate) fn keep_token(shared: &Shared, token: Option<&crate::auth::FastToken>
 /// Forgets the FAST token (the server refused it), in the store and the vault.
 pub(crate) fn forget_token(shared: &Shared) -> Result<()> {
     shared.store().set_fast_token(shared.account.id, None)?;
-    let vault = shared
-        .vault
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
+    let vault = shared.vault();
     if let Some(v) = vault {
         if let Err(e) = v.set_fast_secret(None) {
             tracing::warn!("cannot remove the FAST token from the vault: {e}");

@@ -6,18 +6,11 @@
 
 use super::sim::{Pair, ResumeAnswer, Server};
 use crate::delivery::State;
-use crate::events::{ConnState, Event};
 
 const BOB: &str = "bob@localhost/phone";
 
 fn resumed(pair: &Pair) -> Vec<bool> {
-    pair.events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Connection(c) if c.state == ConnState::Online => c.resumed,
-            _ => None,
-        })
-        .collect()
+    pair.online_resumed()
 }
 
 /// Online through a first SASL2 login (Bind2 with SM and carbons inline).

@@ -9,7 +9,7 @@ use tokio_xmpp::parsers::stanza_error::DefinedCondition;
 
 use super::sim::{Pair, Server};
 use crate::config::{ClientConfig, Profile};
-use crate::events::{ConnState, Event, SocialEvent};
+use crate::events::{Event, SocialEvent};
 use crate::store::{PushState, PushWant};
 
 const BOB: &str = "bob@localhost/phone";
@@ -30,13 +30,7 @@ fn push_events(pair: &Pair) -> Vec<(&'static str, Option<String>)> {
 }
 
 fn resumed(pair: &Pair) -> Vec<bool> {
-    pair.events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Connection(c) if c.state == ConnState::Online => c.resumed,
-            _ => None,
-        })
-        .collect()
+    pair.online_resumed()
 }
 
 fn enable(pair: &mut Pair) {

@@ -200,6 +200,33 @@ impl Server {
         }
     }
 
+    /// Resumes the session it holds (the client's `h` settles what it acked): the answer
+    /// (naming another stream when [`ResumeAnswer::WrongStream`]), and what it sends again.
+    fn resume_session(&mut self, h: u32) -> (sm::Resumed, Vec<Stanza>) {
+        self.settle_acks(h);
+        let s = self.session.as_ref().expect("a session to resume");
+        let previd = if self.resume == ResumeAnswer::WrongStream {
+            "another-stream".to_owned()
+        } else {
+            s.id.clone()
+        };
+        let resumed = sm::Resumed {
+            h: s.h_in,
+            previd: sm::StreamId(previd),
+        };
+        let again = s.unacked.iter().map(|(_, st)| copy(st)).collect();
+        self.enabled = true;
+        (resumed, again)
+    }
+
+    /// Queues stanzas for the client as they are (already counted in the session).
+    fn queue_stanzas(&mut self, stanzas: Vec<Stanza>) {
+        for st in stanzas {
+            self.to_client
+                .push_back(Incoming::Element(XmppStreamElement::Stanza(st)));
+        }
+    }
+
     /// A SASL2 login with Bind2 and inline SM, as Prosody's mod_sasl2_sm answers it: the stream
     /// resumed when it can be (then what it holds unacked comes again after the success), else
     /// `<failed/>` (with h when `resume` says so) and a new session bound with SM enabled.
@@ -213,24 +240,9 @@ impl Server {
                     ResumeAnswer::Honour | ResumeAnswer::WrongStream
                 )
             {
-                self.settle_acks(r.h);
-                let s = self.session.as_ref().unwrap();
-                let previd = if self.resume == ResumeAnswer::WrongStream {
-                    "another-stream".to_owned()
-                } else {
-                    s.id.clone()
-                };
-                let h = s.h_in;
-                let again: Vec<Stanza> = s.unacked.iter().map(|(_, st)| copy(st)).collect();
-                self.enabled = true;
-                for st in again {
-                    self.to_client
-                        .push_back(Incoming::Element(XmppStreamElement::Stanza(st)));
-                }
-                return Inline::Resumed(sm::Resumed {
-                    h,
-                    previd: sm::StreamId(previd),
-                });
+                let (resumed, again) = self.resume_session(r.h);
+                self.queue_stanzas(again);
+                return Inline::Resumed(resumed);
             }
         }
         let failed_h = match (&resume, &self.resume) {
@@ -478,24 +490,9 @@ impl Server {
                 let known = self.session.as_ref().is_some_and(|s| s.id == r.previd.0);
                 match (&self.resume, known) {
                     (ResumeAnswer::Honour, true) | (ResumeAnswer::WrongStream, true) => {
-                        self.settle_acks(r.h);
-                        let s = self.session.as_ref().unwrap();
-                        let previd = if self.resume == ResumeAnswer::WrongStream {
-                            "another-stream".to_owned()
-                        } else {
-                            s.id.clone()
-                        };
-                        let h = s.h_in;
-                        let again: Vec<Stanza> = s.unacked.iter().map(|(_, st)| copy(st)).collect();
-                        self.enabled = true;
-                        self.nonza(Nonza::Resumed(sm::Resumed {
-                            h,
-                            previd: sm::StreamId(previd),
-                        }));
-                        for st in again {
-                            self.to_client
-                                .push_back(Incoming::Element(XmppStreamElement::Stanza(st)));
-                        }
+                        let (resumed, again) = self.resume_session(r.h);
+                        self.nonza(Nonza::Resumed(resumed));
+                        self.queue_stanzas(again);
                     }
                     (ResumeAnswer::FailWithH, true) => {
                         let h = self.session.as_ref().map(|s| s.h_in);
@@ -851,6 +848,17 @@ impl Pair {
         );
         self.after(r);
         self.run();
+    }
+
+    /// The `resumed` flag of every `online` event so far, in order.
+    pub fn online_resumed(&self) -> Vec<bool> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Connection(c) if c.state == crate::events::ConnState::Online => c.resumed,
+                _ => None,
+            })
+            .collect()
     }
 
     /// A new link logged in with SASL2: the engine's stream resumed (or a new session bound)
