@@ -78,8 +78,12 @@ impl tether_core::auth::SecretVault for KeyringVault {
 mod tests {
     use super::*;
 
+    /// The keyring's default credential store is process-wide: tests that swap it take turns.
+    static KEYRING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
     #[test]
     fn keyring_first_and_the_database_only_with_consent() {
+        let _turn = KEYRING.lock().unwrap_or_else(|p| p.into_inner());
         // A keyring that works: the password goes there.
         keyring::set_default_credential_builder(keyring::mock::default_credential_builder());
         assert_eq!(
@@ -106,6 +110,7 @@ mod tests {
     #[test]
     fn the_fast_token_follows_the_password_into_the_keyring() {
         use tether_core::auth::SecretVault;
+        let _turn = KEYRING.lock().unwrap_or_else(|p| p.into_inner());
         // Without a keyring the vault says so (the core then keeps using the password).
         keyring::set_default_credential_builder(Box::new(NoKeyring));
         let vault = KeyringVault::new("alice@localhost");
