@@ -77,6 +77,8 @@ pub const PAUSE_AFTER: Duration = Duration::from_secs(5);
 struct Peer {
     /// The contact sent us a chat state: it understands them.
     supports: bool,
+    /// The contact's verified capabilities (XEP-0115) list chat states.
+    advertised: bool,
     /// What we last sent it on this connection, and when.
     sent: Option<(ChatState, Instant)>,
     /// A change that waits for [`MIN_INTERVAL`].
@@ -97,9 +99,22 @@ impl ChatStates {
         self.peers.entry(peer.to_owned()).or_default().supports = true;
     }
 
-    /// Whether `peer` has shown it understands chat states.
+    /// What the verified capabilities of `peer`'s online resources say of chat states (the
+    /// engine tells it on every presence that changes them).
+    pub fn on_advertised(&mut self, peer: &str, advertised: bool) {
+        if advertised {
+            self.peers.entry(peer.to_owned()).or_default().advertised = true;
+        } else if let Some(p) = self.peers.get_mut(peer) {
+            p.advertised = false;
+        }
+    }
+
+    /// Whether `peer` has shown it understands chat states: it sent one, or its verified
+    /// capabilities list them.
     pub fn supports(&self, peer: &str) -> bool {
-        self.peers.get(peer).is_some_and(|p| p.supports)
+        self.peers
+            .get(peer)
+            .is_some_and(|p| p.supports || p.advertised)
     }
 
     /// A message to `peer` went out; it carries `<active/>`.
@@ -115,7 +130,7 @@ impl ChatStates {
     /// now, if any (see the module's rules).
     pub fn want(&mut self, peer: &str, state: ChatState, now: Instant) -> Option<ChatState> {
         let p = self.peers.entry(peer.to_owned()).or_default();
-        if !p.supports {
+        if !(p.supports || p.advertised) {
             return None;
         }
         p.typed = (state == ChatState::Composing).then_some(now);

@@ -40,6 +40,27 @@ pub struct ClientConfig {
     pub allow_http_files: bool,
     /// Incoming files up to this size are downloaded by themselves (bytes).
     pub auto_download_max: u64,
+    /// What kind of device this is, as the client's identity tells others (XEP-0030).
+    pub device: Device,
+}
+
+/// The kind of device, as XEP-0030's registry names client identities.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Device {
+    /// A desktop or laptop (`pc`).
+    Pc,
+    /// A phone (`phone`).
+    Phone,
+}
+
+impl Device {
+    /// The registry's `type` for a `client` identity.
+    pub fn identity_type(self) -> &'static str {
+        match self {
+            Device::Pc => "pc",
+            Device::Phone => "phone",
+        }
+    }
 }
 
 /// Default of [`ClientConfig::auto_download_max`]: 100 MiB.
@@ -70,6 +91,7 @@ impl ClientConfig {
             Profile::Mobile => ClientConfig {
                 keepalive: Duration::from_secs(300),
                 outbox_poll: None,
+                device: Device::Phone,
                 ..ClientConfig::default()
             },
         }
@@ -91,6 +113,7 @@ impl Default for ClientConfig {
             max_stanza_bytes: MAX_STANZA_BYTES,
             allow_http_files: false,
             auto_download_max: AUTO_DOWNLOAD_MAX,
+            device: Device::Pc,
         }
     }
 }

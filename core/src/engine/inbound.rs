@@ -588,6 +588,8 @@ impl Engine {
                         from: from.to_string(),
                         available,
                     }));
+                    let caps = p.payloads.iter().find(|e| e.is("c", ns::CAPS));
+                    self.on_peer_presence(store, &from, available, caps)?;
                 }
             }
             presence::Type::Error => {
@@ -642,6 +644,7 @@ impl Engine {
                 Some(PendingIq::DiscoInfo(jid)) => self.on_disco_info(store, jid, iq),
                 Some(PendingIq::Slot(key)) => self.on_slot(store, key, iq),
                 Some(PendingIq::Push(asked)) => self.on_push_answer(store, asked, iq),
+                Some(PendingIq::Caps(asked)) => self.on_caps_answer(store, asked, iq),
                 None => Ok(()),
             },
             Iq::Set {
@@ -694,6 +697,12 @@ impl Engine {
                     }
                 };
                 self.write_untracked(Stanza::Iq(reply));
+                Ok(())
+            }
+            Iq::Get {
+                from, id, payload, ..
+            } if payload.is("query", ns::DISCO_INFO) => {
+                self.on_disco_query(from, id, payload);
                 Ok(())
             }
             Iq::Get {

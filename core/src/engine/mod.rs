@@ -25,6 +25,7 @@
 //! - nothing is written to the stream before the row it carries is committed, with its seq;
 //! - no `<a/>` (and no `<resume/>`) ever covers an inbound stanza the store does not hold.
 
+mod caps;
 #[cfg(any(fuzzing, test))]
 pub mod fuzzing;
 mod inbound;
@@ -34,6 +35,8 @@ mod stanzas;
 pub mod upload;
 pub mod xeps;
 
+#[cfg(test)]
+mod caps_tests;
 #[cfg(test)]
 mod fast_tests;
 #[cfg(test)]
@@ -213,6 +216,8 @@ enum PendingIq {
     Slot(i64),
     /// A push enable or disable (XEP-0357).
     Push(push::PushAsked),
+    /// What a peer's capabilities hash stands for (XEP-0115).
+    Caps(caps::CapsAsked),
 }
 
 /// How long the server has to answer an iq we track.
@@ -264,6 +269,8 @@ struct Link {
     /// The wall-clock time the connection was made (given by the driver: the engine reads no
     /// clock), for the first archive sync's start.
     wall: std::time::SystemTime,
+    /// Disco queries answered and capability hashes asked on this connection.
+    disco: caps::DiscoBudget,
 }
 
 /// What a failed call takes back.
@@ -529,6 +536,7 @@ impl Engine {
             probe_sent: None,
             probe_timeout: self.config.dead_after,
             wall,
+            disco: caps::DiscoBudget::default(),
         });
         if self.link().features.roster_ver {
             self.roster_ver_seen = true;
@@ -1126,7 +1134,9 @@ impl Engine {
         }
         // Push is told on every new session: the server may have forgotten it (XEP-0357 §5).
         self.push_sync(store, true)?;
-        self.write_untracked(Stanza::Presence(Presence::available()));
+        store.clear_peer_caps(self.account)?;
+        let presence = self.our_presence(Presence::available());
+        self.write_untracked(Stanza::Presence(presence));
         let archives = rooms.into_iter().map(|r| r.jid).collect();
         self.start_mam(store, archives)
     }
@@ -1427,6 +1437,12 @@ impl Engine {
                 self.on_push_timeout(asked);
                 Ok(())
             }
+            PendingIq::Caps(asked) => {
+                // Asked again when the peer next announces it.
+                let key = (asked.algo, asked.ver);
+                self.link_mut().disco_forget(&key);
+                Ok(())
+            }
         }
     }
 
@@ -1510,6 +1526,13 @@ impl Engine {
     ) -> (ControlMove, Option<Stanza>) {
         match stanzas::control_stanza(item) {
             Ok(stanza) => {
+                // A room join is a presence like any other: it carries our capabilities.
+                let stanza = match stanza {
+                    Stanza::Presence(p) if p.type_ == tokio_xmpp::parsers::presence::Type::None => {
+                        Stanza::Presence(self.our_presence(p))
+                    }
+                    other => other,
+                };
                 let seq = self.sm.on_sent(Some(Tag::Ctl(item.key)), self.now);
                 let m = match seq {
                     Some(_) => ControlMove::Written { key: item.key, seq },
@@ -1654,6 +1677,19 @@ fn describe_error(e: &tokio_xmpp::parsers::stanza_error::StanzaError) -> String 
 }
 
 /// A fresh stanza id with a readable prefix.
+impl Engine {
+    /// An available presence with our capabilities (XEP-0115: every presence we broadcast).
+    fn our_presence(&self, presence: Presence) -> Presence {
+        presence.with_payload(caps::our_caps(self.config.device))
+    }
+}
+
+impl Link {
+    fn disco_forget(&mut self, key: &(String, String)) {
+        self.disco.forget(key);
+    }
+}
+
 fn new_id(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
 }

@@ -90,6 +90,8 @@ pub(super) struct Server {
     sent_log: Vec<(String, u32, Option<String>)>,
     /// Every iq the client wrote.
     pub iqs: Vec<Iq>,
+    /// Every presence the client sent.
+    pub presences: Vec<tokio_xmpp::parsers::presence::Presence>,
     /// Elements the engine may still take on this connection (`None`: no limit).
     pub rx_budget: Option<usize>,
     /// The account's archive: (archive id, message), oldest first.
@@ -147,6 +149,7 @@ impl Server {
             client_h: None,
             sent_log: Vec::new(),
             iqs: Vec::new(),
+            presences: Vec::new(),
             rx_budget: None,
             archive: Vec::new(),
             page_max: 100,
@@ -547,7 +550,7 @@ impl Server {
                 }
                 self.delivered.push(m);
             }
-            Stanza::Presence(_) => {}
+            Stanza::Presence(p) => self.presences.push(p),
             Stanza::Iq(Iq::Set { id, payload, .. }) if payload.is("bind", ns::BIND) => {
                 self.bind_iqs += 1;
                 let jid: Jid = format!("{}/tether", self.own).parse().unwrap();
@@ -599,7 +602,9 @@ impl Server {
             }
             Stanza::Iq(Iq::Get {
                 id, payload, to, ..
-            }) if payload.is("query", ns::DISCO_INFO) => {
+            }) if payload.is("query", ns::DISCO_INFO)
+                && !to.as_ref().is_some_and(|t| t.node().is_some()) =>
+            {
                 use tokio_xmpp::parsers::data_forms::{DataForm, DataFormType, Field};
                 use tokio_xmpp::parsers::disco::{DiscoInfoResult, Identity};
                 let upload = to
@@ -689,6 +694,9 @@ impl Server {
                     None => self.answer(id, None),
                 }
             }
+            // An iq to another user goes to that user: the test answers it.
+            Stanza::Iq(Iq::Get { to: Some(to), .. } | Iq::Set { to: Some(to), .. })
+                if to.node().is_some() && to.to_bare() != self.own => {}
             Stanza::Iq(Iq::Get { id, .. } | Iq::Set { id, .. }) => {
                 // Roster, carbons: an empty result will do.
                 self.answer(id, None);

@@ -425,7 +425,11 @@ impl Store {
             [key],
             |r| r.get(0),
         )?;
-        if kind == "chat" {
+        // A displayed marker goes to a peer that may understand it: one whose verified
+        // capabilities (XEP-0115) list markers, or whose capabilities are unknown.
+        let markers = super::caps::peer_features_in(&tx, &self.path, account, peer)?
+            .is_none_or(|f| f.contains(super::caps::MARKERS));
+        if kind == "chat" && markers {
             super::control::enqueue(
                 &tx,
                 account,

@@ -10,6 +10,7 @@
 mod accounts;
 mod attachments;
 pub mod blobs;
+mod caps;
 mod control;
 mod lock;
 mod login;
@@ -23,6 +24,7 @@ mod social;
 pub use accounts::{Account, NewAccount};
 pub use attachments::{Attachment, Download, InboundFile, NewFile, SlotNeeded, Upload};
 pub use blobs::Blobs;
+pub use caps::{CapsIdentity, MAX_CAPS, MAX_PEER_CAPS};
 pub use control::{ControlItem, ControlKind, ControlMove};
 pub use lock::StreamLock;
 pub use messages::{

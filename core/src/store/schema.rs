@@ -266,6 +266,28 @@ const MIGRATIONS: &[&str] = &[
         sasl2_offer      TEXT                          -- the server's last <authentication/>
     );
     "#,
+    // v11: entity capabilities (XEP-0115). `caps`: what a hash stands for, kept only once the
+    // hash computed from the peer's answer matched (shared by every account: a hash names the
+    // same features for everyone); JSON lists. `peer_caps`: the hash each online peer resource
+    // announced, emptied on every new session (presence comes again).
+    r#"
+    CREATE TABLE caps (
+        algo             TEXT NOT NULL,
+        ver              TEXT NOT NULL,
+        identities       TEXT NOT NULL,
+        features         TEXT NOT NULL,
+        verified_at      INTEGER NOT NULL,
+        PRIMARY KEY (algo, ver)
+    );
+    CREATE TABLE peer_caps (
+        account_id       INTEGER NOT NULL REFERENCES accounts(id),
+        jid              TEXT NOT NULL,
+        algo             TEXT NOT NULL,
+        ver              TEXT NOT NULL,
+        seen_at          INTEGER NOT NULL,
+        PRIMARY KEY (account_id, jid)
+    );
+    "#,
 ];
 
 /// The schema version this build writes.
