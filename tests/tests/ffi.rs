@@ -445,11 +445,23 @@ fn killed_mid_send_resumes_with_nothing_lost_or_duplicated(lang: Lang) {
         e["event"] == "connection" && e["state"] == "online"
     });
     wait_pending_zero(&mut app);
-    let failed: Vec<Value> = app
-        .events()
-        .into_iter()
-        .filter(|e| e["event"] == "message:failed")
-        .collect();
+    // The store settles first; the listener hears of it a moment later (its events travel
+    // through the queue to the app's thread): wait until it has heard of every failed row.
+    let failed_rows = app.ok("messages", &["failed"])["messages"]
+        .as_array()
+        .map_or(0, Vec::len);
+    let deadline = Instant::now() + LONG;
+    let failed: Vec<Value> = loop {
+        let failed: Vec<Value> = app
+            .events()
+            .into_iter()
+            .filter(|e| e["event"] == "message:failed")
+            .collect();
+        if failed.len() >= failed_rows || Instant::now() > deadline {
+            break failed;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     let resumed = first["resumed"] == true && failed.is_empty();
     if !resumed {
         // The one way the server may lose this session: Prosody 13.0.1 read the dead link up to
