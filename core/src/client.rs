@@ -579,6 +579,18 @@ impl Client {
         Ok(self.shared.store().contacts(self.shared.account.id)?)
     }
 
+    /// What the contact `jid`'s online clients support, as their verified capabilities
+    /// (XEP-0115) say: the union over its resources, or `None` when none announced verified
+    /// capabilities (unknown, which is not "nothing").
+    pub fn peer_features(&self, jid: &str) -> Result<Option<Vec<String>>> {
+        let jid = bare(jid)?;
+        Ok(self
+            .shared
+            .store()
+            .peer_features(self.shared.account.id, &jid)?
+            .map(|f| f.into_iter().collect()))
+    }
+
     /// Pending incoming subscription requests.
     pub fn subscription_requests(&self) -> Result<Vec<String>> {
         Ok(self

@@ -43,6 +43,7 @@ pub mod proxy;
 pub mod push_server;
 pub mod raw;
 pub mod scripted;
+pub mod slix_peer;
 pub mod small_disk;
 pub mod tether;
 

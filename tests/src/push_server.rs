@@ -40,7 +40,7 @@ pub struct AppServer {
 }
 
 /// The python that has slixmpp.
-fn python() -> io::Result<PathBuf> {
+pub(crate) fn python() -> io::Result<PathBuf> {
     if let Some(p) = std::env::var_os("TETHER_SLIXMPP_PYTHON") {
         return Ok(PathBuf::from(p));
     }

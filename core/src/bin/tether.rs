@@ -151,6 +151,13 @@ enum Command {
         #[arg(long)]
         id: String,
     },
+    /// What a contact's online clients support, from their verified capabilities (XEP-0115):
+    /// `{"jid", "known", "features"}`.
+    Features {
+        /// The contact.
+        #[arg(long)]
+        jid: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -642,6 +649,15 @@ fn dispatch(cli: Cli) -> Result<(), Error> {
             for e in open(&cli.db)?.edits(&peer, &id)? {
                 print_json(&e);
             }
+            Ok(())
+        }
+        Command::Features { jid } => {
+            let features = open(&cli.db)?.peer_features(&jid)?;
+            print_json(&serde_json::json!({
+                "jid": jid,
+                "known": features.is_some(),
+                "features": features.unwrap_or_default(),
+            }));
             Ok(())
         }
         Command::Subscribe { jid } => {

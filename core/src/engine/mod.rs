@@ -25,7 +25,7 @@
 //! - nothing is written to the stream before the row it carries is committed, with its seq;
 //! - no `<a/>` (and no `<resume/>`) ever covers an inbound stanza the store does not hold.
 
-mod caps;
+pub mod caps;
 #[cfg(any(fuzzing, test))]
 pub mod fuzzing;
 mod inbound;

@@ -1,0 +1,122 @@
+#!/usr/bin/env python3
+"""A third-party peer for tether-e2e (tests/src/slix_peer.rs): a slixmpp client with its own
+service discovery (XEP-0030), entity capabilities (XEP-0115, which verifies every hash it is
+given) and chat states (XEP-0085).
+
+It accepts every subscription request (and asks back), prints what it hears as JSON lines
+({"event": "presence" | "chat_state" | "message", ...}), and answers commands read from stdin,
+one JSON object per line, with {"reply": CMD, ...}:
+
+  {"cmd": "subscribe", "jid": J}          ask J for its presence
+  {"cmd": "disco_info", "jid": J, "node": N}   query J itself (not the cache)
+  {"cmd": "caps", "jid": J}               what slixmpp verified of J's hash: features, or null
+  {"cmd": "disco_flood", "jid": J, "n": N, "timeout": T}
+                                          N queries at once: how many were answered
+  {"cmd": "send", "to": J, "body": B}     a chat message
+
+First prints {"ready": true, "jid": FULL} once the session started. Runs until stdin closes.
+
+usage: slix_peer.py HOST PORT JID PASSWORD CA_FILE
+"""
+
+import asyncio
+import json
+import sys
+
+import slixmpp
+
+CHATSTATES = "http://jabber.org/protocol/chatstates"
+
+
+def out(obj):
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+class Peer(slixmpp.ClientXMPP):
+    def __init__(self, jid, password, ca_file):
+        super().__init__(jid, password)
+        self.ca_certs = ca_file
+        self.roster.auto_authorize = True
+        self.roster.auto_subscribe = True
+        for plugin in ("xep_0030", "xep_0115", "xep_0085", "xep_0199"):
+            self.register_plugin(plugin)
+        self.add_event_handler("session_start", self.started)
+        self.add_event_handler("presence", self.on_presence)
+        self.add_event_handler("chatstate", self.on_chat_state)
+        self.add_event_handler("message", self.on_message)
+
+    async def started(self, _):
+        # Computes our own hash (slixmpp does not by itself), so the presence carries it.
+        await self.plugin["xep_0115"].update_caps(jid=self.boundjid, broadcast=False)
+        self.send_presence()
+        await self.get_roster()
+        out({"ready": True, "jid": str(self.boundjid)})
+
+    def on_presence(self, p):
+        out({"event": "presence", "from": str(p["from"]), "type": p["type"]})
+
+    def on_chat_state(self, m):
+        out({"event": "chat_state", "from": str(m["from"]), "state": m["chat_state"]})
+
+    def on_message(self, m):
+        if m["body"]:
+            out({"event": "message", "from": str(m["from"]), "id": m["id"], "body": m["body"]})
+
+    async def command(self, c):
+        cmd = c.get("cmd")
+        reply = {"reply": cmd}
+        try:
+            if cmd == "subscribe":
+                self.send_presence(pto=c["jid"], ptype="subscribe")
+            elif cmd == "disco_info":
+                iq = await self.plugin["xep_0030"].get_info(
+                    jid=c["jid"], node=c.get("node"), local=False, cached=False, timeout=20
+                )
+                info = iq["disco_info"]
+                reply["features"] = sorted(info["features"])
+                reply["identities"] = [list(i) for i in info["identities"]]
+            elif cmd == "caps":
+                info = await self.plugin["xep_0115"].get_caps(jid=c["jid"])
+                reply["features"] = None if info is None else sorted(info["features"])
+            elif cmd == "disco_flood":
+                async def one():
+                    try:
+                        await self.plugin["xep_0030"].get_info(
+                            jid=c["jid"], local=False, cached=False, timeout=c["timeout"]
+                        )
+                        return "answered"
+                    except slixmpp.exceptions.IqTimeout:
+                        return "unanswered"
+                    except slixmpp.exceptions.IqError:
+                        return "error"
+                results = await asyncio.gather(*(one() for _ in range(c["n"])))
+                for r in ("answered", "unanswered", "error"):
+                    reply[r] = results.count(r)
+            elif cmd == "send":
+                self.send_message(mto=c["to"], mbody=c["body"], mtype="chat")
+            else:
+                reply["error"] = "unknown command"
+        except Exception as e:  # the test reads the reason
+            reply["error"] = "%s: %s" % (type(e).__name__, e)
+        out(reply)
+
+
+async def main():
+    host, port, jid, password, ca_file = sys.argv[1:6]
+    peer = Peer(jid, password, ca_file)
+    peer.connect(host, int(port))
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    while True:
+        line = await reader.readline()
+        if not line:
+            break
+        if line.strip():
+            await peer.command(json.loads(line))
+    peer.disconnect()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
