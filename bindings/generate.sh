@@ -14,7 +14,13 @@ OUT="${1:-$TARGET/ffi}"
 
 flags=(--locked -p tether-ffi --features bindgen)
 [[ "$PROFILE" == release ]] && flags+=(--release)
-cargo build "${flags[@]}"
+if [[ "${TETHER_UNIFIED_BUILD:-}" == 1 && "$PROFILE" == debug ]]; then
+  # Inside the test run: the same build as every other step (scripts/common.sh), a no-op by now.
+  source "$ROOT/scripts/common.sh"
+  build_workspace
+else
+  cargo build "${flags[@]}"
+fi
 
 case "$(uname -s)" in
   Darwin) lib="$TARGET/$PROFILE/libtether_ffi.dylib" ;;

@@ -76,6 +76,58 @@ use_build_cache() {
   fi
 }
 
+# The one feature set every build of the test run uses. Cargo unifies features over the packages a
+# command selects, so `-p tether-desktop` alone and `--workspace` build the same crates twice with
+# different features (a cold run compiled ~1,190 units where ~770 are needed). Every script of the
+# test run builds with these flags, so the later builds are no-ops: the whole workspace, every
+# target, and the bindings generator (tether-ffi's `bindgen` feature) in the same graph.
+# `--features` is per command, so the test command uses the same list (CARGO_TEST_FLAGS).
+CARGO_ALL_FLAGS=(--locked --workspace --all-targets --features tether-ffi/bindgen)
+CARGO_TEST_FLAGS=(--locked --workspace --features tether-ffi/bindgen)
+
+build_workspace() {
+  cargo build "${CARGO_ALL_FLAGS[@]}" "$@"
+}
+
+# Every test of the workspace. With cargo-nextest (on the CI machines), each test is a process of
+# its own and four run at once across all test binaries: the end-to-end tests mostly wait on their
+# servers (a run of 257 tests took 157 s this way, the tests' own times add up to 562 s). A test
+# still running after 5 minutes is killed and fails (.config/nextest.toml). Without nextest, cargo
+# test runs the binaries one after another, two tests at a time. Doc tests are cargo test's alone.
+run_tests() {
+  if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run "${CARGO_TEST_FLAGS[@]}" --no-fail-fast -j "${TETHER_TEST_JOBS:-4}"
+    cargo test "${CARGO_TEST_FLAGS[@]}" --doc
+  else
+    cargo test "${CARGO_TEST_FLAGS[@]}" --no-fail-fast -- --test-threads=2
+  fi
+}
+
+# Runs one step of the test run and says how long it took (CI's limit is on the whole run: the
+# summary, printed on exit, says where the time went and which step failed). The step runs in the
+# caller's errexit context: a failure ends the run there.
+STEP_LOG=""
+RUN_START="$(date +%s)"
+CURRENT_STEP=""
+step() {
+  local t0
+  CURRENT_STEP="$1"
+  shift
+  [ -n "$STEP_LOG" ] || STEP_LOG="$(mktemp)"
+  t0=$(date +%s)
+  echo "== step: $CURRENT_STEP (at $(( t0 - RUN_START )) s)"
+  "$@"
+  printf '%6d s  %s\n' "$(( $(date +%s) - t0 ))" "$CURRENT_STEP" >> "$STEP_LOG"
+  CURRENT_STEP=""
+}
+step_summary() {
+  local rc=$?
+  echo "== steps (total $(( $(date +%s) - RUN_START )) s, exit $rc):"
+  [ -z "$STEP_LOG" ] || cat "$STEP_LOG"
+  [ -z "$CURRENT_STEP" ] || echo "  failed in: $CURRENT_STEP"
+  [ -z "$STEP_LOG" ] || rm -f "$STEP_LOG"
+}
+
 # slixmpp 1.17.0 from PyPI in a virtualenv (kept outside the clone when it can be): the
 # benchmark's peer client, and the end-to-end tests' push app server
 # (tests/push/app_server.py). Prints the virtualenv's python.

@@ -29,6 +29,12 @@ else
   export RUSTC_BOOTSTRAP=1
 fi
 
+# CI's short run builds without optimizations: the build is what costs there (a cold optimized
+# build of the core was minutes; the run is 30 s a target either way, ~10x fewer inputs). A run
+# longer than a minute builds optimized.
+mode=()
+[ "$secs" -le 60 ] && mode=(--dev)
+
 target_dir=()
 if mkdir -p "$cache/fuzz-target" 2>/dev/null && [ -w "$cache/fuzz-target" ]; then
   target_dir=(--target-dir "$cache/fuzz-target")
@@ -37,18 +43,18 @@ fi
 # No sanitizer: the code under test is safe Rust (plus SQLite, which these targets do not reach);
 # what the fuzzers look for are panics and broken invariants, and this way they run ~10x faster.
 for target in sm_hostile inbound; do
-  cargo "${toolchain[@]}" fuzz build -s none "${target_dir[@]}" "$target"
+  cargo "${toolchain[@]}" fuzz build -s none "${mode[@]}" "${target_dir[@]}" "$target"
   mkdir -p "fuzz/corpus/$target"
   seeds=()
   [ -d "fuzz/seeds/$target" ] && seeds=("fuzz/seeds/$target")
   # Every recorded crash first: each must pass now.
   for crash in fuzz/regressions/"$target"/*; do
     [ -f "$crash" ] || continue
-    cargo "${toolchain[@]}" fuzz run -s none "${target_dir[@]}" "$target" "$crash"
+    cargo "${toolchain[@]}" fuzz run -s none "${mode[@]}" "${target_dir[@]}" "$target" "$crash"
   done
   echo "fuzzing $target for ${secs}s"
   log="$(mktemp)"
-  if ! cargo "${toolchain[@]}" fuzz run -s none "${target_dir[@]}" "$target" \
+  if ! cargo "${toolchain[@]}" fuzz run -s none "${mode[@]}" "${target_dir[@]}" "$target" \
       "fuzz/corpus/$target" "${seeds[@]}" -- -max_total_time="$secs" -print_final_stats=1 \
       >"$log" 2>&1; then
     tail -60 "$log" >&2

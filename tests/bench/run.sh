@@ -22,8 +22,8 @@ python="$(slix_python)"
 pin=()
 [ "$(nproc)" -ge 2 ] && pin=(--pin)
 if [ "${1:-}" = "--smoke" ]; then
-  cargo build --locked -q -p tether-core --bin tether -p tether-e2e --bin tether-bench-store --bin tether-bench-net \
-    --bin tether-bench-files --bin tether-bench-mobile
+  # The build of the test run (scripts/common.sh), a no-op inside it.
+  build_workspace -q
   dir="$(mktemp -d)"
   trap 'rm -rf "$dir"' EXIT
   "$target/debug/tether-bench-store" --messages 2000 --dir "$dir"
@@ -33,7 +33,7 @@ if [ "${1:-}" = "--smoke" ]; then
   TETHER_BIN="$target/debug/tether" "$target/debug/tether-bench-mobile" --rounds 1 --idle-secs 5 \
     --wake-messages 10
   # The criterion benches, each run once (criterion's test mode; a debug build, as the tests').
-  cargo test --locked -q -p tether-core --bench sm --bench group_commit
+  cargo test "${CARGO_TEST_FLAGS[@]}" -q --benches
 else
   cargo build --locked -q --release -p tether-core --bin tether \
     -p tether-e2e --bin tether-bench-store --bin tether-bench-net --bin tether-bench-files \

@@ -5,7 +5,12 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 cd "$ROOT"
-ui/node_modules/.bin/tauri build --debug --bundles deb --ci
+# The binary of the test run's one build (scripts/common.sh; a no-op inside it), then only the
+# bundler: `tauri build` would compile the app again on its own, with the desktop crate's features
+# alone (~140 crates a second time on a cold machine).
+source "$ROOT/scripts/common.sh"
+build_workspace
+ui/node_modules/.bin/tauri bundle --debug --bundles deb --ci
 DEB=$(ls -t "$TARGET"/debug/bundle/deb/*.deb | head -1)
 echo "built $DEB ($(du -h "$DEB" | cut -f1))"
 dpkg-deb --info "$DEB" | grep -E 'Package|Version|Depends'

@@ -11,7 +11,9 @@ if ! [ -x "$TOOLS/bin/tauri-driver" ]; then
   cargo install --locked --root "$TOOLS" tauri-driver@2.0.6
 fi
 export PATH="$TOOLS/bin:$PATH"
-cargo build --locked -p tether-core --bin tether -p tether-e2e --bins -p tether-desktop
+# The build of the test run (scripts/common.sh: one feature set for every step).
+source "$ROOT/scripts/common.sh"
+build_workspace
 export TETHER_BIN_DIR="$TARGET/debug"
 export TETHER_ARTIFACTS="$ROOT/tests/artifacts"
 cd ui
