@@ -307,6 +307,23 @@ impl TetherClient {
         Ok(rows.into_iter().map(Into::into).collect())
     }
 
+    /// Full-text search over every conversation (or only `peer`'s): the messages whose current
+    /// text has every word of `text` (the last as a prefix), newest first, up to `limit` (1 to
+    /// 200); `before` is the previous page's last `cursor`. The words are never query syntax; an
+    /// empty or oversized query is refused.
+    pub fn search(
+        &self,
+        text: String,
+        peer: Option<String>,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<SearchHit>, TetherError> {
+        let hits = self
+            .client
+            .search(&text, peer.as_deref(), before, limit as usize)?;
+        Ok(hits.into_iter().map(Into::into).collect())
+    }
+
     /// The conversation list, newest first.
     pub fn conversations(&self) -> Result<Vec<Conversation>, TetherError> {
         Ok(self

@@ -337,6 +337,25 @@ impl From<tether_core::store::Edit> for EditVersion {
     }
 }
 
+/// A message found by [`crate::TetherClient::search`].
+#[derive(Clone, Debug, PartialEq, uniffi::Record)]
+pub struct SearchHit {
+    /// Where the next page starts: pass the last hit's as `before`.
+    pub cursor: i64,
+    /// The message as its conversation shows it (its current text); page around its `seq` to
+    /// show it in its history.
+    pub message: Message,
+}
+
+impl From<tether_core::store::SearchHit> for SearchHit {
+    fn from(h: tether_core::store::SearchHit) -> Self {
+        SearchHit {
+            cursor: h.cursor,
+            message: h.message.into(),
+        }
+    }
+}
+
 /// A XEP-0085 chat state (mirrors `tether_core::chat_state::ChatState`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, uniffi::Enum)]
 pub enum ChatState {

@@ -220,6 +220,27 @@ impl Client {
             .page(self.shared.account.id, &peer, before, limit)?)
     }
 
+    /// Full-text search over this account's conversations (or one of them): the messages whose
+    /// current text has every word of `text` (the last as a prefix), newest first, `limit` at a
+    /// time; `before` is the last page's last [`crate::store::SearchHit::cursor`]. The words are
+    /// never query syntax; an empty or oversized query is a [`crate::store::StoreError::Refused`].
+    pub fn search(
+        &self,
+        text: &str,
+        peer: Option<&str>,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<crate::store::SearchHit>> {
+        let peer = peer.map(bare).transpose()?;
+        Ok(self.shared.store().search(&crate::store::SearchQuery {
+            text: text.to_string(),
+            account: Some(self.shared.account.id),
+            peer,
+            before,
+            limit,
+        })?)
+    }
+
     /// Outgoing messages still waiting for the server.
     pub fn pending_count(&self) -> Result<i64> {
         Ok(self.shared.store().pending_count(self.shared.account.id)?)

@@ -23,7 +23,7 @@ const LONG: Duration = Duration::from_secs(120);
 const EXIT_STORE: i32 = 5;
 
 struct World {
-    _prosody: Prosody,
+    prosody: Prosody,
     bob: Node,
     _dir: tempfile::TempDir,
 }
@@ -49,7 +49,7 @@ fn world() -> (World, impl Fn(&std::path::Path, Vec<String>) -> Node) {
     };
     (
         World {
-            _prosody: prosody,
+            prosody,
             bob,
             _dir: dir,
         },
@@ -96,7 +96,9 @@ fn alice_has(alice: &Node) -> std::collections::HashMap<String, usize> {
     seen
 }
 
-fn wait_alice_has(alice: &Node, bodies: &[String]) {
+/// Waits until alice has stored each of `bodies` once; on failure the message says what the
+/// client and the server logged (`context`).
+fn wait_alice_has(alice: &Node, bodies: &[String], context: impl Fn() -> String) {
     let deadline = Instant::now() + LONG;
     loop {
         let seen = alice_has(alice);
@@ -108,9 +110,10 @@ fn wait_alice_has(alice: &Node, bodies: &[String]) {
         }
         assert!(
             Instant::now() < deadline,
-            "alice has {} of {} messages",
+            "alice has {} of {} messages\n{}",
             bodies.iter().filter(|b| seen.contains_key(*b)).count(),
-            bodies.len()
+            bodies.len(),
+            context()
         );
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -140,7 +143,7 @@ fn a_full_disk_is_reported_loses_nothing_and_the_client_carries_on_once_freed() 
 
     // Space comes back: the running client stores everything, once.
     disk.free();
-    wait_alice_has(&alice, &first);
+    wait_alice_has(&alice, &first, || run.diagnostics());
     let out = alice.exec(&["send", "--to", BOB, "--body", "written after"]);
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     let id = out.stdout.trim().to_owned();
@@ -231,7 +234,13 @@ fn a_database_locked_by_another_process_delays_work_and_loses_nothing() {
 
     release_tx.send(()).unwrap();
     holder.join().unwrap();
-    wait_alice_has(&alice, &bodies);
+    wait_alice_has(&alice, &bodies, || {
+        format!(
+            "{}\nprosody's log:\n{}",
+            run.diagnostics(),
+            w.prosody.log_tail(80)
+        )
+    });
     // The send refused while locked left no row behind (nothing half-written).
     let outgoing: Vec<Value> = alice.messages(&["--direction", "out"]);
     assert!(outgoing.is_empty(), "{outgoing:?}");

@@ -158,6 +158,22 @@ enum Command {
         #[arg(long)]
         jid: String,
     },
+    /// Full-text search: the messages whose current text has every word (the last as a prefix),
+    /// newest first, one JSON object per line (`{"cursor", "account", "message"}`). Words are
+    /// never query syntax. Works offline.
+    Search {
+        /// The words.
+        text: String,
+        /// Only this conversation.
+        #[arg(long)]
+        peer: Option<String>,
+        /// The next page: the last line's `cursor`.
+        #[arg(long)]
+        before: Option<i64>,
+        /// Most results.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
 }
 
 #[derive(Subcommand)]
@@ -658,6 +674,17 @@ fn dispatch(cli: Cli) -> Result<(), Error> {
                 "known": features.is_some(),
                 "features": features.unwrap_or_default(),
             }));
+            Ok(())
+        }
+        Command::Search {
+            text,
+            peer,
+            before,
+            limit,
+        } => {
+            for hit in open(&cli.db)?.search(&text, peer.as_deref(), before, limit)? {
+                print_json(&hit);
+            }
             Ok(())
         }
         Command::Subscribe { jid } => {

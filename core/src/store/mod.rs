@@ -19,6 +19,7 @@ mod push;
 mod references;
 mod rows;
 mod schema;
+mod search;
 mod social;
 
 pub use accounts::{Account, NewAccount};
@@ -34,6 +35,9 @@ pub use messages::{
 pub use push::{PushSettings, PushState, PushWant};
 pub use references::{
     check_reactions, Edit, Reference, Refusal, Stored, Updated, MAX_REACTIONS, MAX_REACTION_BYTES,
+};
+pub use search::{
+    fts_query, SearchHit, SearchQuery, MAX_QUERY_BYTES, MAX_QUERY_WORDS, MAX_SEARCH_PAGE,
 };
 pub use social::{Contact, Room};
 
@@ -528,5 +532,7 @@ fn create_private_file(path: &Path) -> Result<()> {
 
 #[cfg(test)]
 mod references_tests;
+#[cfg(test)]
+mod search_tests;
 #[cfg(test)]
 mod tests;

@@ -243,41 +243,53 @@ pub(crate) const ROW_COLUMNS: &str =
               AND c.target_key = m.seq_local AND c.action = 'retract' AND c.state != 'discarded')";
 
 pub(super) fn row_to_message(r: &rusqlite::Row<'_>) -> rusqlite::Result<MessageRow> {
-    let dir: String = r.get(5)?;
-    let state: String = r.get(7)?;
+    row_to_message_offset(r, 0)
+}
+
+/// [`row_to_message`] for a query whose [`ROW_COLUMNS`] start at column `o`.
+pub(super) fn row_to_message_offset(
+    r: &rusqlite::Row<'_>,
+    o: usize,
+) -> rusqlite::Result<MessageRow> {
+    let dir: String = r.get(o + 5)?;
+    let state: String = r.get(o + 7)?;
     Ok(MessageRow {
-        seq: r.get(0)?,
-        id: r.get(1)?,
-        origin_id: r.get(2)?,
-        stanza_id: r.get(3)?,
-        peer: r.get(4)?,
+        seq: r.get(o)?,
+        id: r.get(o + 1)?,
+        origin_id: r.get(o + 2)?,
+        stanza_id: r.get(o + 3)?,
+        peer: r.get(o + 4)?,
         direction: if dir == "in" {
             Direction::In
         } else {
             Direction::Out
         },
-        body: r.get(6)?,
+        body: r.get(o + 6)?,
         state: state.parse().map_err(|e| {
-            rusqlite::Error::FromSqlConversionFailure(7, rusqlite::types::Type::Text, Box::new(e))
+            rusqlite::Error::FromSqlConversionFailure(
+                o + 7,
+                rusqlite::types::Type::Text,
+                Box::new(e),
+            )
         })?,
-        error: r.get(8)?,
-        attempts: r.get(9)?,
-        created_at: r.get(10)?,
-        updated_at: r.get(11)?,
-        sent_at: r.get(12)?,
-        acked_at: r.get(13)?,
-        server_ts: r.get(14)?,
-        kind: r.get(15)?,
-        other_device: r.get(16)?,
-        from_nick: r.get(17)?,
+        error: r.get(o + 8)?,
+        attempts: r.get(o + 9)?,
+        created_at: r.get(o + 10)?,
+        updated_at: r.get(o + 11)?,
+        sent_at: r.get(o + 12)?,
+        acked_at: r.get(o + 13)?,
+        server_ts: r.get(o + 14)?,
+        kind: r.get(o + 15)?,
+        other_device: r.get(o + 16)?,
+        from_nick: r.get(o + 17)?,
         action: r
-            .get::<_, Option<String>>(18)?
+            .get::<_, Option<String>>(o + 18)?
             .as_deref()
             .and_then(Action::parse),
-        target: r.get(19)?,
-        target_key: r.get(20)?,
-        edited: r.get(21)?,
-        retracted: r.get(22)?,
+        target: r.get(o + 19)?,
+        target_key: r.get(o + 20)?,
+        edited: r.get(o + 21)?,
+        retracted: r.get(o + 22)?,
         reactions: Vec::new(),
         reply_to: None,
         file: None,

@@ -288,6 +288,34 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (account_id, jid)
     );
     "#,
+    // v12: full-text search (store/search.rs). An external-content FTS5 index over the text a
+    // person reads (the view `messages_text`: messages and corrections; reactions and
+    // retractions have none), kept by triggers in the same statement as the row, so in the same
+    // transaction. A later migration that rebuilds `messages` must create these triggers again.
+    r#"
+    CREATE VIEW messages_text AS
+        SELECT seq_local, body FROM messages WHERE action IS NULL OR action = 'correct';
+    CREATE VIRTUAL TABLE messages_fts USING fts5(
+        body, content = 'messages_text', content_rowid = 'seq_local',
+        tokenize = 'unicode61 remove_diacritics 2'
+    );
+    CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages
+        WHEN new.action IS NULL OR new.action = 'correct' BEGIN
+        INSERT INTO messages_fts (rowid, body) VALUES (new.seq_local, new.body);
+    END;
+    CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages
+        WHEN old.action IS NULL OR old.action = 'correct' BEGIN
+        INSERT INTO messages_fts (messages_fts, rowid, body) VALUES ('delete', old.seq_local, old.body);
+    END;
+    CREATE TRIGGER messages_fts_update AFTER UPDATE OF body, action ON messages BEGIN
+        INSERT INTO messages_fts (messages_fts, rowid, body)
+            SELECT 'delete', old.seq_local, old.body
+            WHERE old.action IS NULL OR old.action = 'correct';
+        INSERT INTO messages_fts (rowid, body)
+            SELECT new.seq_local, new.body WHERE new.action IS NULL OR new.action = 'correct';
+    END;
+    INSERT INTO messages_fts (messages_fts) VALUES ('rebuild');
+    "#,
 ];
 
 /// The schema version this build writes.
@@ -373,5 +401,50 @@ mod tests {
         // v6's eight, and v7's two (targets, and actions waiting for theirs).
         assert_eq!(indexes, 10);
         assert_eq!(version(&conn, &path).unwrap(), LATEST);
+    }
+
+    /// v11 -> v12 indexes the messages already there (and only the ones with text to read).
+    #[test]
+    fn the_v12_search_index_covers_the_messages_already_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v11.db");
+        let mut conn = Connection::open(&path).unwrap();
+        for (i, sql) in MIGRATIONS.iter().enumerate().take(11) {
+            conn.execute_batch(sql).unwrap();
+            conn.pragma_update(None, "user_version", i as i64 + 1)
+                .unwrap();
+        }
+        conn.execute_batch(
+            "INSERT INTO accounts (id, jid, password, resource, created_at)
+                 VALUES (1, 'alice@localhost', 'pw', 'r', 0);
+             INSERT INTO messages (seq_local, id, account_id, peer, direction, body, state,
+                                   created_at, updated_at, action, target)
+                 VALUES (1, 'm1', 1, 'bob@localhost', 'in', 'an old hello', 'received', 1, 1,
+                         NULL, NULL),
+                        (2, 'c1', 1, 'bob@localhost', 'in', 'an old hallo', 'received', 2, 2,
+                         'correct', 'm1'),
+                        (3, 'r1', 1, 'bob@localhost', 'in', 'hello', 'received', 3, 3,
+                         'react', 'm1');",
+        )
+        .unwrap();
+        migrate(&mut conn, &path).unwrap();
+        let hits = |word: &str| -> Vec<i64> {
+            let mut stmt = conn
+                .prepare(
+                    "SELECT rowid FROM messages_fts WHERE messages_fts MATCH ?1 ORDER BY rowid",
+                )
+                .unwrap();
+            stmt.query_map([word], |r| r.get(0))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap()
+        };
+        assert_eq!(hits("old"), [1, 2]);
+        assert_eq!(hits("hello"), [1], "a reaction's text is not indexed");
+        conn.execute(
+            "INSERT INTO messages_fts (messages_fts, rank) VALUES ('integrity-check', 1)",
+            [],
+        )
+        .unwrap();
     }
 }

@@ -1,6 +1,7 @@
 //! The store's part of Tether's benchmarks (issue "Performance"): batched commit rate against one
-//! transaction per message, and opening a large store (default 1,000,000 messages) to read a
-//! conversation's newest page, with the process's RSS. Prints a table (Markdown).
+//! transaction per message (and against a store without the search index), opening a large store
+//! (default 1,000,000 messages) to read a conversation's newest page, with the process's RSS, and
+//! full-text search over it against a LIKE scan of the same file. Prints tables (Markdown).
 //!
 //! ```sh
 //! cargo run --release -p tether-e2e --bin tether-bench-store -- [--messages N] [--dir DIR]
@@ -60,9 +61,34 @@ fn main() {
     }
     let batch_rate = batch_n as f64 / t.elapsed().as_secs_f64();
     drop(store);
+    // The same batches on a store whose search index is switched off (its triggers dropped): what
+    // keeping the index in the messages' transaction costs.
+    let bare = dir.join("commit-no-index.db");
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", bare.display()));
+    }
+    let mut store = Store::open(&bare, &StoreOptions::default()).expect("open");
+    let account = add_account(&mut store);
+    drop(store);
+    rusqlite::Connection::open(&bare)
+        .and_then(|c| {
+            c.execute_batch(
+                "DROP TRIGGER messages_fts_insert; DROP TRIGGER messages_fts_delete;
+                 DROP TRIGGER messages_fts_update;",
+            )
+        })
+        .expect("drop the index triggers");
+    let mut store = Store::open(&bare, &StoreOptions::default()).expect("open");
+    let t = Instant::now();
+    for chunk in batch.chunks(1_000) {
+        store.enqueue_many(account, chunk).expect("enqueue");
+    }
+    let unindexed_rate = batch_n as f64 / t.elapsed().as_secs_f64();
+    drop(store);
 
     // 2. A large store: built once, then opened cold-ish (new connection) and paged.
-    let big = dir.join(format!("store-{messages}.db"));
+    // (v2: bodies of words, for the search; the v1 files had digits and x's.)
+    let big = dir.join(format!("store-v2-{messages}.db"));
     if !big.exists() {
         let t = Instant::now();
         let mut store = Store::open(&big, &StoreOptions::default()).expect("open");
@@ -103,6 +129,58 @@ fn main() {
             open_checked.push(t.elapsed());
         }
     }
+    // 3. Search, on the client open above: a word query, newest first, a page of 50, against the
+    // same question asked without the index (a LIKE scan, newest first, stopping at 50).
+    let client = keep.as_ref().expect("client");
+    let raw =
+        rusqlite::Connection::open_with_flags(&big, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .expect("open read-only");
+    let mut search_rows = Vec::new();
+    for (label, q, like) in [
+        ("a common word", word(1), vec![word(1)]),
+        ("a word in ~1% of messages", word(60), vec![word(60)]),
+        (
+            "a rare word",
+            word(VOCABULARY - 3),
+            vec![word(VOCABULARY - 3)],
+        ),
+        (
+            "two words",
+            format!("{} {}", word(5), word(40)),
+            vec![word(5), word(40)],
+        ),
+        (
+            "a prefix (3 letters)",
+            word(60)[..3].to_string(),
+            vec![word(60)[..3].to_string()],
+        ),
+    ] {
+        let mut fts = Vec::new();
+        let mut scan = Vec::new();
+        let mut hits = 0;
+        for _ in 0..REPEAT {
+            let t = Instant::now();
+            hits = client.search(&q, None, None, PAGE).expect("search").len();
+            fts.push(t.elapsed());
+            let t = Instant::now();
+            let n = like_scan(&raw, &like);
+            scan.push(t.elapsed());
+            assert!(n >= hits, "the scan finds at least what the index finds");
+        }
+        let total: i64 = raw
+            .query_row(
+                "SELECT count(*) FROM messages_fts WHERE messages_fts MATCH ?1",
+                [tether_core::store::fts_query(&q).unwrap().unwrap()],
+                |r| r.get(0),
+            )
+            .expect("count");
+        let (f, l) = (ms(median(&mut fts)), ms(median(&mut scan)));
+        search_rows.push(format!(
+            "| {label} (`{q}`: {total} messages) | {hits} | {f:.2} ms | {l:.1} ms | {:.3}x |",
+            f / l
+        ));
+    }
+    drop(raw);
     drop(keep);
     // RSS in a process of its own that only opens the store, reads the page and waits for the
     // check, so nothing of the runs above is counted.
@@ -135,6 +213,33 @@ fn main() {
         ms(median(&mut open_checked))
     );
     println!("| RSS of a process with the client open (fresh process): before open / after the page and the check / peak | {probe} |");
+    println!(
+        "| commit, batches of 1,000, without the search index (baseline) | {unindexed_rate:.0} msg/s (with the index: {:.2}x) |",
+        batch_rate / unindexed_rate
+    );
+    println!();
+    println!("| search ({messages} messages, newest first, a page of {PAGE}) | hits | index (FTS5), median | LIKE scan (baseline), median | against the baseline |");
+    println!("|---|---:|---:|---:|---:|");
+    for row in search_rows {
+        println!("{row}");
+    }
+}
+
+/// The search without the index: every word a substring, newest first, stopping at a page.
+fn like_scan(conn: &rusqlite::Connection, words: &[String]) -> usize {
+    let clause = vec!["body LIKE ?"; words.len()].join(" AND ");
+    let patterns: Vec<String> = words.iter().map(|w| format!("%{w}%")).collect();
+    let mut stmt = conn
+        .prepare_cached(&format!(
+            "SELECT seq_local FROM messages WHERE {clause} AND action IS NULL
+             ORDER BY seq_local DESC LIMIT {PAGE}"
+        ))
+        .expect("prepare");
+    stmt.query_map(rusqlite::params_from_iter(patterns.iter()), |r| {
+        r.get::<_, i64>(0)
+    })
+    .expect("scan")
+    .count()
 }
 
 /// Opens the client on `path`, reads the newest page, waits for the integrity check, and prints
@@ -169,9 +274,43 @@ fn peer(i: usize) -> String {
     format!("peer{}@localhost", i % PEERS)
 }
 
-/// 100 bytes, as in the throughput goal.
+/// The number of distinct words of the generated texts.
+const VOCABULARY: usize = 5_000;
+
+/// About 100 bytes, as in the throughput goal: the message's number, then words drawn from
+/// [`VOCABULARY`] with a skewed (log-uniform) frequency, as in real text: a few words are in most
+/// messages, most words in few.
 fn body(i: usize) -> String {
-    format!("{i:010} {}", "x".repeat(89))
+    let mut state = (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let mut text = format!("{i:07}");
+    while text.len() < 100 {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let u = (state >> 11) as f64 / (1u64 << 53) as f64;
+        let rank = (VOCABULARY as f64).powf(u) as usize;
+        text.push(' ');
+        text.push_str(&word(rank.clamp(1, VOCABULARY)));
+    }
+    text
+}
+
+/// The word of frequency rank `rank` (1: the most common): letters only, distinct per rank.
+fn word(rank: usize) -> String {
+    const SYLLABLES: [&str; 20] = [
+        "ka", "lo", "mi", "ne", "su", "ta", "ri", "po", "ve", "du", "ga", "ho", "ji", "fe", "ba",
+        "zu", "ce", "wo", "xi", "ny",
+    ];
+    let mut n = rank;
+    let mut w = String::new();
+    loop {
+        w.push_str(SYLLABLES[n % 20]);
+        n /= 20;
+        if n == 0 {
+            break;
+        }
+    }
+    w
 }
 
 fn median(v: &mut [Duration]) -> Duration {
