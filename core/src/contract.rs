@@ -19,6 +19,7 @@ use crate::events::{
 };
 use crate::store::{
     Action, Attachment, Contact, Conversation, Edit, MessageRow, Quoted, ReactionCount, Room,
+    SearchHit,
 };
 
 /// The configuration defaults every front end starts from (whole units, as their options take
@@ -149,6 +150,7 @@ pub fn typescript() -> String {
         Attachment::decl(&cfg),
         MessageRow::decl(&cfg),
         Edit::decl(&cfg),
+        SearchHit::decl(&cfg),
         ChatState::decl(&cfg),
         Conversation::decl(&cfg),
         Contact::decl(&cfg),

@@ -202,6 +202,19 @@ async fn page(
     blocking(move || c.page(&peer, before, limit).map_err(err)).await
 }
 
+/// Full-text search over every conversation (the core's rules: current text only, the words
+/// never query syntax); the next page starts `before` the last hit's cursor.
+#[tauri::command]
+async fn search(
+    state: State<'_, App>,
+    text: String,
+    before: Option<i64>,
+    limit: usize,
+) -> CmdResult<Vec<tether_core::store::SearchHit>> {
+    let c = state.client()?;
+    blocking(move || c.search(&text, None, before, limit).map_err(err)).await
+}
+
 #[tauri::command]
 async fn send(state: State<'_, App>, to: String, body: String) -> CmdResult<String> {
     let c = state.client()?;
@@ -485,6 +498,7 @@ fn main() {
             connection,
             conversations,
             page,
+            search,
             send,
             resend,
             discard,

@@ -12,10 +12,11 @@ import type {
   Event,
   MessageRow,
   Room,
+  SearchHit,
 } from "./generated/contract";
 
 // The rows and events are the core's own types, generated from Rust (core/src/contract.rs).
-export type { Contact, Conversation, Room } from "./generated/contract";
+export type { Contact, Conversation, Room, SearchHit } from "./generated/contract";
 export type Message = MessageRow;
 
 export interface AccountInfo {
@@ -50,6 +51,9 @@ export const api = {
   conversations: () => invoke<Conversation[]>("conversations"),
   page: (peer: string, before: number | null, limit: number) =>
     invoke<Message[]>("page", { peer, before, limit }),
+  /** Full-text search, newest first; `before`: the last page's last `cursor`. */
+  search: (text: string, before: number | null, limit: number) =>
+    invoke<SearchHit[]>("search", { text, before, limit }),
   send: (to: string, body: string) => invoke<string>("send", { to, body }),
   resend: (ids: string[]) => invoke<void>("resend", { ids }),
   discard: (ids: string[]) => invoke<void>("discard", { ids }),

@@ -480,9 +480,16 @@ pub(crate) enum Tx<'c> {
 
 impl<'c> Tx<'c> {
     /// Starts the method's transaction, or joins the group in progress.
+    ///
+    /// `BEGIN IMMEDIATE`: the write lock is taken first, waiting on another writer (another
+    /// process: the CLI beside a running client, a wake beside the app) for the busy timeout. A
+    /// deferred transaction that read first would instead fail at once with `SQLITE_BUSY` when
+    /// another connection committed since its read began (WAL gives it no way to wait; seen in
+    /// the fault campaign, `tether send` while `run` committed a burst).
     pub(crate) fn begin(conn: &'c mut Connection) -> rusqlite::Result<Tx<'c>> {
         if conn.is_autocommit() {
-            conn.transaction().map(Tx::Own)
+            conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map(Tx::Own)
         } else {
             Ok(Tx::Group(conn))
         }

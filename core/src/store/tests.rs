@@ -533,3 +533,36 @@ fn the_client_id_is_stable_and_the_fast_token_is_kept_counted_and_expires() {
     assert_eq!(store.fast_token(acc, 10).unwrap(), None);
     assert_eq!(store.login_client_id(acc).unwrap(), id);
 }
+
+/// A method's transaction takes the write lock first: while another process holds it, the method
+/// waits (the busy timeout) and then succeeds. A deferred transaction that read before writing
+/// failed at once with `SQLITE_BUSY` when the other process committed in between (the campaign's
+/// `tether send` beside a running client).
+#[test]
+fn a_write_waits_for_another_processs_transaction_instead_of_failing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, acc) = new_store(&dir);
+    let first = store.enqueue(acc, "bob@localhost", "helo").unwrap();
+    let other = rusqlite::Connection::open(dir.path().join("t.db")).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    other
+        .execute("UPDATE accounts SET resource = 'elsewhere'", [])
+        .unwrap();
+    let holder = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        other.execute_batch("COMMIT").unwrap();
+    });
+    // A correction reads its target, then writes its row.
+    let fixed = store.enqueue_reference(
+        acc,
+        "bob@localhost",
+        &first.id,
+        &Reference::Correct("hello".into()),
+    );
+    holder.join().unwrap();
+    assert!(fixed.is_ok(), "{fixed:?}");
+    assert_eq!(
+        store.page(acc, "bob@localhost", None, 10).unwrap()[0].body,
+        "hello"
+    );
+}

@@ -9,6 +9,7 @@ import {
   type CoreEvent,
   type Message,
   type Room,
+  type SearchHit,
 } from "../api";
 import { bannerText, failedIn, resendConfirmation, type Confirmation } from "../failed";
 import { look, movesForward } from "../states";
@@ -177,6 +178,13 @@ function Main({ account, fatal }: { account: AccountInfo; fatal: string | null }
   const [typing, setTyping] = useState<Record<string, ChatState>>({});
   // Bytes moved per message id, from `file:progress` events (the store keeps the final state).
   const [progress, setProgress] = useState<Record<string, number>>({});
+  // Search: the words, the hits (or why the core refused the words), and the hit being shown.
+  const [query, setQuery] = useState("");
+  const [hits, setHits] = useState<SearchHit[] | string | null>(null);
+  // While a search result is shown, the conversation stays on the page that ends with it.
+  const [focus, setFocus] = useState<{ peer: string; seq: number } | null>(null);
+  const focusRef = useRef<{ peer: string; seq: number } | null>(null);
+  focusRef.current = focus;
   const peerRef = useRef<string | null>(null);
   peerRef.current = peer;
 
@@ -194,7 +202,9 @@ function Main({ account, fatal }: { account: AccountInfo; fatal: string | null }
   }, []);
   const reload = useCallback(
     async (p: string) => {
-      const page = await api.page(p, null, PAGE);
+      const f = focusRef.current;
+      const anchored = f && f.peer === p ? f.seq + 1 : null;
+      const page = await api.page(p, anchored, PAGE);
       if (peerRef.current !== p) return;
       setMessages(page);
       setHasOlder(page.length === PAGE);
@@ -313,6 +323,7 @@ function Main({ account, fatal }: { account: AccountInfo; fatal: string | null }
   useEffect(() => {
     setReplyTo(null);
     setEditing(null);
+    if (focusRef.current && focusRef.current.peer !== peer) setFocus(null);
     if (!peer) return;
     void reload(peer);
     report(api.markRead(peer).then(refreshList));
@@ -324,6 +335,40 @@ function Main({ account, fatal }: { account: AccountInfo; fatal: string | null }
     setMessages((ms) => [...older, ...ms]);
     setHasOlder(older.length === PAGE);
     return older.length;
+  };
+
+  // The words as they are typed: the core answers (it quotes them, so nothing is query syntax);
+  // a refusal (too long, too many words) is shown as the core says it.
+  useEffect(() => {
+    if (query.trim() === "") {
+      setHits(null);
+      return;
+    }
+    let current = true;
+    const t = setTimeout(() => {
+      api.search(query, null, PAGE).then(
+        (h) => current && setHits(h),
+        (e) => current && setHits(errorText(e)),
+      );
+    }, 150);
+    return () => {
+      current = false;
+      clearTimeout(t);
+    };
+  }, [query]);
+
+  // A hit opens its conversation on the page that ends with it, marked.
+  const openHit = (h: SearchHit) => {
+    const f = { peer: h.message.peer, seq: h.message.seq };
+    focusRef.current = f;
+    setFocus(f);
+    if (peer === f.peer) void reload(f.peer);
+    else setPeer(f.peer);
+  };
+  const backToNewest = () => {
+    focusRef.current = null;
+    setFocus(null);
+    if (peer) void reload(peer);
   };
 
   const askResend = (ms: Message[]) =>
@@ -373,6 +418,35 @@ function Main({ account, fatal }: { account: AccountInfo; fatal: string | null }
           <div class="me">{account.jid}</div>
           <ConnectionBar c={conn} now={now} />
         </header>
+        <input
+          class="search"
+          type="search"
+          placeholder="Search messages"
+          data-testid="search"
+          value={query}
+          onInput={(e) => setQuery((e.target as HTMLInputElement).value)}
+        />
+        {typeof hits === "string" && (
+          <div class="search-error" data-testid="search-error">
+            {hits}
+          </div>
+        )}
+        {Array.isArray(hits) && (
+          <ul class="search-results" data-testid="search-results">
+            {hits.length === 0 && <li class="hint">No message has these words</li>}
+            {hits.map((h) => (
+              <li key={h.cursor} data-testid="search-hit" onClick={() => openHit(h)}>
+                <div class="row">
+                  <span class="peer">{h.message.peer}</span>
+                </div>
+                <div class="last">
+                  {h.message.direction === "out" ? "You: " : ""}
+                  {h.message.body}
+                </div>
+              </li>
+            ))}
+          </ul>
+        )}
         <button class="new" onClick={() => setPeer(null)}>
           New chat
         </button>
@@ -467,6 +541,12 @@ function Main({ account, fatal }: { account: AccountInfo; fatal: string | null }
             />
           </div>
         )}
+        {focus && focus.peer === peer && (
+          <div class="banner found-banner" data-testid="found-banner">
+            <span>A search result: newer messages are not shown.</span>
+            <button onClick={backToNewest}>Back to the newest</button>
+          </div>
+        )}
         {banner && (
           <div class="banner" data-testid="failed-banner">
             <span>{banner}</span>
@@ -484,6 +564,7 @@ function Main({ account, fatal }: { account: AccountInfo; fatal: string | null }
             <Bubble
               m={m}
               peer={peer}
+              found={!!focus && focus.peer === peer && focus.seq === m.seq}
               moved={progress[m.id]}
               onResend={() => askResend([m])}
               onReply={() => {
@@ -584,6 +665,8 @@ function Main({ account, fatal }: { account: AccountInfo; fatal: string | null }
 interface BubbleProps {
   m: Message;
   peer: string | null;
+  /** The search result being shown. */
+  found?: boolean;
   /** Bytes moved so far, from progress events. */
   moved?: number;
   onResend: () => void;
@@ -594,15 +677,27 @@ interface BubbleProps {
   onHistory: () => void;
 }
 
-function Bubble({ m, peer, moved, onResend, onReply, onEdit, onRetract, onReact, onHistory }: BubbleProps) {
+function Bubble({
+  m,
+  peer,
+  found,
+  moved,
+  onResend,
+  onReply,
+  onEdit,
+  onRetract,
+  onReact,
+  onHistory,
+}: BubbleProps) {
   const l = look(m.state);
   const mine = m.direction === "out";
   const [picking, setPicking] = useState(false);
   return (
     <div
-      class={`bubble ${mine ? "mine" : "theirs"} ${l.tone} ${m.retracted ? "retracted" : ""}`}
+      class={`bubble ${mine ? "mine" : "theirs"} ${l.tone} ${m.retracted ? "retracted" : ""} ${found ? "found" : ""}`}
       data-state={m.state}
       data-id={m.id}
+      data-found={found ? "true" : undefined}
     >
       {m.from_nick && !mine && <div class="nick">{m.from_nick}</div>}
       {m.reply_to && (

@@ -191,6 +191,22 @@ body: string,
  */
 at: number, };
 
+export type SearchHit = { 
+/**
+ * Where the next page starts (pass it as [`SearchQuery::before`]). It is the row whose text
+ * matched: the message's own, or its newest correction's.
+ */
+cursor: number, 
+/**
+ * The account it belongs to.
+ */
+account: number, 
+/**
+ * The message as a conversation shows it (its current text; page its history around
+ * [`MessageRow::seq`] to jump to it).
+ */
+message: MessageRow, };
+
 export type ChatState = "active" | "composing" | "paused" | "inactive" | "gone";
 
 export type Conversation = { 
