@@ -93,11 +93,11 @@ build_workspace() {
 # its own and four run at once across all test binaries: the end-to-end tests mostly wait on their
 # servers (a run of 257 tests took 157 s this way, the tests' own times add up to 562 s). A test
 # still running after 5 minutes is killed and fails (.config/nextest.toml). Without nextest, cargo
-# test runs the binaries one after another, two tests at a time. Doc tests are cargo test's alone.
+# test runs the binaries one after another, two tests at a time. The crates have no doc tests
+# (`doctest = false`: nextest runs none, and their build has a feature set of its own).
 run_tests() {
   if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run "${CARGO_TEST_FLAGS[@]}" --no-fail-fast -j "${TETHER_TEST_JOBS:-4}"
-    cargo test "${CARGO_TEST_FLAGS[@]}" --doc
   else
     cargo test "${CARGO_TEST_FLAGS[@]}" --no-fail-fast -- --test-threads=2
   fi

@@ -121,3 +121,31 @@ fn the_listener_may_close_the_client_from_inside() {
         "no Stopped after close() from inside the listener"
     );
 }
+
+#[test]
+fn search_finds_what_was_written_offline_and_refuses_an_empty_query() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = TetherClient::open(account(&dir), ClientOptions::default()).unwrap();
+    let first = client
+        .send("bob@localhost".into(), "picnic on saturday".into())
+        .unwrap();
+    let second = client
+        .send("carol@localhost".into(), "the picnic basket".into())
+        .unwrap();
+    let hits = client.search("picn".into(), None, None, 50).unwrap();
+    let ids: Vec<&str> = hits.iter().map(|h| h.message.id.as_str()).collect();
+    assert_eq!(ids, [second.as_str(), first.as_str()], "newest first");
+    let only_bob = client
+        .search("picnic".into(), Some("bob@localhost".into()), None, 50)
+        .unwrap();
+    assert_eq!(only_bob.len(), 1);
+    let next = client
+        .search("picnic".into(), None, Some(hits[0].cursor), 50)
+        .unwrap();
+    assert_eq!(next[0].message.id, first);
+    assert!(matches!(
+        client.search("   ".into(), None, None, 50),
+        Err(TetherError::Usage { .. })
+    ));
+    client.close();
+}
