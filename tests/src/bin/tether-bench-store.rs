@@ -144,6 +144,12 @@ fn main() {
             word(VOCABULARY - 3),
             vec![word(VOCABULARY - 3)],
         ),
+        // Past the vocabulary: in no message, so the scan reads the whole table.
+        (
+            "a word in no message",
+            word(VOCABULARY * 20 + 7),
+            vec![word(VOCABULARY * 20 + 7)],
+        ),
         (
             "two words",
             format!("{} {}", word(5), word(40)),
