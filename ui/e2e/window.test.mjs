@@ -531,3 +531,28 @@ test("search finds a message deep in a long history and jumps to it", async () =
   assert.match(await refused.getText(), /at most 16 words/);
   await shot("19-search-refused");
 });
+
+test("a message from the archive shows the day and time it was written, not when it arrived", async () => {
+  // A message stamped three days ago (its <delay/>) that reached this store just now.
+  const written = Date.now() - 3 * 86_400_000;
+  const seed = spawnSync("python3", ["-c", `
+import sqlite3, sys, time, uuid
+db = sqlite3.connect(sys.argv[1], timeout=30)
+acc = db.execute("SELECT id FROM accounts").fetchone()[0]
+now = int(time.time() * 1000)
+db.execute("INSERT INTO messages (id, account_id, peer, direction, body, state, created_at, updated_at, server_ts) VALUES (?,?,?,?,?,?,?,?,?)",
+           (str(uuid.uuid4()), acc, "dave@localhost", "in", "written three days ago", "received", now, now, int(sys.argv[2])))
+db.commit()
+`, path.join(WORK, "alice.db"), String(written)], { encoding: "utf8" });
+  assert.equal(seed.status, 0, seed.stderr);
+  await browser.executeScript("location.reload()");
+  const item = await browser.wait(until.elementLocated(By.xpath("//li[.//span[text()='dave@localhost']]")), LONG);
+  await item.click();
+  const b = await bubble("written three days ago");
+  const stamp = await b.findElement(By.css("time")).getAttribute("datetime");
+  assert.equal(stamp, new Date(written).toISOString(), "the bubble's time is the sender's");
+  const day = await browser.findElement(By.css("[data-testid=day]")).getText();
+  assert.doesNotMatch(day, /Today|Yesterday/, `the day separator says ${day}`);
+  assert.ok(day.includes(String(new Date(written).getDate())), `the day separator says ${day}`);
+  await shot("20-history-day");
+});

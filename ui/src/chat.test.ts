@@ -1,5 +1,13 @@
 import { describe, expect, test } from "vitest";
-import { lastEditable, shownBody, toggledReactions, typingLine } from "./chat";
+import {
+  dayLabel,
+  lastEditable,
+  sentAt,
+  shownBody,
+  startsDay,
+  toggledReactions,
+  typingLine,
+} from "./chat";
 import type { MessageRow } from "./generated/contract";
 
 function row(over: Partial<MessageRow>): MessageRow {
@@ -57,5 +65,29 @@ describe("files", () => {
     expect(transferFraction("uploaded", 200, 200)).toBeNull();
     expect(transferFraction("downloading", 300, 200)).toBe(1);
     expect(transferFraction("slot-needed", 0, null)).toBe(0);
+  });
+});
+
+describe("the history's times", () => {
+  const noon = new Date(2026, 11, 3, 12, 0).getTime();
+  test("a row shows when it was written: the sender's or server's stamp, else when stored", () => {
+    expect(sentAt(row({ created_at: noon, server_ts: noon - 86_400_000 }))).toBe(noon - 86_400_000);
+    expect(sentAt(row({ created_at: noon, server_ts: null }))).toBe(noon);
+  });
+  test("a day's first row gets its day: today, yesterday, or the date", () => {
+    expect(dayLabel(noon - 3_600_000, noon)).toBe("Today");
+    expect(dayLabel(noon - 86_400_000, noon)).toBe("Yesterday");
+    const older = dayLabel(new Date(2026, 10, 20, 9, 0).getTime(), noon);
+    expect(older).not.toMatch(/Today|Yesterday/);
+    expect(older).toMatch(/20/);
+    expect(dayLabel(new Date(2025, 10, 20).getTime(), noon)).toMatch(/2025/);
+  });
+  test("a separator goes above the first row and where the day changes, by the sent time", () => {
+    const a = row({ created_at: noon, server_ts: noon - 2 * 86_400_000 });
+    const b = row({ created_at: noon, server_ts: null });
+    const c = row({ created_at: noon + 60_000, server_ts: null });
+    expect(startsDay(a, undefined)).toBe(true);
+    expect(startsDay(b, a)).toBe(true);
+    expect(startsDay(c, b)).toBe(false);
   });
 });

@@ -57,3 +57,35 @@ export function typingLine(states: Record<string, ChatState>, peer: string | nul
       return null;
   }
 }
+
+/** When a message was written: the sender's or the server's stamp when one came with it (a
+ * message fetched from the archive after a day offline keeps its day), else when it was stored. */
+export function sentAt(m: MessageRow): number {
+  return m.server_ts ?? m.created_at;
+}
+
+/** Whether two instants fall on the same local day. */
+export function sameDay(a: number, b: number): boolean {
+  const x = new Date(a);
+  const y = new Date(b);
+  return x.getFullYear() === y.getFullYear() && x.getMonth() === y.getMonth() && x.getDate() === y.getDate();
+}
+
+/** The separator above the first message of a day: "Today", "Yesterday", or the date. */
+export function dayLabel(at: number, now: number): string {
+  if (sameDay(at, now)) return "Today";
+  if (sameDay(at, now - 86_400_000)) return "Yesterday";
+  const d = new Date(at);
+  const sameYear = d.getFullYear() === new Date(now).getFullYear();
+  return d.toLocaleDateString([], {
+    weekday: "short",
+    day: "numeric",
+    month: "short",
+    ...(sameYear ? {} : { year: "numeric" }),
+  });
+}
+
+/** Whether a day separator goes above `m` (the first row, or a new day after `prev`). */
+export function startsDay(m: MessageRow, prev: MessageRow | undefined): boolean {
+  return !prev || !sameDay(sentAt(prev), sentAt(m));
+}

@@ -15,8 +15,11 @@ import { bannerText, failedIn, resendConfirmation, type Confirmation } from "../
 import { look, movesForward } from "../states";
 import {
   QUICK_REACTIONS,
+  dayLabel,
   humanSize,
   lastEditable,
+  sentAt,
+  startsDay,
   shownBody,
   toggledReactions,
   transferFraction,
@@ -560,7 +563,13 @@ function Main({ account, fatal }: { account: AccountInfo; fatal: string | null }
           messages={messages}
           hasOlder={hasOlder}
           loadOlder={loadOlder}
-          row={(m) => (
+          row={(m, prev) => (
+            <>
+              {startsDay(m, prev) && (
+                <div class="day" data-testid="day">
+                  {dayLabel(sentAt(m), now)}
+                </div>
+              )}
             <Bubble
               m={m}
               peer={peer}
@@ -579,6 +588,7 @@ function Main({ account, fatal }: { account: AccountInfo; fatal: string | null }
               onReact={(emoji) => peer && act(api.react(peer, m.id, toggledReactions(m.reactions, emoji)))}
               onHistory={() => peer && report(api.edits(peer, m.id).then(setHistory))}
             />
+            </>
           )}
         />
         {typingLine(typing, peer) && (
@@ -730,7 +740,9 @@ function Bubble({
             edited
           </button>
         )}
-        <time>{new Date(m.created_at).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })}</time>
+        <time dateTime={new Date(sentAt(m)).toISOString()}>
+          {new Date(sentAt(m)).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })}
+        </time>
         {mine && (
           <span class="state" title={m.error ? `${l.tooltip}\n${m.error}` : l.tooltip} aria-label={l.label}>
             {l.icon}

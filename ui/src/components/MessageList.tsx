@@ -16,7 +16,8 @@ interface Props {
   messages: Message[];
   hasOlder: boolean;
   loadOlder: () => Promise<number>;
-  row: (m: Message) => ComponentChildren;
+  /** One row; `prev` is the row above it (for day separators). */
+  row: (m: Message, prev: Message | undefined) => ComponentChildren;
 }
 
 export function MessageList({ messages, hasOlder, loadOlder, row }: Props) {
@@ -85,7 +86,7 @@ export function MessageList({ messages, hasOlder, loadOlder, row }: Props) {
               class={`row ${m.direction === "out" ? "mine" : "theirs"}`}
               style={{ position: "absolute", top: 0, left: 0, width: "100%", transform: `translateY(${item.start}px)` }}
             >
-              {row(m)}
+              {row(m, messages[item.index - 1])}
             </div>
           );
         })}
