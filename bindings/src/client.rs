@@ -459,6 +459,28 @@ impl TetherClient {
         Ok(self.client.disable_push()?)
     }
 
+    /// Blocks a contact, a full JID or a domain (XEP-0191): nothing it sends is stored or
+    /// shown from now on and nothing can be written to it. Kept in the store and told to the
+    /// server now if online and on the next session; the answer comes as `Blocking`.
+    pub fn block(&self, jid: String) -> Result<(), TetherError> {
+        Ok(self.client.block(&jid)?)
+    }
+
+    /// Unblocks (told like `block`). `false` when it was not blocked.
+    pub fn unblock(&self, jid: String) -> Result<bool, TetherError> {
+        Ok(self.client.unblock(&jid)?)
+    }
+
+    /// The blocklist, with the user's wish and what the server said of each entry.
+    pub fn blocklist(&self) -> Result<Vec<BlockedEntry>, TetherError> {
+        Ok(self
+            .client
+            .blocklist()?
+            .into_iter()
+            .map(BlockedEntry::from)
+            .collect())
+    }
+
     /// How many times the connection loop woke up since `open` (what an idle session costs).
     pub fn wakeups(&self) -> u64 {
         self.client.wakeups()

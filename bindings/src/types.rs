@@ -816,6 +816,16 @@ pub enum TetherEvent {
         /// Why it was refused.
         error: Option<String>,
     },
+    /// A blocklist entry changed (`blocking`, XEP-0191): the server confirmed a block or an
+    /// unblock, refused it, or another device of the user's changed the list.
+    Blocking {
+        /// The entry: a bare or full JID, or a domain.
+        jid: String,
+        /// `blocked`, `unblocked` or `refused`.
+        state: String,
+        /// Why it was refused.
+        error: Option<String>,
+    },
     /// A file's transfer moved (`file:slot`, `file:progress`, `file:uploaded`,
     /// `file:downloaded`, `file:failed`).
     Transfer {
@@ -973,7 +983,36 @@ impl From<Event> for TetherEvent {
                     node,
                     error,
                 },
+                SocialEvent::Blocking { jid, state, error } => TetherEvent::Blocking {
+                    jid,
+                    state: state.to_owned(),
+                    error,
+                },
             },
+        }
+    }
+}
+
+/// One blocklist entry (XEP-0191).
+#[derive(Clone, Debug, uniffi::Record)]
+pub struct BlockedEntry {
+    /// A bare or full JID, or a domain.
+    pub jid: String,
+    /// `block`, or `unblock` while the server has not confirmed the unblock.
+    pub want: String,
+    /// `pending`, `confirmed` or `refused`.
+    pub state: String,
+    /// Why the server refused it.
+    pub error: Option<String>,
+}
+
+impl From<tether_core::store::BlockEntry> for BlockedEntry {
+    fn from(e: tether_core::store::BlockEntry) -> Self {
+        BlockedEntry {
+            jid: e.jid,
+            want: e.want.as_str().to_owned(),
+            state: e.state.as_str().to_owned(),
+            error: e.error,
         }
     }
 }

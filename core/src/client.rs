@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::events::Event;
 use crate::shared::{Integrity, Shared};
 use crate::store::{
-    Account, MessageFilter, MessageRow, NewAccount, Reference, Store, StoreOptions,
+    Account, BlockWant, MessageFilter, MessageRow, NewAccount, Reference, Store, StoreOptions,
 };
 
 /// A Tether client for one account database.
@@ -86,7 +86,7 @@ impl Client {
                 exit_when_idle: AtomicBool::new(false),
                 inactive: AtomicBool::new(false),
                 probe_now: AtomicBool::new(false),
-                push_changed: AtomicBool::new(false),
+                wishes_changed: AtomicBool::new(false),
                 wakeups: std::sync::atomic::AtomicU64::new(0),
                 timer_wakeups: std::sync::atomic::AtomicU64::new(0),
                 connection: Mutex::new(None),
@@ -159,6 +159,17 @@ impl Client {
                 .parse()
                 .map_err(|e| Error::Usage(format!("bad recipient {to:?}: {e}")))?;
             checked.push((to.to_string(), body.clone()));
+        }
+        {
+            let store = self.shared.store();
+            for (to, _) in &checked {
+                let jid: tokio_xmpp::jid::Jid = to.parse().expect("checked above");
+                if store.is_blocked(self.shared.account.id, &jid)? {
+                    return Err(Error::Usage(format!(
+                        "{to} is blocked: unblock them to write to them"
+                    )));
+                }
+            }
         }
         let changes = self
             .shared
@@ -339,7 +350,7 @@ impl Client {
             node,
             secret,
         )?;
-        self.push_changed();
+        self.wishes_changed();
         Ok(())
     }
 
@@ -349,7 +360,7 @@ impl Client {
         self.verify()?;
         let had = self.shared.store().unset_push(self.shared.account.id)?;
         if had {
-            self.push_changed();
+            self.wishes_changed();
         }
         Ok(had)
     }
@@ -359,8 +370,48 @@ impl Client {
         Ok(self.shared.store().push(self.shared.account.id)?)
     }
 
-    fn push_changed(&self) {
-        self.shared.push_changed.store(true, Ordering::SeqCst);
+    /// Blocks `jid` (XEP-0191: a bare or full JID, or a domain): from now on nothing it sends
+    /// is stored or shown, and nothing can be written to it. Kept in the store and told to the
+    /// server now if online, else on the next session; the answer comes as a `blocking` event.
+    pub fn block(&self, jid: &str) -> Result<()> {
+        self.verify()?;
+        let jid = block_entry(jid)?;
+        if jid == self.shared.account.jid {
+            return Err(Error::Usage("an account cannot block itself".into()));
+        }
+        self.shared
+            .store()
+            .set_block(self.shared.account.id, &[jid], BlockWant::Block)?;
+        self.wishes_changed();
+        Ok(())
+    }
+
+    /// Unblocks `jid`: what it sends is shown again (what it sent while blocked is gone: neither
+    /// the server nor Tether kept it). Told like [`Client::block`]. `false` when it was not
+    /// blocked (nothing to tell).
+    pub fn unblock(&self, jid: &str) -> Result<bool> {
+        self.verify()?;
+        let jid = block_entry(jid)?;
+        let mut store = self.shared.store();
+        let known = store
+            .blocklist(self.shared.account.id)?
+            .iter()
+            .any(|e| e.jid == jid && e.want == BlockWant::Block);
+        if known {
+            store.set_block(self.shared.account.id, &[jid], BlockWant::Unblock)?;
+            drop(store);
+            self.wishes_changed();
+        }
+        Ok(known)
+    }
+
+    /// The blocklist: every entry, with the user's wish and what the server said of it.
+    pub fn blocklist(&self) -> Result<Vec<crate::store::BlockEntry>> {
+        Ok(self.shared.store().blocklist(self.shared.account.id)?)
+    }
+
+    fn wishes_changed(&self) {
+        self.shared.wishes_changed.store(true, Ordering::SeqCst);
         self.shared.outbox.notify_one();
     }
 
@@ -670,6 +721,16 @@ fn media_type(name: &str) -> &'static str {
         "zip" => "application/zip",
         _ => "application/octet-stream",
     }
+}
+
+/// A blocklist entry as the server will name it: a JID in its normal form (bare, full, or a
+/// domain).
+fn block_entry(jid: &str) -> Result<String> {
+    let j: tokio_xmpp::jid::Jid = jid
+        .trim()
+        .parse()
+        .map_err(|e| Error::Usage(format!("bad JID {jid:?}: {e}")))?;
+    Ok(j.to_string())
 }
 
 fn bare(jid: &str) -> Result<String> {

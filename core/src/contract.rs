@@ -18,8 +18,8 @@ use crate::events::{
     SocialEvent, TransferEvent, UpdatedEvent,
 };
 use crate::store::{
-    Action, Attachment, Contact, Conversation, Edit, MessageRow, Quoted, ReactionCount, Room,
-    SearchHit,
+    Action, Attachment, BlockEntry, BlockState, BlockWant, Contact, Conversation, Edit, MessageRow,
+    Quoted, ReactionCount, Room, SearchHit,
 };
 
 /// The configuration defaults every front end starts from (whole units, as their options take
@@ -155,6 +155,9 @@ pub fn typescript() -> String {
         Conversation::decl(&cfg),
         Contact::decl(&cfg),
         Room::decl(&cfg),
+        BlockWant::decl(&cfg),
+        BlockState::decl(&cfg),
+        BlockEntry::decl(&cfg),
         ConnState::decl(&cfg),
         MessageEvent::decl(&cfg),
         ReceivedEvent::decl(&cfg),

@@ -104,6 +104,20 @@ pub enum SocialEvent {
         #[ts(optional)]
         error: Option<String>,
     },
+    /// A blocklist entry changed (XEP-0191): the server confirmed the user's block or unblock,
+    /// refused it, or another device of ours changed the list.
+    #[serde(rename = "blocking")]
+    Blocking {
+        /// The entry: a bare or full JID, or a domain.
+        jid: String,
+        /// `blocked`, `unblocked` or `refused`.
+        state: &'static str,
+        /// Why the server refused it (the entry keeps the user's wish, told again on the next
+        /// session; a blocked entry stays blocked here meanwhile).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        #[ts(optional)]
+        error: Option<String>,
+    },
 }
 
 /// An outgoing message's state change.

@@ -31,8 +31,8 @@ pub(crate) struct Shared {
     pub inactive: AtomicBool,
     /// Check the link now with a short timeout (the network changed, the app came back).
     pub probe_now: AtomicBool,
-    /// The app changed its push wish: tell the server.
-    pub push_changed: AtomicBool,
+    /// The app changed a wish the server keeps (push, the blocklist): tell the server.
+    pub wishes_changed: AtomicBool,
     /// How many times the connection loop woke up (timers, reads, the app): what an idle
     /// session costs the battery ([`crate::Client::wakeups`]).
     pub wakeups: AtomicU64,

@@ -215,6 +215,29 @@ async fn search(
     blocking(move || c.search(&text, None, before, limit).map_err(err)).await
 }
 
+/// The blocklist (XEP-0191), with the user's wish and what the server said of each entry.
+#[tauri::command]
+async fn blocklist(state: State<'_, App>) -> CmdResult<Vec<tether_core::store::BlockEntry>> {
+    let c = state.client()?;
+    blocking(move || c.blocklist().map_err(err)).await
+}
+
+/// Blocks (`block`) or unblocks a contact, a full JID or a domain; the core keeps the wish and
+/// tells the server.
+#[tauri::command]
+async fn set_blocked(state: State<'_, App>, jid: String, block: bool) -> CmdResult<()> {
+    let c = state.client()?;
+    blocking(move || {
+        if block {
+            c.block(&jid)
+        } else {
+            c.unblock(&jid).map(drop)
+        }
+        .map_err(err)
+    })
+    .await
+}
+
 #[tauri::command]
 async fn send(state: State<'_, App>, to: String, body: String) -> CmdResult<String> {
     let c = state.client()?;
@@ -499,6 +522,8 @@ fn main() {
             conversations,
             page,
             search,
+            blocklist,
+            set_blocked,
             send,
             resend,
             discard,

@@ -83,6 +83,9 @@ private fun eventFields(e: TetherEvent): List<Pair<String, String?>> = when (e) 
         "event" to q("push"), "state" to q(e.state), "service" to q(e.service), "node" to q(e.node),
         "error" to e.error?.let(::q),
     )
+    is TetherEvent.Blocking -> listOf(
+        "event" to q("blocking"), "jid" to q(e.jid), "state" to q(e.state), "error" to e.error?.let(::q),
+    )
     is TetherEvent.Transfer -> listOf(
         "event" to q(e.name), "id" to e.id?.let(::q), "done" to e.done.toString(),
         "total" to e.total?.toString(), "error" to e.error?.let(::q),

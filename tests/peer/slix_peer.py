@@ -13,6 +13,11 @@ one JSON object per line, with {"reply": CMD, ...}:
   {"cmd": "disco_flood", "jid": J, "n": N, "timeout": T}
                                           N queries at once: how many were answered
   {"cmd": "send", "to": J, "body": B}     a chat message
+  {"cmd": "block", "jids": [J]}           XEP-0191 on this account (unblock the same)
+  {"cmd": "blocklist"}                    the account's blocklist as the server has it: jids
+  {"cmd": "forge_block_push", "to": J, "jids": [J]}
+                                          a blocklist push to someone else's client, as
+                                          only their own server may send: its answer's condition
 
 First prints {"ready": true, "jid": FULL} once the session started. Runs until stdin closes.
 
@@ -24,6 +29,7 @@ import json
 import sys
 
 import slixmpp
+from slixmpp.plugins.xep_0191.stanza import BlockItem
 
 CHATSTATES = "http://jabber.org/protocol/chatstates"
 
@@ -39,7 +45,7 @@ class Peer(slixmpp.ClientXMPP):
         self.ca_certs = ca_file
         self.roster.auto_authorize = True
         self.roster.auto_subscribe = True
-        for plugin in ("xep_0030", "xep_0115", "xep_0085", "xep_0199"):
+        for plugin in ("xep_0030", "xep_0115", "xep_0085", "xep_0199", "xep_0191"):
             self.register_plugin(plugin)
         self.add_event_handler("session_start", self.started)
         self.add_event_handler("presence", self.on_presence)
@@ -93,6 +99,24 @@ class Peer(slixmpp.ClientXMPP):
                 results = await asyncio.gather(*(one() for _ in range(c["n"])))
                 for r in ("answered", "unanswered", "error"):
                     reply[r] = results.count(r)
+            elif cmd == "block":
+                await self.plugin["xep_0191"].block(c["jids"], timeout=20)
+            elif cmd == "unblock":
+                # Always with items: none would unblock everyone.
+                assert c["jids"], "unblock names its JIDs"
+                await self.plugin["xep_0191"].unblock(c["jids"], timeout=20)
+            elif cmd == "blocklist":
+                jids = await self.plugin["xep_0191"].get_blocked_jids(timeout=20)
+                reply["jids"] = sorted(str(j) for j in jids)
+            elif cmd == "forge_block_push":
+                iq = self.make_iq_set(ito=c["to"])
+                for jid in c["jids"]:
+                    BlockItem(parent=iq["block"])["jid"] = jid
+                try:
+                    await iq.send(timeout=20)
+                    reply["answer"] = "result"
+                except slixmpp.exceptions.IqError as e:
+                    reply["answer"] = e.iq["error"]["condition"]
             elif cmd == "send":
                 self.send_message(mto=c["to"], mbody=c["body"], mtype="chat")
             else:

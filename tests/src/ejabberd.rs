@@ -258,6 +258,8 @@ modules:
   mod_offline: {{}}
   mod_client_state: {{}}
   mod_ping: {{}}
+  mod_privacy: {{}}
+  mod_blocking: {{}}
 "#,
         resume = opts.resume_timeout_secs,
         tls = opts.starttls

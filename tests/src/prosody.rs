@@ -543,6 +543,7 @@ fn render_config(dir: &Path, port: u16, opts: &ProsodyOptions) -> String {
         "ping",
         "offline",
         "csi_simple",
+        "blocklist",
     ];
     if opts.starttls {
         modules.push("tls");

@@ -168,6 +168,35 @@ impl SlixPeer {
     pub fn send(&mut self, to: &str, body: &str) {
         self.command(json!({"cmd": "send", "to": to, "body": body}));
     }
+
+    /// Blocks (`true`) or unblocks `jids` on this peer's account (XEP-0191); panics if the
+    /// server refuses.
+    pub fn set_blocked(&mut self, block: bool, jids: &[&str]) {
+        let cmd = if block { "block" } else { "unblock" };
+        let r = self.command(json!({"cmd": cmd, "jids": jids}));
+        assert!(r["error"].is_null(), "{cmd}: {r}");
+    }
+
+    /// The account's blocklist as the server has it, sorted.
+    pub fn blocklist(&mut self) -> Vec<String> {
+        let r = self.command(json!({"cmd": "blocklist"}));
+        r["jids"]
+            .as_array()
+            .unwrap_or_else(|| panic!("blocklist: {r}"))
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect()
+    }
+
+    /// Sends a blocklist push naming `jids` to `to` (someone else's client, as only their own
+    /// server may): the condition of its answer, or `result`.
+    pub fn forge_block_push(&mut self, to: &str, jids: &[&str]) -> String {
+        let r = self.command(json!({"cmd": "forge_block_push", "to": to, "jids": jids}));
+        r["answer"]
+            .as_str()
+            .unwrap_or_else(|| panic!("forge_block_push: {r}"))
+            .to_owned()
+    }
 }
 
 impl Drop for SlixPeer {

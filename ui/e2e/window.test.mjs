@@ -556,3 +556,40 @@ db.commit()
   assert.ok(day.includes(String(new Date(written).getDate())), `the day separator says ${day}`);
   await shot("20-history-day");
 });
+
+test("a contact blocked from the window is told to the server, shows nothing, and is unblocked", async () => {
+  const alice = path.join(WORK, "alice.db");
+  const open = await browser.wait(
+    until.elementLocated(By.xpath("//ul[contains(@class,'conversations')]/li[.//span[text()='bob@localhost']]")),
+    LONG,
+  );
+  await open.click();
+  await (await browser.wait(until.elementLocated(By.css("[data-testid=block]")), LONG)).click();
+  // Blocked here at once; the banner says so until the server has confirmed it, then says only that.
+  const banner = await browser.wait(
+    until.elementLocated(By.css("[data-testid=blocked-banner][data-state=confirmed]")),
+    LONG,
+  );
+  assert.match(await banner.getText(), /You blocked bob@localhost/);
+  const listed = await browser.findElement(By.css("[data-testid=blocked-list]")).getText();
+  assert.match(listed, /bob@localhost/);
+  await shot("21-blocked");
+  // Bob writes: once the server has his message (acked), it has been dropped or bounced, and
+  // nothing of it reaches the window or alice's store.
+  const id = tether(bob.db, "send", "--to", "alice@localhost", "--body", "written while blocked").trim();
+  await eventually(() => {
+    const row = bobRows("out").find((m) => m.id === id);
+    return row && !["queued", "sent", "hibernated", "retrying"].includes(row.state);
+  }, "bob's message settled at the server");
+  await new Promise((r) => setTimeout(r, 2000));
+  const stored = tether(alice, "messages", "--direction", "in", "--peer", "bob@localhost");
+  assert.doesNotMatch(stored, /written while blocked/);
+  assert.equal((await browser.findElements(By.xpath("//div[contains(@class,'body') and text()='written while blocked']"))).length, 0);
+  // Unblocked from the banner: told to the server, and bob's next message shows once.
+  await banner.findElement(By.xpath(".//button[text()='Unblock']")).click();
+  await eventually(() => !tether(alice, "blocklist").includes("bob@localhost"), "the unblock confirmed");
+  await browser.wait(async () => (await browser.findElements(By.css("[data-testid=blocked-banner]"))).length === 0, LONG);
+  tether(bob.db, "send", "--to", "alice@localhost", "--body", "written after the unblock");
+  await bubble("written after the unblock");
+  await shot("22-unblocked");
+});

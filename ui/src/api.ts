@@ -4,6 +4,7 @@
 import { invoke } from "@tauri-apps/api/core";
 import { listen, type UnlistenFn } from "@tauri-apps/api/event";
 import type {
+  BlockEntry,
   ChatState,
   CommandError,
   Contact,
@@ -16,7 +17,7 @@ import type {
 } from "./generated/contract";
 
 // The rows and events are the core's own types, generated from Rust (core/src/contract.rs).
-export type { Contact, Conversation, Room, SearchHit } from "./generated/contract";
+export type { BlockEntry, Contact, Conversation, Room, SearchHit } from "./generated/contract";
 export type Message = MessageRow;
 
 export interface AccountInfo {
@@ -54,6 +55,10 @@ export const api = {
   /** Full-text search, newest first; `before`: the last page's last `cursor`. */
   search: (text: string, before: number | null, limit: number) =>
     invoke<SearchHit[]>("search", { text, before, limit }),
+  /** The blocklist (XEP-0191): each entry with the user's wish and what the server said. */
+  blocklist: () => invoke<BlockEntry[]>("blocklist"),
+  /** Blocks or unblocks a contact, a full JID or a domain (the core keeps it and tells the server). */
+  setBlocked: (jid: string, block: boolean) => invoke<void>("set_blocked", { jid, block }),
   send: (to: string, body: string) => invoke<string>("send", { to, body }),
   resend: (ids: string[]) => invoke<void>("resend", { ids }),
   discard: (ids: string[]) => invoke<void>("discard", { ids }),

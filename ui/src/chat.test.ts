@@ -1,5 +1,7 @@
 import { describe, expect, test } from "vitest";
 import {
+  blockOf,
+  blockedText,
   dayLabel,
   lastEditable,
   sentAt,
@@ -89,5 +91,26 @@ describe("the history's times", () => {
     expect(startsDay(a, undefined)).toBe(true);
     expect(startsDay(b, a)).toBe(true);
     expect(startsDay(c, b)).toBe(false);
+  });
+});
+
+describe("blocking", () => {
+  const entry = (jid: string, want: "block" | "unblock", state: "pending" | "confirmed" | "refused") => ({
+    jid,
+    want,
+    state,
+    error: state === "refused" ? "NotAllowed" : null,
+  });
+  test("a peer is blocked by its own entry, while the user wants it blocked", () => {
+    const list = [entry("bob@localhost", "block", "confirmed"), entry("carol@localhost", "unblock", "pending")];
+    expect(blockOf(list, "bob@localhost")?.state).toBe("confirmed");
+    expect(blockOf(list, "carol@localhost")).toBeUndefined();
+    expect(blockOf(list, "dave@localhost")).toBeUndefined();
+    expect(blockOf(list, null)).toBeUndefined();
+  });
+  test("the banner says what the server said", () => {
+    expect(blockedText(entry("bob@localhost", "block", "confirmed"))).toMatch(/^You blocked bob@localhost/);
+    expect(blockedText(entry("bob@localhost", "block", "pending"))).toMatch(/told when you are online/);
+    expect(blockedText(entry("bob@localhost", "block", "refused"))).toMatch(/refused it \(NotAllowed\).*this device only/);
   });
 });

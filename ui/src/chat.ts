@@ -1,7 +1,7 @@
 // What the window shows of corrections, reactions, replies and typing. Every rule about them
 // lives in the core; these only turn the core's rows and events into what is drawn.
 
-import type { ChatState, MessageRow, ReactionCount } from "./generated/contract";
+import type { BlockEntry, ChatState, MessageRow, ReactionCount } from "./generated/contract";
 
 /** The quick reactions offered on every message. */
 export const QUICK_REACTIONS = ["👍", "❤️", "😂", "😮", "🎉"] as const;
@@ -88,4 +88,24 @@ export function dayLabel(at: number, now: number): string {
 /** Whether a day separator goes above `m` (the first row, or a new day after `prev`). */
 export function startsDay(m: MessageRow, prev: MessageRow | undefined): boolean {
   return !prev || !sameDay(sentAt(prev), sentAt(m));
+}
+
+/** The entry that blocks `peer` (the user wants it blocked), if any. */
+export function blockOf(list: BlockEntry[], peer: string | null): BlockEntry | undefined {
+  return peer ? list.find((e) => e.jid === peer && e.want === "block") : undefined;
+}
+
+/** What the blocked banner says of an entry: blocked here at once, and what the server said. */
+export function blockedText(e: BlockEntry): string {
+  const head = `You blocked ${e.jid}: nothing they send is shown, and you cannot write to them.`;
+  switch (e.state) {
+    case "confirmed":
+      return head;
+    case "pending":
+      return `${head} (The server is told when you are online.)`;
+    case "refused":
+      return `${head} The server refused it${e.error ? ` (${e.error})` : ""}: it is blocked on this device only, and asked again next time.`;
+    default:
+      return head;
+  }
 }

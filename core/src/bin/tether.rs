@@ -158,6 +158,22 @@ enum Command {
         #[arg(long)]
         jid: String,
     },
+    /// Block a contact, a full JID or a whole domain (XEP-0191): nothing it sends is stored or
+    /// shown from now on, and nothing can be written to it. Kept, and told to the server by
+    /// `run`. Works offline. Prints the blocklist.
+    Block {
+        /// The JID or domain.
+        #[arg(long)]
+        jid: String,
+    },
+    /// Unblock (told to the server by `run`). Prints the blocklist.
+    Unblock {
+        /// The JID or domain.
+        #[arg(long)]
+        jid: String,
+    },
+    /// The blocklist, one JSON object per line (`{"jid", "want", "state", "error"}`).
+    Blocklist,
     /// Full-text search: the messages whose current text has every word (the last as a prefix),
     /// newest first, one JSON object per line (`{"cursor", "account", "message"}`). Words are
     /// never query syntax. Works offline.
@@ -354,6 +370,9 @@ struct OutLine {
 enum StdinLine {
     Command {
         cmd: String,
+        /// For `block` and `unblock`.
+        #[serde(default)]
+        jid: Option<String>,
     },
     /// `{"to": "...", "chat_state": "composing"}`: our chat state in that conversation (never
     /// stored; dropped when offline).
@@ -418,6 +437,18 @@ fn main() -> ExitCode {
             ExitCode::from(e.exit_code() as u8)
         }
     }
+}
+
+/// Runs `change` on the blocklist, then prints the list, one entry a line.
+fn print_blocklist(
+    client: &Client,
+    change: impl FnOnce(&Client) -> Result<(), Error>,
+) -> Result<(), Error> {
+    change(client)?;
+    for entry in client.blocklist()? {
+        print_json(&entry);
+    }
+    Ok(())
 }
 
 fn print_json(value: &impl serde::Serialize) {
@@ -667,6 +698,9 @@ fn dispatch(cli: Cli) -> Result<(), Error> {
             }
             Ok(())
         }
+        Command::Block { jid } => print_blocklist(&open(&cli.db)?, |c| c.block(&jid)),
+        Command::Unblock { jid } => print_blocklist(&open(&cli.db)?, |c| c.unblock(&jid).map(drop)),
+        Command::Blocklist => print_blocklist(&open(&cli.db)?, |_| Ok(())),
         Command::Features { jid } => {
             let features = open(&cli.db)?.peer_features(&jid)?;
             print_json(&serde_json::json!({
@@ -808,9 +842,20 @@ fn stdin_lines(c: &Client, lines: Vec<(usize, String)>) {
                     Err(e) => report(e.kind(), format!("stdin line {n}: {e}")),
                 }
             }
-            Ok(StdinLine::Command { cmd }) => {
+            Ok(StdinLine::Command { cmd, jid }) => {
                 flush(&mut batch, &mut numbers);
-                match cmd.as_str() {
+                match (cmd.as_str(), jid) {
+                    ("block", Some(jid)) => {
+                        if let Err(e) = c.block(&jid) {
+                            report(e.kind(), format!("stdin line {n}: {e}"));
+                        }
+                    }
+                    ("unblock", Some(jid)) => {
+                        if let Err(e) = c.unblock(&jid) {
+                            report(e.kind(), format!("stdin line {n}: {e}"));
+                        }
+                    }
+                    (cmd, _) => match cmd {
                     "suspend" => c.suspend(),
                     "resume" => c.resume(),
                     "network-changed" => c.network_changed(),
@@ -819,8 +864,9 @@ fn stdin_lines(c: &Client, lines: Vec<(usize, String)>) {
                     ),
                     other => report(
                         tether_core::events::ErrorKind::Usage,
-                        format!("stdin line {n}: unknown command {other:?} (suspend, resume, network-changed, stats)"),
+                        format!("stdin line {n}: unknown command {other:?} (suspend, resume, network-changed, stats; block and unblock with a jid)"),
                     ),
+                    },
                 }
             }
             Err(e) => report(

@@ -172,8 +172,8 @@ async fn live(
             if shared.probe_now.swap(false, Ordering::SeqCst) {
                 engine.handle_probe(&mut shared.store(), Instant::now())?;
             }
-            if shared.push_changed.swap(false, Ordering::SeqCst) {
-                engine.handle_push_changed(&mut shared.store(), Instant::now())?;
+            if shared.wishes_changed.swap(false, Ordering::SeqCst) {
+                engine.handle_wishes_changed(&mut shared.store(), Instant::now())?;
             }
             engine.set_inactive(shared.inactive.load(Ordering::SeqCst));
             engine.set_exit_when_idle(shared.exit_when_idle.load(Ordering::SeqCst));

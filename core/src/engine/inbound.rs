@@ -294,6 +294,9 @@ impl Engine {
         p: Parsed,
         via: Via,
     ) -> Result<()> {
+        if self.blocked(store, &from)? {
+            return self.count_inbound();
+        }
         let peer = from.to_bare().to_string();
         {
             let mut changes = Vec::new();
@@ -516,6 +519,8 @@ impl Engine {
         };
         let bare = from.to_bare();
         match p.type_ {
+            // A blocked sender's request is not shown (the server drops it too, once told).
+            presence::Type::Subscribe if bare != self.own && self.blocked(store, &from)? => {}
             presence::Type::Subscribe if bare != self.own => {
                 // Someone we asked ourselves (or already follow) asks back: that is the mutual
                 // subscription the user wanted, so accept without asking again.
@@ -645,8 +650,15 @@ impl Engine {
                 Some(PendingIq::Slot(key)) => self.on_slot(store, key, iq),
                 Some(PendingIq::Push(asked)) => self.on_push_answer(store, asked, iq),
                 Some(PendingIq::Caps(asked)) => self.on_caps_answer(store, asked, iq),
+                Some(PendingIq::Blocklist) => self.on_blocklist(store, iq),
+                Some(PendingIq::Block(asked)) => self.on_block_answer(store, asked, iq),
                 None => Ok(()),
             },
+            Iq::Set {
+                from, id, payload, ..
+            } if super::blocking::is_push(&payload) => {
+                self.on_blocklist_push(store, from, id, payload)
+            }
             Iq::Set {
                 from, id, payload, ..
             } if payload.is("query", ns::ROSTER) => {

@@ -314,6 +314,9 @@ impl Engine {
                     return self.count_inbound();
                 };
                 let outgoing = sender.to_bare() == own;
+                if !outgoing && self.blocked(store, &sender)? {
+                    return self.count_inbound();
+                }
                 let peer = if outgoing {
                     match inner_to {
                         Some(to) => to.to_bare(),

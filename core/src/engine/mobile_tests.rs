@@ -111,13 +111,13 @@ fn a_change_while_online_is_told_at_once_and_disabling_is_idempotent() {
     enable(&mut pair);
     let now = pair.now;
     pair.engine
-        .handle_push_changed(&mut pair.store, now)
+        .handle_wishes_changed(&mut pair.store, now)
         .unwrap();
     pair.run();
     assert_eq!(pair.server.push_requests.len(), 1);
     assert!(pair.store.unset_push(account).unwrap());
     pair.engine
-        .handle_push_changed(&mut pair.store, now)
+        .handle_wishes_changed(&mut pair.store, now)
         .unwrap();
     pair.run();
     assert_eq!(
@@ -137,7 +137,7 @@ fn a_change_while_online_is_told_at_once_and_disabling_is_idempotent() {
     // Again: nothing to do, nothing sent.
     assert!(!pair.store.unset_push(account).unwrap());
     pair.engine
-        .handle_push_changed(&mut pair.store, now)
+        .handle_wishes_changed(&mut pair.store, now)
         .unwrap();
     pair.run();
     assert_eq!(pair.server.push_requests.len(), 2);
@@ -153,7 +153,7 @@ fn a_disable_the_server_does_not_know_is_done() {
     pair.store.unset_push(account).unwrap();
     let now = pair.now;
     pair.engine
-        .handle_push_changed(&mut pair.store, now)
+        .handle_wishes_changed(&mut pair.store, now)
         .unwrap();
     pair.run();
     assert_eq!(pair.store.push(account).unwrap(), None);
@@ -174,7 +174,7 @@ fn a_wish_changed_while_the_last_was_on_its_way_is_told_after_its_answer() {
         .unwrap();
     let now = pair.now;
     pair.engine
-        .handle_push_changed(&mut pair.store, now)
+        .handle_wishes_changed(&mut pair.store, now)
         .unwrap();
     pair.run();
     assert_eq!(pair.server.push_requests.len(), 1, "one request at a time");

@@ -25,6 +25,7 @@
 //! - nothing is written to the stream before the row it carries is committed, with its seq;
 //! - no `<a/>` (and no `<resume/>`) ever covers an inbound stanza the store does not hold.
 
+mod blocking;
 pub mod caps;
 #[cfg(any(fuzzing, test))]
 pub mod fuzzing;
@@ -35,6 +36,8 @@ mod stanzas;
 pub mod upload;
 pub mod xeps;
 
+#[cfg(test)]
+mod blocking_tests;
 #[cfg(test)]
 mod caps_tests;
 #[cfg(test)]
@@ -218,6 +221,10 @@ enum PendingIq {
     Push(push::PushAsked),
     /// What a peer's capabilities hash stands for (XEP-0115).
     Caps(caps::CapsAsked),
+    /// The server's blocklist (XEP-0191).
+    Blocklist,
+    /// A block or unblock (XEP-0191).
+    Block(blocking::BlockAsked),
 }
 
 /// How long the server has to answer an iq we track.
@@ -505,13 +512,16 @@ impl Engine {
         })
     }
 
-    /// The app changed its push wish (XEP-0357): tell the server now if online (else on the next
-    /// session).
-    pub fn handle_push_changed(&mut self, store: &mut Store, now: Instant) -> Result<()> {
+    /// The app changed a wish the server keeps (push, XEP-0357; the blocklist, XEP-0191): tell
+    /// the server now if online (else on the next session).
+    pub fn handle_wishes_changed(&mut self, store: &mut Store, now: Instant) -> Result<()> {
         if !self.is_online() {
             return Ok(());
         }
-        self.step(store, now, |e, store| e.push_sync(store, false))
+        self.step(store, now, |e, store| {
+            e.push_sync(store, false)?;
+            e.blocking_sync(store)
+        })
     }
 
     /// A logged-in stream is ready: resume the stored stream if possible, else bind (then enable
@@ -1134,6 +1144,9 @@ impl Engine {
         }
         // Push is told on every new session: the server may have forgotten it (XEP-0357 §5).
         self.push_sync(store, true)?;
+        // The blocklist, and the user's wishes not told yet, before our presence (so before
+        // the server delivers what waited offline).
+        self.blocking_start(store)?;
         store.clear_peer_caps(self.account)?;
         let presence = self.our_presence(Presence::available());
         self.write_untracked(Stanza::Presence(presence));
@@ -1435,6 +1448,14 @@ impl Engine {
             PendingIq::Slot(key) => self.on_slot_timeout(store, key),
             PendingIq::Push(asked) => {
                 self.on_push_timeout(asked);
+                Ok(())
+            }
+            PendingIq::Blocklist => {
+                tracing::warn!("the server did not answer the blocklist request");
+                Ok(())
+            }
+            PendingIq::Block(asked) => {
+                self.on_block_timeout(asked);
                 Ok(())
             }
             PendingIq::Caps(asked) => {

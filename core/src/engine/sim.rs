@@ -131,6 +131,12 @@ pub(super) struct Server {
     pub push_silent: bool,
     /// Push requests the client sent: `(enable?, service, node, secret)`.
     pub push_requests: Vec<(bool, String, Option<String>, Option<String>)>,
+    /// The account's blocklist (XEP-0191), as the server keeps it.
+    pub blocklist: Vec<String>,
+    /// Refuse block and unblock requests with this condition.
+    pub block_error: Option<tokio_xmpp::parsers::stanza_error::DefinedCondition>,
+    /// Block (`true`) and unblock requests the client sent, with their items.
+    pub block_requests: Vec<(bool, Vec<String>)>,
 }
 
 impl Server {
@@ -169,6 +175,9 @@ impl Server {
             push_error: None,
             push_silent: false,
             push_requests: Vec::new(),
+            blocklist: Vec::new(),
+            block_error: None,
+            block_requests: Vec::new(),
             resume_nonzas: 0,
             bind_iqs: 0,
         }
@@ -693,6 +702,48 @@ impl Server {
                     ),
                     None => self.answer(id, None),
                 }
+            }
+            Stanza::Iq(Iq::Get { id, payload, .. }) if payload.is("blocklist", ns::BLOCKING) => {
+                use tokio_xmpp::parsers::blocking::BlocklistResult;
+                let items = self.blocklist.iter().map(|j| j.parse().unwrap()).collect();
+                self.answer(id, Some(BlocklistResult { items }.into()));
+            }
+            Stanza::Iq(Iq::Set { id, payload, .. })
+                if payload.is("block", ns::BLOCKING) || payload.is("unblock", ns::BLOCKING) =>
+            {
+                use tokio_xmpp::parsers::blocking::{Block, Unblock};
+                let (block, items) = if payload.is("block", ns::BLOCKING) {
+                    (true, Block::try_from(payload).expect("a valid block").items)
+                } else {
+                    (
+                        false,
+                        Unblock::try_from(payload).expect("a valid unblock").items,
+                    )
+                };
+                let items: Vec<String> = items.iter().map(|j| j.to_string()).collect();
+                self.block_requests.push((block, items.clone()));
+                if let Some(cond) = self.block_error.clone() {
+                    self.refuse(
+                        id,
+                        tokio_xmpp::parsers::stanza_error::ErrorType::Cancel,
+                        cond,
+                        "blocking is not allowed here",
+                    );
+                    return;
+                }
+                if block {
+                    for j in items {
+                        if !self.blocklist.contains(&j) {
+                            self.blocklist.push(j);
+                        }
+                    }
+                } else if items.is_empty() {
+                    // XEP-0191 §3.4: an empty unblock unblocks everyone.
+                    self.blocklist.clear();
+                } else {
+                    self.blocklist.retain(|j| !items.contains(j));
+                }
+                self.answer(id, None);
             }
             // An iq to another user goes to that user: the test answers it.
             Stanza::Iq(Iq::Get { to: Some(to), .. } | Iq::Set { to: Some(to), .. })

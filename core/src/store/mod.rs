@@ -10,6 +10,7 @@
 mod accounts;
 mod attachments;
 pub mod blobs;
+mod blocking;
 mod caps;
 mod control;
 mod lock;
@@ -25,6 +26,7 @@ mod social;
 pub use accounts::{Account, NewAccount};
 pub use attachments::{Attachment, Download, InboundFile, NewFile, SlotNeeded, Upload};
 pub use blobs::Blobs;
+pub use blocking::{block_forms, BlockEntry, BlockState, BlockWant};
 pub use caps::{CapsIdentity, MAX_CAPS, MAX_PEER_CAPS};
 pub use control::{ControlItem, ControlKind, ControlMove};
 pub use lock::StreamLock;

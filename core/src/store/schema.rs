@@ -320,6 +320,19 @@ const MIGRATIONS: &[&str] = &[
     END;
     INSERT INTO messages_fts (messages_fts) VALUES ('rebuild');
     "#,
+    // v13: the blocklist (XEP-0191, store/blocking.rs): per entry (a bare or full JID, or a
+    // domain) the user's wish and what the server said of it; a confirmed unblock removes the row.
+    r#"
+    CREATE TABLE blocklist (
+        account_id       INTEGER NOT NULL REFERENCES accounts(id),
+        jid              TEXT NOT NULL,
+        want             TEXT NOT NULL CHECK (want IN ('block', 'unblock')),
+        state            TEXT NOT NULL CHECK (state IN ('pending', 'confirmed', 'refused')),
+        error            TEXT,
+        updated_at       INTEGER NOT NULL,
+        PRIMARY KEY (account_id, jid)
+    );
+    "#,
 ];
 
 /// The schema version this build writes.

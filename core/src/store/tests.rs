@@ -566,3 +566,52 @@ fn a_write_waits_for_another_processs_transaction_instead_of_failing() {
         "hello"
     );
 }
+
+#[test]
+fn a_blocklist_entry_matches_the_forms_xep_0191_names_and_only_while_wanted_blocked() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, acc) = new_store(&dir);
+    let blocked = |store: &Store, jid: &str| store.is_blocked(acc, &jid.parse().unwrap()).unwrap();
+    store
+        .set_block(
+            acc,
+            &[
+                "bob@localhost".into(),
+                "carol@localhost/phone".into(),
+                "spam.example".into(),
+                "example.net/bot".into(),
+            ],
+            BlockWant::Block,
+        )
+        .unwrap();
+    // A bare entry covers every resource; a full one only that resource.
+    assert!(blocked(&store, "bob@localhost"));
+    assert!(blocked(&store, "bob@localhost/laptop"));
+    assert!(blocked(&store, "carol@localhost/phone"));
+    assert!(!blocked(&store, "carol@localhost/pc"));
+    assert!(!blocked(&store, "carol@localhost"));
+    // A domain covers every JID of it; domain/resource that resource of every JID.
+    assert!(blocked(&store, "eve@spam.example/x"));
+    assert!(blocked(&store, "spam.example"));
+    assert!(blocked(&store, "x@example.net/bot"));
+    assert!(!blocked(&store, "x@example.net/human"));
+    assert!(!blocked(&store, "dave@localhost"));
+    // An unblock applies here at once, before the server confirms it.
+    store
+        .set_block(acc, &["bob@localhost".into()], BlockWant::Unblock)
+        .unwrap();
+    assert!(!blocked(&store, "bob@localhost/laptop"));
+    // The server confirming a block that was since unblocked leaves the unblock to be told.
+    let settled = store
+        .block_answered(acc, BlockWant::Block, &["bob@localhost".into()], Ok(()))
+        .unwrap();
+    assert!(settled.is_empty());
+    let (block, unblock) = store.block_pending(acc).unwrap();
+    assert_eq!(unblock, vec!["bob@localhost".to_owned()]);
+    assert_eq!(block.len(), 3);
+    // Entries survive a reopen (the wish is durable).
+    drop(store);
+    let store = Store::open(dir.path().join("t.db"), &StoreOptions::default()).unwrap();
+    assert!(blocked(&store, "eve@spam.example/x"));
+    assert_eq!(store.blocklist(acc).unwrap().len(), 4);
+}

@@ -4,6 +4,7 @@ import {
   errorText,
   isCommandError,
   type AccountInfo,
+  type BlockEntry,
   type Contact,
   type Conversation,
   type CoreEvent,
@@ -15,6 +16,8 @@ import { bannerText, failedIn, resendConfirmation, type Confirmation } from "../
 import { look, movesForward } from "../states";
 import {
   QUICK_REACTIONS,
+  blockOf,
+  blockedText,
   dayLabel,
   humanSize,
   lastEditable,
@@ -173,6 +176,7 @@ function Main({ account, fatal }: { account: AccountInfo; fatal: string | null }
   const [contacts, setContacts] = useState<Contact[]>([]);
   const [rooms, setRooms] = useState<Room[]>([]);
   const [requests, setRequests] = useState<string[]>([]);
+  const [blocked, setBlocked] = useState<BlockEntry[]>([]);
   const [joining, setJoining] = useState(false);
   const [failedRows, setFailedRows] = useState<Message[]>([]);
   const [replyTo, setReplyTo] = useState<Message | null>(null);
@@ -198,6 +202,7 @@ function Main({ account, fatal }: { account: AccountInfo; fatal: string | null }
     api.contacts().then(setContacts, console.error);
     api.rooms().then(setRooms, console.error);
     api.subscriptionRequests().then(setRequests, console.error);
+    api.blocklist().then(setBlocked, console.error);
   }, []);
   const refreshFailed = useCallback(async (p: string) => {
     const rows = await api.failed(p);
@@ -235,7 +240,7 @@ function Main({ account, fatal }: { account: AccountInfo; fatal: string | null }
         onConnection(e as ConnectionEvent);
         return;
       }
-      if (["roster", "presence", "subscription:request", "room:joined"].includes(e.event)) {
+      if (["roster", "presence", "subscription:request", "room:joined", "blocking"].includes(e.event)) {
         refreshPeople();
         return;
       }
@@ -519,6 +524,24 @@ function Main({ account, fatal }: { account: AccountInfo; fatal: string | null }
             + Join a room
           </button>
         )}
+        {blocked.some((b) => b.want === "block") && (
+          <>
+            <h4>Blocked</h4>
+            <ul class="people blocked" data-testid="blocked-list">
+              {blocked
+                .filter((b) => b.want === "block")
+                .map((b) => (
+                  <li key={b.jid} title={b.error ?? b.state}>
+                    {b.jid}
+                    {b.state !== "confirmed" && <span class="hint"> ({b.state})</span>}
+                    <button class="link" onClick={() => report(api.setBlocked(b.jid, false).then(refreshPeople))}>
+                      Unblock
+                    </button>
+                  </li>
+                ))}
+            </ul>
+          </>
+        )}
         <h4>Contacts</h4>
         <ul class="people">
           {contacts.map((c) => (
@@ -533,7 +556,18 @@ function Main({ account, fatal }: { account: AccountInfo; fatal: string | null }
       <section class="conversation">
         {fatal && <div class="fatal">{fatal}</div>}
         {peer ? (
-          <h2>{peer}</h2>
+          <h2>
+            {peer}
+            {!rooms.some((r) => r.jid === peer) && !blockOf(blocked, peer) && (
+              <button
+                class="link block-button"
+                data-testid="block"
+                onClick={() => report(api.setBlocked(peer, true).then(refreshPeople))}
+              >
+                Block
+              </button>
+            )}
+          </h2>
         ) : (
           <div class="start">
             <h2>New chat</h2>
@@ -542,6 +576,12 @@ function Main({ account, fatal }: { account: AccountInfo; fatal: string | null }
               value={draftTo}
               onInput={(e) => setDraftTo((e.target as HTMLInputElement).value)}
             />
+          </div>
+        )}
+        {blockOf(blocked, peer) && (
+          <div class="banner" data-testid="blocked-banner" data-state={blockOf(blocked, peer)?.state}>
+            <span>{blockedText(blockOf(blocked, peer)!)}</span>
+            <button onClick={() => peer && report(api.setBlocked(peer, false).then(refreshPeople))}>Unblock</button>
           </div>
         )}
         {focus && focus.peer === peer && (

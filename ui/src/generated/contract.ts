@@ -275,6 +275,28 @@ nick: string,
  */
 joined: boolean, };
 
+export type BlockWant = "block" | "unblock";
+
+export type BlockState = "pending" | "confirmed" | "refused";
+
+export type BlockEntry = { 
+/**
+ * The JID as blocked: bare, full, or a domain.
+ */
+jid: string, 
+/**
+ * Block or unblock.
+ */
+want: BlockWant, 
+/**
+ * What the server said.
+ */
+state: BlockState, 
+/**
+ * Why the server refused it.
+ */
+error: string | null, };
+
 export type ConnState = "connecting" | "online" | "offline";
 
 export type MessageEvent = { 
@@ -474,6 +496,19 @@ service: string,
 node: string, 
 /**
  * Why it was refused.
+ */
+error?: string, } | { "event": "blocking", 
+/**
+ * The entry: a bare or full JID, or a domain.
+ */
+jid: string, 
+/**
+ * `blocked`, `unblocked` or `refused`.
+ */
+state: string, 
+/**
+ * Why the server refused it (the entry keeps the user's wish, told again on the next
+ * session; a blocked entry stays blocked here meanwhile).
  */
 error?: string, };
 
