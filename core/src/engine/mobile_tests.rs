@@ -359,6 +359,35 @@ fn a_network_change_probes_at_once_and_finds_a_dead_link_in_seconds() {
     assert_eq!(resumed(&pair).last(), Some(&true));
 }
 
+/// Prosody 13.0.1's silent resumption bug (ARCHITECTURE.md): the resumed stream answers
+/// nothing. Even in the mobile profile (a probe only after 300 s of silence) the client finds it
+/// dead after `dead_after` and reconnects; what it re-sent is still the server's to confirm.
+#[test]
+fn a_resumed_stream_that_answers_nothing_is_found_dead_in_seconds_in_the_mobile_profile() {
+    let mut pair = Pair::with_config(Server::new(), ClientConfig::profile(Profile::Mobile));
+    online(&mut pair);
+    pair.server.answer_requests = false;
+    pair.cut(true);
+    online(&mut pair);
+    assert_eq!(resumed(&pair).last(), Some(&true));
+    pair.advance(pair.config.dead_after - Duration::from_millis(100));
+    assert!(pair.connected, "not before dead_after");
+    pair.advance(Duration::from_millis(200));
+    assert!(
+        !pair.connected,
+        "dead after dead_after ({:?}), not keepalive + dead_after ({:?})",
+        pair.config.dead_after,
+        pair.config.keepalive + pair.config.dead_after
+    );
+    // The server answers again: the stream resumes.
+    pair.server.answer_requests = true;
+    online(&mut pair);
+    assert_eq!(resumed(&pair).last(), Some(&true));
+    let id = pair.send("bob@localhost", "after");
+    pair.run();
+    assert_eq!(pair.state(&id), crate::State::Acked);
+}
+
 /// The engine's deadlines in an idle hour, each profile: the mobile profile wakes at most 12
 /// times (one probe every 300 s), the desktop one 180 (every 20 s). The figure for a real
 /// process over a real link is the benchmark's (`tether-bench-wakeups`).

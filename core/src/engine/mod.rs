@@ -1119,6 +1119,12 @@ impl Engine {
             None,
         ));
         if resumed {
+            // A resumed stream must prove itself, whatever the keepalive profile: one that
+            // answers nothing (Prosody 13.0.1's silent resumption bug, ARCHITECTURE.md) is found
+            // dead after `dead_after`, not after the mobile profile's 300 s of silence.
+            if self.sm.is_enabled() {
+                self.probe(self.config.dead_after);
+            }
             self.continue_mam(store)
         } else {
             self.start_new_session(store)
