@@ -573,6 +573,8 @@ test("a contact blocked from the window is told to the server, shows nothing, an
   assert.match(await banner.getText(), /You blocked bob@localhost/);
   const listed = await browser.findElement(By.css("[data-testid=blocked-list]")).getText();
   assert.match(listed, /bob@localhost/);
+  const input = await browser.findElement(By.css(".composer input[type=text]"));
+  assert.equal(await input.isEnabled(), false, "nothing can be written to a blocked contact");
   await shot("21-blocked");
   // Bob writes: once the server has his message (acked), it has been dropped or bounced, and
   // nothing of it reaches the window or alice's store.
@@ -591,5 +593,6 @@ test("a contact blocked from the window is told to the server, shows nothing, an
   await browser.wait(async () => (await browser.findElements(By.css("[data-testid=blocked-banner]"))).length === 0, LONG);
   tether(bob.db, "send", "--to", "alice@localhost", "--body", "written after the unblock");
   await bubble("written after the unblock");
+  assert.equal(await browser.findElement(By.css(".composer input[type=text]")).isEnabled(), true);
   await shot("22-unblocked");
 });

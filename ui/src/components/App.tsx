@@ -240,7 +240,7 @@ function Main({ account, fatal }: { account: AccountInfo; fatal: string | null }
         onConnection(e as ConnectionEvent);
         return;
       }
-      if (["roster", "presence", "subscription:request", "room:joined", "blocking"].includes(e.event)) {
+      if (["roster", "presence", "subscription:request", "room:joined", "room:rejoining", "blocking"].includes(e.event)) {
         refreshPeople();
         return;
       }
@@ -653,6 +653,7 @@ function Main({ account, fatal }: { account: AccountInfo; fatal: string | null }
           </div>
         )}
         <Composer
+          blocked={!!blockOf(blocked, peer)}
           onSend={send}
           onAttach={attach}
           onTyped={typed}
@@ -891,9 +892,11 @@ interface ComposerProps {
   onTyped: () => void;
   editing: Message | null;
   onEditLast: () => void;
+  /** The conversation's contact is blocked: nothing can be written to it (the core refuses). */
+  blocked: boolean;
 }
 
-function Composer({ onSend, onAttach, onTyped, editing, onEditLast }: ComposerProps) {
+function Composer({ onSend, onAttach, onTyped, editing, onEditLast, blocked }: ComposerProps) {
   const [text, setText] = useState("");
   // Editing fills the composer with the message's current text.
   useEffect(() => {
@@ -928,7 +931,8 @@ function Composer({ onSend, onAttach, onTyped, editing, onEditLast }: ComposerPr
       </label>
       <input
         type="text"
-        placeholder="Write a message (works offline too) · ↑ edits your last one"
+        placeholder={blocked ? "Unblock them to write to them" : "Write a message (works offline too) · ↑ edits your last one"}
+        disabled={blocked}
         value={text}
         onInput={(e) => {
           setText((e.target as HTMLInputElement).value);
@@ -941,7 +945,9 @@ function Composer({ onSend, onAttach, onTyped, editing, onEditLast }: ComposerPr
           }
         }}
       />
-      <button type="submit">{editing ? "Save" : "Send"}</button>
+      <button type="submit" disabled={blocked}>
+        {editing ? "Save" : "Send"}
+      </button>
     </form>
   );
 }
