@@ -816,6 +816,14 @@ pub enum TetherEvent {
         /// Why it was refused.
         error: Option<String>,
     },
+    /// A room had dropped us (`room:rejoining`, found by a XEP-0410 self-ping): it is being
+    /// joined again and what was posted meanwhile caught up from its archive.
+    RoomRejoining {
+        /// Room bare JID.
+        room: String,
+        /// What the room answered.
+        reason: String,
+    },
     /// A blocklist entry changed (`blocking`, XEP-0191): the server confirmed a block or an
     /// unblock, refused it, or another device of the user's changed the list.
     Blocking {
@@ -983,6 +991,9 @@ impl From<Event> for TetherEvent {
                     node,
                     error,
                 },
+                SocialEvent::RoomRejoining { room, reason } => {
+                    TetherEvent::RoomRejoining { room, reason }
+                }
                 SocialEvent::Blocking { jid, state, error } => TetherEvent::Blocking {
                     jid,
                     state: state.to_owned(),

@@ -66,6 +66,15 @@ pub enum SocialEvent {
         /// Our nick.
         nick: String,
     },
+    /// A room had dropped us while the stream lived (a self-ping, XEP-0410, said so): it is
+    /// being joined again, and what was posted meanwhile is caught up from its archive.
+    #[serde(rename = "room:rejoining")]
+    RoomRejoining {
+        /// Room bare JID.
+        room: String,
+        /// What the room answered.
+        reason: String,
+    },
     /// An archive catch-up finished.
     #[serde(rename = "mam:synced")]
     MamSynced {

@@ -241,6 +241,54 @@ impl Prosody {
         Ok(())
     }
 
+    /// Runs Lua in the running server through its admin shell (`prosodyctl shell '> ...'`;
+    /// the server has `mod_admin_shell` when [`ProsodyOptions::muc`] is on) and returns what it
+    /// printed: for faults no client can cause, such as a room dropping an occupant silently.
+    pub fn shell_lua(&self, lua: &str) -> io::Result<String> {
+        let output = Command::new("timeout")
+            .arg("20")
+            .arg("prosodyctl")
+            .arg("--config")
+            .arg(self.config_path())
+            .arg("shell")
+            .arg(format!("> {lua}"))
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| context(e, "running prosodyctl shell"))?;
+        let out = String::from_utf8_lossy(&output.stdout).into_owned();
+        if !output.status.success() || !out.contains("Result:") {
+            return Err(io::Error::other(format!(
+                "prosodyctl shell failed ({}):\n{out}{}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr),
+            )));
+        }
+        Ok(out)
+    }
+
+    /// Makes `room` forget its occupant `nick` without a word to anyone (what a room does when
+    /// it lost a member's server, or restarted): the member's client is not told.
+    pub fn drop_occupant_silently(&self, room: &str, nick: &str) -> io::Result<()> {
+        let domain = room.split('@').nth(1).unwrap_or_default();
+        let out = self.shell_lua(&format!(
+            "local room = prosody.hosts[{domain}].modules.muc.get_room_from_jid({room}); \
+             local o = room and room:get_occupant_by_nick({occupant}); \
+             if not o then return 'no such occupant' end; \
+             o.role = nil; room:save_occupant(o); \
+             return room:get_occupant_by_nick({occupant}) == nil and 'dropped' or 'still there'",
+            domain = lua_string(domain),
+            room = lua_string(room),
+            occupant = lua_string(&format!("{room}/{nick}")),
+        ))?;
+        if out.contains("dropped") {
+            Ok(())
+        } else {
+            Err(io::Error::other(format!(
+                "could not drop {nick} from {room}: {out}"
+            )))
+        }
+    }
+
     /// The bare JID `user@localhost`.
     pub fn jid(&self, user: &str) -> String {
         format!("{user}@{DOMAIN}")
@@ -556,6 +604,10 @@ fn render_config(dir: &Path, port: u16, opts: &ProsodyOptions) -> String {
     }
     if opts.sasl2 {
         modules.extend(["sasl2", "sasl2_bind2", "sasl2_sm", "sasl2_fast"]);
+    }
+    if opts.muc {
+        // For faults only the server can make (Prosody::shell_lua).
+        modules.push("admin_shell");
     }
     let modules = modules
         .iter()

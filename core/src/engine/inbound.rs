@@ -573,11 +573,16 @@ impl Engine {
                     }
                     if muc.status.contains(&Status::SelfPresence) && available {
                         let nick = from.resource().map(|r| r.to_string()).unwrap_or_default();
-                        store.room_joined(self.account, bare.as_str())?;
+                        let rejoined = store.room_joined(self.account, bare.as_str())?;
                         self.emit(Event::Social(SocialEvent::RoomJoined {
                             room: bare.to_string(),
                             nick,
                         }));
+                        if rejoined {
+                            // The room had dropped us: what was posted meanwhile is in its
+                            // archive.
+                            self.catch_up_room(store, bare.as_str())?;
+                        }
                     }
                 } else if bare != self.own {
                     store.set_presence(
@@ -652,6 +657,7 @@ impl Engine {
                 Some(PendingIq::Caps(asked)) => self.on_caps_answer(store, asked, iq),
                 Some(PendingIq::Blocklist) => self.on_blocklist(store, iq),
                 Some(PendingIq::Block(asked)) => self.on_block_answer(store, asked, iq),
+                Some(PendingIq::SelfPing(asked)) => self.on_self_ping(store, asked, iq),
                 None => Ok(()),
             },
             Iq::Set {

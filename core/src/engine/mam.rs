@@ -110,6 +110,22 @@ impl Engine {
         self.next_archive(store)
     }
 
+    /// Adds a room's archive to the catch-up (a room that had dropped us was joined again),
+    /// starting it if none is running.
+    pub(super) fn catch_up_room(&mut self, store: &mut Store, room: &str) -> Result<()> {
+        let queued = self.mam.queue.iter().any(|a| a == room)
+            || self.mam.current.as_ref().is_some_and(|c| c.archive == room);
+        if queued {
+            return Ok(());
+        }
+        self.mam.queue.push_back(room.to_owned());
+        self.mam.dirty = true;
+        if self.mam.current.is_none() {
+            self.next_archive(store)?;
+        }
+        Ok(())
+    }
+
     /// A resumed stream: the catch-up the lost connection (or a killed process) had running goes
     /// on. The server re-delivers what it had not seen acked of the running query; its answer is
     /// awaited again (and the page asked again if none comes in time).

@@ -32,6 +32,7 @@ pub mod fuzzing;
 mod inbound;
 mod mam;
 mod push;
+pub mod self_ping;
 mod stanzas;
 pub mod upload;
 pub mod xeps;
@@ -48,6 +49,8 @@ mod files_tests;
 mod mobile_tests;
 #[cfg(test)]
 mod references_tests;
+#[cfg(test)]
+mod self_ping_tests;
 #[cfg(test)]
 mod sim;
 #[cfg(test)]
@@ -225,6 +228,8 @@ enum PendingIq {
     Blocklist,
     /// A block or unblock (XEP-0191).
     Block(blocking::BlockAsked),
+    /// A room asked whether we are still in it (XEP-0410).
+    SelfPing(self_ping::SelfPing),
 }
 
 /// How long the server has to answer an iq we track.
@@ -278,6 +283,8 @@ struct Link {
     wall: std::time::SystemTime,
     /// Disco queries answered and capability hashes asked on this connection.
     disco: caps::DiscoBudget,
+    /// When the rooms were last self-pinged on this connection (XEP-0410).
+    self_pinged: Option<Instant>,
 }
 
 /// What a failed call takes back.
@@ -504,9 +511,13 @@ impl Engine {
             return Ok(());
         };
         if link.phase != Phase::Live || link.probe_sent.is_some() {
+            tracing::debug!(phase = ?link.phase, probe_out = link.probe_sent.is_some(), "no probe now");
             return Ok(());
         }
-        self.step(store, now, |e, _| {
+        tracing::debug!("probing the link and the rooms at once");
+        self.step(store, now, |e, store| {
+            // The network changed or the app came back: the rooms may have dropped us.
+            e.self_ping(store)?;
             e.probe(e.config.quick_probe);
             Ok(())
         })
@@ -547,6 +558,7 @@ impl Engine {
             probe_timeout: self.config.dead_after,
             wall,
             disco: caps::DiscoBudget::default(),
+            self_pinged: None,
         });
         if self.link().features.roster_ver {
             self.roster_ver_seen = true;
@@ -735,6 +747,11 @@ impl Engine {
                 && link.phase == Phase::Live
                 && now >= e.keepalive_deadline(link)
             {
+                // The rooms are asked on the same wake-up, every SELF_PING_EVERY (before the
+                // probe, whose `<r/>` then covers the pings too: no ack request of their own).
+                if e.self_ping_due() {
+                    e.self_ping(store)?;
+                }
                 // Silence: prove the link is alive (no answer by the dead deadline ends it).
                 e.probe(e.config.dead_after);
             }
@@ -963,7 +980,9 @@ impl Engine {
         link.probe_sent = Some(now);
         link.probe_timeout = timeout;
         if self.sm.is_enabled() {
+            // It asks for everything written so far: no ack request of the policy's own.
             self.transmit_sm(Nonza::Req(sm::R));
+            self.sm.on_request_sent();
         } else {
             let ping = Iq::from_get(new_id("ping"), tokio_xmpp::parsers::ping::Ping);
             self.send_iq(ping, PendingIq::Ping);
@@ -1122,6 +1141,8 @@ impl Engine {
             // A resumed stream must prove itself, whatever the keepalive profile: one that
             // answers nothing (Prosody 13.0.1's silent resumption bug, ARCHITECTURE.md) is found
             // dead after `dead_after`, not after the mobile profile's 300 s of silence.
+            // The rooms may have dropped us while the link was down.
+            self.self_ping(store)?;
             if self.sm.is_enabled() {
                 self.probe(self.config.dead_after);
             }
@@ -1464,6 +1485,9 @@ impl Engine {
                 self.on_block_timeout(asked);
                 Ok(())
             }
+            // No answer says nothing for sure (the link's own probe decides about the link);
+            // the room is asked again next time.
+            PendingIq::SelfPing(_) => Ok(()),
             PendingIq::Caps(asked) => {
                 // Asked again when the peer next announces it.
                 let key = (asked.algo, asked.ver);

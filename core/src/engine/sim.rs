@@ -137,6 +137,11 @@ pub(super) struct Server {
     pub block_error: Option<tokio_xmpp::parsers::stanza_error::DefinedCondition>,
     /// Block (`true`) and unblock requests the client sent, with their items.
     pub block_requests: Vec<(bool, Vec<String>)>,
+    /// Answer pings to a room occupant (XEP-0410 self-pings) as the room would for a member
+    /// (off: the test answers them).
+    pub answer_self_pings: bool,
+    /// Pings the client sent to room occupants.
+    pub self_pings: u32,
 }
 
 impl Server {
@@ -178,6 +183,8 @@ impl Server {
             blocklist: Vec::new(),
             block_error: None,
             block_requests: Vec::new(),
+            answer_self_pings: false,
+            self_pings: 0,
             resume_nonzas: 0,
             bind_iqs: 0,
         }
@@ -560,6 +567,29 @@ impl Server {
                 self.delivered.push(m);
             }
             Stanza::Presence(p) => self.presences.push(p),
+            Stanza::Iq(Iq::Get {
+                id,
+                to: Some(to),
+                payload,
+                ..
+            }) if payload.is("ping", ns::PING)
+                && to.node().is_some()
+                && to.resource().is_some()
+                && to.to_bare() != self.own =>
+            {
+                self.self_pings += 1;
+                if self.answer_self_pings {
+                    self.send(Stanza::Iq(Iq::Result {
+                        from: Some(to),
+                        to: None,
+                        id,
+                        payload: None,
+                    }));
+                }
+            }
+            // An iq to another user (or a room, or an occupant) goes there: the test answers it.
+            Stanza::Iq(Iq::Get { to: Some(to), .. } | Iq::Set { to: Some(to), .. })
+                if to.node().is_some() && to.to_bare() != self.own => {}
             Stanza::Iq(Iq::Set { id, payload, .. }) if payload.is("bind", ns::BIND) => {
                 self.bind_iqs += 1;
                 let jid: Jid = format!("{}/tether", self.own).parse().unwrap();
@@ -745,9 +775,6 @@ impl Server {
                 }
                 self.answer(id, None);
             }
-            // An iq to another user goes to that user: the test answers it.
-            Stanza::Iq(Iq::Get { to: Some(to), .. } | Iq::Set { to: Some(to), .. })
-                if to.node().is_some() && to.to_bare() != self.own => {}
             Stanza::Iq(Iq::Get { id, .. } | Iq::Set { id, .. }) => {
                 // Roster, carbons: an empty result will do.
                 self.answer(id, None);

@@ -758,8 +758,10 @@ pub(crate) const QUEUED_SQL: &str = concat!(
                -- The index's own condition, word for word, so SQLite uses messages_pending
                -- (it does not infer it from state = 'queued' and scanned the account otherwise).
                AND m.state IN ('queued', 'sent', 'hibernated', 'retrying')
+               -- A room message waits for this session's join (joined: 1 in, -1 refused, so
+               -- it fails with the room's reason; 0 not yet, 2 lost and rejoining: it waits).
                AND (m.kind = 'chat' OR EXISTS (SELECT 1 FROM rooms r WHERE r.account_id = ?1
-                                             AND r.jid = m.peer AND r.joined != 0))
+                                             AND r.jid = m.peer AND r.joined IN (1, -1)))
                AND (m.target_key IS NULL OR ",
     wire_target!(),
     " IS NOT NULL)

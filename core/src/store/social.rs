@@ -92,7 +92,8 @@ impl Store {
                 Ok(Room {
                     jid: r.get(0)?,
                     nick: r.get(1)?,
-                    // 1 joined, 0 not (yet) on this session, -1 refused on this session.
+                    // 1 joined, 0 not (yet) on this session, -1 refused on this session, 2 lost
+                    // (the room dropped us) and being rejoined.
                     joined: r.get::<_, i64>(2)? == 1,
                 })
             })?
@@ -122,13 +123,56 @@ impl Store {
         Ok(rooms)
     }
 
-    /// The room confirmed our presence.
-    pub fn room_joined(&mut self, account: i64, room: &str) -> Result<()> {
-        self.conn.execute(
+    /// The room confirmed our presence. Returns whether it was a rejoin after the room had
+    /// dropped us ([`Store::room_lost`]): what was posted meanwhile is then to be caught up from
+    /// the room's archive.
+    pub fn room_joined(&mut self, account: i64, room: &str) -> Result<bool> {
+        let tx = super::Tx::begin(&mut self.conn)?;
+        let lost = tx
+            .query_row(
+                "SELECT joined = 2 FROM rooms WHERE account_id = ?1 AND jid = ?2",
+                params![account, room],
+                |r| r.get::<_, bool>(0),
+            )
+            .optional()?
+            .unwrap_or(false);
+        tx.execute(
             "UPDATE rooms SET joined = 1 WHERE account_id = ?1 AND jid = ?2",
             params![account, room],
         )?;
-        Ok(())
+        tx.commit()?;
+        Ok(lost)
+    }
+
+    /// The room dropped us while the stream lived (a self-ping said so, XEP-0410): it is
+    /// joined again (the join queued in this transaction); what we post to it waits for the
+    /// room's answer, and the rejoin catches up from its archive. `false` when the room is not
+    /// one we were in.
+    pub fn room_lost(&mut self, account: i64, room: &str) -> Result<bool> {
+        let tx = super::Tx::begin(&mut self.conn)?;
+        let nick: Option<String> = tx
+            .query_row(
+                "UPDATE rooms SET joined = 2 WHERE account_id = ?1 AND jid = ?2 AND joined = 1
+                 RETURNING nick",
+                params![account, room],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let Some(nick) = nick else {
+            return Ok(false);
+        };
+        enqueue(&tx, account, ControlKind::MucJoin, room, None, Some(&nick))?;
+        tx.commit()?;
+        Ok(true)
+    }
+
+    /// The rooms this session is in (joined and confirmed), with our nick.
+    pub fn joined_rooms(&self, account: i64) -> Result<Vec<Room>> {
+        Ok(self
+            .rooms(account)?
+            .into_iter()
+            .filter(|r| r.joined)
+            .collect())
     }
 
     /// The room refused our join on this session. In one transaction (with `snap`, the SM state

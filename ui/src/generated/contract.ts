@@ -461,7 +461,15 @@ room: string,
 /**
  * Our nick.
  */
-nick: string, } | { "event": "mam:synced", 
+nick: string, } | { "event": "room:rejoining", 
+/**
+ * Room bare JID.
+ */
+room: string, 
+/**
+ * What the room answered.
+ */
+reason: string, } | { "event": "mam:synced", 
 /**
  * The archive (own bare JID or a room).
  */

@@ -1,0 +1,139 @@
+//! MUC self-ping (XEP-0410) against a real Prosody: the room forgets Alice without a word (the
+//! Conversations#2197 shape: a member silently dropped after a network loss while others keep
+//! posting), Bob posts more than the room's join history holds, and Alice's client, asked to
+//! check the link, finds out, rejoins and catches up from the room's archive: every message once.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use tether_e2e::pair::Pair;
+use tether_e2e::tether::Running;
+use tether_e2e::{Prosody, ProsodyOptions};
+
+const ROOM: &str = "lounge@conference.localhost";
+const LONG: Duration = Duration::from_secs(60);
+/// More than the 20 messages of history a join asks for: the rest must come from the archive.
+const MISSED: usize = 30;
+
+fn joined_count(run: &Running) -> usize {
+    run.events()
+        .iter()
+        .filter(|e| e["event"] == "room:joined" && e["room"] == ROOM)
+        .count()
+}
+
+/// The bodies of Alice's incoming rows from the room.
+fn room_bodies(w: &Pair<Prosody>) -> Vec<String> {
+    w.alice
+        .messages(&["--direction", "in", "--peer", ROOM])
+        .iter()
+        .map(|r| r["body"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+fn post(bob: &mut Running, body: &str) {
+    bob.write_line(&serde_json::json!({"to": ROOM, "body": body}).to_string());
+}
+
+#[test]
+fn a_room_that_dropped_us_silently_is_found_rejoined_and_caught_up_with_every_message_once() {
+    let prosody = Prosody::start(ProsodyOptions {
+        muc: true,
+        mam: true,
+        ..ProsodyOptions::default()
+    })
+    .expect("start prosody");
+    let w = Pair::new(prosody);
+    w.alice
+        .json_lines(&["room", "join", ROOM, "--nick", "alice"]);
+    w.bob.json_lines(&["room", "join", ROOM, "--nick", "bob"]);
+    let mut alice = w.alice.spawn_run(&["--stdin"]).online(LONG, "alice");
+    assert!(
+        alice.wait_count("room:joined", 1, LONG),
+        "alice never joined: {}",
+        alice.diagnostics()
+    );
+    // The creator's instant configuration unlocks the room before Bob comes.
+    std::thread::sleep(Duration::from_secs(1));
+    let mut bob = w.bob.spawn_run(&["--stdin"]).online(LONG, "bob");
+    assert!(
+        bob.wait_count("room:joined", 1, LONG),
+        "{}",
+        bob.diagnostics()
+    );
+    post(&mut bob, "before");
+    assert!(
+        w.alice.wait_until(LONG, |_| room_bodies(&w).len() == 1),
+        "{}",
+        alice.diagnostics()
+    );
+
+    let joins = joined_count(&alice);
+    // The room forgets Alice; nobody is told. Bob goes on posting.
+    w.server
+        .drop_occupant_silently(ROOM, "alice")
+        .expect("drop alice from the room");
+    for i in 0..MISSED {
+        post(&mut bob, &format!("while alice was gone {i}"));
+    }
+    assert!(
+        bob.wait_count("message:reflected", MISSED + 1, LONG),
+        "{}",
+        bob.diagnostics()
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        room_bodies(&w),
+        vec!["before".to_owned()],
+        "nothing reached her"
+    );
+    assert_eq!(joined_count(&alice), joins, "no word from the room");
+
+    // The network changed (or a keepalive probe came round): the room is asked, answers that
+    // Alice is not in it, and she joins again and catches up from its archive.
+    alice.write_line(r#"{"cmd": "network-changed"}"#);
+    assert!(
+        alice.wait_for(LONG, |ev| ev
+            .iter()
+            .any(|e| e["event"] == "room:rejoining" && e["room"] == ROOM)),
+        "the self-ping never found it: {}\nProsody:\n{}",
+        alice.diagnostics(),
+        w.server.log_tail(60)
+    );
+    assert!(
+        alice.wait_count("room:joined", joins + 1, LONG),
+        "{}",
+        alice.diagnostics()
+    );
+    let want = MISSED + 1;
+    assert!(
+        w.alice.wait_until(LONG, |_| room_bodies(&w).len() >= want),
+        "{} of {want}: {}",
+        room_bodies(&w).len(),
+        alice.diagnostics()
+    );
+    // And live again.
+    post(&mut bob, "after");
+    assert!(w.alice.wait_until(LONG, |_| room_bodies(&w).len() > want));
+    std::thread::sleep(Duration::from_secs(1));
+    let bodies = room_bodies(&w);
+    let mut unique = bodies.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(bodies.len(), MISSED + 2, "each once: {bodies:?}");
+    assert_eq!(unique.len(), bodies.len(), "no duplicate: {bodies:?}");
+    for i in 0..MISSED {
+        let body = format!("while alice was gone {i}");
+        assert!(bodies.contains(&body), "{body} missing: {bodies:?}");
+    }
+    let security: Vec<Value> = alice
+        .events()
+        .into_iter()
+        .filter(|e| e["kind"] == "security")
+        .collect();
+    assert!(security.is_empty(), "{security:?}");
+    alice.close_stdin();
+    alice.stop(LONG, "alice");
+    bob.close_stdin();
+    bob.stop(LONG, "bob");
+}
