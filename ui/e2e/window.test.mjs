@@ -596,3 +596,38 @@ test("a contact blocked from the window is told to the server, shows nothing, an
   assert.equal(await browser.findElement(By.css(".composer input[type=text]")).isEnabled(), true);
   await shot("22-unblocked");
 });
+
+test("a /me action shows as its sender's, and a room nick has its XEP-0392 colour", async () => {
+  tether(bob.db, "send", "--to", "alice@localhost", "--body", "/me waves at the window");
+  await (await browser.wait(
+    until.elementLocated(By.xpath("//ul[contains(@class,'conversations')]/li[.//span[@title='bob@localhost']]")),
+    LONG,
+  )).click();
+  const me = await browser.wait(
+    until.elementLocated(By.xpath("//div[@data-me='true' and contains(., 'waves at the window')]")),
+    LONG,
+  );
+  assert.equal(await me.getText(), "* bob@localhost waves at the window");
+  // Bob joins alice's room (his running client takes the join from the store) and writes there.
+  const room = "lounge@conference.localhost";
+  tether(bob.db, "room", "join", room, "--nick", "bob");
+  tether(bob.db, "send", "--to", room, "--body", "bob in the room");
+  await (await browser.findElement(By.xpath(`//ul[contains(@class,'people')]/li[contains(., '${room}')]`))).click();
+  const b = await bubble("bob in the room");
+  const nick = await b.findElement(By.css(".nick"));
+  assert.equal(await nick.getText(), "bob");
+  // An independent check of XEP-0392: the hue of the colour shown is SHA-1's first two bytes
+  // (little-endian) scaled to a circle, computed here with Node's own crypto.
+  const [r, g, bl] = (await nick.getCssValue("color")).match(/\d+/g).map(Number);
+  const { Hsluv } = await import("hsluv");
+  const conv = new Hsluv();
+  conv.rgb_r = r / 255;
+  conv.rgb_g = g / 255;
+  conv.rgb_b = bl / 255;
+  conv.rgbToHsluv();
+  const { createHash } = await import("node:crypto");
+  const d = createHash("sha1").update("bob").digest();
+  const want = ((d[0] | (d[1] << 8)) / 65536) * 360;
+  assert.ok(Math.abs(conv.hsluv_h - want) < 1.5, `hue ${conv.hsluv_h}, XEP-0392 says ${want}`);
+  await shot("23-me-and-nick-colour");
+});

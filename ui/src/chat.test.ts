@@ -1,5 +1,9 @@
 import { describe, expect, test } from "vitest";
 import {
+  consistentColor,
+  consistentHue,
+  displayName,
+  meAction,
   blockOf,
   blockedText,
   dayLabel,
@@ -112,5 +116,40 @@ describe("blocking", () => {
     expect(blockedText(entry("bob@localhost", "block", "confirmed"))).toMatch(/^You blocked bob@localhost/);
     expect(blockedText(entry("bob@localhost", "block", "pending"))).toMatch(/told when you are online/);
     expect(blockedText(entry("bob@localhost", "block", "refused"))).toMatch(/refused it \(NotAllowed\).*this device only/);
+  });
+});
+
+describe("names and colours", () => {
+  test("XEP-0392's test vectors: the hue angle", () => {
+    // XEP-0392 Appendix A (the values without colour vision deficiency correction).
+    expect(consistentHue("Romeo")).toBeCloseTo(327.255249, 5);
+    expect(consistentHue("juliet@capulet.lit")).toBeCloseTo(209.4104, 4);
+    expect(consistentHue("😺")).toBeCloseTo(331.199341, 5);
+    expect(consistentHue("council")).toBeCloseTo(359.994507, 5);
+  });
+  test("a colour is an HSLuv colour of that hue, the same every time", () => {
+    const romeo = consistentColor("Romeo");
+    expect(romeo).toMatch(/^#[0-9a-f]{6}$/);
+    expect(consistentColor("Romeo")).toBe(romeo);
+    expect(consistentColor("juliet@capulet.lit")).not.toBe(romeo);
+    // Romeo's hue is a magenta: red and blue, almost no green.
+    const [r, g, b] = [1, 3, 5].map((i) => parseInt(romeo.slice(i, i + 2), 16));
+    expect(r).toBeGreaterThan(180);
+    expect(b).toBeGreaterThan(120);
+    expect(g).toBeLessThan(40);
+  });
+  test("/me is an action, anything else a message", () => {
+    expect(meAction("/me waves")).toBe("waves");
+    expect(meAction("/meh")).toBeNull();
+    expect(meAction("hello /me")).toBeNull();
+  });
+  test("the roster's name when there is one", () => {
+    const contacts = [
+      { jid: "bob@localhost", name: "Bob", subscription: "both", ask: false, presence: "available" },
+      { jid: "carol@localhost", name: null, subscription: "to", ask: false, presence: "unavailable" },
+    ];
+    expect(displayName(contacts, "bob@localhost")).toBe("Bob");
+    expect(displayName(contacts, "carol@localhost")).toBe("carol@localhost");
+    expect(displayName(contacts, "dave@localhost")).toBe("dave@localhost");
   });
 });

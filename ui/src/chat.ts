@@ -1,7 +1,9 @@
 // What the window shows of corrections, reactions, replies and typing. Every rule about them
 // lives in the core; these only turn the core's rows and events into what is drawn.
 
-import type { BlockEntry, ChatState, MessageRow, ReactionCount } from "./generated/contract";
+import { sha1 } from "@noble/hashes/legacy.js";
+import { Hsluv } from "hsluv";
+import type { BlockEntry, ChatState, Contact, MessageRow, ReactionCount } from "./generated/contract";
 
 /** The quick reactions offered on every message. */
 export const QUICK_REACTIONS = ["👍", "❤️", "😂", "😮", "🎉"] as const;
@@ -108,4 +110,34 @@ export function blockedText(e: BlockEntry): string {
     default:
       return head;
   }
+}
+
+/** XEP-0392 §5.1: the hue angle (degrees) of an identifier: SHA-1 of its UTF-8, the first two
+ * bytes as a little-endian 16-bit number, scaled to a full circle. */
+export function consistentHue(id: string): number {
+  const h = sha1(new TextEncoder().encode(id));
+  return ((h[0] | (h[1] << 8)) / 65536) * 360;
+}
+
+/** XEP-0392 §5.4: the colour of an identifier (a nick in a room, else a bare JID): its hue in
+ * HSLuv at saturation 100 and lightness 50, as `#rrggbb`; the same in every client that
+ * implements the XEP. */
+export function consistentColor(id: string): string {
+  const c = new Hsluv();
+  c.hsluv_h = consistentHue(id);
+  c.hsluv_s = 100;
+  c.hsluv_l = 50;
+  c.hsluvToHex();
+  return c.hex;
+}
+
+/** XEP-0245: a body that starts with "/me " is an action by its sender ("* alice waves"); the
+ * text after the command, or null for an ordinary message. */
+export function meAction(body: string): string | null {
+  return body.startsWith("/me ") ? body.slice(4) : null;
+}
+
+/** The name to show for a JID: the roster's name when the user gave one, else the JID. */
+export function displayName(contacts: Contact[], jid: string): string {
+  return contacts.find((c) => c.jid === jid)?.name || jid;
 }

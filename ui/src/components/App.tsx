@@ -18,7 +18,10 @@ import {
   QUICK_REACTIONS,
   blockOf,
   blockedText,
+  consistentColor,
   dayLabel,
+  displayName,
+  meAction,
   humanSize,
   lastEditable,
   sentAt,
@@ -466,7 +469,9 @@ function Main({ account, fatal }: { account: AccountInfo; fatal: string | null }
               onClick={() => setPeer(c.peer)}
             >
               <div class="row">
-                <span class="peer">{c.kind === "groupchat" ? `# ${c.peer}` : c.peer}</span>
+                <span class="peer" title={c.peer}>
+                  {c.kind === "groupchat" ? `# ${c.peer}` : displayName(contacts, c.peer)}
+                </span>
                 {c.unread > 0 && <span class="badge">{c.unread}</span>}
                 {c.failed > 0 && <span class="badge problem">{c.failed} ⚠</span>}
               </div>
@@ -556,8 +561,8 @@ function Main({ account, fatal }: { account: AccountInfo; fatal: string | null }
       <section class="conversation">
         {fatal && <div class="fatal">{fatal}</div>}
         {peer ? (
-          <h2>
-            {peer}
+          <h2 title={peer}>
+            {rooms.some((r) => r.jid === peer) ? peer : displayName(contacts, peer)}
             {!rooms.some((r) => r.jid === peer) && !blockOf(blocked, peer) && (
               <button
                 class="link block-button"
@@ -613,6 +618,7 @@ function Main({ account, fatal }: { account: AccountInfo; fatal: string | null }
             <Bubble
               m={m}
               peer={peer}
+              actor={m.direction === "out" ? account.jid.split("@")[0] : (m.from_nick ?? displayName(contacts, m.peer))}
               found={!!focus && focus.peer === peer && focus.seq === m.seq}
               moved={progress[m.id]}
               onResend={() => askResend([m])}
@@ -716,6 +722,8 @@ function Main({ account, fatal }: { account: AccountInfo; fatal: string | null }
 interface BubbleProps {
   m: Message;
   peer: string | null;
+  /** Who wrote it, as shown (for a `/me` action). */
+  actor: string;
   /** The search result being shown. */
   found?: boolean;
   /** Bytes moved so far, from progress events. */
@@ -731,6 +739,7 @@ interface BubbleProps {
 function Bubble({
   m,
   peer,
+  actor,
   found,
   moved,
   onResend,
@@ -750,7 +759,12 @@ function Bubble({
       data-id={m.id}
       data-found={found ? "true" : undefined}
     >
-      {m.from_nick && !mine && <div class="nick">{m.from_nick}</div>}
+      {m.from_nick && !mine && (
+        // XEP-0392: the same colour for this nick in every client that implements it.
+        <div class="nick" style={{ color: consistentColor(m.from_nick) }}>
+          {m.from_nick}
+        </div>
+      )}
       {m.reply_to && (
         <blockquote class="quote" data-testid="quote">
           {m.reply_to.body ?? "This message was retracted"}
@@ -758,6 +772,11 @@ function Bubble({
       )}
       {m.file && !m.retracted ? (
         <FileCard m={m} peer={peer} moved={moved} />
+      ) : !m.retracted && meAction(shownBody(m)) !== null ? (
+        // XEP-0245: "/me waves" is shown as an action of its sender.
+        <div class="body me" data-me="true">
+          * {actor} {meAction(shownBody(m))}
+        </div>
       ) : (
         <div class="body">{shownBody(m)}</div>
       )}
