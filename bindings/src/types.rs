@@ -824,6 +824,13 @@ pub enum TetherEvent {
         /// What the room answered.
         reason: String,
     },
+    /// The user's bookmarks (XEP-0402) joined or left a room on this device (`room:bookmark`).
+    RoomBookmark {
+        /// Room bare JID.
+        room: String,
+        /// Joined (else left).
+        joined: bool,
+    },
     /// A blocklist entry changed (`blocking`, XEP-0191): the server confirmed a block or an
     /// unblock, refused it, or another device of the user's changed the list.
     Blocking {
@@ -991,6 +998,9 @@ impl From<Event> for TetherEvent {
                     node,
                     error,
                 },
+                SocialEvent::RoomBookmark { room, joined } => {
+                    TetherEvent::RoomBookmark { room, joined }
+                }
                 SocialEvent::RoomRejoining { room, reason } => {
                     TetherEvent::RoomRejoining { room, reason }
                 }

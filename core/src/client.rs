@@ -622,7 +622,8 @@ impl Client {
         self.shared
             .store()
             .join_room(self.shared.account.id, &room, nick)?;
-        self.shared.outbox.notify_one();
+        // The bookmark (XEP-0402) is published, so the user's other devices join too.
+        self.wishes_changed();
         Ok(())
     }
 
@@ -637,7 +638,7 @@ impl Client {
         {
             return Err(Error::Usage(format!("not in room {room}")));
         }
-        self.shared.outbox.notify_one();
+        self.wishes_changed();
         Ok(())
     }
 

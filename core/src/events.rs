@@ -75,6 +75,15 @@ pub enum SocialEvent {
         /// What the room answered.
         reason: String,
     },
+    /// The user's bookmarks (XEP-0402) joined or left a room on this device: another device of
+    /// theirs joined or left it, or the server's list said so at login.
+    #[serde(rename = "room:bookmark")]
+    RoomBookmark {
+        /// Room bare JID.
+        room: String,
+        /// Joined (else left).
+        joined: bool,
+    },
     /// An archive catch-up finished.
     #[serde(rename = "mam:synced")]
     MamSynced {

@@ -83,6 +83,7 @@ private fun eventFields(e: TetherEvent): List<Pair<String, String?>> = when (e) 
         "event" to q("push"), "state" to q(e.state), "service" to q(e.service), "node" to q(e.node),
         "error" to e.error?.let(::q),
     )
+    is TetherEvent.RoomBookmark -> listOf("event" to q("room:bookmark"), "room" to q(e.room), "joined" to e.joined.toString())
     is TetherEvent.RoomRejoining -> listOf("event" to q("room:rejoining"), "room" to q(e.room), "reason" to q(e.reason))
     is TetherEvent.Blocking -> listOf(
         "event" to q("blocking"), "jid" to q(e.jid), "state" to q(e.state), "error" to e.error?.let(::q),

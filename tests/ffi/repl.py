@@ -83,6 +83,8 @@ def event_json(e):
         return {"event": "chat:state", "from": e._from, "state": e.state.name.lower()}
     if e.is_transfer():
         return {"event": e.name, "id": e.id, "done": e.done, "total": e.total, "error": e.error}
+    if e.is_room_bookmark():
+        return {"event": "room:bookmark", "room": e.room, "joined": e.joined}
     if e.is_room_rejoining():
         return {"event": "room:rejoining", "room": e.room, "reason": e.reason}
     if e.is_blocking():

@@ -260,6 +260,8 @@ modules:
   mod_ping: {{}}
   mod_privacy: {{}}
   mod_blocking: {{}}
+  mod_pubsub:
+    plugins: [flat, pep]
 "#,
         resume = opts.resume_timeout_secs,
         tls = opts.starttls

@@ -592,6 +592,7 @@ fn render_config(dir: &Path, port: u16, opts: &ProsodyOptions) -> String {
         "offline",
         "csi_simple",
         "blocklist",
+        "pep",
     ];
     if opts.starttls {
         modules.push("tls");

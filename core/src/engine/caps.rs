@@ -50,6 +50,8 @@ pub const FEATURES: &[&str] = &[
     "urn:xmpp:chat-markers:0",
     "urn:xmpp:reply:0",
     "urn:xmpp:message-retract:1",
+    // XEP-0402 via PEP: the server sends us our bookmarks' changes.
+    "urn:xmpp:bookmarks:1+notify",
 ];
 
 /// How long a disco budget window lasts.

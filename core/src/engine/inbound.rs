@@ -248,6 +248,12 @@ impl Engine {
         if type_ == MessageType::Groupchat {
             return self.on_groupchat(store, m);
         }
+        // A PEP notification (XEP-0163): our bookmarks changed on another device.
+        if let Some(event) = m.payloads.iter().find(|p| p.is("event", ns::PUBSUB_EVENT)) {
+            let event = event.clone();
+            self.on_pubsub_event(store, from, event)?;
+            return self.count_inbound();
+        }
         let parsed = parse(m, &own);
         if parsed.carbon_sent.is_some() || parsed.carbon_received.is_some() {
             return self.on_carbon(store, from, parsed);
@@ -583,6 +589,8 @@ impl Engine {
                             // archive.
                             self.catch_up_room(store, bare.as_str())?;
                         }
+                        // A room joined here is bookmarked now that it let us in.
+                        self.bookmarks_sync(store)?;
                     }
                 } else if bare != self.own {
                     store.set_presence(
@@ -658,6 +666,10 @@ impl Engine {
                 Some(PendingIq::Blocklist) => self.on_blocklist(store, iq),
                 Some(PendingIq::Block(asked)) => self.on_block_answer(store, asked, iq),
                 Some(PendingIq::SelfPing(asked)) => self.on_self_ping(store, asked, iq),
+                Some(PendingIq::Bookmarks) => self.on_bookmarks(store, iq),
+                Some(PendingIq::Bookmark(room, want)) => {
+                    self.on_bookmark_answer(store, room, want, iq)
+                }
                 None => Ok(()),
             },
             Iq::Set {

@@ -26,6 +26,7 @@
 //! - no `<a/>` (and no `<resume/>`) ever covers an inbound stanza the store does not hold.
 
 mod blocking;
+mod bookmarks;
 pub mod caps;
 #[cfg(any(fuzzing, test))]
 pub mod fuzzing;
@@ -39,6 +40,8 @@ pub mod xeps;
 
 #[cfg(test)]
 mod blocking_tests;
+#[cfg(test)]
+mod bookmarks_tests;
 #[cfg(test)]
 mod caps_tests;
 #[cfg(test)]
@@ -230,6 +233,10 @@ enum PendingIq {
     Block(blocking::BlockAsked),
     /// A room asked whether we are still in it (XEP-0410).
     SelfPing(self_ping::SelfPing),
+    /// The server's bookmarks (XEP-0402).
+    Bookmarks,
+    /// A room's bookmark published or retracted (XEP-0402).
+    Bookmark(String, crate::store::BookmarkWant),
 }
 
 /// How long the server has to answer an iq we track.
@@ -531,7 +538,8 @@ impl Engine {
         }
         self.step(store, now, |e, store| {
             e.push_sync(store, false)?;
-            e.blocking_sync(store)
+            e.blocking_sync(store)?;
+            e.bookmarks_sync(store)
         })
     }
 
@@ -1174,6 +1182,8 @@ impl Engine {
         // The blocklist, and the user's wishes not told yet, before our presence (so before
         // the server delivers what waited offline).
         self.blocking_start(store)?;
+        // The rooms that follow the user (XEP-0402), before our presence too.
+        self.bookmarks_start(store)?;
         store.clear_peer_caps(self.account)?;
         let presence = self.our_presence(Presence::available());
         self.write_untracked(Stanza::Presence(presence));
@@ -1488,6 +1498,11 @@ impl Engine {
             // No answer says nothing for sure (the link's own probe decides about the link);
             // the room is asked again next time.
             PendingIq::SelfPing(_) => Ok(()),
+            // Fetched again, and what is not told yet told again, on the next session.
+            PendingIq::Bookmarks | PendingIq::Bookmark(..) => {
+                tracing::warn!("the server did not answer a bookmarks request");
+                Ok(())
+            }
             PendingIq::Caps(asked) => {
                 // Asked again when the peer next announces it.
                 let key = (asked.algo, asked.ver);

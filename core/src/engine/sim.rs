@@ -142,6 +142,10 @@ pub(super) struct Server {
     pub answer_self_pings: bool,
     /// Pings the client sent to room occupants.
     pub self_pings: u32,
+    /// The account's bookmarks (XEP-0402): (room, autojoin, nick).
+    pub bookmarks: Vec<(String, bool, Option<String>)>,
+    /// Bookmark publishes (`true`) and retracts the client sent, by room.
+    pub bookmark_requests: Vec<(bool, String)>,
 }
 
 impl Server {
@@ -185,6 +189,8 @@ impl Server {
             block_requests: Vec::new(),
             answer_self_pings: false,
             self_pings: 0,
+            bookmarks: Vec::new(),
+            bookmark_requests: Vec::new(),
             resume_nonzas: 0,
             bind_iqs: 0,
         }
@@ -731,6 +737,50 @@ impl Server {
                         "push is not allowed here",
                     ),
                     None => self.answer(id, None),
+                }
+            }
+            Stanza::Iq(Iq::Get { id, payload, .. } | Iq::Set { id, payload, .. })
+                if payload.is("pubsub", ns::PUBSUB) =>
+            {
+                use tokio_xmpp::parsers::bookmarks2::Conference;
+                use tokio_xmpp::parsers::pubsub::{pubsub::Item, pubsub::Items, ItemId, PubSub};
+                match PubSub::try_from(payload).expect("a valid pubsub request") {
+                    PubSub::Items(q) if q.node.0 == ns::BOOKMARKS2 => {
+                        let mut items = Items::new(ns::BOOKMARKS2);
+                        for (room, autojoin, nick) in &self.bookmarks {
+                            let c = Conference {
+                                autojoin: *autojoin,
+                                nick: nick.as_deref().map(|n| n.parse().unwrap()),
+                                ..Conference::new()
+                            };
+                            items.items.push(Item {
+                                id: Some(ItemId(room.clone())),
+                                publisher: None,
+                                payload: Some(c.into()),
+                            });
+                        }
+                        self.answer(id, Some(PubSub::Items(items).into()));
+                    }
+                    PubSub::Publish { publish, .. } => {
+                        for item in publish.items {
+                            let room = item.id.unwrap().0;
+                            let c = Conference::try_from(item.payload.unwrap()).unwrap();
+                            self.bookmark_requests.push((true, room.clone()));
+                            self.bookmarks.retain(|(r, _, _)| *r != room);
+                            self.bookmarks
+                                .push((room, c.autojoin, c.nick.map(|n| n.to_string())));
+                        }
+                        self.answer(id, None);
+                    }
+                    PubSub::Retract(r) => {
+                        for item in r.items {
+                            let room = item.id.unwrap().0;
+                            self.bookmark_requests.push((false, room.clone()));
+                            self.bookmarks.retain(|(x, _, _)| *x != room);
+                        }
+                        self.answer(id, None);
+                    }
+                    _ => self.answer(id, None),
                 }
             }
             Stanza::Iq(Iq::Get { id, payload, .. }) if payload.is("blocklist", ns::BLOCKING) => {

@@ -333,6 +333,21 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (account_id, jid)
     );
     "#,
+    // v14: bookmarks (XEP-0402, store/bookmarks.rs): what is still to be told to the server of
+    // a room's bookmark. The rooms already here are to be published, so that a first sync
+    // against the server's list never takes them for rooms left on another device.
+    r#"
+    CREATE TABLE bookmark_wishes (
+        account_id       INTEGER NOT NULL REFERENCES accounts(id),
+        jid              TEXT NOT NULL,
+        want             TEXT NOT NULL CHECK (want IN ('publish', 'retract')),
+        nick             TEXT,
+        updated_at       INTEGER NOT NULL,
+        PRIMARY KEY (account_id, jid)
+    );
+    INSERT INTO bookmark_wishes (account_id, jid, want, nick, updated_at)
+        SELECT account_id, jid, 'publish', nick, 0 FROM rooms;
+    "#,
 ];
 
 /// The schema version this build writes.

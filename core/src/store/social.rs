@@ -47,7 +47,8 @@ fn row_to_contact(r: &rusqlite::Row<'_>) -> rusqlite::Result<Contact> {
 }
 
 impl Store {
-    /// Wants to be in `room` as `nick` (persisted) and queues the join.
+    /// Wants to be in `room` as `nick` (persisted) and queues the join; the room's bookmark
+    /// (XEP-0402) is to be published, so the user's other devices join it too.
     pub fn join_room(&mut self, account: i64, room: &str, nick: &str) -> Result<()> {
         let tx = super::Tx::begin(&mut self.conn)?;
         tx.execute(
@@ -56,6 +57,7 @@ impl Store {
             params![account, room, nick],
         )?;
         enqueue(&tx, account, ControlKind::MucJoin, room, None, Some(nick))?;
+        super::bookmarks::wish(&tx, account, room, super::BookmarkWant::Publish, Some(nick))?;
         tx.commit()?;
         Ok(())
     }
@@ -78,6 +80,7 @@ impl Store {
             params![account, room],
         )?;
         enqueue(&tx, account, ControlKind::MucLeave, room, None, Some(&nick))?;
+        super::bookmarks::wish(&tx, account, room, super::BookmarkWant::Retract, None)?;
         tx.commit()?;
         Ok(true)
     }

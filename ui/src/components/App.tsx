@@ -243,7 +243,7 @@ function Main({ account, fatal }: { account: AccountInfo; fatal: string | null }
         onConnection(e as ConnectionEvent);
         return;
       }
-      if (["roster", "presence", "subscription:request", "room:joined", "room:rejoining", "blocking"].includes(e.event)) {
+      if (["roster", "presence", "subscription:request", "room:joined", "room:rejoining", "room:bookmark", "blocking"].includes(e.event)) {
         refreshPeople();
         return;
       }

@@ -469,7 +469,15 @@ room: string,
 /**
  * What the room answered.
  */
-reason: string, } | { "event": "mam:synced", 
+reason: string, } | { "event": "room:bookmark", 
+/**
+ * Room bare JID.
+ */
+room: string, 
+/**
+ * Joined (else left).
+ */
+joined: boolean, } | { "event": "mam:synced", 
 /**
  * The archive (own bare JID or a room).
  */

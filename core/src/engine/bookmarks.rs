@@ -1,0 +1,278 @@
+//! XEP-0402 bookmarks, the session's part: rooms that follow the user. On every new session the
+//! server's list is fetched and applied (autojoin bookmarks joined, our rooms missing from it
+//! left, a wish of ours not yet told kept); a room joined here is published once it let us in,
+//! one left here retracted, until the server confirms it; the node's notifications (`+notify` in our capabilities) from
+//! our own account are applied at once, and from anyone else refused as a forgery.
+
+use tokio_xmpp::jid::Jid;
+use tokio_xmpp::minidom::Element;
+use tokio_xmpp::parsers::{
+    bookmarks2::Conference,
+    data_forms::{DataForm, DataFormType, Field},
+    iq::Iq,
+    ns,
+    pubsub::{
+        event::{Event as PubSubEvent, Payload},
+        pubsub::{Item, Items, Publish, PublishOptions, Retract},
+        ItemId, NodeName, PubSub,
+    },
+    stanza_error::DefinedCondition,
+};
+
+use super::{new_id, Engine, PendingIq};
+use crate::error::{Error, Result};
+use crate::events::{ErrorKind, Event, SocialEvent};
+use crate::store::{Bookmark, BookmarkWant, Store};
+
+/// XEP-0060's publish-options form type.
+const PUBLISH_OPTIONS: &str = "http://jabber.org/protocol/pubsub#publish-options";
+
+impl Engine {
+    /// A new session: the server's bookmarks are fetched, and the wishes not yet told go out.
+    pub(super) fn bookmarks_start(&mut self, store: &mut Store) -> Result<()> {
+        let iq = Iq::from_get(
+            new_id("bookmarks"),
+            PubSub::Items(Items::new(ns::BOOKMARKS2)),
+        );
+        self.send_iq(iq, PendingIq::Bookmarks);
+        self.bookmarks_sync(store)
+    }
+
+    /// Publishes or retracts each room whose bookmark is still to be told (one request per room
+    /// at a time). A room is published only once the room has let us in this session: another
+    /// device joining at once then finds it unlocked (a room being created is locked until its
+    /// creator configures it), and a room that refused us is not advertised.
+    pub(super) fn bookmarks_sync(&mut self, store: &mut Store) -> Result<()> {
+        if !self.is_online() || self.closing() {
+            return Ok(());
+        }
+        let joined: Vec<String> = store
+            .joined_rooms(self.account)?
+            .into_iter()
+            .map(|r| r.jid)
+            .collect();
+        for (room, want, nick) in store.bookmark_wishes(self.account)? {
+            if want == BookmarkWant::Publish && !joined.contains(&room) {
+                continue;
+            }
+            let asking = self
+                .link()
+                .pending_iqs
+                .values()
+                .any(|(what, _)| matches!(what, PendingIq::Bookmark(r, _) if *r == room));
+            if asking {
+                continue;
+            }
+            let node = NodeName(ns::BOOKMARKS2.to_owned());
+            let payload = match want {
+                BookmarkWant::Publish => {
+                    let conference = Conference {
+                        autojoin: true,
+                        nick: nick.as_deref().and_then(|n| n.parse().ok()),
+                        ..Conference::new()
+                    };
+                    let item = Item {
+                        id: Some(ItemId(room.clone())),
+                        publisher: None,
+                        payload: Some(conference.into()),
+                    };
+                    let options = DataForm::new(
+                        DataFormType::Submit,
+                        PUBLISH_OPTIONS,
+                        vec![
+                            Field::text_single("pubsub#persist_items", "true"),
+                            Field::text_single("pubsub#max_items", "max"),
+                            Field::text_single("pubsub#send_last_published_item", "never"),
+                            Field::text_single("pubsub#access_model", "whitelist"),
+                            // Our other devices hear of a room left here.
+                            Field::text_single("pubsub#notify_retract", "true"),
+                        ],
+                    );
+                    PubSub::Publish {
+                        publish: Publish {
+                            node,
+                            items: vec![item],
+                        },
+                        publish_options: Some(PublishOptions {
+                            form: Some(options),
+                        }),
+                    }
+                }
+                BookmarkWant::Retract => PubSub::Retract(Retract {
+                    node,
+                    notify: true,
+                    items: vec![Item {
+                        id: Some(ItemId(room.clone())),
+                        publisher: None,
+                        payload: None,
+                    }],
+                }),
+            };
+            let iq = Iq::from_set(new_id("bookmark"), payload);
+            self.send_iq(iq, PendingIq::Bookmark(room, want));
+        }
+        Ok(())
+    }
+
+    /// The server's list: applied (see [`Store::bookmarks_synced`]). A server without the node
+    /// yet has none; one without PEP leaves the rooms as they are.
+    pub(super) fn on_bookmarks(&mut self, store: &mut Store, iq: Iq) -> Result<()> {
+        let items = match iq {
+            Iq::Result {
+                payload: Some(payload),
+                ..
+            } => match PubSub::try_from(payload) {
+                Ok(PubSub::Items(items)) => items.items,
+                Ok(_) | Err(_) => {
+                    self.emit(Event::error(
+                        ErrorKind::Protocol,
+                        "the server's bookmarks are malformed; the rooms are left as they are",
+                    ));
+                    return Ok(());
+                }
+            },
+            Iq::Result { payload: None, .. } => Vec::new(),
+            Iq::Error { error, .. }
+                if error.defined_condition == DefinedCondition::ItemNotFound =>
+            {
+                Vec::new()
+            }
+            Iq::Error { error, .. } => {
+                tracing::warn!(
+                    "no bookmarks on this server: {}",
+                    super::describe_error(&error)
+                );
+                return Ok(());
+            }
+            _ => return Err(Error::Internal("an iq answer that is not one".into())),
+        };
+        let bookmarks: Vec<Bookmark> = items
+            .into_iter()
+            .filter_map(|i| bookmark(i.id, i.payload))
+            .collect();
+        let nick = self.default_nick();
+        let (joined, left) = store.bookmarks_synced(self.account, &bookmarks, &nick)?;
+        self.announce_bookmarks(joined, left);
+        Ok(())
+    }
+
+    /// The server answered a publish or retract: the wish is told (an unknown item retracted
+    /// counts as done); a refusal is reported and told again on the next session.
+    pub(super) fn on_bookmark_answer(
+        &mut self,
+        store: &mut Store,
+        room: String,
+        want: BookmarkWant,
+        iq: Iq,
+    ) -> Result<()> {
+        match &iq {
+            Iq::Result { .. } => store.bookmark_told(self.account, &room, want)?,
+            Iq::Error { error, .. }
+                if want == BookmarkWant::Retract
+                    && error.defined_condition == DefinedCondition::ItemNotFound =>
+            {
+                store.bookmark_told(self.account, &room, want)?
+            }
+            Iq::Error { error, .. } => self.emit(Event::error(
+                ErrorKind::Protocol,
+                format!(
+                    "the server refused the bookmark of {room} ({}); asked again on the next session",
+                    super::describe_error(error)
+                ),
+            )),
+            _ => return Err(Error::Internal("an iq answer that is not one".into())),
+        }
+        Ok(())
+    }
+
+    /// A PEP notification. Only the bookmarks node is ours to handle; it must come from our own
+    /// account (anyone else's is a forgery: reported, nothing joined or left).
+    pub(super) fn on_pubsub_event(
+        &mut self,
+        store: &mut Store,
+        from: Option<Jid>,
+        event: Element,
+    ) -> Result<()> {
+        let Ok(PubSubEvent {
+            payload:
+                Payload::Items {
+                    node,
+                    published,
+                    retracted,
+                },
+        }) = PubSubEvent::try_from(event)
+        else {
+            return Ok(());
+        };
+        if node.0 != ns::BOOKMARKS2 {
+            return Ok(());
+        }
+        let own = from.as_ref().is_none_or(|f| {
+            f.node() == self.own.node() && f.domain() == self.own.domain() && f.resource().is_none()
+        });
+        if !own {
+            self.emit(Event::error(
+                ErrorKind::Security,
+                format!(
+                    "dropped a bookmarks notification from {} (only our own account may change our rooms)",
+                    from.map(|f| f.to_string()).unwrap_or_default()
+                ),
+            ));
+            return Ok(());
+        }
+        let published: Vec<Bookmark> = published
+            .into_iter()
+            .filter_map(|i| bookmark(i.id, i.payload))
+            .collect();
+        let retracted: Vec<String> = retracted.into_iter().map(|id| id.0).collect();
+        let nick = self.default_nick();
+        let (joined, left) = store.bookmarks_pushed(self.account, &published, &retracted, &nick)?;
+        self.announce_bookmarks(joined, left);
+        Ok(())
+    }
+
+    /// The nick a bookmark without one is joined with: our account's local part.
+    fn default_nick(&self) -> String {
+        self.own
+            .node()
+            .map(|n| n.to_string())
+            .unwrap_or_else(|| "tether".into())
+    }
+
+    fn announce_bookmarks(&mut self, joined: Vec<String>, left: Vec<String>) {
+        for room in joined {
+            self.emit(Event::Social(SocialEvent::RoomBookmark {
+                room,
+                joined: true,
+            }));
+        }
+        for room in left {
+            self.emit(Event::Social(SocialEvent::RoomBookmark {
+                room,
+                joined: false,
+            }));
+        }
+    }
+}
+
+/// A bookmark from an item: its id must be a room's bare JID and its payload a `<conference/>`;
+/// anything else is skipped (logged).
+fn bookmark(id: Option<ItemId>, payload: Option<Element>) -> Option<Bookmark> {
+    let room = id?.0;
+    let Ok(jid) = room.parse::<tokio_xmpp::jid::BareJid>() else {
+        tracing::warn!(room, "a bookmark whose id is not a room's JID");
+        return None;
+    };
+    let conference = match payload.map(Conference::try_from) {
+        Some(Ok(c)) => c,
+        _ => {
+            tracing::warn!(room, "a bookmark without a usable <conference/>");
+            return None;
+        }
+    };
+    Some(Bookmark {
+        room: jid.to_string(),
+        autojoin: conference.autojoin,
+        nick: conference.nick.map(|n| n.to_string()),
+    })
+}

@@ -1,0 +1,206 @@
+//! Bookmarks (XEP-0402) through the session engine and the simulated server, in memory: a room
+//! joined here is published, one bookmarked on another device is joined at login, one removed
+//! elsewhere is left here unless the user's own wish waits, and notifications apply from our own
+//! account only.
+
+use tokio_xmpp::jid::Jid;
+use tokio_xmpp::minidom::Element;
+use tokio_xmpp::parsers::{
+    bookmarks2::Conference,
+    message::Message,
+    ns,
+    pubsub::{
+        event::{Event as PubSubEvent, Item, Payload},
+        ItemId, NodeName,
+    },
+    stanza::Stanza,
+};
+
+use super::sim::{Pair, Server};
+use crate::events::{Event, SocialEvent};
+
+const DEN: &str = "den@conference.localhost";
+const LOUNGE: &str = "lounge@conference.localhost";
+const KITCHEN: &str = "kitchen@conference.localhost";
+
+fn online(pair: &mut Pair) {
+    pair.connect();
+    assert!(pair.engine.is_online(), "negotiated: {:?}", pair.errors);
+    pair.run();
+}
+
+/// The rooms of the store as (room, nick), by room.
+fn rooms(pair: &Pair) -> Vec<(String, String)> {
+    pair.store
+        .rooms(pair.account_id())
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.jid, r.nick))
+        .collect()
+}
+
+/// Join presences the client sent to `occupant`.
+fn joins_to(pair: &Pair, occupant: &str) -> usize {
+    pair.server
+        .presences
+        .iter()
+        .filter(|p| p.to.as_ref().is_some_and(|t| t.to_string() == occupant))
+        .count()
+}
+
+/// The room confirms our presence.
+fn self_presence(pair: &mut Pair, room: &str, nick: &str) {
+    use tokio_xmpp::parsers::muc::user::{Affiliation, Item as MucItem, MucUser, Role, Status};
+    let muc = MucUser {
+        status: vec![Status::SelfPresence],
+        items: vec![MucItem::new(Affiliation::Member, Role::Participant)],
+        ..MucUser::new()
+    };
+    let p = tokio_xmpp::parsers::presence::Presence::available()
+        .with_from(format!("{room}/{nick}").parse::<Jid>().unwrap())
+        .with_payloads(vec![muc.into()]);
+    pair.server.send(Stanza::Presence(p));
+    pair.run();
+}
+
+fn bookmark_events(pair: &Pair) -> Vec<(String, bool)> {
+    pair.events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Social(SocialEvent::RoomBookmark { room, joined }) => {
+                Some((room.clone(), *joined))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// A notification of the bookmarks node from `from`: `published` rooms to autojoin, `retracted`.
+fn notify(pair: &mut Pair, from: &str, published: &[&str], retracted: &[&str]) {
+    let published = published
+        .iter()
+        .map(|room| Item {
+            id: Some(ItemId((*room).to_owned())),
+            publisher: None,
+            payload: Some(Element::from(Conference {
+                autojoin: true,
+                ..Conference::new()
+            })),
+        })
+        .collect();
+    let event = PubSubEvent {
+        payload: Payload::Items {
+            node: NodeName(ns::BOOKMARKS2.to_owned()),
+            published,
+            retracted: retracted.iter().map(|r| ItemId((*r).to_owned())).collect(),
+        },
+    };
+    let mut m = Message::headline(Some("alice@localhost/tether".parse::<Jid>().unwrap()));
+    m.from = Some(from.parse().unwrap());
+    m.payloads.push(event.into());
+    pair.server.send(Stanza::Message(m));
+    pair.run();
+}
+
+#[test]
+fn a_room_joined_here_is_published_and_one_bookmarked_on_another_device_is_joined_at_login() {
+    let mut server = Server::new();
+    server.bookmarks = vec![(DEN.into(), true, Some("al".into()))];
+    let mut pair = Pair::new(server);
+    let account = pair.account_id();
+    pair.store.join_room(account, LOUNGE, "alice").unwrap();
+    online(&mut pair);
+    assert!(
+        pair.server.bookmark_requests.is_empty(),
+        "not advertised before the room let us in"
+    );
+    self_presence(&mut pair, LOUNGE, "alice");
+    assert_eq!(
+        pair.server.bookmark_requests,
+        vec![(true, LOUNGE.to_owned())]
+    );
+    assert!(pair
+        .server
+        .bookmarks
+        .contains(&(LOUNGE.into(), true, Some("alice".into()))));
+    assert_eq!(
+        rooms(&pair),
+        vec![(DEN.into(), "al".into()), (LOUNGE.into(), "alice".into())]
+    );
+    assert_eq!(
+        joins_to(&pair, &format!("{DEN}/al")),
+        1,
+        "joined with the bookmark's nick"
+    );
+    assert!(
+        pair.store.bookmark_wishes(account).unwrap().is_empty(),
+        "told"
+    );
+    assert_eq!(bookmark_events(&pair), vec![(DEN.into(), true)]);
+    // Told once: a new session publishes nothing again.
+    pair.cut(false);
+    online(&mut pair);
+    assert_eq!(pair.server.bookmark_requests.len(), 1);
+    assert_eq!(rooms(&pair).len(), 2);
+}
+
+#[test]
+fn a_room_left_on_another_device_is_left_here_unless_our_own_wish_waits() {
+    let mut server = Server::new();
+    server.bookmarks = vec![(DEN.into(), true, None)];
+    let mut pair = Pair::new(server);
+    online(&mut pair);
+    assert_eq!(rooms(&pair), vec![(DEN.into(), "alice".into())]);
+    // While we were away another device left the den (we missed the notification), and this
+    // device's user joined the lounge offline.
+    pair.cut(false);
+    pair.server.bookmarks.clear();
+    let account = pair.account_id();
+    pair.store.join_room(account, LOUNGE, "alice").unwrap();
+    online(&mut pair);
+    assert_eq!(
+        rooms(&pair),
+        vec![(LOUNGE.into(), "alice".into())],
+        "den left, lounge kept"
+    );
+    assert!(pair.server.presences.iter().any(|p| p
+        .to
+        .as_ref()
+        .is_some_and(|t| t.to_string() == format!("{DEN}/alice"))
+        && p.type_ == tokio_xmpp::parsers::presence::Type::Unavailable));
+    assert!(bookmark_events(&pair).contains(&(DEN.into(), false)));
+    // Leaving here retracts it for the other devices.
+    pair.store.leave_room(account, LOUNGE).unwrap();
+    let now = pair.now;
+    pair.engine
+        .handle_wishes_changed(&mut pair.store, now)
+        .unwrap();
+    pair.run();
+    assert_eq!(
+        pair.server.bookmark_requests.last(),
+        Some(&(false, LOUNGE.to_owned()))
+    );
+    assert!(pair.server.bookmarks.is_empty());
+}
+
+#[test]
+fn notifications_from_our_account_apply_and_from_anyone_else_are_refused() {
+    let mut pair = Pair::new(Server::new());
+    online(&mut pair);
+    notify(&mut pair, "alice@localhost", &[KITCHEN], &[]);
+    assert_eq!(rooms(&pair), vec![(KITCHEN.into(), "alice".into())]);
+    assert_eq!(joins_to(&pair, &format!("{KITCHEN}/alice")), 1);
+    // Bob may not put us in a room, nor take us out of one.
+    notify(&mut pair, "bob@localhost/phone", &[DEN], &[KITCHEN]);
+    assert_eq!(rooms(&pair), vec![(KITCHEN.into(), "alice".into())]);
+    assert_eq!(pair.error_events("security").len(), 1, "{:?}", pair.events);
+    // Retracted by another device of ours: left here.
+    notify(&mut pair, "alice@localhost", &[], &[KITCHEN]);
+    assert!(rooms(&pair).is_empty());
+    assert_eq!(
+        bookmark_events(&pair),
+        vec![(KITCHEN.into(), true), (KITCHEN.into(), false)]
+    );
+    // Nothing of this was ours to tell the server.
+    assert!(pair.server.bookmark_requests.is_empty());
+}
