@@ -1,8 +1,8 @@
 //! Bookmarks (XEP-0402) against real servers: rooms follow the user across two devices of one
 //! account, both Tether. A room joined on the laptop is joined by the phone at its next login; one
 //! joined while the phone is online reaches it as a notification; one left on the laptop is left
-//! on the phone (at once on Prosody; on ejabberd, which sends no retract notification here, at the
-//! phone's next login).
+//! on the phone (at once on Prosody; on ejabberd, whose retract notification came in some runs
+//! only, at once or at the phone's next login).
 
 use std::time::Duration;
 
@@ -32,7 +32,11 @@ fn saw(run: &Running, event: &str, room: &str) -> bool {
 }
 
 fn bookmark(run: &Running, room: &str, joined: bool) -> bool {
-    run.wait_for(LONG, |ev| {
+    bookmark_within(run, room, joined, LONG)
+}
+
+fn bookmark_within(run: &Running, room: &str, joined: bool, timeout: Duration) -> bool {
+    run.wait_for(timeout, |ev| {
         ev.iter()
             .any(|e| e["event"] == "room:bookmark" && e["room"] == room && e["joined"] == joined)
     })
@@ -100,9 +104,10 @@ fn rooms_follow(w: Pair<impl TestServer>, server: &str, live_retract: bool) {
             run.diagnostics()
         );
         on_phone.stop(LONG, "phone");
-    } else {
-        // ejabberd 24.12 (mod_pubsub's pep plugin, as configured here) sends no notification
-        // of a retracted bookmark: the phone learns it from the list at its next login.
+    } else if !bookmark_within(&on_phone, LOUNGE, false, Duration::from_secs(10)) {
+        // ejabberd 24.12 (mod_pubsub's pep plugin, as configured here) sent the notification of
+        // a retracted bookmark in some runs and not in others: without it, the phone learns it
+        // from the list at its next login.
         on_phone.stop(LONG, "phone");
         assert_eq!(
             rooms(&phone),
@@ -116,6 +121,8 @@ fn rooms_follow(w: Pair<impl TestServer>, server: &str, live_retract: bool) {
             again.diagnostics()
         );
         again.stop(LONG, "phone again");
+    } else {
+        on_phone.stop(LONG, "phone");
     }
     assert_eq!(rooms(&phone), vec![DEN.to_owned()], "{server}");
     assert_eq!(rooms(laptop), vec![DEN.to_owned()], "{server}");
