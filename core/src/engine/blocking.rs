@@ -46,12 +46,7 @@ impl Engine {
         if !self.is_online() || self.closing() {
             return Ok(());
         }
-        let asking = self
-            .link()
-            .pending_iqs
-            .values()
-            .any(|(what, _)| matches!(what, PendingIq::Block(_)));
-        if asking {
+        if self.asking(|what| matches!(what, PendingIq::Block(_))) {
             return Ok(());
         }
         let (block, unblock) = store.block_pending(self.account)?;

@@ -55,12 +55,7 @@ impl Engine {
             if want == BookmarkWant::Publish && !joined.contains(&room) {
                 continue;
             }
-            let asking = self
-                .link()
-                .pending_iqs
-                .values()
-                .any(|(what, _)| matches!(what, PendingIq::Bookmark(r, _) if *r == room));
-            if asking {
+            if self.asking(|what| matches!(what, PendingIq::Bookmark(r, _) if *r == room)) {
                 continue;
             }
             let node = NodeName(ns::BOOKMARKS2.to_owned());

@@ -1052,6 +1052,15 @@ impl Engine {
         self.transmit(stanza);
     }
 
+    /// Whether an iq we track and `which` picks is still unanswered on this link (one request of
+    /// a kind at a time: a wish changed meanwhile is told after the answer).
+    fn asking(&self, which: impl Fn(&PendingIq) -> bool) -> bool {
+        self.link()
+            .pending_iqs
+            .values()
+            .any(|(what, _)| which(what))
+    }
+
     /// Sends an iq whose answer (or its absence by [`IQ_TIMEOUT`]) we handle.
     fn send_iq(&mut self, iq: Iq, what: PendingIq) {
         let deadline = self.now + IQ_TIMEOUT;

@@ -35,12 +35,7 @@ impl Engine {
         if !self.is_online() || self.closing() {
             return Ok(());
         }
-        let asking = self
-            .link()
-            .pending_iqs
-            .values()
-            .any(|(what, _)| matches!(what, PendingIq::Push(_)));
-        if asking {
+        if self.asking(|what| matches!(what, PendingIq::Push(_))) {
             return Ok(());
         }
         let Some(settings) = store.push(self.account)? else {

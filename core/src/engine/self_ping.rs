@@ -41,12 +41,7 @@ impl Engine {
         }
         self.link_mut().self_pinged = Some(self.now);
         for room in store.joined_rooms(self.account)? {
-            let asking = self
-                .link()
-                .pending_iqs
-                .values()
-                .any(|(what, _)| matches!(what, PendingIq::SelfPing(p) if p.room == room.jid));
-            if asking {
+            if self.asking(|what| matches!(what, PendingIq::SelfPing(p) if p.room == room.jid)) {
                 continue;
             }
             let occupant: Jid = match format!("{}/{}", room.jid, room.nick).parse() {
