@@ -397,16 +397,7 @@ fn an_idle_hour_costs_twelve_wake_ups_in_the_mobile_profile() {
         let mut pair = Pair::with_config(Server::new(), ClientConfig::profile(profile));
         online(&mut pair);
         pair.advance(Duration::from_millis(200));
-        let start = pair.now;
-        let until = start + Duration::from_secs(3600);
-        let mut wakeups = 0;
-        while let Some(t) = pair.engine.poll_timeout().filter(|t| *t <= until) {
-            pair.now = t.max(pair.now);
-            wakeups += 1;
-            let now = pair.now;
-            let r = pair.engine.handle_timeout(&mut pair.store, now);
-            pair.run_after(r);
-        }
+        let wakeups = pair.idle(Duration::from_secs(3600));
         assert!(pair.connected, "{profile:?}: still online");
         assert!(
             wakeups <= most && wakeups >= most - 1,

@@ -293,16 +293,7 @@ fn an_idle_session_asks_its_rooms_on_its_keepalive_probes_and_never_wakes_for_th
     let mut pair = Pair::with_config(server, ClientConfig::profile(Profile::Mobile));
     joined(&mut pair);
     pair.advance(Duration::from_millis(200));
-    let start = pair.now;
-    let until = start + Duration::from_secs(3600);
-    let mut wakeups = 0;
-    while let Some(t) = pair.engine.poll_timeout().filter(|t| *t <= until) {
-        pair.now = t.max(pair.now);
-        wakeups += 1;
-        let now = pair.now;
-        let r = pair.engine.handle_timeout(&mut pair.store, now);
-        pair.run_after(r);
-    }
+    let wakeups = pair.idle(Duration::from_secs(3600));
     assert!(pair.connected);
     assert!(
         wakeups <= 12,

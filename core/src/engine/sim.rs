@@ -1144,6 +1144,21 @@ impl Pair {
         self.run();
     }
 
+    /// Nothing happens but the engine's own deadlines for `d`: returns how many times it woke
+    /// up for them (what an idle session costs the battery).
+    pub fn idle(&mut self, d: Duration) -> u32 {
+        let until = self.now + d;
+        let mut wakeups = 0;
+        while let Some(t) = self.engine.poll_timeout().filter(|t| *t <= until) {
+            self.now = t.max(self.now);
+            wakeups += 1;
+            let now = self.now;
+            let r = self.engine.handle_timeout(&mut self.store, now);
+            self.run_after(r);
+        }
+        wakeups
+    }
+
     /// The link dies silently for both (no byte more reaches either side).
     pub fn cut(&mut self, keep_session: bool) {
         if self.connected {

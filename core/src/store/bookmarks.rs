@@ -133,8 +133,7 @@ impl Store {
         let mut left = Vec::new();
         for room in ours {
             let listed = server.iter().any(|b| b.room == room && b.autojoin);
-            if !listed && wanted(&tx, account, &room)?.is_none() {
-                leave(&tx, account, &room)?;
+            if !listed && wanted(&tx, account, &room)?.is_none() && leave(&tx, account, &room)? {
                 left.push(room);
             }
         }
@@ -161,8 +160,7 @@ impl Store {
             .map(|b| &b.room)
             .chain(retracted);
         for room in gone {
-            if in_rooms(&tx, account, room)? && wanted(&tx, account, room)?.is_none() {
-                leave(&tx, account, room)?;
+            if wanted(&tx, account, room)?.is_none() && leave(&tx, account, room)? {
                 left.push(room.clone());
             }
         }
@@ -195,8 +193,10 @@ fn join_listed(
     Ok(joined)
 }
 
-/// Forgets a room left on another device and queues our leave (no wish: the server has it).
-fn leave(tx: &Connection, account: i64, room: &str) -> Result<()> {
+/// Forgets a room and queues our leave, in the caller's transaction; `false` when it was not a
+/// room of ours. (No wish is recorded here: [`Store::leave_room`] adds the retract for a room the
+/// user left on this device.)
+pub(super) fn leave(tx: &Connection, account: i64, room: &str) -> Result<bool> {
     let nick: Option<String> = tx
         .query_row(
             "DELETE FROM rooms WHERE account_id = ?1 AND jid = ?2 RETURNING nick",
@@ -204,8 +204,9 @@ fn leave(tx: &Connection, account: i64, room: &str) -> Result<()> {
             |r| r.get(0),
         )
         .optional()?;
-    if let Some(nick) = nick {
-        enqueue(tx, account, ControlKind::MucLeave, room, None, Some(&nick))?;
-    }
-    Ok(())
+    let Some(nick) = nick else {
+        return Ok(false);
+    };
+    enqueue(tx, account, ControlKind::MucLeave, room, None, Some(&nick))?;
+    Ok(true)
 }

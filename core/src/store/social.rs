@@ -65,21 +65,9 @@ impl Store {
     /// Leaves `room` (forgets it) and queues the leave. Returns false if it was not a room of ours.
     pub fn leave_room(&mut self, account: i64, room: &str) -> Result<bool> {
         let tx = super::Tx::begin(&mut self.conn)?;
-        let nick: Option<String> = tx
-            .query_row(
-                "SELECT nick FROM rooms WHERE account_id = ?1 AND jid = ?2",
-                params![account, room],
-                |r| r.get(0),
-            )
-            .optional()?;
-        let Some(nick) = nick else {
+        if !super::bookmarks::leave(&tx, account, room)? {
             return Ok(false);
-        };
-        tx.execute(
-            "DELETE FROM rooms WHERE account_id = ?1 AND jid = ?2",
-            params![account, room],
-        )?;
-        enqueue(&tx, account, ControlKind::MucLeave, room, None, Some(&nick))?;
+        }
         super::bookmarks::wish(&tx, account, room, super::BookmarkWant::Retract, None)?;
         tx.commit()?;
         Ok(true)
