@@ -608,6 +608,14 @@ test("a /me action shows as its sender's, and a room nick has its XEP-0392 colou
     LONG,
   );
   assert.equal(await me.getText(), "* bob@localhost waves at the window");
+  // The list shows the action too, once it has reloaded.
+  const lastOfBob = By.xpath("//ul[contains(@class,'conversations')]/li[.//span[@title='bob@localhost']]//div[contains(@class,'last')]");
+  await browser.wait(
+    async () =>
+      (await (await browser.findElement(lastOfBob)).getAttribute("textContent")) === "* bob@localhost waves at the window",
+    LONG,
+    "the conversation list shows the /me action",
+  );
   // Bob joins alice's room (his running client takes the join from the store) and writes there.
   const room = "lounge@conference.localhost";
   tether(bob.db, "room", "join", room, "--nick", "bob");

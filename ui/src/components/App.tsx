@@ -476,8 +476,9 @@ function Main({ account, fatal }: { account: AccountInfo; fatal: string | null }
                 {c.failed > 0 && <span class="badge problem">{c.failed} ⚠</span>}
               </div>
               <div class="last">
-                {c.last_outgoing ? "You: " : ""}
-                {c.last_body}
+                {meAction(c.last_body) !== null
+                  ? `* ${c.last_outgoing ? "You" : c.kind === "groupchat" ? c.peer : displayName(contacts, c.peer)} ${meAction(c.last_body)}`
+                  : `${c.last_outgoing ? "You: " : ""}${c.last_body}`}
               </div>
             </li>
           ))}
