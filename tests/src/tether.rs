@@ -393,6 +393,14 @@ impl Running {
             .collect()
     }
 
+    /// The `error` events of `kind` so far (`security` for a forgery the client refused).
+    pub fn errors(&self, kind: &str) -> Vec<Value> {
+        self.named("error")
+            .into_iter()
+            .filter(|e| e["kind"] == kind)
+            .collect()
+    }
+
     /// How many events so far (an index for [`wait_after`](Self::wait_after)).
     pub fn len(&self) -> usize {
         self.events.lock().unwrap().len()

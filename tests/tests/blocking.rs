@@ -124,11 +124,7 @@ fn blocking(w: Pair<impl TestServer>, server: &str) {
         .unwrap_or_else(|| panic!("{server}: the phone never saw Tether's presence"));
     let answer = carol.forge_block_push(&tether_jid, &["dave@localhost"]);
     assert_eq!(answer, "forbidden", "{server}");
-    let security: Vec<Value> = alice
-        .events()
-        .into_iter()
-        .filter(|e| e["kind"] == "security")
-        .collect();
+    let security = alice.errors("security");
     assert_eq!(security.len(), 1, "{server}: {security:?}");
 
     // 5. Alice's phone blocks Carol: the server pushes it to Tether, which applies it.

@@ -127,7 +127,7 @@ fn rooms_follow(w: Pair<impl TestServer>, server: &str, live_retract: bool) {
     assert_eq!(rooms(&phone), vec![DEN.to_owned()], "{server}");
     assert_eq!(rooms(laptop), vec![DEN.to_owned()], "{server}");
     assert!(
-        !on_phone.events().iter().any(|e| e["kind"] == "security"),
+        on_phone.errors("security").is_empty(),
         "{server}: {}",
         on_phone.diagnostics()
     );

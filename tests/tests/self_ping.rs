@@ -5,7 +5,6 @@
 
 use std::time::Duration;
 
-use serde_json::Value;
 use tether_e2e::pair::Pair;
 use tether_e2e::tether::Running;
 use tether_e2e::{Prosody, ProsodyOptions};
@@ -126,11 +125,7 @@ fn a_room_that_dropped_us_silently_is_found_rejoined_and_caught_up_with_every_me
         let body = format!("while alice was gone {i}");
         assert!(bodies.contains(&body), "{body} missing: {bodies:?}");
     }
-    let security: Vec<Value> = alice
-        .events()
-        .into_iter()
-        .filter(|e| e["kind"] == "security")
-        .collect();
+    let security = alice.errors("security");
     assert!(security.is_empty(), "{security:?}");
     alice.close_stdin();
     alice.stop(LONG, "alice");

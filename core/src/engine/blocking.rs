@@ -227,8 +227,8 @@ impl Engine {
         Ok(())
     }
 
-    /// Whether what `from` sends is dropped: the user blocked it (confirmed by the server or
-    /// not yet). It is counted as handled and stored nowhere.
+    /// Whether what `from` sends is to be dropped: the user blocked it (confirmed by the server
+    /// or not yet). The caller counts the stanza as handled and stores nothing of it.
     pub(super) fn blocked(&self, store: &Store, from: &Jid) -> Result<bool> {
         let blocked = store.is_blocked(self.account, from)?;
         if blocked {

@@ -324,6 +324,19 @@ fn a_wake_with_nothing_waiting_suspends_after_one_round_trip() {
     assert!(pair.server.has_session());
 }
 
+/// The link is still up just before `timeout` from now and found dead just after it (not after
+/// the profile's `keepalive` + `dead_after` of silence).
+fn assert_dead_after(pair: &mut Pair, timeout: Duration, what: &str) {
+    pair.advance(timeout - Duration::from_millis(100));
+    assert!(pair.connected, "not before {what}");
+    pair.advance(Duration::from_millis(200));
+    assert!(
+        !pair.connected,
+        "dead after {what} ({timeout:?}), not keepalive + dead_after ({:?})",
+        pair.config.keepalive + pair.config.dead_after
+    );
+}
+
 #[test]
 fn a_network_change_probes_at_once_and_finds_a_dead_link_in_seconds() {
     let mut pair = Pair::with_config(Server::new(), ClientConfig::profile(Profile::Mobile));
@@ -345,15 +358,8 @@ fn a_network_change_probes_at_once_and_finds_a_dead_link_in_seconds() {
     pair.engine.handle_probe(&mut pair.store, now).unwrap();
     pair.run();
     assert_eq!(pair.server.requests, requests + 2, "one probe at a time");
-    pair.advance(pair.config.quick_probe - Duration::from_millis(100));
-    assert!(pair.connected, "not before quick_probe");
-    pair.advance(Duration::from_millis(200));
-    assert!(
-        !pair.connected,
-        "dead after quick_probe ({:?}), not keepalive + dead_after ({:?})",
-        pair.config.quick_probe,
-        pair.config.keepalive + pair.config.dead_after
-    );
+    let timeout = pair.config.quick_probe;
+    assert_dead_after(&mut pair, timeout, "quick_probe");
     pair.server.answer_requests = true;
     online(&mut pair);
     assert_eq!(resumed(&pair).last(), Some(&true));
@@ -361,7 +367,7 @@ fn a_network_change_probes_at_once_and_finds_a_dead_link_in_seconds() {
 
 /// Prosody 13.0.1's silent resumption bug (ARCHITECTURE.md): the resumed stream answers
 /// nothing. Even in the mobile profile (a probe only after 300 s of silence) the client finds it
-/// dead after `dead_after` and reconnects; what it re-sent is still the server's to confirm.
+/// dead after `dead_after`, and resumes again once the server answers.
 #[test]
 fn a_resumed_stream_that_answers_nothing_is_found_dead_in_seconds_in_the_mobile_profile() {
     let mut pair = Pair::with_config(Server::new(), ClientConfig::profile(Profile::Mobile));
@@ -370,15 +376,8 @@ fn a_resumed_stream_that_answers_nothing_is_found_dead_in_seconds_in_the_mobile_
     pair.cut(true);
     online(&mut pair);
     assert_eq!(resumed(&pair).last(), Some(&true));
-    pair.advance(pair.config.dead_after - Duration::from_millis(100));
-    assert!(pair.connected, "not before dead_after");
-    pair.advance(Duration::from_millis(200));
-    assert!(
-        !pair.connected,
-        "dead after dead_after ({:?}), not keepalive + dead_after ({:?})",
-        pair.config.dead_after,
-        pair.config.keepalive + pair.config.dead_after
-    );
+    let timeout = pair.config.dead_after;
+    assert_dead_after(&mut pair, timeout, "dead_after");
     // The server answers again: the stream resumes.
     pair.server.answer_requests = true;
     online(&mut pair);

@@ -66,10 +66,6 @@ impl BlockState {
     }
 }
 
-fn want_str(w: BlockWant) -> &'static str {
-    w.as_str()
-}
-
 /// The forms of `jid` an entry may name (XEP-0191 §3.4, the matching rules of XEP-0016): the
 /// full JID, the bare JID, the domain and domain/resource, each only once.
 pub fn block_forms(jid: &tokio_xmpp::jid::Jid) -> Vec<String> {
@@ -96,7 +92,7 @@ impl Store {
                      error = NULL, updated_at = ?4",
             )?;
             for jid in jids {
-                stmt.execute(rusqlite::params![account, jid, want_str(want), now_ms()])?;
+                stmt.execute(rusqlite::params![account, jid, want.as_str(), now_ms()])?;
             }
         }
         tx.commit()?;
@@ -209,12 +205,12 @@ impl Store {
             let error = outcome.err();
             for jid in jids {
                 let n = if want == BlockWant::Unblock && error.is_none() {
-                    stmt.execute(rusqlite::params![account, jid, want_str(want)])?
+                    stmt.execute(rusqlite::params![account, jid, want.as_str()])?
                 } else {
                     stmt.execute(rusqlite::params![
                         account,
                         jid,
-                        want_str(want),
+                        want.as_str(),
                         error,
                         now_ms()
                     ])?
