@@ -17,7 +17,7 @@ use crate::store::{
     Account, BlockWant, MessageFilter, MessageRow, NewAccount, Reference, Store, StoreOptions,
 };
 
-/// A Tether client for one account database.
+/// A Tether client for one account of a store (the store may hold several: [`crate::Inbox`]).
 #[derive(Clone)]
 pub struct Client {
     shared: Arc<Shared>,
@@ -35,26 +35,17 @@ impl Client {
         self.shared.clone()
     }
 
-    /// Adds the account to a (new or empty) database at `path`. Does not connect.
+    /// Adds the account to the store at `path` (created if missing; a store holds any number of
+    /// accounts, each JID once). Does not connect.
     pub fn add_account(path: impl AsRef<Path>, account: &NewAccount) -> Result<Account> {
-        let jid: tokio_xmpp::jid::BareJid = account
-            .jid
-            .parse()
-            .map_err(|e| Error::Usage(format!("bad JID {:?}: {e}", account.jid)))?;
-        if jid.node().is_none() {
-            return Err(Error::Usage(format!("JID {jid} has no user part")));
-        }
-        if let Some(ca) = &account.ca_file {
-            crate::connection::tls_config(Some(ca))?;
-        }
+        let account = checked_account(account)?;
         let mut store = Store::open(path, &StoreOptions::default())?;
-        Ok(store.add_account(&NewAccount {
-            jid: jid.to_string(),
-            ..account.clone()
-        })?)
+        Ok(store.add_account(&account)?)
     }
 
-    /// Opens the account database at `path` (which must exist). Does not connect.
+    /// Opens the store at `path` (which must exist) for its one account. A store with several
+    /// accounts is refused with [`crate::store::StoreError::WhichAccount`]: name one with
+    /// [`Client::open_account`]. Does not connect.
     ///
     /// A file that is not a Tether database, or one from a newer Tether, is refused here. SQLite's
     /// full integrity check reads every page, about a second for a 1,000,000-message store, so it
@@ -62,16 +53,37 @@ impl Client {
     /// once, while every write and [`Client::run`] wait for it, and a damaged file is then refused
     /// with [`crate::store::StoreError::Corrupt`], untouched. [`Client::verify`] waits for it.
     pub fn open(path: impl AsRef<Path>, config: ClientConfig) -> Result<Client> {
+        Self::open_in(path.as_ref(), None, config, None)
+    }
+
+    /// Opens the store at `path` for the account `jid` (a bare JID). Like [`Client::open`]
+    /// otherwise; an account that is not there is
+    /// [`crate::store::StoreError::UnknownAccount`].
+    pub fn open_account(path: impl AsRef<Path>, jid: &str, config: ClientConfig) -> Result<Client> {
+        Self::open_in(path.as_ref(), Some(jid), config, None)
+    }
+
+    /// Opens account `jid` (the only one when `None`), sharing `integrity` (the check of the
+    /// file that an [`crate::Inbox`] runs once for all its clients) when given.
+    pub(crate) fn open_in(
+        path: &Path,
+        jid: Option<&str>,
+        config: ClientConfig,
+        integrity: Option<Arc<Integrity>>,
+    ) -> Result<Client> {
         let store = Store::open(
-            path.as_ref(),
+            path,
             &StoreOptions {
                 create: false,
                 check_integrity: false,
                 ..StoreOptions::default()
             },
         )?;
-        let integrity = Integrity::start(store.path().to_path_buf());
-        let account = store.account()?;
+        let account = match jid {
+            Some(jid) => store.account_by_jid(jid)?,
+            None => store.account()?,
+        };
+        let integrity = integrity.unwrap_or_else(|| Integrity::start(store.path().to_path_buf()));
         let (events, _) = broadcast::channel(config.event_buffer.max(1));
         let (shutdown, _) = watch::channel(false);
         Ok(Client {
@@ -697,6 +709,30 @@ impl Client {
     pub fn shutdown(&self) {
         self.shared.shutdown.send_replace(true);
     }
+
+    /// Takes back a [`Client::shutdown`] before a new [`Client::run`] (an account enabled again).
+    pub(crate) fn clear_shutdown(&self) {
+        self.shared.shutdown.send_replace(false);
+    }
+}
+
+/// The account `new` with its JID in normal form, checked: a bare JID with a user part, and a
+/// CA file that loads.
+pub(crate) fn checked_account(new: &NewAccount) -> Result<NewAccount> {
+    let jid: tokio_xmpp::jid::BareJid = new
+        .jid
+        .parse()
+        .map_err(|e| Error::Usage(format!("bad JID {:?}: {e}", new.jid)))?;
+    if jid.node().is_none() {
+        return Err(Error::Usage(format!("JID {jid} has no user part")));
+    }
+    if let Some(ca) = &new.ca_file {
+        crate::connection::tls_config(Some(ca))?;
+    }
+    Ok(NewAccount {
+        jid: jid.to_string(),
+        ..new.clone()
+    })
 }
 
 /// The MIME type for a file name's extension (what the receiver's preview goes by).

@@ -17,6 +17,7 @@ use crate::events::{
     ConnState, ConnectionEvent, ErrorEvent, ErrorKind, Event, MessageEvent, ReceivedEvent,
     SocialEvent, TransferEvent, UpdatedEvent,
 };
+use crate::inbox::{AccountEvent, AccountStatus, InboxConversation};
 use crate::store::{
     Action, Attachment, BlockEntry, BlockState, BlockWant, Contact, Conversation, Edit, MessageRow,
     Quoted, ReactionCount, Room, SearchHit,
@@ -168,6 +169,9 @@ pub fn typescript() -> String {
         ErrorEvent::decl(&cfg),
         SocialEvent::decl(&cfg),
         Event::decl(&cfg),
+        AccountEvent::decl(&cfg),
+        AccountStatus::decl(&cfg),
+        InboxConversation::decl(&cfg),
         Defaults::decl(&cfg),
         CommandErrorKind::decl(&cfg),
         CommandError::decl(&cfg),

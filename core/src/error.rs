@@ -66,7 +66,13 @@ impl Error {
     /// The CLI's exit code for this error class (documented in the README).
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Usage(_) | Error::Store(StoreError::Refused(_)) => 2,
+            Error::Usage(_)
+            | Error::Store(
+                StoreError::Refused(_)
+                | StoreError::WhichAccount(_)
+                | StoreError::UnknownAccount(_)
+                | StoreError::AccountExists(_),
+            ) => 2,
             Error::Auth(_) => 3,
             Error::Network(_) | Error::Timeout(_) => 4,
             Error::Store(_) => 5,
@@ -80,7 +86,13 @@ impl Error {
     /// The kind of error, for events and front ends.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::Usage(_) | Error::Store(StoreError::Refused(_)) => ErrorKind::Usage,
+            Error::Usage(_)
+            | Error::Store(
+                StoreError::Refused(_)
+                | StoreError::WhichAccount(_)
+                | StoreError::UnknownAccount(_)
+                | StoreError::AccountExists(_),
+            ) => ErrorKind::Usage,
             Error::Auth(_) => ErrorKind::Auth,
             Error::Tls(_) => ErrorKind::Tls,
             Error::Network(_) => ErrorKind::Network,

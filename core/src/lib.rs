@@ -7,7 +7,8 @@
 //! - [`store`]: the SQLite store (messages, outbox, SM state, account).
 //! - [`auth`]: the SASL2 login (Bind2, inline resumption, FAST tokens), sans-IO.
 //! - [`connection`]: the I/O shell over tokio-xmpp's low-level stream.
-//! - [`Client`]: the API that the CLI, the desktop app and the mobile bindings call.
+//! - [`Client`]: the API that the CLI, the desktop app and the mobile bindings call, per account.
+//! - [`Inbox`]: several accounts in one store, side by side, and the unified conversation list.
 //!
 //! The guarantees: a message is committed before any byte of it reaches a socket; an inbound stanza is
 //! counted in `h` only in the transaction that commits it; the SM state is written in the same
@@ -26,6 +27,7 @@ pub mod delivery;
 pub mod engine;
 pub mod error;
 pub mod events;
+pub mod inbox;
 mod shared;
 pub mod sm;
 pub mod store;
@@ -36,3 +38,4 @@ pub use client::{Client, ClientConfig};
 pub use delivery::{Direction, State};
 pub use error::{Error, Result};
 pub use events::Event;
+pub use inbox::Inbox;

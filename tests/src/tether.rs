@@ -31,13 +31,15 @@ pub fn tether_bin() -> PathBuf {
     bin
 }
 
-/// One Tether client: a database with one account.
+/// One Tether client: an account in a store (its own, or one shared with other accounts).
 #[derive(Clone, Debug)]
 pub struct Node {
     /// The database file.
     pub db: PathBuf,
     /// The account's bare JID.
     pub jid: String,
+    /// Whether every command names the account (`--account JID`): the store holds several.
+    pub select: bool,
     /// A command every `tether` invocation runs under (e.g. `nsenter` into a mount namespace of
     /// its own); empty for none.
     pub wrapper: Vec<String>,
@@ -84,8 +86,36 @@ impl Node {
         let node = Node {
             db: dir.join(format!("{user}.db")),
             jid: format!("{user}@localhost"),
+            select: false,
             wrapper,
         };
+        node.add(password, server, extra);
+        node
+    }
+
+    /// Adds account `user@localhost` to this node's store (which then holds several accounts),
+    /// connecting to `server` with `extra` arguments; returns the new account's node (and this
+    /// one now names its account in every command too).
+    pub fn add_account(
+        &mut self,
+        user: &str,
+        password: &str,
+        server: SocketAddr,
+        extra: &[&str],
+    ) -> Node {
+        self.select = true;
+        let node = Node {
+            db: self.db.clone(),
+            jid: format!("{user}@localhost"),
+            select: true,
+            wrapper: self.wrapper.clone(),
+        };
+        node.add(password, server, extra);
+        node
+    }
+
+    fn add(&self, password: &str, server: SocketAddr, extra: &[&str]) {
+        let node = self;
         let server = server.to_string();
         let mut args = vec![
             "account",
@@ -98,13 +128,14 @@ impl Node {
             &server,
         ];
         args.extend_from_slice(extra);
-        let out = node.exec_with_env(&args, &[("TETHER_TEST_PASSWORD", password)]);
+        let mut c = node.store_cmd();
+        c.args(&args).env("TETHER_TEST_PASSWORD", password);
+        let out = Node::output(c);
         assert_eq!(out.code, Some(0), "account add failed: {}", out.stderr);
-        node
     }
 
-    /// A `tether --db DB` command.
-    pub fn cmd(&self) -> Command {
+    /// A `tether --db DB` command for the whole store (no `--account`).
+    pub fn store_cmd(&self) -> Command {
         let mut c = match self.wrapper.split_first() {
             Some((first, rest)) => {
                 let mut c = Command::new(first);
@@ -119,6 +150,16 @@ impl Node {
         c
     }
 
+    /// A `tether --db DB` command for this node's account (`--account JID` when the store
+    /// holds several).
+    pub fn cmd(&self) -> Command {
+        let mut c = self.store_cmd();
+        if self.select {
+            c.arg("--account").arg(&self.jid);
+        }
+        c
+    }
+
     /// Runs a command to completion.
     pub fn exec(&self, args: &[&str]) -> Output {
         self.exec_with_env(args, &[])
@@ -130,6 +171,11 @@ impl Node {
         for (k, v) in env {
             c.env(k, v);
         }
+        Node::output(c)
+    }
+
+    /// Runs `c` to completion.
+    pub fn output(mut c: Command) -> Output {
         let out = c.output().expect("spawn tether");
         Output {
             code: out.status.code(),

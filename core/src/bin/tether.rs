@@ -11,7 +11,7 @@ use tether_core::contract::Defaults;
 use clap::{Args, Parser, Subcommand};
 use tether_core::events::Event;
 use tether_core::store::{MessageFilter, NewAccount, Store, StoreOptions};
-use tether_core::{Client, ClientConfig, Direction, Error, State};
+use tether_core::{Client, ClientConfig, Direction, Error, Inbox, State};
 
 #[derive(Parser)]
 #[command(
@@ -20,9 +20,13 @@ use tether_core::{Client, ClientConfig, Direction, Error, State};
     about = "Tether: an XMPP client that never loses a message"
 )]
 struct Cli {
-    /// The account database (one account per database).
+    /// The store (a database file holding one account or several).
     #[arg(long, env = "TETHER_DB", global = true, default_value = "tether.db")]
     db: PathBuf,
+    /// Which account of the store (a bare JID); needed when the store holds several. `run`
+    /// without it runs every enabled account side by side.
+    #[arg(long, env = "TETHER_ACCOUNT", global = true)]
+    account: Option<String>,
     /// Log filter for stderr (e.g. info, debug, tether_core=trace). Also RUST_LOG.
     #[arg(long, global = true, default_value = "warn")]
     log: String,
@@ -249,10 +253,30 @@ enum SubscriptionCmd {
 
 #[derive(Subcommand)]
 enum AccountCmd {
-    /// Add the account.
+    /// Add an account (a store holds any number of them).
     Add(AccountAdd),
     /// Print the account (without its password) as JSON.
     Show,
+    /// Print every account of the store, one JSON line each.
+    List,
+    /// Let the account connect again (`run` starts it).
+    Enable {
+        /// The account's bare JID.
+        jid: String,
+    },
+    /// Keep the account from connecting; its history and queue stay.
+    Disable {
+        /// The account's bare JID.
+        jid: String,
+    },
+    /// Remove the account and everything it holds (history, queue, files no other account has).
+    Remove {
+        /// The account's bare JID.
+        jid: String,
+        /// Yes: its history goes too.
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 #[derive(Args)]
@@ -469,9 +493,9 @@ fn push_json(out: &mut Vec<u8>, value: &impl serde::Serialize) {
 /// Prints `first` and every event already waiting behind it (up to 256 KiB of them) in one write
 /// (a burst of messages makes several events each; a write per line was the sender's most
 /// frequent system call). Returns false when nothing was printed (no event left).
-fn print_events(
-    first: Result<Event, tokio::sync::broadcast::error::TryRecvError>,
-    events: &mut tokio::sync::broadcast::Receiver<Event>,
+fn print_events<E: serde::Serialize + Clone>(
+    first: Result<E, tokio::sync::broadcast::error::TryRecvError>,
+    events: &mut tokio::sync::broadcast::Receiver<E>,
 ) -> bool {
     use std::io::Write as _;
     use tokio::sync::broadcast::error::TryRecvError;
@@ -534,8 +558,27 @@ fn dispatch(cli: Cli) -> Result<(), Error> {
             print_json(&serde_json::json!({"event": "account:added", "jid": account.jid}));
             Ok(())
         }
+        Command::Account(AccountCmd::List) => {
+            for a in Inbox::open(&cli.db, ClientConfig::default())?.accounts()? {
+                print_json(&serde_json::json!({"jid": a.jid, "enabled": a.enabled}));
+            }
+            Ok(())
+        }
+        Command::Account(AccountCmd::Enable { jid }) => set_enabled(&cli.db, &jid, true),
+        Command::Account(AccountCmd::Disable { jid }) => set_enabled(&cli.db, &jid, false),
+        Command::Account(AccountCmd::Remove { jid, yes }) => {
+            if !yes {
+                return Err(Error::Usage(format!(
+                    "removing {jid} deletes its history too: say --yes"
+                )));
+            }
+            let inbox = Inbox::open(&cli.db, ClientConfig::default())?;
+            runtime()?.block_on(inbox.remove_account(&jid))?;
+            print_json(&serde_json::json!({"event": "account:removed", "jid": jid}));
+            Ok(())
+        }
         Command::Account(AccountCmd::Show) => {
-            let client = open(&cli.db)?;
+            let client = open(&cli.db, cli.account.as_deref())?;
             let a = client.account();
             print_json(&serde_json::json!({
                 "jid": a.jid, "server": a.server, "ca_file": a.ca_file,
@@ -545,7 +588,7 @@ fn dispatch(cli: Cli) -> Result<(), Error> {
             Ok(())
         }
         Command::Send(s) => {
-            let client = open(&cli.db)?;
+            let client = open(&cli.db, cli.account.as_deref())?;
             let batch = if s.stdin {
                 read_lines(std::io::stdin().lock())?
             } else {
@@ -557,7 +600,7 @@ fn dispatch(cli: Cli) -> Result<(), Error> {
             Ok(())
         }
         Command::Messages(m) => {
-            let client = open(&cli.db)?;
+            let client = open(&cli.db, cli.account.as_deref())?;
             let filter = MessageFilter {
                 peer: m.peer,
                 state: m.state,
@@ -569,14 +612,14 @@ fn dispatch(cli: Cli) -> Result<(), Error> {
             Ok(())
         }
         Command::Resend(sel) => {
-            let client = open(&cli.db)?;
+            let client = open(&cli.db, cli.account.as_deref())?;
             let ids = selection(&client, sel)?;
             client.resend(&ids)?;
             print_json(&serde_json::json!({"event": "resend", "ids": ids}));
             Ok(())
         }
         Command::Discard(sel) => {
-            let client = open(&cli.db)?;
+            let client = open(&cli.db, cli.account.as_deref())?;
             let ids = selection(&client, sel)?;
             client.discard(&ids)?;
             print_json(&serde_json::json!({"event": "discard", "ids": ids}));
@@ -590,13 +633,16 @@ fn dispatch(cli: Cli) -> Result<(), Error> {
                     ..Default::default()
                 },
             )?;
-            let account = store.account()?;
+            let account = match &cli.account {
+                Some(jid) => store.account_by_jid(jid)?,
+                None => store.account()?,
+            };
             print_json(&store.load_sm(account.id)?);
             Ok(())
         }
-        Command::Run(r) => run(&cli.db, r),
+        Command::Run(r) => run(&cli.db, cli.account.as_deref(), r),
         Command::MarkRead { peer, up_to } => {
-            let client = open(&cli.db)?;
+            let client = open(&cli.db, cli.account.as_deref())?;
             match client.mark_read(&peer, up_to.as_deref())? {
                 Some((id, count)) => print_json(&serde_json::json!({
                     "event": "mark-read", "peer": peer, "up_to": id, "count": count
@@ -608,7 +654,7 @@ fn dispatch(cli: Cli) -> Result<(), Error> {
             Ok(())
         }
         Command::Room(cmd) => {
-            let client = open(&cli.db)?;
+            let client = open(&cli.db, cli.account.as_deref())?;
             match cmd {
                 RoomCmd::Join { room, nick } => {
                     client.join_room(&room, &nick)?;
@@ -629,34 +675,49 @@ fn dispatch(cli: Cli) -> Result<(), Error> {
             Ok(())
         }
         Command::Contacts => {
-            let client = open(&cli.db)?;
+            let client = open(&cli.db, cli.account.as_deref())?;
             for c in client.contacts()? {
                 print_json(&c);
             }
             Ok(())
         }
         Command::Correct { peer, id, body } => {
-            println!("{}", open(&cli.db)?.correct(&peer, &id, &body)?);
+            println!(
+                "{}",
+                open(&cli.db, cli.account.as_deref())?.correct(&peer, &id, &body)?
+            );
             Ok(())
         }
         Command::Retract { peer, id } => {
-            println!("{}", open(&cli.db)?.retract(&peer, &id)?);
+            println!(
+                "{}",
+                open(&cli.db, cli.account.as_deref())?.retract(&peer, &id)?
+            );
             Ok(())
         }
         Command::React { peer, id, emoji } => {
-            println!("{}", open(&cli.db)?.react(&peer, &id, &emoji)?);
+            println!(
+                "{}",
+                open(&cli.db, cli.account.as_deref())?.react(&peer, &id, &emoji)?
+            );
             Ok(())
         }
         Command::Reply { peer, id, body } => {
-            println!("{}", open(&cli.db)?.reply(&peer, &id, &body)?);
+            println!(
+                "{}",
+                open(&cli.db, cli.account.as_deref())?.reply(&peer, &id, &body)?
+            );
             Ok(())
         }
         Command::SendFile { to, path } => {
-            println!("{}", open(&cli.db)?.send_file(&to, &path)?);
+            println!(
+                "{}",
+                open(&cli.db, cli.account.as_deref())?.send_file(&to, &path)?
+            );
             Ok(())
         }
         Command::Push(cmd) => {
-            let client = open(&cli.db)?;
+            let client = open(&cli.db, cli.account.as_deref())?;
             match cmd {
                 PushCmd::Enable {
                     service,
@@ -691,18 +752,27 @@ fn dispatch(cli: Cli) -> Result<(), Error> {
         Command::Wake {
             deadline_secs,
             bodies,
-        } => wake(&cli.db, Duration::from_secs(deadline_secs), bodies),
+        } => wake(
+            &cli.db,
+            cli.account.as_deref(),
+            Duration::from_secs(deadline_secs),
+            bodies,
+        ),
         Command::Edits { peer, id } => {
-            for e in open(&cli.db)?.edits(&peer, &id)? {
+            for e in open(&cli.db, cli.account.as_deref())?.edits(&peer, &id)? {
                 print_json(&e);
             }
             Ok(())
         }
-        Command::Block { jid } => print_blocklist(&open(&cli.db)?, |c| c.block(&jid)),
-        Command::Unblock { jid } => print_blocklist(&open(&cli.db)?, |c| c.unblock(&jid).map(drop)),
-        Command::Blocklist => print_blocklist(&open(&cli.db)?, |_| Ok(())),
+        Command::Block { jid } => {
+            print_blocklist(&open(&cli.db, cli.account.as_deref())?, |c| c.block(&jid))
+        }
+        Command::Unblock { jid } => print_blocklist(&open(&cli.db, cli.account.as_deref())?, |c| {
+            c.unblock(&jid).map(drop)
+        }),
+        Command::Blocklist => print_blocklist(&open(&cli.db, cli.account.as_deref())?, |_| Ok(())),
         Command::Features { jid } => {
-            let features = open(&cli.db)?.peer_features(&jid)?;
+            let features = open(&cli.db, cli.account.as_deref())?.peer_features(&jid)?;
             print_json(&serde_json::json!({
                 "jid": jid,
                 "known": features.is_some(),
@@ -716,26 +786,31 @@ fn dispatch(cli: Cli) -> Result<(), Error> {
             before,
             limit,
         } => {
-            for hit in open(&cli.db)?.search(&text, peer.as_deref(), before, limit)? {
+            for hit in open(&cli.db, cli.account.as_deref())?.search(
+                &text,
+                peer.as_deref(),
+                before,
+                limit,
+            )? {
                 print_json(&hit);
             }
             Ok(())
         }
         Command::Subscribe { jid } => {
-            let client = open(&cli.db)?;
+            let client = open(&cli.db, cli.account.as_deref())?;
             client.request_subscription(&jid)?;
             print_json(&serde_json::json!({"event": "subscribe", "jid": jid}));
             Ok(())
         }
         Command::Subscriptions => {
-            let client = open(&cli.db)?;
+            let client = open(&cli.db, cli.account.as_deref())?;
             for jid in client.subscription_requests()? {
                 print_json(&serde_json::json!({ "jid": jid }));
             }
             Ok(())
         }
         Command::Subscription(cmd) => {
-            let client = open(&cli.db)?;
+            let client = open(&cli.db, cli.account.as_deref())?;
             let (jid, accept) = match cmd {
                 SubscriptionCmd::Accept { jid } => (jid, true),
                 SubscriptionCmd::Deny { jid } => (jid, false),
@@ -753,10 +828,38 @@ fn dispatch(cli: Cli) -> Result<(), Error> {
 /// Opens the store for a one-shot command and waits for its integrity check, so that every
 /// command refuses a damaged file (exit 5), reads included. (`run` serves reads at once and waits
 /// for the check before it connects, as the apps do.)
-fn open(db: &std::path::Path) -> Result<Client, Error> {
-    let client = Client::open(db, ClientConfig::default())?;
+fn open(db: &std::path::Path, account: Option<&str>) -> Result<Client, Error> {
+    let client = open_with(db, account, ClientConfig::default())?;
     client.verify()?;
     Ok(client)
+}
+
+/// The client of `account`, or of the store's only account.
+fn open_with(
+    db: &std::path::Path,
+    account: Option<&str>,
+    config: ClientConfig,
+) -> Result<Client, Error> {
+    match account {
+        Some(jid) => Client::open_account(db, jid, config),
+        None => Client::open(db, config),
+    }
+}
+
+fn set_enabled(db: &std::path::Path, jid: &str, enabled: bool) -> Result<(), Error> {
+    Inbox::open(db, ClientConfig::default())?.set_enabled(jid, enabled)?;
+    print_json(&serde_json::json!({
+        "event": if enabled { "account:enabled" } else { "account:disabled" }, "jid": jid,
+    }));
+    Ok(())
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Error> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Usage(format!("cannot start the runtime: {e}")))
 }
 
 fn selection(client: &Client, sel: Selection) -> Result<Vec<String>, Error> {
@@ -880,8 +983,8 @@ fn stdin_lines(c: &Client, lines: Vec<(usize, String)>) {
 
 /// Prints the client's events as JSON lines while `work` runs, then what is left (lagged
 /// notices included), and returns `work`'s result.
-async fn print_events_while<T>(
-    events: &mut tokio::sync::broadcast::Receiver<Event>,
+async fn print_events_while<E: serde::Serialize + Clone, T>(
+    events: &mut tokio::sync::broadcast::Receiver<E>,
     work: impl std::future::Future<Output = T>,
 ) -> T {
     use tokio::sync::broadcast::error::{RecvError, TryRecvError};
@@ -903,17 +1006,18 @@ async fn print_events_while<T>(
     out
 }
 
-fn wake(db: &std::path::Path, deadline: Duration, bodies: bool) -> Result<(), Error> {
-    let client = Client::open(
+fn wake(
+    db: &std::path::Path,
+    account: Option<&str>,
+    deadline: Duration,
+    bodies: bool,
+) -> Result<(), Error> {
+    let client = open_with(
         db,
+        account,
         ClientConfig::profile(tether_core::config::Profile::Mobile),
     )?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| Error::Usage(format!("cannot start the runtime: {e}")))?;
-    runtime.block_on(async move {
+    runtime()?.block_on(async move {
         let mut events = client.subscribe();
         let summary = print_events_while(&mut events, client.wake(deadline, bodies)).await?;
         let mut line = serde_json::to_value(&summary)
@@ -924,7 +1028,7 @@ fn wake(db: &std::path::Path, deadline: Duration, bodies: bool) -> Result<(), Er
     })
 }
 
-fn run(db: &std::path::Path, r: RunArgs) -> Result<(), Error> {
+fn run(db: &std::path::Path, account: Option<&str>, r: RunArgs) -> Result<(), Error> {
     let base = ClientConfig::profile(if r.profile == "mobile" {
         tether_core::config::Profile::Mobile
     } else {
@@ -941,13 +1045,20 @@ fn run(db: &std::path::Path, r: RunArgs) -> Result<(), Error> {
         max_stanza_bytes: (r.max_stanza_kib as usize).saturating_mul(1024),
         ..base
     };
-    let client = Client::open(db, config)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| Error::Usage(format!("cannot start the runtime: {e}")))?;
-    runtime.block_on(async move {
+    if account.is_none() {
+        let inbox = Inbox::open(db, config.clone())?;
+        if inbox.accounts()?.len() > 1 {
+            if r.stdin {
+                return Err(Error::Usage(
+                    "this store holds several accounts: --stdin sends from one, name it with --account"
+                        .into(),
+                ));
+            }
+            return run_inbox(inbox, r);
+        }
+    }
+    let client = open_with(db, account, config)?;
+    runtime()?.block_on(async move {
         let mut events = client.subscribe();
         client.set_exit_when_idle(r.until_idle && !r.stdin);
         if r.stdin {
@@ -1019,5 +1130,57 @@ fn run(db: &std::path::Path, r: RunArgs) -> Result<(), Error> {
             "timer_wakeups": client.timer_wakeups(),
         }));
         result
+    })
+}
+
+/// `run` over a store with several accounts: every enabled account's session side by side, each
+/// event printed with its `account`. One account's final error ends that account only; the run
+/// exits once every session has ended (with `--until-idle`, once each is idle), with the first
+/// account error's exit code if one had one.
+fn run_inbox(inbox: Inbox, r: RunArgs) -> Result<(), Error> {
+    runtime()?.block_on(async move {
+        let mut events = inbox.subscribe();
+        {
+            let inbox = inbox.clone();
+            tokio::spawn(async move {
+                wait_for_stop_signal().await;
+                inbox.shutdown();
+            });
+        }
+        let deadline = async {
+            match r.timeout {
+                Some(secs) => tokio::time::sleep(Duration::from_secs(secs)).await,
+                None => std::future::pending().await,
+            }
+        };
+        let bounded = async {
+            let run = inbox.run(r.until_idle);
+            tokio::pin!(run);
+            tokio::select! {
+                res = &mut run => res.map(Some),
+                _ = deadline => {
+                    inbox.shutdown();
+                    if let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(5), &mut run).await {
+                        eprintln!("tether: error while stopping: {e}");
+                    }
+                    Err(Error::Timeout(format!(
+                        "not idle after {} s", r.timeout.unwrap_or_default()
+                    )))
+                }
+            }
+        };
+        let ended = print_events_while(&mut events, bounded).await?;
+        let mut first_error = None;
+        for (jid, error) in ended.into_iter().flatten() {
+            print_json(&serde_json::json!({
+                "event": "account:ended", "account": jid,
+                "error": error.as_ref().map(|e| e.to_string()),
+            }));
+            if first_error.is_none() {
+                first_error = error;
+            }
+        }
+        // The error went with its account's events too; the exit code says its class.
+        first_error.map_or(Ok(()), Err)
     })
 }

@@ -56,7 +56,7 @@ async fn take_stream_lock(
     let db = shared.store().path().to_path_buf();
     let mut said = false;
     loop {
-        if let Some(lock) = crate::store::StreamLock::try_take(&db)? {
+        if let Some(lock) = crate::store::StreamLock::try_take(&db, shared.account.id)? {
             return Ok(Some(lock));
         }
         if mode.yield_if_held {

@@ -5,7 +5,8 @@
 //! [`crate::Client::wake`] while the app is dead or suspended). Each of them may read and commit
 //! rows; SQLite serialises that. Only one may hold the stream: two would resume the same
 //! XEP-0198 session against each other, each acking what the other stored. The holder keeps an
-//! exclusive OS file lock on `DB.lock` beside the database (`flock` on unix, `LockFileEx` on
+//! exclusive OS file lock on `DB.<account>.lock` beside the database (one per account: the
+//! store holds several, and each account's stream is driven on its own) (`flock` on unix, `LockFileEx` on
 //! Windows, through the standard library); the OS releases it when the process dies, however it
 //! dies, so a killed holder never leaves the account locked.
 
@@ -22,17 +23,17 @@ pub struct StreamLock {
 }
 
 impl StreamLock {
-    /// The lock file of the database at `db`.
-    pub fn path_for(db: &Path) -> PathBuf {
+    /// The lock file of account row `account` in the database at `db`.
+    pub fn path_for(db: &Path, account: i64) -> PathBuf {
         let mut name = db.as_os_str().to_owned();
-        name.push(".lock");
+        name.push(format!(".{account}.lock"));
         PathBuf::from(name)
     }
 
-    /// Takes the lock for the database at `db` if no other holder has it: `None` when one has
-    /// (in this process or another).
-    pub fn try_take(db: &Path) -> Result<Option<StreamLock>> {
-        let path = Self::path_for(db);
+    /// Takes the lock of account row `account` in the database at `db` if no other holder has
+    /// it: `None` when one has (in this process or another).
+    pub fn try_take(db: &Path, account: i64) -> Result<Option<StreamLock>> {
+        let path = Self::path_for(db, account);
         let mut options = OpenOptions::new();
         options.read(true).write(true).create(true).truncate(false);
         #[cfg(unix)]
@@ -67,11 +68,19 @@ mod tests {
     fn one_holder_at_a_time() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("a.db");
-        let first = StreamLock::try_take(&db).unwrap().expect("free");
-        assert!(StreamLock::try_take(&db).unwrap().is_none(), "held");
-        assert_eq!(first.path(), dir.path().join("a.db.lock"));
+        let first = StreamLock::try_take(&db, 1).unwrap().expect("free");
+        assert!(StreamLock::try_take(&db, 1).unwrap().is_none(), "held");
+        assert_eq!(first.path(), dir.path().join("a.db.1.lock"));
+        let other = StreamLock::try_take(&db, 2).unwrap();
+        assert!(
+            other.is_some(),
+            "another account's stream is not held by this one"
+        );
         drop(first);
-        assert!(StreamLock::try_take(&db).unwrap().is_some(), "free again");
+        assert!(
+            StreamLock::try_take(&db, 1).unwrap().is_some(),
+            "free again"
+        );
     }
 
     /// A directory in the lock file's place is an I/O error, not "held".
@@ -79,9 +88,9 @@ mod tests {
     fn an_unusable_lock_file_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("b.db");
-        std::fs::create_dir(StreamLock::path_for(&db)).unwrap();
+        std::fs::create_dir(StreamLock::path_for(&db, 1)).unwrap();
         assert!(matches!(
-            StreamLock::try_take(&db),
+            StreamLock::try_take(&db, 1),
             Err(StoreError::Io { .. })
         ));
     }

@@ -21,7 +21,8 @@ pub struct Conversation {
     pub kind: String,
     /// The newest message's text.
     pub last_body: String,
-    /// When it was committed (ms).
+    /// When it was sent (ms): the sender's or the server's timestamp when one came with it,
+    /// else when it was committed here. The list is ordered by it, the newest first.
     #[ts(type = "number")]
     pub last_at: i64,
     /// Whether the newest message is ours.
@@ -615,7 +616,7 @@ impl Store {
     /// Every conversation with its newest message, unread and failed counts, newest first.
     pub fn conversations(&self, account: i64) -> Result<Vec<Conversation>> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT m.peer, m.kind, m.body, m.created_at, m.direction,
+            "SELECT m.peer, m.kind, m.body, coalesce(m.server_ts, m.created_at) AS at, m.direction,
                     (SELECT count(*) FROM messages u WHERE u.account_id = ?1 AND u.peer = m.peer
                        AND u.direction = 'in' AND u.state = 'received' AND u.action IS NULL),
                     (SELECT count(*) FROM messages f WHERE f.account_id = ?1 AND f.peer = m.peer
@@ -624,7 +625,7 @@ impl Store {
              WHERE m.account_id = ?1 AND m.seq_local = (
                 SELECT max(seq_local) FROM messages x WHERE x.account_id = ?1 AND x.peer = m.peer
                   AND x.action IS NULL)
-             ORDER BY m.seq_local DESC",
+             ORDER BY at DESC, m.seq_local DESC",
         )?;
         let rows = stmt
             .query_map([account], |r| {

@@ -120,9 +120,15 @@ pub enum StoreError {
     /// No account is configured.
     #[error("no account in this database (add one: tether --db PATH account add --jid JID --password-env VAR)")]
     NoAccount,
-    /// An account already exists (one per database for now).
-    #[error("this database already has an account ({0}); use another --db for another account")]
+    /// The account is in the store already.
+    #[error("{0} is already an account here")]
     AccountExists(String),
+    /// The store holds several accounts and the caller did not say which one.
+    #[error("this store holds several accounts ({}): choose one with --account JID", .0.join(", "))]
+    WhichAccount(Vec<String>),
+    /// No account with this JID is in the store.
+    #[error("no account {0} in this store (tether account list shows them)")]
+    UnknownAccount(String),
     /// A message id the user named does not exist.
     #[error("no message with id {0}")]
     UnknownMessage(String),

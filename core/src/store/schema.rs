@@ -348,6 +348,10 @@ const MIGRATIONS: &[&str] = &[
     INSERT INTO bookmark_wishes (account_id, jid, want, nick, updated_at)
         SELECT account_id, jid, 'publish', nick, 0 FROM rooms;
     "#,
+    // v15: several accounts in one store (store/accounts.rs): an account can be disabled.
+    r#"
+    ALTER TABLE accounts ADD COLUMN enabled INTEGER NOT NULL DEFAULT 1;
+    "#,
 ];
 
 /// The schema version this build writes.

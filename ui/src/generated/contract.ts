@@ -223,7 +223,8 @@ kind: string,
  */
 last_body: string, 
 /**
- * When it was committed (ms).
+ * When it was sent (ms): the sender's or the server's timestamp when one came with it,
+ * else when it was committed here. The list is ordered by it, the newest first.
  */
 last_at: number, 
 /**
@@ -529,6 +530,66 @@ state: string,
 error?: string, };
 
 export type Event = MessageEvent | ReceivedEvent | UpdatedEvent | TransferEvent | ConnectionEvent | ErrorEvent | SocialEvent;
+
+export type AccountEvent = { 
+/**
+ * The account's bare JID.
+ */
+account: string, } & (MessageEvent | ReceivedEvent | UpdatedEvent | TransferEvent | ConnectionEvent | ErrorEvent | SocialEvent);
+
+export type AccountStatus = { 
+/**
+ * The bare JID.
+ */
+jid: string, 
+/**
+ * Whether it connects (a disabled account keeps its history and queue).
+ */
+enabled: boolean, 
+/**
+ * Its last connection event, `None` while it has not run.
+ */
+connection: Event | null, 
+/**
+ * Its session's final error, if it ended with one (a wrong password, a refused
+ * certificate): it stays until the account is started again.
+ */
+stopped: string | null, };
+
+export type InboxConversation = { 
+/**
+ * The account's bare JID.
+ */
+account: string, 
+/**
+ * The contact or room.
+ */
+peer: string, 
+/**
+ * `chat` or `groupchat`.
+ */
+kind: string, 
+/**
+ * The newest message's text.
+ */
+last_body: string, 
+/**
+ * When it was sent (ms): the sender's or the server's timestamp when one came with it,
+ * else when it was committed here. The list is ordered by it, the newest first.
+ */
+last_at: number, 
+/**
+ * Whether the newest message is ours.
+ */
+last_outgoing: boolean, 
+/**
+ * Incoming messages not yet read.
+ */
+unread: number, 
+/**
+ * Failed messages waiting for the user.
+ */
+failed: number, };
 
 export type Defaults = { 
 /**
