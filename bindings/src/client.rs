@@ -6,7 +6,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use tether_core::store::{MessageFilter, NewAccount};
-use tether_core::Client;
+use tether_core::{Client, ClientConfig, Inbox};
 use tokio::sync::{broadcast, mpsc};
 
 use crate::types::*;
@@ -37,7 +37,8 @@ pub trait EventListener: Send + Sync {
     fn on_event(&self, event: TetherEvent);
 }
 
-/// Creates the database at `db_path` (if needed) with its one account. Does not connect.
+/// Adds an account to the store at `db_path` (created if needed; a store holds any number of
+/// accounts, each JID once). Does not connect.
 #[uniffi::export]
 pub fn add_account(db_path: String, settings: AccountSettings) -> Result<AccountInfo, TetherError> {
     let account = Client::add_account(
@@ -52,6 +53,53 @@ pub fn add_account(db_path: String, settings: AccountSettings) -> Result<Account
         },
     )?;
     Ok((&account).into())
+}
+
+/// Every account of the store at `db_path`, in the order they were added.
+#[uniffi::export]
+pub fn accounts(db_path: String) -> Result<Vec<AccountEntry>, TetherError> {
+    Ok(Inbox::open(&db_path, ClientConfig::default())?
+        .accounts()?
+        .into_iter()
+        .map(|a| AccountEntry {
+            jid: a.jid,
+            enabled: a.enabled,
+        })
+        .collect())
+}
+
+/// Enables or disables account `jid` of the store at `db_path` (a disabled account keeps its
+/// history and queue). It only records the choice: the app opens and `connect()`s a client for
+/// each enabled account, and `close()`s the client of one it disables.
+#[uniffi::export]
+pub fn set_account_enabled(db_path: String, jid: String, enabled: bool) -> Result<(), TetherError> {
+    Ok(Inbox::open(&db_path, ClientConfig::default())?.set_enabled(&jid, enabled)?)
+}
+
+/// Removes account `jid` and everything it holds from the store at `db_path` (its history,
+/// queue and the files no other account has). Close its client first: while a client drives
+/// its stream this is refused with `Usage`.
+#[uniffi::export]
+pub fn remove_account(db_path: String, jid: String) -> Result<(), TetherError> {
+    let inbox = Inbox::open(&db_path, ClientConfig::default())?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| TetherError::Usage {
+            reason: format!("cannot start the runtime: {e}"),
+        })?;
+    Ok(runtime.block_on(inbox.remove_account(&jid))?)
+}
+
+/// The unified conversation list of the store at `db_path`: every account's conversations,
+/// the newest first (by when their newest message was sent), each with its account.
+#[uniffi::export]
+pub fn unified_conversations(db_path: String) -> Result<Vec<AccountConversation>, TetherError> {
+    Ok(Inbox::open(&db_path, ClientConfig::default())?
+        .conversations()?
+        .into_iter()
+        .map(Into::into)
+        .collect())
 }
 
 /// One account's client: open it at launch, set a listener, `connect()`, and call the lifecycle
@@ -81,7 +129,23 @@ impl TetherClient {
     /// resumption, or `Failed` for the user to decide).
     #[uniffi::constructor]
     pub fn open(db_path: String, options: ClientOptions) -> Result<Arc<TetherClient>, TetherError> {
-        let client = Client::open(&db_path, (&options).into())?;
+        Self::with_client(Client::open(&db_path, (&options).into())?)
+    }
+
+    /// Opens account `jid` of a store that holds several (see [`accounts`]); otherwise as
+    /// [`TetherClient::open`]. Open one client per enabled account: each runs its own session.
+    #[uniffi::constructor]
+    pub fn open_account(
+        db_path: String,
+        jid: String,
+        options: ClientOptions,
+    ) -> Result<Arc<TetherClient>, TetherError> {
+        Self::with_client(Client::open_account(&db_path, &jid, (&options).into())?)
+    }
+}
+
+impl TetherClient {
+    fn with_client(client: Client) -> Result<Arc<TetherClient>, TetherError> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("tether-core")
@@ -162,7 +226,10 @@ impl TetherClient {
             closed: std::sync::atomic::AtomicBool::new(false),
         }))
     }
+}
 
+#[uniffi::export]
+impl TetherClient {
     /// The account.
     pub fn account(&self) -> AccountInfo {
         self.client.account().into()

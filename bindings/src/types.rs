@@ -66,21 +66,23 @@ pub enum TetherError {
 
 impl From<tether_core::Error> for TetherError {
     fn from(e: tether_core::Error) -> Self {
-        use tether_core::Error as E;
+        use tether_core::events::ErrorKind as K;
         let reason = e.to_string();
-        match e {
-            E::Usage(_) | E::Store(tether_core::store::StoreError::Refused(_)) => {
-                TetherError::Usage { reason }
-            }
-            E::Auth(_) => TetherError::Auth { reason },
-            E::Tls(_) => TetherError::Tls { reason },
-            E::Network(_) => TetherError::Network { reason },
-            E::Protocol(_) => TetherError::Protocol { reason },
-            E::Store(_) => TetherError::Database { reason },
-            E::Timeout(_) => TetherError::Timeout { reason },
-            E::Internal(_) => TetherError::Internal { reason },
-            // Says the same as the error it wraps: that error's class and text.
-            E::Caused { error, .. } => TetherError::from(*error),
+        // The core's one classification of its errors ([`tether_core::Error::kind`]).
+        match e.kind() {
+            K::Usage => TetherError::Usage { reason },
+            K::Auth => TetherError::Auth { reason },
+            K::Tls => TetherError::Tls { reason },
+            K::Network => TetherError::Network { reason },
+            K::Database => TetherError::Database { reason },
+            K::Timeout => TetherError::Timeout { reason },
+            K::Internal => TetherError::Internal { reason },
+            K::Protocol
+            | K::Stanza
+            | K::Security
+            | K::Mam
+            | K::Roster
+            | K::Presence => TetherError::Protocol { reason },
         }
     }
 }
@@ -467,7 +469,8 @@ pub struct Conversation {
     pub groupchat: bool,
     /// The newest message's text.
     pub last_body: String,
-    /// When it was committed (ms).
+    /// When its newest message was sent (ms): the sender's or the server's timestamp when one
+    /// came with it, else when it was committed here.
     pub last_at_ms: i64,
     /// Whether the newest message is ours.
     pub last_outgoing: bool,
@@ -548,6 +551,33 @@ pub struct AccountInfo {
     pub server: Option<String>,
     /// The resource this database always binds.
     pub resource: String,
+}
+
+/// An account of a store, as [`crate::client::accounts`] lists it.
+#[derive(Clone, Debug, PartialEq, uniffi::Record)]
+pub struct AccountEntry {
+    /// The bare JID.
+    pub jid: String,
+    /// Whether it connects (a disabled account keeps its history and queue).
+    pub enabled: bool,
+}
+
+/// A row of the unified conversation list: a conversation and the account it belongs to.
+#[derive(Clone, Debug, PartialEq, uniffi::Record)]
+pub struct AccountConversation {
+    /// The account's bare JID.
+    pub account: String,
+    /// The conversation.
+    pub conversation: Conversation,
+}
+
+impl From<tether_core::inbox::InboxConversation> for AccountConversation {
+    fn from(c: tether_core::inbox::InboxConversation) -> Self {
+        AccountConversation {
+            account: c.account,
+            conversation: c.conversation.into(),
+        }
+    }
 }
 
 impl From<&tether_core::store::Account> for AccountInfo {

@@ -72,8 +72,8 @@ struct Inner {
     config: ClientConfig,
     /// A connection of the inbox's own, for the account rows and the unified list.
     store: Mutex<Store>,
-    /// The one integrity check of the file, shared by every client.
-    integrity: Arc<Integrity>,
+    /// The one integrity check of the file, shared by every client (started with the first).
+    integrity: std::sync::OnceLock<Arc<Integrity>>,
     clients: Mutex<BTreeMap<String, Client>>,
     /// The sessions this inbox runs, by account.
     running: Mutex<BTreeMap<String, tokio::task::JoinHandle<()>>>,
@@ -104,7 +104,7 @@ impl Inbox {
         let (events, _) = broadcast::channel(config.event_buffer.max(1));
         Ok(Inbox {
             inner: Arc::new(Inner {
-                integrity: Integrity::start(path.clone()),
+                integrity: std::sync::OnceLock::new(),
                 path,
                 config,
                 store: Mutex::new(store),
@@ -157,7 +157,12 @@ impl Inbox {
             &self.inner.path,
             Some(jid),
             self.inner.config.clone(),
-            Some(self.inner.integrity.clone()),
+            Some(
+                self.inner
+                    .integrity
+                    .get_or_init(|| Integrity::start(self.inner.path.clone()))
+                    .clone(),
+            ),
         )?;
         Ok(lock(&self.inner.clients)
             .entry(jid.to_owned())
@@ -181,7 +186,7 @@ impl Inbox {
                     }),
             );
         }
-        all.sort_by(|a, b| b.conversation.last_at.cmp(&a.conversation.last_at));
+        all.sort_by_key(|c| std::cmp::Reverse(c.conversation.last_at));
         Ok(all)
     }
 

@@ -1,25 +1,26 @@
-//! Tether desktop: a Tauri 2 shell over `tether-core`. Commands call the core's `Client`; core events
-//! are forwarded to the window as `tether://event`. No delivery rule lives here.
+//! Tether desktop: a Tauri 2 shell over `tether-core`. It holds the core's [`Inbox`] (every account
+//! of the store, one session each, side by side); a command names its account and calls that
+//! account's `Client`; every account's events are forwarded to the window as `tether://event`,
+//! each with its `account`. No delivery rule lives here.
 #![cfg_attr(not(debug_assertions), windows_subsystem = "windows")]
 
 mod secrets;
 
 use std::path::PathBuf;
-use std::sync::Mutex;
 
 use serde::Serialize;
 use tauri::{AppHandle, Emitter, Manager, State};
 use tether_core::chat_state::ChatState;
 use tether_core::contract::{CommandError, CommandErrorKind};
-use tether_core::store::{
-    Contact, Conversation, Edit, MessageFilter, MessageRow, NewAccount, Room,
-};
-use tether_core::{Client, ClientConfig};
+use tether_core::inbox::{AccountStatus, InboxConversation};
+use tether_core::store::{Contact, Edit, MessageFilter, MessageRow, NewAccount, Room};
+use tether_core::{Client, ClientConfig, Inbox};
 
-/// The window's state: where the database is, and the client once an account exists.
+/// The window's state: the store's accounts.
 struct App {
-    db: PathBuf,
-    client: Mutex<Option<Client>>,
+    inbox: Inbox,
+    /// Serialises sign-ins (two at once for one JID would race to the keyring).
+    signing_in: tokio::sync::Mutex<()>,
 }
 
 /// Errors cross to the UI typed (`CommandError`, in the generated contract): a kind to branch on
@@ -46,30 +47,44 @@ async fn blocking<T: Send + 'static>(
 }
 
 impl App {
-    fn client(&self) -> CmdResult<Client> {
-        self.client
-            .lock()
-            .map_err(internal)?
-            .clone()
-            .ok_or_else(|| {
-                CommandError::new(
-                    CommandErrorKind::NotSignedIn,
-                    "no account yet: sign in first",
-                )
-            })
+    /// The client of `account` (a bare JID of this store).
+    fn client(&self, account: &str) -> CmdResult<Client> {
+        if account.is_empty() {
+            return Err(CommandError::new(
+                CommandErrorKind::NotSignedIn,
+                "no account yet: sign in first",
+            ));
+        }
+        self.inbox.client(account).map_err(err)
     }
 }
 
-/// Who is signed in.
+/// Who was signed in.
 #[derive(Serialize)]
 struct AccountInfo {
     jid: String,
     server: Option<String>,
 }
 
-/// Opens the client, forwards its events to the window and keeps it online.
-fn start(app: &AppHandle, client: Client) {
-    let mut events = client.subscribe();
+/// Gives a client whose password is kept in the keyring its password and its token vault.
+fn unlock(client: &Client) {
+    if !client.account().password.is_empty() {
+        return;
+    }
+    // If the keyring cannot be read, the client reports that it has no password and the window
+    // shows it.
+    client.set_secret_vault(std::sync::Arc::new(secrets::KeyringVault::new(
+        &client.account().jid,
+    )));
+    match secrets::load(&client.account().jid) {
+        Ok(password) => client.set_password(password),
+        Err(e) => tracing::warn!("{e}"),
+    }
+}
+
+/// Forwards every account's events to the window.
+fn forward_events(app: &AppHandle, inbox: &Inbox) {
+    let mut events = inbox.subscribe();
     let handle = app.clone();
     tauri::async_runtime::spawn(async move {
         loop {
@@ -89,39 +104,44 @@ fn start(app: &AppHandle, client: Client) {
             }
         }
     });
-    let runner = client.clone();
-    let handle = app.clone();
-    tauri::async_runtime::spawn(async move {
-        if let Err(e) = runner.run().await {
-            // Final errors (wrong password, untrusted certificate, broken store) reach the UI.
-            tracing::error!("{e}");
-            if let Err(emit) = handle.emit("tether://fatal", e.to_string()) {
-                eprintln!("tether-desktop: {e} (and the window is gone: {emit})");
-            }
-        }
-    });
 }
 
+/// Every account of the store, with its connection state.
 #[tauri::command]
-fn account(state: State<'_, App>) -> CmdResult<Option<AccountInfo>> {
-    Ok(state
-        .client
-        .lock()
-        .map_err(internal)?
-        .as_ref()
-        .map(|c| AccountInfo {
-            jid: c.account().jid.clone(),
-            server: c.account().server.clone(),
-        }))
+async fn accounts(state: State<'_, App>) -> CmdResult<Vec<AccountStatus>> {
+    let inbox = state.inbox.clone();
+    blocking(move || inbox.accounts().map_err(err)).await
 }
 
-/// Signs in: the password goes to the OS keyring; without one, only with the user's consent
-/// (`allow_database`) into the owner-only database. Without consent the error starts with
-/// `NO_KEYRING` and the UI asks.
+/// Enables or disables an account (a disabled one keeps its history and queue, and does not
+/// connect).
 #[tauri::command]
-#[allow(clippy::too_many_arguments)]
+async fn set_account_enabled(
+    state: State<'_, App>,
+    account: String,
+    enabled: bool,
+) -> CmdResult<()> {
+    let inbox = state.inbox.clone();
+    if enabled {
+        unlock(&state.client(&account)?);
+    }
+    inbox.set_enabled(&account, enabled).map_err(err)
+}
+
+/// Removes an account, its history and its password in the keyring.
+#[tauri::command]
+async fn remove_account(state: State<'_, App>, account: String) -> CmdResult<()> {
+    state.inbox.remove_account(&account).await.map_err(err)?;
+    secrets::forget(&account);
+    Ok(())
+}
+
+/// Signs in to an account (the first, or one more beside the others): the password goes to the
+/// OS keyring; without one, only with the user's consent (`allow_database`) into the owner-only
+/// database. Without consent the error is `NoKeyring` and the UI asks. The new account's session
+/// starts at once, beside the others'.
+#[tauri::command]
 async fn sign_in(
-    app: AppHandle,
     state: State<'_, App>,
     jid: String,
     password: String,
@@ -129,19 +149,19 @@ async fn sign_in(
     ca_file: Option<String>,
     allow_database: Option<bool>,
 ) -> CmdResult<AccountInfo> {
-    if state.client.lock().map_err(internal)?.is_some() {
-        return Err(CommandError::new(
-            CommandErrorKind::AlreadySignedIn,
-            "already signed in",
-        ));
-    }
-    let db = state.db.clone();
+    let _one_at_a_time = state.signing_in.lock().await;
+    let inbox = state.inbox.clone();
     let client = blocking(move || {
         let blank = |s: Option<String>| s.filter(|v| !v.trim().is_empty());
+        if inbox.accounts().map_err(err)?.iter().any(|a| a.jid == jid.trim()) {
+            return Err(CommandError::new(
+                CommandErrorKind::AlreadySignedIn,
+                format!("{} is signed in already", jid.trim()),
+            ));
+        }
         let stored = secrets::store(&jid, &password, allow_database.unwrap_or(false))?;
-        Client::add_account(
-            &db,
-            &NewAccount {
+        let client = inbox
+            .add_account(&NewAccount {
                 jid,
                 password: match stored {
                     secrets::Stored::Keyring => String::new(),
@@ -151,10 +171,8 @@ async fn sign_in(
                 ca_file: blank(ca_file),
                 insecure_plaintext: false,
                 direct_tls: false,
-            },
-        )
-        .map_err(err)?;
-        let client = Client::open(&db, ClientConfig::default()).map_err(err)?;
+            })
+            .map_err(err)?;
         if stored == secrets::Stored::Keyring {
             client.set_secret_vault(std::sync::Arc::new(secrets::KeyringVault::new(
                 &client.account().jid,
@@ -164,41 +182,30 @@ async fn sign_in(
         Ok(client)
     })
     .await?;
-    let mut slot = state.client.lock().map_err(internal)?;
-    if slot.is_some() {
-        return Err(CommandError::new(
-            CommandErrorKind::AlreadySignedIn,
-            "already signed in",
-        ));
-    }
     let info = AccountInfo {
         jid: client.account().jid.clone(),
         server: client.account().server.clone(),
     };
-    start(&app, client.clone());
-    *slot = Some(client);
+    state.inbox.start(&info.jid).map_err(err)?;
     Ok(info)
 }
 
+/// The unified conversation list: every account's, the newest first.
 #[tauri::command]
-fn connection(state: State<'_, App>) -> CmdResult<Option<tether_core::Event>> {
-    Ok(state.client()?.connection())
-}
-
-#[tauri::command]
-async fn conversations(state: State<'_, App>) -> CmdResult<Vec<Conversation>> {
-    let c = state.client()?;
-    blocking(move || c.conversations().map_err(err)).await
+async fn conversations(state: State<'_, App>) -> CmdResult<Vec<InboxConversation>> {
+    let inbox = state.inbox.clone();
+    blocking(move || inbox.conversations().map_err(err)).await
 }
 
 #[tauri::command]
 async fn page(
     state: State<'_, App>,
+    account: String,
     peer: String,
     before: Option<i64>,
     limit: usize,
 ) -> CmdResult<Vec<MessageRow>> {
-    let c = state.client()?;
+    let c = state.client(&account)?;
     blocking(move || c.page(&peer, before, limit).map_err(err)).await
 }
 
@@ -207,26 +214,28 @@ async fn page(
 #[tauri::command]
 async fn search(
     state: State<'_, App>,
+    account: String,
     text: String,
     before: Option<i64>,
     limit: usize,
 ) -> CmdResult<Vec<tether_core::store::SearchHit>> {
-    let c = state.client()?;
+    let c = state.client(&account)?;
     blocking(move || c.search(&text, None, before, limit).map_err(err)).await
 }
 
 /// The blocklist (XEP-0191), with the user's wish and what the server said of each entry.
 #[tauri::command]
-async fn blocklist(state: State<'_, App>) -> CmdResult<Vec<tether_core::store::BlockEntry>> {
-    let c = state.client()?;
+async fn blocklist(state: State<'_, App>, account: String) -> CmdResult<Vec<tether_core::store::BlockEntry>> {
+    let c = state.client(&account)?;
     blocking(move || c.blocklist().map_err(err)).await
 }
 
 /// Blocks (`block`) or unblocks a contact, a full JID or a domain; the core keeps the wish and
 /// tells the server.
 #[tauri::command]
-async fn set_blocked(state: State<'_, App>, jid: String, block: bool) -> CmdResult<()> {
-    let c = state.client()?;
+async fn set_blocked(state: State<'_, App>,
+    account: String, jid: String, block: bool) -> CmdResult<()> {
+    let c = state.client(&account)?;
     blocking(move || {
         if block {
             c.block(&jid)
@@ -239,104 +248,116 @@ async fn set_blocked(state: State<'_, App>, jid: String, block: bool) -> CmdResu
 }
 
 #[tauri::command]
-async fn send(state: State<'_, App>, to: String, body: String) -> CmdResult<String> {
-    let c = state.client()?;
+async fn send(state: State<'_, App>,
+    account: String, to: String, body: String) -> CmdResult<String> {
+    let c = state.client(&account)?;
     blocking(move || c.send(&to, &body).map_err(err)).await
 }
 
 #[tauri::command]
-async fn resend(state: State<'_, App>, ids: Vec<String>) -> CmdResult<()> {
-    let c = state.client()?;
+async fn resend(state: State<'_, App>,
+    account: String, ids: Vec<String>) -> CmdResult<()> {
+    let c = state.client(&account)?;
     blocking(move || c.resend(&ids).map_err(err)).await
 }
 
 #[tauri::command]
-async fn discard(state: State<'_, App>, ids: Vec<String>) -> CmdResult<()> {
-    let c = state.client()?;
+async fn discard(state: State<'_, App>,
+    account: String, ids: Vec<String>) -> CmdResult<()> {
+    let c = state.client(&account)?;
     blocking(move || c.discard(&ids).map_err(err)).await
 }
 
 #[tauri::command]
-async fn mark_read(state: State<'_, App>, peer: String) -> CmdResult<()> {
-    let c = state.client()?;
+async fn mark_read(state: State<'_, App>,
+    account: String, peer: String) -> CmdResult<()> {
+    let c = state.client(&account)?;
     blocking(move || c.mark_read(&peer, None).map(drop).map_err(err)).await
 }
 
 #[tauri::command]
-async fn join_room(state: State<'_, App>, room: String, nick: String) -> CmdResult<()> {
-    let c = state.client()?;
+async fn join_room(state: State<'_, App>,
+    account: String, room: String, nick: String) -> CmdResult<()> {
+    let c = state.client(&account)?;
     blocking(move || c.join_room(&room, &nick).map_err(err)).await
 }
 
 #[tauri::command]
-async fn rooms(state: State<'_, App>) -> CmdResult<Vec<Room>> {
-    let c = state.client()?;
+async fn rooms(state: State<'_, App>, account: String) -> CmdResult<Vec<Room>> {
+    let c = state.client(&account)?;
     blocking(move || c.rooms().map_err(err)).await
 }
 
 #[tauri::command]
-async fn contacts(state: State<'_, App>) -> CmdResult<Vec<Contact>> {
-    let c = state.client()?;
+async fn contacts(state: State<'_, App>, account: String) -> CmdResult<Vec<Contact>> {
+    let c = state.client(&account)?;
     blocking(move || c.contacts().map_err(err)).await
 }
 
 #[tauri::command]
-async fn subscription_requests(state: State<'_, App>) -> CmdResult<Vec<String>> {
-    let c = state.client()?;
+async fn subscription_requests(state: State<'_, App>, account: String) -> CmdResult<Vec<String>> {
+    let c = state.client(&account)?;
     blocking(move || c.subscription_requests().map_err(err)).await
 }
 
 #[tauri::command]
-async fn answer_subscription(state: State<'_, App>, jid: String, accept: bool) -> CmdResult<()> {
-    let c = state.client()?;
+async fn answer_subscription(state: State<'_, App>,
+    account: String, jid: String, accept: bool) -> CmdResult<()> {
+    let c = state.client(&account)?;
     blocking(move || c.answer_subscription_request(&jid, accept).map_err(err)).await
 }
 
 #[tauri::command]
 async fn correct(
     state: State<'_, App>,
+    account: String,
     peer: String,
     id: String,
     body: String,
 ) -> CmdResult<String> {
-    let c = state.client()?;
+    let c = state.client(&account)?;
     blocking(move || c.correct(&peer, &id, &body).map_err(err)).await
 }
 
 #[tauri::command]
-async fn retract(state: State<'_, App>, peer: String, id: String) -> CmdResult<String> {
-    let c = state.client()?;
+async fn retract(state: State<'_, App>,
+    account: String, peer: String, id: String) -> CmdResult<String> {
+    let c = state.client(&account)?;
     blocking(move || c.retract(&peer, &id).map_err(err)).await
 }
 
 #[tauri::command]
 async fn react(
     state: State<'_, App>,
+    account: String,
     peer: String,
     id: String,
     emoji: Vec<String>,
 ) -> CmdResult<String> {
-    let c = state.client()?;
+    let c = state.client(&account)?;
     blocking(move || c.react(&peer, &id, &emoji).map_err(err)).await
 }
 
 #[tauri::command]
-async fn reply(state: State<'_, App>, peer: String, id: String, body: String) -> CmdResult<String> {
-    let c = state.client()?;
+async fn reply(state: State<'_, App>,
+    account: String, peer: String, id: String, body: String) -> CmdResult<String> {
+    let c = state.client(&account)?;
     blocking(move || c.reply(&peer, &id, &body).map_err(err)).await
 }
 
 #[tauri::command]
-async fn edits(state: State<'_, App>, peer: String, id: String) -> CmdResult<Vec<Edit>> {
-    let c = state.client()?;
+async fn edits(state: State<'_, App>,
+    account: String, peer: String, id: String) -> CmdResult<Vec<Edit>> {
+    let c = state.client(&account)?;
     blocking(move || c.edits(&peer, &id).map_err(err)).await
 }
 
 /// Every failed row of the conversation, corrections and reactions too (the page lists only the
 /// messages themselves).
 #[tauri::command]
-async fn failed(state: State<'_, App>, peer: String) -> CmdResult<Vec<MessageRow>> {
-    let c = state.client()?;
+async fn failed(state: State<'_, App>,
+    account: String, peer: String) -> CmdResult<Vec<MessageRow>> {
+    let c = state.client(&account)?;
     blocking(move || {
         c.messages(&MessageFilter {
             peer: Some(peer),
@@ -349,13 +370,14 @@ async fn failed(state: State<'_, App>, peer: String) -> CmdResult<Vec<MessageRow
 }
 
 #[tauri::command]
-async fn send_file(state: State<'_, App>, to: String, path: String) -> CmdResult<String> {
-    let c = state.client()?;
+async fn send_file(state: State<'_, App>,
+    account: String, to: String, path: String) -> CmdResult<String> {
+    let c = state.client(&account)?;
     blocking(move || c.send_file(&to, std::path::Path::new(&path)).map_err(err)).await
 }
 
-/// A file the window read itself (the attach button): the raw bytes, with `to` and `name` in
-/// the request's headers. Written to a private temporary file, committed (copied into the
+/// A file the window read itself (the attach button): the raw bytes, with `account`, `to` and
+/// `name` in the request's headers. Written to a private temporary file, committed (copied into the
 /// store), then the temporary file goes.
 #[tauri::command]
 async fn send_file_data(
@@ -370,7 +392,7 @@ async fn send_file_data(
             .ok_or_else(|| internal(format!("missing header {name}")))?;
         percent_decode(v)
     };
-    let (to, name) = (header("to")?, header("name")?);
+    let (account, to, name) = (header("account")?, header("to")?, header("name")?);
     // Raw over the custom-protocol IPC; a JSON array of bytes where the webview falls back to
     // postMessage (WebKitGTK does).
     let data: Vec<u8> = match request.body() {
@@ -378,7 +400,7 @@ async fn send_file_data(
         tauri::ipc::InvokeBody::Json(v) => serde_json::from_value(v.clone())
             .map_err(|e| internal(format!("the file's bytes are unreadable: {e}")))?,
     };
-    let c = state.client()?;
+    let c = state.client(&account)?;
     blocking(move || {
         let dir = tempfile::tempdir().map_err(internal)?;
         let path = dir.path().join(tether_core::store::blobs::safe_name(&name));
@@ -399,10 +421,11 @@ fn percent_decode(s: &str) -> CmdResult<String> {
 #[tauri::command]
 async fn file_bytes(
     state: State<'_, App>,
+    account: String,
     peer: String,
     id: String,
 ) -> CmdResult<tauri::ipc::Response> {
-    let c = state.client()?;
+    let c = state.client(&account)?;
     blocking(move || {
         let path = local_file(&c, &peer, &id)?;
         let data = std::fs::read(path).map_err(internal)?;
@@ -416,10 +439,11 @@ async fn file_bytes(
 async fn save_file(
     app: AppHandle,
     state: State<'_, App>,
+    account: String,
     peer: String,
     id: String,
 ) -> CmdResult<String> {
-    let c = state.client()?;
+    let c = state.client(&account)?;
     let downloads = app.path().download_dir().map_err(internal)?;
     blocking(move || {
         let path = local_file(&c, &peer, &id)?;
@@ -454,16 +478,17 @@ fn local_file(c: &Client, peer: &str, id: &str) -> CmdResult<PathBuf> {
 }
 
 #[tauri::command]
-fn set_chat_state(state: State<'_, App>, peer: String, chat_state: ChatState) -> CmdResult<bool> {
+fn set_chat_state(state: State<'_, App>,
+    account: String, peer: String, chat_state: ChatState) -> CmdResult<bool> {
     state
-        .client()?
+        .client(&account)?
         .set_chat_state(&peer, chat_state)
         .map_err(err)
 }
 
 #[tauri::command]
-fn retry_now(state: State<'_, App>) -> CmdResult<()> {
-    state.client()?.network_changed();
+fn retry_now(state: State<'_, App>, account: String) -> CmdResult<()> {
+    state.client(&account)?.network_changed();
     Ok(())
 }
 
@@ -489,36 +514,29 @@ fn main() {
         .plugin(tauri_plugin_notification::init())
         .setup(|app| {
             let handle = app.handle().clone();
-            let db = db_path(&handle)?;
-            // An existing account signs in by itself.
-            let client = if db.exists() {
-                let client = Client::open(&db, ClientConfig::default())?;
-                if client.account().password.is_empty() {
-                    // Kept in the keyring; if it cannot be read, the client reports that it has no
-                    // password and the window shows it.
-                    client.set_secret_vault(std::sync::Arc::new(secrets::KeyringVault::new(
-                        &client.account().jid,
-                    )));
-                    match secrets::load(&client.account().jid) {
-                        Ok(password) => client.set_password(password),
-                        Err(e) => tracing::warn!("{e}"),
+            let inbox = Inbox::open(db_path(&handle)?, ClientConfig::default())?;
+            forward_events(&handle, &inbox);
+            // The accounts there are sign in by themselves, each in its own session.
+            for account in inbox.accounts()? {
+                unlock(&inbox.client(&account.jid)?);
+                let (inbox, jid) = (inbox.clone(), account.jid);
+                tauri::async_runtime::spawn(async move {
+                    if let Err(e) = inbox.start(&jid) {
+                        tracing::error!("{jid}: {e}");
                     }
-                }
-                start(&handle, client.clone());
-                Some(client)
-            } else {
-                None
-            };
+                });
+            }
             app.manage(App {
-                db,
-                client: Mutex::new(client),
+                inbox,
+                signing_in: tokio::sync::Mutex::new(()),
             });
             Ok(())
         })
         .invoke_handler(tauri::generate_handler![
-            account,
+            accounts,
+            set_account_enabled,
+            remove_account,
             sign_in,
-            connection,
             conversations,
             page,
             search,

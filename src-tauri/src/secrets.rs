@@ -39,6 +39,16 @@ pub fn load(jid: &str) -> Result<String, String> {
         .map_err(|e| format!("cannot read the password from the keyring: {e}"))
 }
 
+/// Forgets what the keyring keeps for `jid` (its password and token): the account was removed.
+pub fn forget(jid: &str) {
+    for user in [jid.to_owned(), format!("{jid}#fast")] {
+        match keyring::Entry::new(SERVICE, &user).and_then(|e| e.delete_credential()) {
+            Ok(()) | Err(keyring::Error::NoEntry) => {}
+            Err(e) => tracing::warn!("the keyring keeps {user}'s secret still: {e}"),
+        }
+    }
+}
+
 /// The FAST token's secret in the keyring, beside the password (entry `JID#fast`).
 pub struct KeyringVault {
     user: String,

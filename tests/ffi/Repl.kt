@@ -143,14 +143,14 @@ fun main(argv: Array<String>) {
                     reply.add("jid" to q(info.jid))
                 }
                 "open" -> {
-                    val c = TetherClient.open(
-                        db,
-                        ClientOptions(
-                            reconnectMinMs = args[0].toULong(),
-                            reconnectMaxMs = 1000uL,
-                            eventBuffer = args[1].toUInt(),
-                        ),
+                    // An optional fourth argument names the account of a store that holds several.
+                    val options = ClientOptions(
+                        reconnectMinMs = args[0].toULong(),
+                        reconnectMaxMs = 1000uL,
+                        eventBuffer = args[1].toUInt(),
                     )
+                    val c = if (args.size > 3) TetherClient.openAccount(db, args[3], options)
+                    else TetherClient.open(db, options)
                     val listener = Listener(args[2])
                     listener.client = c
                     c.setListener(listener)
@@ -200,6 +200,21 @@ fun main(argv: Array<String>) {
                 "conversations" -> reply.add(
                     "conversations" to client!!.conversations().joinToString(",", "[", "]") {
                         obj("peer" to q(it.peer), "unread" to it.unread.toString(), "failed" to it.failed.toString())
+                    },
+                )
+                "accounts" -> reply.add(
+                    "accounts" to accounts(db).joinToString(",", "[", "]") {
+                        obj("jid" to q(it.jid), "enabled" to it.enabled.toString())
+                    },
+                )
+                "set_account_enabled" -> setAccountEnabled(db, args[0], args[1] == "true")
+                "remove_account" -> removeAccount(db, args[0])
+                "unified" -> reply.add(
+                    "conversations" to unifiedConversations(db).joinToString(",", "[", "]") {
+                        obj(
+                            "account" to q(it.account), "peer" to q(it.conversation.peer),
+                            "last_body" to q(it.conversation.lastBody),
+                        )
                     },
                 )
                 "rss" -> reply.add("kb" to rssKb().toString())

@@ -156,15 +156,17 @@ def main():
                 )
                 reply["jid"] = info.jid
             elif cmd == "open":
-                reconnect_min_ms, event_buffer, mode = args
-                client = t.TetherClient.open(
-                    db,
-                    t.ClientOptions(
-                        reconnect_min_ms=int(reconnect_min_ms),
-                        reconnect_max_ms=1000,
-                        event_buffer=int(event_buffer),
-                    ),
+                # An optional fourth argument names the account of a store that holds several.
+                reconnect_min_ms, event_buffer, mode = args[:3]
+                options = t.ClientOptions(
+                    reconnect_min_ms=int(reconnect_min_ms),
+                    reconnect_max_ms=1000,
+                    event_buffer=int(event_buffer),
                 )
+                if len(args) > 3:
+                    client = t.TetherClient.open_account(db, args[3], options)
+                else:
+                    client = t.TetherClient.open(db, options)
                 listener = Listener(mode)
                 listener.client = client
                 client.set_listener(listener)
@@ -219,6 +221,17 @@ def main():
                 reply["conversations"] = [
                     {"peer": c.peer, "unread": c.unread, "failed": c.failed}
                     for c in client.conversations()
+                ]
+            elif cmd == "accounts":
+                reply["accounts"] = [{"jid": a.jid, "enabled": a.enabled} for a in t.accounts(db)]
+            elif cmd == "set_account_enabled":
+                t.set_account_enabled(db, args[0], args[1] == "true")
+            elif cmd == "remove_account":
+                t.remove_account(db, args[0])
+            elif cmd == "unified":
+                reply["conversations"] = [
+                    {"account": c.account, "peer": c.conversation.peer, "last_body": c.conversation.last_body}
+                    for c in t.unified_conversations(db)
                 ]
             elif cmd == "rss":
                 reply["kb"] = rss_kb()

@@ -254,7 +254,80 @@ in_each_language!(
     listener_survives_a_burst_and_may_call_back,
     a_file_killed_mid_upload_is_delivered_once_after_the_restart,
     a_push_wakes_an_extension_that_stores_and_acks_and_the_app_shows_it_once,
+    two_accounts_in_one_store_each_send_on_their_own,
 );
+
+/// Several accounts in one store through the bindings: alice and carol are added to one store,
+/// listed, and a store of two is not opened without naming the account; carol's client sends,
+/// bob gets it once from carol, and the unified list has carol's conversation as hers while
+/// alice's queue is untouched. Carol is disabled, then removed once her client is closed:
+/// alice's message stays.
+fn two_accounts_in_one_store_each_send_on_their_own(lang: Lang) {
+    let w = World::new(ProsodyOptions::default());
+    w.prosody.register("carol", "carol-secret").unwrap();
+    let mut bob = w.bob();
+    let mut app = App::start(lang, &w.db());
+    let (server, ca) = (w.prosody.addr().to_string(), w.prosody.ca_file());
+    let ca = ca.to_str().unwrap();
+    app.ok("add_account", &[ALICE, ALICE_SECRET, &server, ca]);
+    app.ok("add_account", &["carol@localhost", "carol-secret", &server, ca]);
+    let again = app.call("add_account", &[ALICE, ALICE_SECRET, &server, ca]);
+    assert_eq!(again["error"]["kind"], "Usage", "{again}");
+    let listed = app.ok("accounts", &[]);
+    assert_eq!(
+        listed["accounts"],
+        serde_json::json!([{"jid": ALICE, "enabled": true}, {"jid": "carol@localhost", "enabled": true}])
+    );
+    let which = app.call("open", &["100", "65536", "normal"]);
+    assert_eq!(which["error"]["kind"], "Usage", "{which}");
+    assert!(
+        which["error"]["message"].as_str().unwrap().contains("several accounts"),
+        "{which}"
+    );
+
+    // Alice's message waits (her client is never opened); carol's goes.
+    app.ok("open", &["100", "65536", "normal", ALICE]);
+    app.ok("send", &[BOB, "alice's, not sent"]);
+    app.ok("close", &[]);
+    wait(&app, "stopped", |e| e["event"] == "stopped");
+    let opened = app.ok("open", &["100", "65536", "normal", "carol@localhost"]);
+    assert_eq!(opened["jid"], "carol@localhost");
+    let id = app.ok("send", &[BOB, "carol's"])["id"].as_str().unwrap().to_owned();
+    app.ok("connect", &[]);
+    wait(&app, "message:acked", event_for("message:acked", &id));
+    let seen = bob.collect_bodies("carol's", 1, Duration::from_secs(1), LONG);
+    assert_once_each(&seen, 1);
+    let unified = app.ok("unified", &[]);
+    let rows: Vec<(String, String)> = unified["conversations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["account"].as_str().unwrap().into(), c["last_body"].as_str().unwrap().into()))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("carol@localhost".to_string(), "carol's".to_string()),
+            (ALICE.to_string(), "alice's, not sent".to_string()),
+        ]
+    );
+
+    // Carol's client drives her stream: her removal is refused until it is closed.
+    app.ok("set_account_enabled", &["carol@localhost", "false"]);
+    let busy = app.call("remove_account", &["carol@localhost"]);
+    assert_eq!(busy["error"]["kind"], "Usage", "{busy}");
+    // `close` returns once the session has ended (its stream lock released).
+    app.ok("close", &[]);
+    app.ok("remove_account", &["carol@localhost"]);
+    assert_eq!(
+        app.ok("accounts", &[])["accounts"],
+        serde_json::json!([{"jid": ALICE, "enabled": true}])
+    );
+    app.ok("open", &["100", "65536", "normal"]);
+    assert_eq!(app.ok("pending", &[])["count"], 1, "alice's message stays");
+    app.ok("exit", &[]);
+    assert_eq!(app.wait_exit(LONG).and_then(|s| s.code()), Some(0));
+}
 
 /// Issue 15's mobile scenario: the app enables push and is killed; bob writes; the server pushes
 /// to the app server; a second process (the Notification Service Extension, or the push

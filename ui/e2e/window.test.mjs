@@ -639,3 +639,70 @@ test("a /me action shows as its sender's, and a room nick has its XEP-0392 colou
   assert.ok(Math.abs(conv.hsluv_h - want) < 1.5, `hue ${conv.hsluv_h}, XEP-0392 says ${want}`);
   await shot("23-me-and-nick-colour");
 });
+
+test("a second account: the switcher shows both, the list is unified, a row opens its own account", async () => {
+  await (await browser.findElement(By.css("[data-testid=add-account]"))).click();
+  const form = await browser.wait(until.elementLocated(By.css("form.signin")), LONG);
+  assert.match(await form.getText(), /Add an account/);
+  await form.findElement(By.css("input[name=jid]")).sendKeys("carol@localhost");
+  await form.findElement(By.css("input[name=password]")).sendKeys("carol");
+  await form.findElement(By.css("details summary")).click();
+  await form.findElement(By.css("input[name=server]")).sendKeys(serverInfo.addr);
+  await form.findElement(By.css("input[name=ca]")).sendKeys(serverInfo.ca_file);
+  await form.findElement(By.css("button[type=submit]")).click();
+  const ask = await browser.wait(until.elementLocated(By.css("[data-testid=keyring-dialog]")), LONG);
+  await ask.findElement(By.xpath(".//button[text()='Keep it in the database']")).click();
+  // Both accounts listed, each online on its own session; the view is in carol's.
+  const account = (jid) => By.xpath(`//li[@data-testid='account'][.//span[@class='jid' and text()='${jid}']]`);
+  for (const jid of ["alice@localhost", "carol@localhost"]) {
+    await browser.wait(
+      async () => (await (await browser.findElement(account(jid))).getAttribute("data-state")) === "online",
+      LONG,
+      `${jid} online`,
+    );
+  }
+  assert.match(await (await browser.findElement(account("carol@localhost"))).getAttribute("class"), /active/);
+  // Back in alice's view, bob writes to carol: the unified list shows it, marked as carol's.
+  await (await browser.findElement(account("alice@localhost"))).click();
+  await browser.wait(
+    async () => /active/.test(await (await browser.findElement(account("alice@localhost"))).getAttribute("class")),
+    LONG,
+  );
+  tether(bob.db, "send", "--to", "carol@localhost", "--body", "hello carol, from bob");
+  const carolsRow = By.xpath("//li[@data-testid='conversation' and @data-account='carol@localhost']");
+  const row = await browser.wait(until.elementLocated(carolsRow), LONG);
+  assert.match(await row.getAttribute("textContent"), /hello carol, from bob/);
+  const alicesRows = await browser.findElements(By.xpath("//li[@data-testid='conversation' and @data-account='alice@localhost']"));
+  assert.ok(alicesRows.length > 0, "alice's conversations are in the same list");
+  await shot("24-two-accounts-unified-list");
+  // The row opens carol's conversation in carol's account; her reply goes from carol.
+  await row.click();
+  await bubble("hello carol, from bob");
+  assert.match(await (await browser.findElement(account("carol@localhost"))).getAttribute("class"), /active/);
+  await send("hi bob, carol here");
+  await eventually(
+    () =>
+      tether(bob.db, "messages", "--direction", "in", "--peer", "carol@localhost")
+        .split("\n")
+        .filter(Boolean)
+        .map((l) => JSON.parse(l))
+        .filter((m) => m.body === "hi bob, carol here").length === 1,
+    "bob has carol's reply once",
+  );
+  await shot("25-account-switched");
+  // Disabling carol ends her session only; alice stays online.
+  await (await browser.findElement(By.css("[data-testid=toggle-account]"))).click();
+  await browser.wait(
+    async () => (await (await browser.findElement(account("carol@localhost"))).getAttribute("data-state")) === "disabled",
+    LONG,
+    "carol disabled",
+  );
+  assert.equal(await (await browser.findElement(account("alice@localhost"))).getAttribute("data-state"), "online");
+  await shot("26-account-disabled");
+  await (await browser.findElement(By.css("[data-testid=toggle-account]"))).click();
+  await browser.wait(
+    async () => (await (await browser.findElement(account("carol@localhost"))).getAttribute("data-state")) === "online",
+    LONG,
+    "carol online again",
+  );
+});

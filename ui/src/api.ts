@@ -4,20 +4,28 @@
 import { invoke } from "@tauri-apps/api/core";
 import { listen, type UnlistenFn } from "@tauri-apps/api/event";
 import type {
+  AccountEvent,
+  AccountStatus,
   BlockEntry,
   ChatState,
   CommandError,
   Contact,
   Edit,
-  Conversation,
-  Event,
+  InboxConversation,
   MessageRow,
   Room,
   SearchHit,
 } from "./generated/contract";
 
 // The rows and events are the core's own types, generated from Rust (core/src/contract.rs).
-export type { BlockEntry, Contact, Conversation, Room, SearchHit } from "./generated/contract";
+export type {
+  AccountStatus,
+  BlockEntry,
+  Contact,
+  InboxConversation,
+  Room,
+  SearchHit,
+} from "./generated/contract";
 export type Message = MessageRow;
 
 export interface AccountInfo {
@@ -41,65 +49,87 @@ export function isCommandError(e: unknown, kind: CommandError["kind"]): e is Com
   return !!e && typeof e === "object" && "kind" in e && e.kind === kind;
 }
 
-/** A core event, as the CLI prints it. */
-export type CoreEvent = Event;
+/** A core event of one account, as the CLI prints it (with its `account`). */
+export type CoreEvent = AccountEvent;
+
+// The account the window's conversation view works in: every per-account call names it (the
+// window shows one account's view at a time; the conversation list has every account's).
+let active = "";
+
+/** Makes `jid` the account the per-account calls below go to. */
+export function setActiveAccount(jid: string) {
+  active = jid;
+}
+
+/** A per-account command: the active account goes with the arguments. */
+function call<T>(cmd: string, args: Record<string, unknown> = {}) {
+  return invoke<T>(cmd, { account: active, ...args });
+}
 
 export const api = {
-  account: () => invoke<AccountInfo | null>("account"),
+  /** Every account of the store, with its connection state. */
+  accounts: () => invoke<AccountStatus[]>("accounts"),
   signIn: (jid: string, password: string, server: string, caFile: string, allowDatabase = false) =>
     invoke<AccountInfo>("sign_in", { jid, password, server, caFile, allowDatabase }),
-  connection: () => invoke<CoreEvent | null>("connection"),
-  conversations: () => invoke<Conversation[]>("conversations"),
+  /** Enables or disables an account (a disabled one keeps its history and does not connect). */
+  setAccountEnabled: (account: string, enabled: boolean) =>
+    invoke<void>("set_account_enabled", { account, enabled }),
+  /** Removes an account and its history. */
+  removeAccount: (account: string) => invoke<void>("remove_account", { account }),
+  /** The unified conversation list: every account's, the newest first. */
+  conversations: () => invoke<InboxConversation[]>("conversations"),
   page: (peer: string, before: number | null, limit: number) =>
-    invoke<Message[]>("page", { peer, before, limit }),
+    call<Message[]>("page", { peer, before, limit }),
   /** Full-text search, newest first; `before`: the last page's last `cursor`. */
   search: (text: string, before: number | null, limit: number) =>
-    invoke<SearchHit[]>("search", { text, before, limit }),
+    call<SearchHit[]>("search", { text, before, limit }),
   /** The blocklist (XEP-0191): each entry with the user's wish and what the server said. */
-  blocklist: () => invoke<BlockEntry[]>("blocklist"),
+  blocklist: () => call<BlockEntry[]>("blocklist"),
   /** Blocks or unblocks a contact, a full JID or a domain (the core keeps it and tells the server). */
-  setBlocked: (jid: string, block: boolean) => invoke<void>("set_blocked", { jid, block }),
-  send: (to: string, body: string) => invoke<string>("send", { to, body }),
-  resend: (ids: string[]) => invoke<void>("resend", { ids }),
-  discard: (ids: string[]) => invoke<void>("discard", { ids }),
-  markRead: (peer: string) => invoke<void>("mark_read", { peer }),
-  joinRoom: (room: string, nick: string) => invoke<void>("join_room", { room, nick }),
-  contacts: () => invoke<Contact[]>("contacts"),
-  rooms: () => invoke<Room[]>("rooms"),
-  subscriptionRequests: () => invoke<string[]>("subscription_requests"),
+  setBlocked: (jid: string, block: boolean) => call<void>("set_blocked", { jid, block }),
+  send: (to: string, body: string) => call<string>("send", { to, body }),
+  resend: (ids: string[]) => call<void>("resend", { ids }),
+  discard: (ids: string[]) => call<void>("discard", { ids }),
+  markRead: (peer: string) => call<void>("mark_read", { peer }),
+  joinRoom: (room: string, nick: string) => call<void>("join_room", { room, nick }),
+  contacts: () => call<Contact[]>("contacts"),
+  rooms: () => call<Room[]>("rooms"),
+  subscriptionRequests: () => call<string[]>("subscription_requests"),
   answerSubscription: (jid: string, accept: boolean) =>
-    invoke<void>("answer_subscription", { jid, accept }),
-  correct: (peer: string, id: string, body: string) => invoke<string>("correct", { peer, id, body }),
-  retract: (peer: string, id: string) => invoke<string>("retract", { peer, id }),
-  react: (peer: string, id: string, emoji: string[]) => invoke<string>("react", { peer, id, emoji }),
-  reply: (peer: string, id: string, body: string) => invoke<string>("reply", { peer, id, body }),
-  edits: (peer: string, id: string) => invoke<Edit[]>("edits", { peer, id }),
+    call<void>("answer_subscription", { jid, accept }),
+  correct: (peer: string, id: string, body: string) => call<string>("correct", { peer, id, body }),
+  retract: (peer: string, id: string) => call<string>("retract", { peer, id }),
+  react: (peer: string, id: string, emoji: string[]) => call<string>("react", { peer, id, emoji }),
+  reply: (peer: string, id: string, body: string) => call<string>("reply", { peer, id, body }),
+  edits: (peer: string, id: string) => call<Edit[]>("edits", { peer, id }),
   /** Every failed row of the conversation (corrections and reactions too). */
-  failed: (peer: string) => invoke<Message[]>("failed", { peer }),
+  failed: (peer: string) => call<Message[]>("failed", { peer }),
   setChatState: (peer: string, chatState: ChatState) =>
-    invoke<boolean>("set_chat_state", { peer, chatState }),
+    call<boolean>("set_chat_state", { peer, chatState }),
   /** Sends the file at `path` (a dropped file). */
-  sendFile: (to: string, path: string) => invoke<string>("send_file", { to, path }),
+  sendFile: (to: string, path: string) => call<string>("send_file", { to, path }),
   /** Sends a file the window read (the attach button): its bytes go raw. */
   sendFileData: async (to: string, file: File) =>
     invoke<string>("send_file_data", new Uint8Array(await file.arrayBuffer()), {
-      headers: { to: encodeURIComponent(to), name: encodeURIComponent(file.name) },
+      headers: {
+        account: encodeURIComponent(active),
+        to: encodeURIComponent(to),
+        name: encodeURIComponent(file.name),
+      },
     }),
   /** The bytes of a message's file that is on this device (previews). */
   fileBytes: async (peer: string, id: string): Promise<Uint8Array> => {
     // An ArrayBuffer over the custom-protocol IPC, an array of numbers where the webview falls
     // back to postMessage.
-    const r = await invoke<ArrayBuffer | number[]>("file_bytes", { peer, id });
+    const r = await call<ArrayBuffer | number[]>("file_bytes", { peer, id });
     return r instanceof ArrayBuffer ? new Uint8Array(r) : Uint8Array.from(r);
   },
   /** Saves a message's file into Downloads; resolves to where. */
-  saveFile: (peer: string, id: string) => invoke<string>("save_file", { peer, id }),
-  retryNow: () => invoke<void>("retry_now"),
+  saveFile: (peer: string, id: string) => call<string>("save_file", { peer, id }),
+  retryNow: () => call<void>("retry_now"),
   onEvent: (f: (e: CoreEvent) => void): Promise<UnlistenFn> =>
     listen<CoreEvent>("tether://event", (e) => f(e.payload)),
   /** The window fell behind the core's events: what it shows must be reloaded from the store. */
   onLagged: (f: (missed: number) => void): Promise<UnlistenFn> =>
     listen<number>("tether://lagged", (e) => f(e.payload)),
-  onFatal: (f: (message: string) => void): Promise<UnlistenFn> =>
-    listen<string>("tether://fatal", (e) => f(e.payload)),
 };

@@ -613,20 +613,11 @@ impl Store {
         Ok(rows)
     }
 
-    /// Every conversation with its newest message, unread and failed counts, newest first.
+    /// Every conversation with its newest message, unread and failed counts, newest first (by
+    /// when the newest message was sent). Its cost grows with the number of conversations, not
+    /// of messages: [`CONVERSATIONS_SQL`].
     pub fn conversations(&self, account: i64) -> Result<Vec<Conversation>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT m.peer, m.kind, m.body, coalesce(m.server_ts, m.created_at) AS at, m.direction,
-                    (SELECT count(*) FROM messages u WHERE u.account_id = ?1 AND u.peer = m.peer
-                       AND u.direction = 'in' AND u.state = 'received' AND u.action IS NULL),
-                    (SELECT count(*) FROM messages f WHERE f.account_id = ?1 AND f.peer = m.peer
-                       AND f.state = 'failed')
-             FROM messages m
-             WHERE m.account_id = ?1 AND m.seq_local = (
-                SELECT max(seq_local) FROM messages x WHERE x.account_id = ?1 AND x.peer = m.peer
-                  AND x.action IS NULL)
-             ORDER BY at DESC, m.seq_local DESC",
-        )?;
+        let mut stmt = self.conn.prepare_cached(CONVERSATIONS_SQL)?;
         let rows = stmt
             .query_map([account], |r| {
                 Ok(Conversation {
@@ -750,6 +741,32 @@ macro_rules! outbox_columns {
 /// A row that acts on (or replies to) another message goes out naming that message's id; in group
 /// chat (except a correction, which names the id) that is the room's stanza-id, so a row acting on
 /// our own room message waits until the room has reflected it.
+/// The conversation list of account `?1`. The peers are found by skipping through the
+/// `messages_peer` index one peer at a time (a seek per conversation, not a scan of the
+/// messages); each one's newest message is the last of its entries there that is not an action
+/// (a correction or reaction); the unread and failed counts come from partial indexes that hold
+/// only those rows.
+pub(crate) const CONVERSATIONS_SQL: &str = "
+    WITH RECURSIVE peers(p) AS (
+        SELECT (SELECT min(peer) FROM messages WHERE account_id = ?1)
+        UNION ALL
+        SELECT (SELECT min(peer) FROM messages WHERE account_id = ?1 AND peer > p)
+          FROM peers WHERE p IS NOT NULL
+    ), newest(seq) AS (
+        SELECT (SELECT seq_local FROM messages x
+                 WHERE x.account_id = ?1 AND x.peer = p AND x.action IS NULL
+                 ORDER BY x.seq_local DESC LIMIT 1)
+          FROM peers WHERE p IS NOT NULL
+    )
+    SELECT m.peer, m.kind, m.body, coalesce(m.server_ts, m.created_at) AS at, m.direction,
+           (SELECT count(*) FROM messages u INDEXED BY messages_unread
+             WHERE u.account_id = ?1 AND u.peer = m.peer
+               AND u.direction = 'in' AND u.state = 'received' AND u.action IS NULL),
+           (SELECT count(*) FROM messages f INDEXED BY messages_failed
+             WHERE f.account_id = ?1 AND f.peer = m.peer AND f.state = 'failed')
+      FROM newest JOIN messages m ON m.seq_local = newest.seq
+     ORDER BY at DESC, m.seq_local DESC";
+
 pub(crate) const QUEUED_SQL: &str = concat!(
     "SELECT ",
     outbox_columns!(),

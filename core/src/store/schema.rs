@@ -352,6 +352,14 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE accounts ADD COLUMN enabled INTEGER NOT NULL DEFAULT 1;
     "#,
+    // v16: the conversation list's counts (store/messages.rs, CONVERSATIONS_SQL) from indexes
+    // that hold only the rows counted, so the list costs a seek per conversation on any size
+    // of store.
+    r#"
+    CREATE INDEX messages_unread ON messages (account_id, peer)
+        WHERE direction = 'in' AND state = 'received' AND action IS NULL;
+    CREATE INDEX messages_failed ON messages (account_id, peer) WHERE state = 'failed';
+    "#,
 ];
 
 /// The schema version this build writes.
@@ -434,8 +442,9 @@ mod tests {
                 |r| r.get(0),
             )
             .unwrap();
-        // v6's eight, and v7's two (targets, and actions waiting for theirs).
-        assert_eq!(indexes, 10);
+        // v6's eight, v7's two (targets, and actions waiting for theirs), v16's two (unread,
+        // failed).
+        assert_eq!(indexes, 12);
         assert_eq!(version(&conn, &path).unwrap(), LATEST);
     }
 

@@ -361,6 +361,9 @@ fn hot_queries_use_their_indexes() {
         (messages::DEDUPE_OUT_SQL[0], "messages_out_origin"),
         (messages::DEDUPE_OUT_SQL[1], "messages_out_id"),
         (attachments::NEEDING_SLOT_SQL, "attachments_work"),
+        (messages::CONVERSATIONS_SQL, "messages_peer"),
+        (messages::CONVERSATIONS_SQL, "messages_unread"),
+        (messages::CONVERSATIONS_SQL, "messages_failed"),
     ];
     for (sql, index) in cases {
         let p = plan(sql);

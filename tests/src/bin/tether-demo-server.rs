@@ -32,7 +32,8 @@ fn main() -> std::io::Result<()> {
             .ok_or_else(|| std::io::Error::other("--hibernation-secs takes a number"))?;
     }
     let prosody = Prosody::start(opts)?;
-    for user in ["alice", "bob"] {
+    // Carol is a second account for the same person: the desktop holds several side by side.
+    for user in ["alice", "bob", "carol"] {
         prosody.register(user, user)?;
     }
     println!(
@@ -40,7 +41,9 @@ fn main() -> std::io::Result<()> {
         serde_json::json!({
             "addr": prosody.addr().to_string(),
             "ca_file": prosody.ca_file(),
-            "accounts": {"alice@localhost": "alice", "bob@localhost": "bob"},
+            "accounts": {
+                "alice@localhost": "alice", "bob@localhost": "bob", "carol@localhost": "carol",
+            },
         })
     );
     // Serve until our parent closes our stdin (or kills us: Prosody dies with us either way).

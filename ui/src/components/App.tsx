@@ -3,10 +3,12 @@ import {
   api,
   errorText,
   isCommandError,
+  setActiveAccount,
   type AccountInfo,
+  type AccountStatus,
   type BlockEntry,
   type Contact,
-  type Conversation,
+  type InboxConversation,
   type CoreEvent,
   type Message,
   type Room,
@@ -52,20 +54,61 @@ interface Connection {
   retryAt?: number;
 }
 
-export function App() {
-  const [account, setAccount] = useState<AccountInfo | null | undefined>(undefined);
-  const [fatal, setFatal] = useState<string | null>(null);
-  useEffect(() => {
-    api.account().then(setAccount, (e) => setFatal(errorText(e)));
-    const un = api.onFatal(setFatal);
-    return () => void un.then((f) => f());
-  }, []);
-  if (account === undefined) return <div class="splash">Tether</div>;
-  if (account === null) return <SignIn onDone={setAccount} />;
-  return <Main account={account} fatal={fatal} />;
+/** The account the view is in, and the conversation to open there. */
+interface Place {
+  account: string;
+  peer: string | null;
 }
 
-function SignIn({ onDone }: { onDone: (a: AccountInfo) => void }) {
+export function App() {
+  const [accounts, setAccounts] = useState<AccountStatus[] | undefined>(undefined);
+  const [place, setPlace] = useState<Place | null>(null);
+  const [adding, setAdding] = useState(false);
+  const [error, setError] = useState<string | null>(null);
+  const refresh = useCallback(() => {
+    api.accounts().then(setAccounts, (e) => setError(errorText(e)));
+  }, []);
+  useEffect(() => {
+    refresh();
+    // Each account's connection state and final error show in the account switcher.
+    const un = api.onEvent((e) => {
+      if (e.event === "connection" || e.event === "error") refresh();
+    });
+    const unLagged = api.onLagged(refresh);
+    return () => {
+      void un.then((f) => f());
+      void unLagged.then((f) => f());
+    };
+  }, [refresh]);
+  if (accounts === undefined) return <div class="splash">{error ?? "Tether"}</div>;
+  if (accounts.length === 0 || adding)
+    return (
+      <SignIn
+        onDone={(a) => {
+          setAdding(false);
+          setPlace({ account: a.jid, peer: null });
+          refresh();
+        }}
+        onCancel={accounts.length > 0 ? () => setAdding(false) : undefined}
+      />
+    );
+  const here =
+    place && accounts.some((a) => a.jid === place.account) ? place : { account: accounts[0].jid, peer: null };
+  setActiveAccount(here.account);
+  return (
+    <Main
+      key={here.account}
+      account={here.account}
+      initialPeer={here.peer}
+      accounts={accounts}
+      onSwitch={(account, peer) => setPlace({ account, peer })}
+      onAdd={() => setAdding(true)}
+      onAccountsChanged={refresh}
+    />
+  );
+}
+
+function SignIn({ onDone, onCancel }: { onDone: (a: AccountInfo) => void; onCancel?: () => void }) {
   const [error, setError] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
   // No keyring: the user decides whether the password may be kept in Tether's database.
@@ -97,7 +140,7 @@ function SignIn({ onDone }: { onDone: (a: AccountInfo) => void }) {
   return (
     <>
       <form class="signin" onSubmit={submit}>
-        <h1>Sign in to Tether</h1>
+        <h1>{onCancel ? "Add an account" : "Sign in to Tether"}</h1>
         <label>
           Address <input name="jid" placeholder="you@example.org" required autoFocus />
         </label>
@@ -117,6 +160,11 @@ function SignIn({ onDone }: { onDone: (a: AccountInfo) => void }) {
         <button type="submit" disabled={busy}>
           {busy ? "Signing in…" : "Sign in"}
         </button>
+        {onCancel && (
+          <button type="button" class="secondary" onClick={onCancel}>
+            Cancel
+          </button>
+        )}
       </form>
       {askStore && (
         <div class="modal" role="dialog" aria-modal="true">
@@ -167,12 +215,116 @@ function ConnectionBar({ c, now }: { c: Connection; now: number }) {
   );
 }
 
-function Main({ account, fatal }: { account: AccountInfo; fatal: string | null }) {
-  const [conversations, setConversations] = useState<Conversation[]>([]);
-  const [peer, setPeer] = useState<string | null>(null);
+/** The state an account's last connection event gives. */
+function connectionOf(status: AccountStatus | undefined): Connection {
+  const e = status?.connection;
+  if (!status?.enabled) return { state: "offline", reason: "disabled" };
+  if (!e || e.event !== "connection") return { state: "connecting" };
+  const c = e as ConnectionEvent;
+  return { state: c.state, resumed: c.resumed, reason: c.reason };
+}
+
+/** Every account, each with its connection state: the one the view is in is marked; a click
+ * switches to another. The active account can be disabled, enabled again, or removed. */
+function AccountSwitcher({
+  accounts,
+  active,
+  onSwitch,
+  onAdd,
+  onChanged,
+}: {
+  accounts: AccountStatus[];
+  active: string;
+  onSwitch: (jid: string) => void;
+  onAdd: () => void;
+  onChanged: () => void;
+}) {
+  const [removing, setRemoving] = useState<string | null>(null);
+  const me = accounts.find((a) => a.jid === active);
+  return (
+    <div class="accounts" data-testid="accounts">
+      <ul>
+        {accounts.map((a) => {
+          const c = connectionOf(a);
+          const state = a.stopped ? "stopped" : a.enabled ? c.state : "disabled";
+          return (
+            <li
+              key={a.jid}
+              class={`account ${a.jid === active ? "active" : ""} ${state}`}
+              data-testid="account"
+              data-state={state}
+              title={a.stopped ?? c.reason ?? state}
+              onClick={() => a.jid !== active && onSwitch(a.jid)}
+            >
+              <span class="dot" />
+              <span class="jid">{a.jid}</span>
+            </li>
+          );
+        })}
+      </ul>
+      <div class="account-actions">
+        <button class="link" data-testid="add-account" onClick={onAdd}>
+          + Add account
+        </button>
+        {me && (
+          <button
+            class="link"
+            data-testid="toggle-account"
+            onClick={() => report(api.setAccountEnabled(me.jid, !me.enabled).then(onChanged))}
+          >
+            {me.enabled ? "Disable" : "Enable"}
+          </button>
+        )}
+        {me && (
+          <button class="link" data-testid="remove-account" onClick={() => setRemoving(me.jid)}>
+            Remove
+          </button>
+        )}
+      </div>
+      {removing && (
+        <div class="modal" role="dialog" aria-modal="true">
+          <div class="card" data-testid="remove-dialog">
+            <h3>Remove {removing}?</h3>
+            <p>Its messages and files on this computer go too. The account on the server stays.</p>
+            <div class="actions">
+              <button class="secondary" onClick={() => setRemoving(null)}>
+                Cancel
+              </button>
+              <button
+                onClick={() => {
+                  const jid = removing;
+                  setRemoving(null);
+                  report(api.removeAccount(jid).then(onChanged));
+                }}
+              >
+                Remove
+              </button>
+            </div>
+          </div>
+        </div>
+      )}
+    </div>
+  );
+}
+
+interface MainProps {
+  account: string;
+  initialPeer: string | null;
+  accounts: AccountStatus[];
+  onSwitch: (account: string, peer: string | null) => void;
+  onAdd: () => void;
+  onAccountsChanged: () => void;
+}
+
+function Main({ account, initialPeer, accounts, onSwitch, onAdd, onAccountsChanged }: MainProps) {
+  const status = accounts.find((a) => a.jid === account);
+  const fatal = status?.stopped ?? null;
+  const several = accounts.length > 1;
+  const [conversations, setConversations] = useState<InboxConversation[]>([]);
+  const [peer, setPeer] = useState<string | null>(initialPeer);
   const [messages, setMessages] = useState<Message[]>([]);
   const [hasOlder, setHasOlder] = useState(false);
-  const [conn, setConn] = useState<Connection>({ state: "connecting" });
+  const [conn, setConn] = useState<Connection>(() => connectionOf(status));
   const [confirm, setConfirm] = useState<(Confirmation & { ids: string[] }) | null>(null);
   const [now, setNow] = useState(Date.now());
   const [draftTo, setDraftTo] = useState("");
@@ -236,9 +388,17 @@ function Main({ account, fatal }: { account: AccountInfo; fatal: string | null }
       });
     // Events before this window subscribed are gone; the core remembers the connection state.
     const reloadConnection = () =>
-      api.connection().then((e) => e && onConnection(e as ConnectionEvent), console.error);
-    void reloadConnection();
+      api.accounts().then((list) => setConn(connectionOf(list.find((a) => a.jid === account))), console.error);
     const un = api.onEvent((e: CoreEvent) => {
+      if (e.account !== account) {
+        // Another account's: its conversations are in the list, and what arrives is told.
+        if (e.event === "message:received") {
+          const r = e as ReceivedEvent;
+          notify(r.from, r.body);
+        }
+        if (e.event.startsWith("message:")) refreshList();
+        return;
+      }
       if (e.event === "connection") {
         onConnection(e as ConnectionEvent);
         return;
@@ -311,7 +471,7 @@ function Main({ account, fatal }: { account: AccountInfo; fatal: string | null }
       void un.then((f) => f());
       void unLagged.then((f) => f());
     };
-  }, [refreshList, refreshPeople, reload, refreshFailed]);
+  }, [account, refreshList, refreshPeople, reload, refreshFailed]);
 
   useEffect(() => refreshPeople(), [refreshPeople]);
 
@@ -426,7 +586,13 @@ function Main({ account, fatal }: { account: AccountInfo; fatal: string | null }
     <div class="main">
       <aside>
         <header>
-          <div class="me">{account.jid}</div>
+          <AccountSwitcher
+            accounts={accounts}
+            active={account}
+            onSwitch={(jid) => onSwitch(jid, null)}
+            onAdd={onAdd}
+            onChanged={onAccountsChanged}
+          />
           <ConnectionBar c={conn} now={now} />
         </header>
         <input
@@ -464,14 +630,21 @@ function Main({ account, fatal }: { account: AccountInfo; fatal: string | null }
         <ul class="conversations">
           {conversations.map((c) => (
             <li
-              key={c.peer}
-              class={c.peer === peer ? "active" : ""}
-              onClick={() => setPeer(c.peer)}
+              key={`${c.account} ${c.peer}`}
+              class={c.account === account && c.peer === peer ? "active" : ""}
+              data-testid="conversation"
+              data-account={c.account}
+              onClick={() => (c.account === account ? setPeer(c.peer) : onSwitch(c.account, c.peer))}
             >
               <div class="row">
                 <span class="peer" title={c.peer}>
                   {c.kind === "groupchat" ? `# ${c.peer}` : displayName(contacts, c.peer)}
                 </span>
+                {several && (
+                  <span class="via" title={`via ${c.account}`} style={{ color: consistentColor(c.account) }}>
+                    {c.account.split("@")[0]}
+                  </span>
+                )}
                 {c.unread > 0 && <span class="badge">{c.unread}</span>}
                 {c.failed > 0 && <span class="badge problem">{c.failed} ⚠</span>}
               </div>
@@ -522,7 +695,7 @@ function Main({ account, fatal }: { account: AccountInfo; fatal: string | null }
             }}
           >
             <input name="room" placeholder="room@conference.example.org" required />
-            <input name="nick" placeholder="Your nickname" value={account.jid.split("@")[0]} required />
+            <input name="nick" placeholder="Your nickname" value={account.split("@")[0]} required />
             <button type="submit">Join</button>
           </form>
         ) : (
@@ -619,7 +792,7 @@ function Main({ account, fatal }: { account: AccountInfo; fatal: string | null }
             <Bubble
               m={m}
               peer={peer}
-              actor={m.direction === "out" ? account.jid.split("@")[0] : (m.from_nick ?? displayName(contacts, m.peer))}
+              actor={m.direction === "out" ? account.split("@")[0] : (m.from_nick ?? displayName(contacts, m.peer))}
               found={!!focus && focus.peer === peer && focus.seq === m.seq}
               moved={progress[m.id]}
               onResend={() => askResend([m])}
