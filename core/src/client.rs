@@ -710,6 +710,12 @@ impl Client {
         self.shared.shutdown.send_replace(true);
     }
 
+    /// Tells the session to look at the outbox now (the [`crate::Inbox`]'s one poller saw the
+    /// file change).
+    pub(crate) fn poke_outbox(&self) {
+        self.shared.outbox.notify_one();
+    }
+
     /// Takes back a [`Client::shutdown`] before a new [`Client::run`] (an account enabled again).
     pub(crate) fn clear_shutdown(&self) {
         self.shared.shutdown.send_replace(false);

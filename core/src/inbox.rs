@@ -69,7 +69,12 @@ pub struct Inbox {
 
 struct Inner {
     path: PathBuf,
+    /// The clients' configuration: the config given, without a poller of their own.
     config: ClientConfig,
+    /// How often the one poller looks for another process's commits (the config's
+    /// [`ClientConfig::outbox_poll`]).
+    poll_every: Option<Duration>,
+    poller: std::sync::atomic::AtomicBool,
     /// A connection of the inbox's own, for the account rows and the unified list.
     store: Mutex<Store>,
     /// The one integrity check of the file, shared by every client (started with the first).
@@ -102,8 +107,17 @@ impl Inbox {
         )?;
         let path = store.path().to_path_buf();
         let (events, _) = broadcast::channel(config.event_buffer.max(1));
+        let poll_every = config.outbox_poll;
+        // One poller for the whole store instead of one per session: a session wakes when the
+        // file changed, not five times a second each.
+        let config = ClientConfig {
+            outbox_poll: None,
+            ..config
+        };
         Ok(Inbox {
             inner: Arc::new(Inner {
+                poll_every,
+                poller: std::sync::atomic::AtomicBool::new(false),
                 integrity: std::sync::OnceLock::new(),
                 path,
                 config,
@@ -254,11 +268,49 @@ impl Inbox {
         Ok(())
     }
 
+    /// Starts the store's one poller (once): it looks at the file's `data_version` every
+    /// `poll_every` and, when another process (`tether send`, a push extension) committed,
+    /// wakes every session to look at its outbox. What the sessions commit themselves moves it
+    /// too; a session then finds nothing new, at the cost of a query.
+    fn start_poller(&self) {
+        use std::sync::atomic::Ordering;
+        let Some(every) = self.inner.poll_every else {
+            return;
+        };
+        if self.inner.poller.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let weak = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            let mut last = None;
+            loop {
+                tick.tick().await;
+                let Some(inner) = weak.upgrade() else { break };
+                let version = match lock(&inner.store).data_version() {
+                    Ok(v) => v,
+                    Err(e) => {
+                        tracing::warn!("the store's poller cannot read it: {e}");
+                        continue;
+                    }
+                };
+                if last.is_some_and(|l| l != version) {
+                    for c in lock(&inner.clients).values() {
+                        c.poke_outbox();
+                    }
+                }
+                last = Some(version);
+            }
+        });
+    }
+
     /// Starts account `jid`'s session (if it is enabled and not running already): a task of
     /// its own that forwards its events, tagged, and turns its final error into an
     /// [`AccountEvent`] of that account. Call it within a tokio runtime.
     pub fn start(&self, jid: &str) -> Result<()> {
         let client = self.client(jid)?;
+        self.start_poller();
         if !lock(&self.inner.store).account_by_jid(jid)?.enabled {
             return Ok(());
         }

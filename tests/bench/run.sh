@@ -27,6 +27,7 @@ if [ "${1:-}" = "--smoke" ]; then
   dir="$(mktemp -d)"
   trap 'rm -rf "$dir"' EXIT
   "$target/debug/tether-bench-store" --messages 2000 --dir "$dir"
+  "$target/debug/tether-bench-store" --accounts 5000 --dir "$dir"
   TETHER_BIN="$target/debug/tether" "$target/debug/tether-bench-net" \
     --messages 200 --rounds 1 --resume 100 "${pin[@]}" --python "$python"
   TETHER_BIN="$target/debug/tether" "$target/debug/tether-bench-files" --mb 2 --rounds 1 --archive 200
@@ -43,6 +44,8 @@ else
   echo "## Store"
   echo
   "$target/release/tether-bench-store" "$@"
+  echo
+  "$target/release/tether-bench-store" --accounts 10000000
   echo
   echo "## Core micro-benchmarks (criterion: time per iteration [low, estimate, high])"
   echo

@@ -369,6 +369,14 @@ impl Store {
         &self.path
     }
 
+    /// SQLite's `data_version`: it changes when another connection (another process, or another
+    /// connection of this one) commits to the file.
+    pub fn data_version(&self) -> Result<i64> {
+        Ok(self
+            .conn
+            .pragma_query_value(None, "data_version", |r| r.get(0))?)
+    }
+
     /// Distinguishes a Tether database (or an empty file) from anything else, before writing.
     fn check_header(&mut self) -> Result<()> {
         let not_db = |e: rusqlite::Error| match e {

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use tether_core::store::{NewAccount, Store, StoreOptions};
-use tether_core::{Client, ClientConfig};
+use tether_core::{Client, ClientConfig, Inbox};
 
 const PEERS: usize = 10;
 const BATCH: usize = 10_000;
@@ -24,6 +24,8 @@ const REPEAT: usize = 7;
 fn main() {
     let mut messages = 1_000_000usize;
     let mut dir = std::env::temp_dir().join("tether-bench");
+    // `--accounts N`: only the several-accounts measures, on a store of N messages.
+    let mut accounts: Option<usize> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -31,12 +33,21 @@ fn main() {
                 rss_probe(&PathBuf::from(args.next().expect("PATH")));
                 return;
             }
+            "--rss-probe-inbox" => {
+                rss_probe_inbox(&PathBuf::from(args.next().expect("PATH")));
+                return;
+            }
+            "--accounts" => accounts = args.next().and_then(|v| v.parse().ok()),
             "--messages" => messages = args.next().and_then(|v| v.parse().ok()).expect("N"),
             "--dir" => dir = PathBuf::from(args.next().expect("DIR")),
             other => panic!("unknown argument {other}"),
         }
     }
     std::fs::create_dir_all(&dir).expect("bench dir");
+    if let Some(total) = accounts {
+        several_accounts(&dir, total);
+        return;
+    }
 
     // 1. Commit rates, on a fresh store: one transaction per message (the baseline), then batches.
     let fresh = dir.join("commit.db");
@@ -339,4 +350,158 @@ fn status_kib(field: &str) -> u64 {
                 .and_then(|v| v.parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// Accounts in the several-accounts store.
+const ACCOUNTS: usize = 5;
+/// Conversations per account there.
+const CONVERSATIONS: usize = 40;
+
+/// The conversation list's query before schema v16 (a scan of the account's messages, with a
+/// correlated lookup per row): the baseline of the several-accounts table.
+const LIST_BEFORE_V16: &str = "
+    SELECT m.peer, m.kind, m.body, coalesce(m.server_ts, m.created_at) AS at, m.direction,
+           (SELECT count(*) FROM messages u WHERE u.account_id = ?1 AND u.peer = m.peer
+              AND u.direction = 'in' AND u.state = 'received' AND u.action IS NULL),
+           (SELECT count(*) FROM messages f WHERE f.account_id = ?1 AND f.peer = m.peer
+              AND f.state = 'failed')
+      FROM messages m
+     WHERE m.account_id = ?1 AND m.seq_local = (
+           SELECT max(seq_local) FROM messages x WHERE x.account_id = ?1 AND x.peer = m.peer
+              AND x.action IS NULL)
+     ORDER BY at DESC, m.seq_local DESC";
+
+/// Issue 16's several-accounts goal: a store of `total` messages across [`ACCOUNTS`] accounts
+/// ([`CONVERSATIONS`] each; half in, half out; the newest 100 in of each account unread),
+/// opened as the app opens it: the inbox, the unified list, one conversation's newest page.
+/// The baseline, in the same run: the list query before schema v16 for one account.
+fn several_accounts(dir: &std::path::Path, total: usize) {
+    let path = dir.join(format!("store-accounts-v1-{total}.db"));
+    if !path.exists() {
+        let t = Instant::now();
+        let inbox = Inbox::open(&path, ClientConfig::default()).expect("create");
+        for a in 0..ACCOUNTS {
+            inbox
+                .add_account(&NewAccount {
+                    jid: format!("user{a}@bench.example"),
+                    password: "bench".into(),
+                    server: Some("127.0.0.1:5222".into()),
+                    ca_file: None,
+                    insecure_plaintext: false,
+                    direct_tls: false,
+                })
+                .expect("account");
+        }
+        drop(inbox);
+        let mut conn = rusqlite::Connection::open(&path).expect("open");
+        let per = total / ACCOUNTS;
+        for a in 1..=ACCOUNTS as i64 {
+            let mut from = 0usize;
+            while from < per {
+                let to = (from + 200_000).min(per);
+                let tx = conn.transaction().expect("tx");
+                tx.execute(
+                    "WITH RECURSIVE n(i) AS (SELECT ?2 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < ?3)
+                     INSERT INTO messages (id, origin_id, account_id, peer, direction, body, state,
+                                           created_at, updated_at, server_ts, kind)
+                     SELECT printf('m%d-%d', ?1, i), printf('m%d-%d', ?1, i), ?1,
+                            printf('peer%d@bench.example', i % ?5),
+                            CASE i % 2 WHEN 0 THEN 'in' ELSE 'out' END,
+                            printf('%07d %s message of a long history %s', i,
+                                   substr('kalominesutaripovedugahojifebazucewoxiny', (i * 7) % 30 + 1, 6),
+                                   substr('kalominesutaripovedugahojifebazucewoxiny', (i * 13) % 30 + 1, 4)),
+                            CASE WHEN i % 2 = 1 THEN 'acked'
+                                 WHEN i >= ?4 THEN 'received' ELSE 'displayed' END,
+                            1700000000000 + i * 1000, 1700000000000 + i * 1000,
+                            CASE i % 2 WHEN 0 THEN 1700000000000 + i * 1000 END, 'chat'
+                       FROM n",
+                    rusqlite::params![a, from as i64, to as i64, per as i64 - 200, CONVERSATIONS as i64],
+                )
+                .expect("insert");
+                tx.commit().expect("commit");
+                from = to;
+            }
+        }
+        drop(conn);
+        eprintln!("built {} in {:.1?}", path.display(), t.elapsed());
+    }
+    let first = "user0@bench.example";
+    let mut open_list_page = Vec::new();
+    let mut list_only = Vec::new();
+    let mut before = Vec::new();
+    let mut rows = 0;
+    for _ in 0..REPEAT {
+        let t = Instant::now();
+        let inbox = Inbox::open(&path, ClientConfig::default()).expect("open");
+        let list = inbox.conversations().expect("list");
+        let page = inbox
+            .client(first)
+            .expect("client")
+            .page(&list[0].conversation.peer, None, PAGE)
+            .expect("page");
+        open_list_page.push(t.elapsed());
+        assert_eq!(list.len(), ACCOUNTS * CONVERSATIONS.min(total / ACCOUNTS));
+        assert_eq!(page.len(), PAGE.min(total / ACCOUNTS / CONVERSATIONS));
+        rows = list.len();
+        let t = Instant::now();
+        inbox.conversations().expect("list");
+        list_only.push(t.elapsed());
+        let raw = rusqlite::Connection::open_with_flags(
+            &path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .expect("open read-only");
+        let t = Instant::now();
+        let n = raw
+            .prepare(LIST_BEFORE_V16)
+            .expect("prepare")
+            .query_map([1], |_| Ok(()))
+            .expect("query")
+            .count();
+        before.push(t.elapsed());
+        assert_eq!(n, CONVERSATIONS.min(total / ACCOUNTS));
+    }
+    let probe = std::process::Command::new(std::env::current_exe().expect("exe"))
+        .arg("--rss-probe-inbox")
+        .arg(&path)
+        .output()
+        .expect("rss probe");
+    assert!(probe.status.success(), "rss probe: {probe:?}");
+    let probe = String::from_utf8_lossy(&probe.stdout).trim().to_owned();
+    let (now, list, old) = (
+        ms(median(&mut open_list_page)),
+        ms(median(&mut list_only)),
+        ms(median(&mut before)),
+    );
+    println!("| several accounts: {total} messages, {ACCOUNTS} accounts, {rows} conversations | median | against the baseline |");
+    println!("|---|---:|---:|");
+    println!(
+        "| open the store, the unified list of every account, the newest page ({PAGE}) of one conversation | {now:.2} ms | {:.4}x |",
+        now / old
+    );
+    println!(
+        "| the unified list alone ({ACCOUNTS} accounts) | {list:.2} ms | {:.4}x |",
+        list / old
+    );
+    println!(
+        "| baseline: the list query before schema v16, one account of {} messages | {old:.1} ms | 1x |",
+        total / ACCOUNTS
+    );
+    println!("| RSS of a fresh process with the inbox open, the list and the page shown: before / after / peak | {probe} | |");
+}
+
+fn rss_probe_inbox(path: &std::path::Path) {
+    let before = status_kib("VmRSS:");
+    let inbox = Inbox::open(path, ClientConfig::default()).expect("open");
+    let list = inbox.conversations().expect("list");
+    inbox
+        .client(&list[0].account)
+        .expect("client")
+        .page(&list[0].conversation.peer, None, PAGE)
+        .expect("page");
+    println!(
+        "{before} / {} / {} KiB",
+        status_kib("VmRSS:"),
+        status_kib("VmHWM:")
+    );
 }
