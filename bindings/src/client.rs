@@ -41,18 +41,44 @@ pub trait EventListener: Send + Sync {
 /// accounts, each JID once). Does not connect.
 #[uniffi::export]
 pub fn add_account(db_path: String, settings: AccountSettings) -> Result<AccountInfo, TetherError> {
-    let account = Client::add_account(
-        &db_path,
-        &NewAccount {
+    let account = Client::add_account(&db_path, &settings.into())?;
+    Ok((&account).into())
+}
+
+impl From<AccountSettings> for NewAccount {
+    fn from(settings: AccountSettings) -> NewAccount {
+        NewAccount {
             jid: settings.jid,
             password: settings.password,
             server: settings.server,
             ca_file: settings.ca_file,
             insecure_plaintext: settings.insecure_plaintext_for_tests,
             direct_tls: settings.direct_tls,
-        },
-    )?;
-    Ok((&account).into())
+        }
+    }
+}
+
+/// Creates the account on its server (in-band registration, XEP-0077; with an invitation link
+/// `xmpp:example.org?register;preauth=...`, XEP-0401) and adds it to the store at `db_path`, as
+/// [`add_account`] does; the JID's user part is the name asked for. Blocks until the server
+/// answered. A refusal is `Usage` and says what to change (a taken name, a password the server's
+/// policy refuses, sign-up closed or by invitation only, an invitation expired, used, or for
+/// another server); nothing is stored then.
+#[uniffi::export]
+pub fn register_account(
+    db_path: String,
+    settings: AccountSettings,
+    invite: Option<String>,
+) -> Result<AccountInfo, TetherError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| TetherError::Usage {
+            reason: format!("cannot start the runtime: {e}"),
+        })?;
+    let inbox = Inbox::open(&db_path, ClientConfig::default())?;
+    let client = runtime.block_on(inbox.register_account(&settings.into(), invite.as_deref()))?;
+    Ok(client.account().into())
 }
 
 /// Every account of the store at `db_path`, in the order they were added.

@@ -77,12 +77,9 @@ impl From<tether_core::Error> for TetherError {
             K::Database => TetherError::Database { reason },
             K::Timeout => TetherError::Timeout { reason },
             K::Internal => TetherError::Internal { reason },
-            K::Protocol
-            | K::Stanza
-            | K::Security
-            | K::Mam
-            | K::Roster
-            | K::Presence => TetherError::Protocol { reason },
+            K::Protocol | K::Stanza | K::Security | K::Mam | K::Roster | K::Presence => {
+                TetherError::Protocol { reason }
+            }
         }
     }
 }

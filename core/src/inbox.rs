@@ -162,6 +162,28 @@ impl Inbox {
         self.client(&account.jid)
     }
 
+    /// Creates the account `new` on its server (XEP-0077 in-band registration; with an
+    /// invitation link, XEP-0401, its token first) and then adds it here, as
+    /// [`Inbox::add_account`] does. Nothing is stored unless the server created the account; a
+    /// refusal says what to change ([`crate::register::RegistrationError`]).
+    pub async fn register_account(&self, new: &NewAccount, invite: Option<&str>) -> Result<Client> {
+        let new = crate::client::checked_account(new)?;
+        if lock(&self.inner.store)
+            .accounts()?
+            .iter()
+            .any(|a| a.jid == new.jid)
+        {
+            return Err(crate::store::StoreError::AccountExists(new.jid).into());
+        }
+        let invite = invite
+            .filter(|l| !l.trim().is_empty())
+            .map(crate::register::Invite::parse)
+            .transpose()
+            .map_err(Error::Usage)?;
+        crate::connection::register::register(&new, invite.as_ref()).await?;
+        self.add_account(&new)
+    }
+
     /// The client of account `jid` (opened once, then shared).
     pub fn client(&self, jid: &str) -> Result<Client> {
         if let Some(c) = lock(&self.inner.clients).get(jid) {

@@ -8,6 +8,7 @@
 //! - [`auth`]: the SASL2 login (Bind2, inline resumption, FAST tokens), sans-IO.
 //! - [`connection`]: the I/O shell over tokio-xmpp's low-level stream.
 //! - [`Client`]: the API that the CLI, the desktop app and the mobile bindings call, per account.
+//! - [`register`]: account creation (XEP-0077 in-band registration, XEP-0401 invitations), sans-IO.
 //! - [`Inbox`]: several accounts in one store, side by side, and the unified conversation list.
 //!
 //! The guarantees: a message is committed before any byte of it reaches a socket; an inbound stanza is
@@ -28,6 +29,7 @@ pub mod engine;
 pub mod error;
 pub mod events;
 pub mod inbox;
+pub mod register;
 mod shared;
 pub mod sm;
 pub mod store;

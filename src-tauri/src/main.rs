@@ -149,28 +149,107 @@ async fn sign_in(
     ca_file: Option<String>,
     allow_database: Option<bool>,
 ) -> CmdResult<AccountInfo> {
+    let form = SignInForm {
+        jid,
+        password,
+        server,
+        ca_file,
+        allow_database: allow_database.unwrap_or(false),
+    };
+    add_account(&state, form, None).await
+}
+
+/// Creates an account on its server (the core's in-band registration, with an invitation link
+/// when given), then signs in to it as [`sign_in`] does. Where the password will be kept is
+/// settled first, so that a `NoKeyring` question never comes after the server created the
+/// account.
+#[tauri::command]
+async fn sign_up(
+    state: State<'_, App>,
+    jid: String,
+    password: String,
+    server: Option<String>,
+    ca_file: Option<String>,
+    invite: Option<String>,
+    allow_database: Option<bool>,
+) -> CmdResult<AccountInfo> {
+    let form = SignInForm {
+        jid,
+        password,
+        server,
+        ca_file,
+        allow_database: allow_database.unwrap_or(false),
+    };
+    add_account(&state, form, Some(invite.unwrap_or_default())).await
+}
+
+/// What the sign-in (and sign-up) form holds.
+struct SignInForm {
+    jid: String,
+    password: String,
+    server: Option<String>,
+    ca_file: Option<String>,
+    allow_database: bool,
+}
+
+/// Adds the account of `form` (first creating it on the server when `register` holds the
+/// invitation link, empty for none), keeps its password, and starts its session.
+async fn add_account(
+    state: &App,
+    form: SignInForm,
+    register: Option<String>,
+) -> CmdResult<AccountInfo> {
     let _one_at_a_time = state.signing_in.lock().await;
+    let blank = |s: Option<String>| s.filter(|v| !v.trim().is_empty());
+    let new = NewAccount {
+        jid: form.jid.trim().to_owned(),
+        password: form.password.clone(),
+        server: blank(form.server),
+        ca_file: blank(form.ca_file),
+        insecure_plaintext: false,
+        direct_tls: false,
+    };
     let inbox = state.inbox.clone();
-    let client = blocking(move || {
-        let blank = |s: Option<String>| s.filter(|v| !v.trim().is_empty());
-        if inbox.accounts().map_err(err)?.iter().any(|a| a.jid == jid.trim()) {
+    let (jid, password, allow) = (new.jid.clone(), form.password, form.allow_database);
+    let stored = blocking(move || {
+        if inbox.accounts().map_err(err)?.iter().any(|a| a.jid == jid) {
             return Err(CommandError::new(
                 CommandErrorKind::AlreadySignedIn,
-                format!("{} is signed in already", jid.trim()),
+                format!("{jid} is signed in already"),
             ));
         }
-        let stored = secrets::store(&jid, &password, allow_database.unwrap_or(false))?;
+        secrets::store(&jid, &password, allow)
+    })
+    .await?;
+    if let Some(link) = register {
+        let invite = Some(link)
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| tether_core::register::Invite::parse(&l))
+            .transpose()
+            .map_err(|e| err(tether_core::Error::Usage(e)));
+        let created = match invite {
+            Ok(invite) => tether_core::connection::register::register(&new, invite.as_ref())
+                .await
+                .map_err(err),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = created {
+            if stored == secrets::Stored::Keyring {
+                secrets::forget(&new.jid);
+            }
+            return Err(e);
+        }
+    }
+    let inbox = state.inbox.clone();
+    let client = blocking(move || {
+        let password = new.password.clone();
         let client = inbox
             .add_account(&NewAccount {
-                jid,
                 password: match stored {
                     secrets::Stored::Keyring => String::new(),
                     secrets::Stored::Database => password.clone(),
                 },
-                server: blank(server),
-                ca_file: blank(ca_file),
-                insecure_plaintext: false,
-                direct_tls: false,
+                ..new
             })
             .map_err(err)?;
         if stored == secrets::Stored::Keyring {
@@ -225,7 +304,10 @@ async fn search(
 
 /// The blocklist (XEP-0191), with the user's wish and what the server said of each entry.
 #[tauri::command]
-async fn blocklist(state: State<'_, App>, account: String) -> CmdResult<Vec<tether_core::store::BlockEntry>> {
+async fn blocklist(
+    state: State<'_, App>,
+    account: String,
+) -> CmdResult<Vec<tether_core::store::BlockEntry>> {
     let c = state.client(&account)?;
     blocking(move || c.blocklist().map_err(err)).await
 }
@@ -233,8 +315,12 @@ async fn blocklist(state: State<'_, App>, account: String) -> CmdResult<Vec<teth
 /// Blocks (`block`) or unblocks a contact, a full JID or a domain; the core keeps the wish and
 /// tells the server.
 #[tauri::command]
-async fn set_blocked(state: State<'_, App>,
-    account: String, jid: String, block: bool) -> CmdResult<()> {
+async fn set_blocked(
+    state: State<'_, App>,
+    account: String,
+    jid: String,
+    block: bool,
+) -> CmdResult<()> {
     let c = state.client(&account)?;
     blocking(move || {
         if block {
@@ -248,36 +334,41 @@ async fn set_blocked(state: State<'_, App>,
 }
 
 #[tauri::command]
-async fn send(state: State<'_, App>,
-    account: String, to: String, body: String) -> CmdResult<String> {
+async fn send(
+    state: State<'_, App>,
+    account: String,
+    to: String,
+    body: String,
+) -> CmdResult<String> {
     let c = state.client(&account)?;
     blocking(move || c.send(&to, &body).map_err(err)).await
 }
 
 #[tauri::command]
-async fn resend(state: State<'_, App>,
-    account: String, ids: Vec<String>) -> CmdResult<()> {
+async fn resend(state: State<'_, App>, account: String, ids: Vec<String>) -> CmdResult<()> {
     let c = state.client(&account)?;
     blocking(move || c.resend(&ids).map_err(err)).await
 }
 
 #[tauri::command]
-async fn discard(state: State<'_, App>,
-    account: String, ids: Vec<String>) -> CmdResult<()> {
+async fn discard(state: State<'_, App>, account: String, ids: Vec<String>) -> CmdResult<()> {
     let c = state.client(&account)?;
     blocking(move || c.discard(&ids).map_err(err)).await
 }
 
 #[tauri::command]
-async fn mark_read(state: State<'_, App>,
-    account: String, peer: String) -> CmdResult<()> {
+async fn mark_read(state: State<'_, App>, account: String, peer: String) -> CmdResult<()> {
     let c = state.client(&account)?;
     blocking(move || c.mark_read(&peer, None).map(drop).map_err(err)).await
 }
 
 #[tauri::command]
-async fn join_room(state: State<'_, App>,
-    account: String, room: String, nick: String) -> CmdResult<()> {
+async fn join_room(
+    state: State<'_, App>,
+    account: String,
+    room: String,
+    nick: String,
+) -> CmdResult<()> {
     let c = state.client(&account)?;
     blocking(move || c.join_room(&room, &nick).map_err(err)).await
 }
@@ -301,8 +392,12 @@ async fn subscription_requests(state: State<'_, App>, account: String) -> CmdRes
 }
 
 #[tauri::command]
-async fn answer_subscription(state: State<'_, App>,
-    account: String, jid: String, accept: bool) -> CmdResult<()> {
+async fn answer_subscription(
+    state: State<'_, App>,
+    account: String,
+    jid: String,
+    accept: bool,
+) -> CmdResult<()> {
     let c = state.client(&account)?;
     blocking(move || c.answer_subscription_request(&jid, accept).map_err(err)).await
 }
@@ -320,8 +415,12 @@ async fn correct(
 }
 
 #[tauri::command]
-async fn retract(state: State<'_, App>,
-    account: String, peer: String, id: String) -> CmdResult<String> {
+async fn retract(
+    state: State<'_, App>,
+    account: String,
+    peer: String,
+    id: String,
+) -> CmdResult<String> {
     let c = state.client(&account)?;
     blocking(move || c.retract(&peer, &id).map_err(err)).await
 }
@@ -339,15 +438,24 @@ async fn react(
 }
 
 #[tauri::command]
-async fn reply(state: State<'_, App>,
-    account: String, peer: String, id: String, body: String) -> CmdResult<String> {
+async fn reply(
+    state: State<'_, App>,
+    account: String,
+    peer: String,
+    id: String,
+    body: String,
+) -> CmdResult<String> {
     let c = state.client(&account)?;
     blocking(move || c.reply(&peer, &id, &body).map_err(err)).await
 }
 
 #[tauri::command]
-async fn edits(state: State<'_, App>,
-    account: String, peer: String, id: String) -> CmdResult<Vec<Edit>> {
+async fn edits(
+    state: State<'_, App>,
+    account: String,
+    peer: String,
+    id: String,
+) -> CmdResult<Vec<Edit>> {
     let c = state.client(&account)?;
     blocking(move || c.edits(&peer, &id).map_err(err)).await
 }
@@ -355,8 +463,11 @@ async fn edits(state: State<'_, App>,
 /// Every failed row of the conversation, corrections and reactions too (the page lists only the
 /// messages themselves).
 #[tauri::command]
-async fn failed(state: State<'_, App>,
-    account: String, peer: String) -> CmdResult<Vec<MessageRow>> {
+async fn failed(
+    state: State<'_, App>,
+    account: String,
+    peer: String,
+) -> CmdResult<Vec<MessageRow>> {
     let c = state.client(&account)?;
     blocking(move || {
         c.messages(&MessageFilter {
@@ -370,8 +481,12 @@ async fn failed(state: State<'_, App>,
 }
 
 #[tauri::command]
-async fn send_file(state: State<'_, App>,
-    account: String, to: String, path: String) -> CmdResult<String> {
+async fn send_file(
+    state: State<'_, App>,
+    account: String,
+    to: String,
+    path: String,
+) -> CmdResult<String> {
     let c = state.client(&account)?;
     blocking(move || c.send_file(&to, std::path::Path::new(&path)).map_err(err)).await
 }
@@ -478,8 +593,12 @@ fn local_file(c: &Client, peer: &str, id: &str) -> CmdResult<PathBuf> {
 }
 
 #[tauri::command]
-fn set_chat_state(state: State<'_, App>,
-    account: String, peer: String, chat_state: ChatState) -> CmdResult<bool> {
+fn set_chat_state(
+    state: State<'_, App>,
+    account: String,
+    peer: String,
+    chat_state: ChatState,
+) -> CmdResult<bool> {
     state
         .client(&account)?
         .set_chat_state(&peer, chat_state)
@@ -537,6 +656,7 @@ fn main() {
             set_account_enabled,
             remove_account,
             sign_in,
+            sign_up,
             conversations,
             page,
             search,

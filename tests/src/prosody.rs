@@ -95,6 +95,20 @@ pub struct ProsodyOptions {
     /// A Direct TLS c2s port (XEP-0368) besides the STARTTLS one (pick one with [`free_port`]).
     /// Default: none.
     pub direct_tls_port: Option<u16>,
+    /// In-band registration (XEP-0077: `mod_register`, `allow_registration = true`) with
+    /// invitations (XEP-0401: `mod_invites`, `mod_invites_register`; create them with
+    /// [`Prosody::create_invite`]) and a password policy (`mod_password_policy`, from
+    /// prosody-modules). Default: none (registration closed, as Prosody ships).
+    pub registration: Option<RegistrationOptions>,
+}
+
+/// Account creation on the test server ([`ProsodyOptions::registration`]).
+#[derive(Clone, Debug)]
+pub struct RegistrationOptions {
+    /// `registration_invite_only`: only with an invitation's token.
+    pub invite_only: bool,
+    /// `password_policy.length`: the shortest password the server takes.
+    pub min_password: usize,
 }
 
 /// The app server's JID on the test server ([`ProsodyOptions::push`]).
@@ -134,6 +148,7 @@ impl Default for ProsodyOptions {
             push: None,
             sasl2: false,
             direct_tls_port: None,
+            registration: None,
         }
     }
 }
@@ -287,6 +302,20 @@ impl Prosody {
                 "could not drop {nick} from {room}: {out}"
             )))
         }
+    }
+
+    /// An invitation to create an account ([`ProsodyOptions::registration`]), valid for
+    /// `ttl_secs`: its `xmpp:` link.
+    pub fn create_invite(&self, ttl_secs: u64) -> io::Result<String> {
+        let out = self.shell_lua(&format!(
+            "local i = prosody.hosts[{domain}].modules.invites.create_account(nil, nil, {ttl_secs}); \
+             return i and i.uri or 'no invite'",
+            domain = lua_string(DOMAIN),
+        ))?;
+        out.split_whitespace()
+            .find(|w| w.starts_with("xmpp:"))
+            .map(str::to_owned)
+            .ok_or_else(|| io::Error::other(format!("no invitation link in: {out}")))
     }
 
     /// The bare JID `user@localhost`.
@@ -606,9 +635,12 @@ fn render_config(dir: &Path, port: u16, opts: &ProsodyOptions) -> String {
     if opts.sasl2 {
         modules.extend(["sasl2", "sasl2_bind2", "sasl2_sm", "sasl2_fast"]);
     }
-    if opts.muc {
-        // For faults only the server can make (Prosody::shell_lua).
+    if opts.muc || opts.registration.is_some() {
+        // For faults only the server can make, and invitations (Prosody::shell_lua).
         modules.push("admin_shell");
+    }
+    if opts.registration.is_some() {
+        modules.extend(["register", "invites", "invites_register", "password_policy"]);
     }
     let modules = modules
         .iter()
@@ -695,6 +727,17 @@ component_interfaces = {{ "127.0.0.1" }}"#,
         // Prosody 13's default is already "always"; say it, so that a packaged or future default
         // ("roster", or mam_smart_enable) cannot make archives silently empty.
         cfg.push_str("-- Archive every user's chats (not only with roster contacts).\ndefault_archive_policy = true\n");
+    }
+    if let Some(r) = &opts.registration {
+        let _ = writeln!(
+            cfg,
+            r#"-- Account creation (XEP-0077) and invitations (XEP-0401).
+allow_registration = true
+registration_invite_only = {invite_only}
+password_policy = {{ length = {length} }}"#,
+            invite_only = r.invite_only,
+            length = r.min_password,
+        );
     }
     if !opts.extra_config.is_empty() {
         cfg.push_str("-- extra_config\n");

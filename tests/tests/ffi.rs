@@ -270,7 +270,10 @@ fn two_accounts_in_one_store_each_send_on_their_own(lang: Lang) {
     let (server, ca) = (w.prosody.addr().to_string(), w.prosody.ca_file());
     let ca = ca.to_str().unwrap();
     app.ok("add_account", &[ALICE, ALICE_SECRET, &server, ca]);
-    app.ok("add_account", &["carol@localhost", "carol-secret", &server, ca]);
+    app.ok(
+        "add_account",
+        &["carol@localhost", "carol-secret", &server, ca],
+    );
     let again = app.call("add_account", &[ALICE, ALICE_SECRET, &server, ca]);
     assert_eq!(again["error"]["kind"], "Usage", "{again}");
     let listed = app.ok("accounts", &[]);
@@ -281,7 +284,10 @@ fn two_accounts_in_one_store_each_send_on_their_own(lang: Lang) {
     let which = app.call("open", &["100", "65536", "normal"]);
     assert_eq!(which["error"]["kind"], "Usage", "{which}");
     assert!(
-        which["error"]["message"].as_str().unwrap().contains("several accounts"),
+        which["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("several accounts"),
         "{which}"
     );
 
@@ -292,7 +298,10 @@ fn two_accounts_in_one_store_each_send_on_their_own(lang: Lang) {
     wait(&app, "stopped", |e| e["event"] == "stopped");
     let opened = app.ok("open", &["100", "65536", "normal", "carol@localhost"]);
     assert_eq!(opened["jid"], "carol@localhost");
-    let id = app.ok("send", &[BOB, "carol's"])["id"].as_str().unwrap().to_owned();
+    let id = app.ok("send", &[BOB, "carol's"])["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     app.ok("connect", &[]);
     wait(&app, "message:acked", event_for("message:acked", &id));
     let seen = bob.collect_bodies("carol's", 1, Duration::from_secs(1), LONG);
@@ -302,7 +311,12 @@ fn two_accounts_in_one_store_each_send_on_their_own(lang: Lang) {
         .as_array()
         .unwrap()
         .iter()
-        .map(|c| (c["account"].as_str().unwrap().into(), c["last_body"].as_str().unwrap().into()))
+        .map(|c| {
+            (
+                c["account"].as_str().unwrap().into(),
+                c["last_body"].as_str().unwrap().into(),
+            )
+        })
         .collect();
     assert_eq!(
         rows,

@@ -722,3 +722,38 @@ test("a second account: the switcher shows both, the list is unified, a row open
     "carol online again",
   );
 });
+
+test("an account is created from the window: the server's refusal is shown, then the new account signs in", async () => {
+  await (await browser.findElement(By.css("[data-testid=add-account]"))).click();
+  const form = await browser.wait(until.elementLocated(By.css("form.signin")), LONG);
+  await form.findElement(By.css("[data-testid=create-account]")).click();
+  await browser.wait(until.elementLocated(By.css("form.signin[data-mode=create] input[name=invite]")), LONG);
+  await form.findElement(By.css("input[name=jid]")).sendKeys("erin@localhost");
+  const password = await form.findElement(By.css("input[name=password]"));
+  await password.sendKeys("short");
+  await form.findElement(By.css("details summary")).click();
+  await form.findElement(By.css("input[name=server]")).sendKeys(serverInfo.addr);
+  await form.findElement(By.css("input[name=ca]")).sendKeys(serverInfo.ca_file);
+  const submit = async () => {
+    await form.findElement(By.css("button[type=submit]")).click();
+    const ask = await browser.wait(until.elementLocated(By.css("[data-testid=keyring-dialog]")), LONG);
+    await ask.findElement(By.xpath(".//button[text()='Keep it in the database']")).click();
+  };
+  await submit();
+  const error = await browser.wait(until.elementLocated(By.css("form.signin .error")), LONG);
+  assert.match(await error.getText(), /refused to create this account: Password is too short \(minimum 8 characters\)/);
+  await shot("27-sign-up-refused");
+  await password.clear();
+  await password.sendKeys("a long enough password");
+  await submit();
+  const erin = By.xpath("//li[@data-testid='account'][.//span[@class='jid' and text()='erin@localhost']]");
+  await browser.wait(
+    async () => {
+      const rows = await browser.findElements(erin);
+      return rows.length > 0 && (await rows[0].getAttribute("data-state")) === "online";
+    },
+    LONG,
+    "erin's new account online",
+  );
+  await shot("28-signed-up");
+});

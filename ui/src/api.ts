@@ -71,6 +71,16 @@ export const api = {
   accounts: () => invoke<AccountStatus[]>("accounts"),
   signIn: (jid: string, password: string, server: string, caFile: string, allowDatabase = false) =>
     invoke<AccountInfo>("sign_in", { jid, password, server, caFile, allowDatabase }),
+  /** Creates the account on its server (in-band registration; `invite`: an invitation link, or
+   * empty), then signs in to it. */
+  signUp: (
+    jid: string,
+    password: string,
+    server: string,
+    caFile: string,
+    invite: string,
+    allowDatabase = false,
+  ) => invoke<AccountInfo>("sign_up", { jid, password, server, caFile, invite, allowDatabase }),
   /** Enables or disables an account (a disabled one keeps its history and does not connect). */
   setAccountEnabled: (account: string, enabled: boolean) =>
     invoke<void>("set_account_enabled", { account, enabled }),

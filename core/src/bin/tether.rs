@@ -255,6 +255,15 @@ enum SubscriptionCmd {
 enum AccountCmd {
     /// Add an account (a store holds any number of them).
     Add(AccountAdd),
+    /// Create the account on its server (in-band registration, XEP-0077; with an invitation
+    /// link, XEP-0401), then add it; the JID's user part is the name asked for.
+    Register {
+        #[command(flatten)]
+        account: AccountAdd,
+        /// An invitation link (`xmpp:example.org?register;preauth=...`).
+        #[arg(long)]
+        invite: Option<String>,
+    },
     /// Print the account (without its password) as JSON.
     Show,
     /// Print every account of the store, one JSON line each.
@@ -529,33 +538,18 @@ fn print_events<E: serde::Serialize + Clone>(
 fn dispatch(cli: Cli) -> Result<(), Error> {
     match cli.command {
         Command::Account(AccountCmd::Add(a)) => {
-            let password = match (&a.password_env, a.password_stdin) {
-                (Some(var), _) => std::env::var(var)
-                    .map_err(|_| Error::Usage(format!("environment variable {var} is not set")))?,
-                (None, _) => {
-                    let mut line = String::new();
-                    std::io::stdin()
-                        .lock()
-                        .read_line(&mut line)
-                        .map_err(|e| Error::Usage(format!("cannot read the password: {e}")))?;
-                    line.trim_end_matches(['\r', '\n']).to_owned()
-                }
-            };
-            if password.is_empty() {
-                return Err(Error::Usage("the password is empty".into()));
-            }
-            let account = Client::add_account(
-                &cli.db,
-                &NewAccount {
-                    jid: a.jid,
-                    password,
-                    server: a.server,
-                    ca_file: a.ca_file.map(|p| p.to_string_lossy().into_owned()),
-                    insecure_plaintext: a.insecure_plaintext,
-                    direct_tls: a.direct_tls,
-                },
-            )?;
+            let new = new_account(a)?;
+            let account = Client::add_account(&cli.db, &new)?;
             print_json(&serde_json::json!({"event": "account:added", "jid": account.jid}));
+            Ok(())
+        }
+        Command::Account(AccountCmd::Register { account, invite }) => {
+            let new = new_account(account)?;
+            let inbox = Inbox::open(&cli.db, ClientConfig::default())?;
+            let client = runtime()?.block_on(inbox.register_account(&new, invite.as_deref()))?;
+            print_json(&serde_json::json!({
+                "event": "account:registered", "jid": client.account().jid,
+            }));
             Ok(())
         }
         Command::Account(AccountCmd::List) => {
@@ -844,6 +838,33 @@ fn open_with(
         Some(jid) => Client::open_account(db, jid, config),
         None => Client::open(db, config),
     }
+}
+
+/// The account `a` describes, with its password from where `a` says.
+fn new_account(a: AccountAdd) -> Result<NewAccount, Error> {
+    let password = match &a.password_env {
+        Some(var) => std::env::var(var)
+            .map_err(|_| Error::Usage(format!("environment variable {var} is not set")))?,
+        None => {
+            let mut line = String::new();
+            std::io::stdin()
+                .lock()
+                .read_line(&mut line)
+                .map_err(|e| Error::Usage(format!("cannot read the password: {e}")))?;
+            line.trim_end_matches(['\r', '\n']).to_owned()
+        }
+    };
+    if password.is_empty() {
+        return Err(Error::Usage("the password is empty".into()));
+    }
+    Ok(NewAccount {
+        jid: a.jid,
+        password,
+        server: a.server,
+        ca_file: a.ca_file.map(|p| p.to_string_lossy().into_owned()),
+        insecure_plaintext: a.insecure_plaintext,
+        direct_tls: a.direct_tls,
+    })
 }
 
 fn set_enabled(db: &std::path::Path, jid: &str, enabled: bool) -> Result<(), Error> {

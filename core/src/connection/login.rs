@@ -428,6 +428,84 @@ async fn tls_handshake<S: IoStream + 'static>(
     Ok((Box::new(tls_stream), exporter))
 }
 
+/// STARTTLS on a plain stream whose `features` were just read, then the TLS handshake: the
+/// TLS stream and its channel-binding exporter. A server that does not offer STARTTLS is
+/// refused ([`Error::Tls`]): nothing goes unencrypted.
+async fn starttls_upgrade(
+    mut stream: WireStream,
+    features: &StreamFeatures,
+    config: &Arc<ClientConfig>,
+    domain: &str,
+) -> Result<(Box<dyn IoStream>, Option<Vec<u8>>)> {
+    if !features.can_starttls() {
+        return Err(Error::Tls(
+            "the server does not offer STARTTLS; refusing to continue without encryption".into(),
+        ));
+    }
+    stream
+        .send(&XmppStreamElement::Starttls(starttls::Nonza::Request(
+            starttls::Request,
+        )))
+        .await
+        .map_err(io_err)?;
+    match next(&mut stream, "STARTTLS").await? {
+        Wire::Xmpp(FallibleStreamElement::Ok(XmppStreamElement::Starttls(
+            starttls::Nonza::Proceed(_),
+        ))) => {}
+        other => {
+            return Err(Error::Tls(format!(
+                "the server refused STARTTLS: {other:?}"
+            )))
+        }
+    }
+    let tcp = stream.into_inner().into_inner();
+    tls_handshake(config, domain, tcp, false).await
+}
+
+/// A TLS stream to `account`'s server (Direct TLS when the account says so, else STARTTLS;
+/// plain only with `tls` `None`, the loopback tests' insecure mode), opened and not
+/// authenticated: what in-band registration ([`crate::connection::register`]) speaks on.
+pub(crate) async fn connect_unauthenticated(
+    account: &Account,
+    tls: Option<&Arc<ClientConfig>>,
+    timeouts: Timeouts,
+    max_stanza_bytes: usize,
+) -> Result<(StreamFeatures, WireStream)> {
+    let domain = account
+        .jid
+        .parse::<tokio_xmpp::jid::BareJid>()
+        .map_err(|e| Error::Usage(format!("bad JID {:?}: {e}", account.jid)))?
+        .domain()
+        .to_string();
+    let tcp = dns_config(account, &domain)?
+        .resolve()
+        .await
+        .map_err(|e| Error::Network(format!("cannot connect: {e}")).caused_by(e))?;
+    let capped = Capped {
+        inner: tcp,
+        used: ReadBudget::default(),
+        cap: max_stanza_bytes,
+    };
+    match tls {
+        Some(config) if account.direct_tls => {
+            let (tls_io, _) = tls_handshake(config, &domain, capped, true).await?;
+            open_stream(BufStream::new(tls_io), &domain, None, timeouts).await
+        }
+        Some(config) => {
+            let io: Io = BufStream::new(Box::new(capped));
+            let (features, stream) = open_stream(io, &domain, None, timeouts).await?;
+            let (tls_io, _) = starttls_upgrade(stream, &features, config, &domain).await?;
+            open_stream(BufStream::new(tls_io), &domain, None, timeouts).await
+        }
+        None => open_stream(BufStream::new(Box::new(capped)), &domain, None, timeouts).await,
+    }
+}
+
+/// Reads the next element, for the registration's exchange.
+pub(crate) async fn next_element(stream: &mut WireStream, during: &str) -> Result<Wire> {
+    next(stream, during).await
+}
+
 /// Sends our stream header and reads the server's header and features.
 async fn open_stream(
     io: Io,
@@ -567,34 +645,12 @@ pub async fn login(
                 .await
                 .map_err(|e| Error::Network(format!("cannot connect: {e}")).caused_by(e))?;
             let io: Io = BufStream::new(Box::new(capped(tcp)));
-            let (features, mut stream) = open_stream(io, &domain, None, timeouts).await?;
+            let (features, stream) = open_stream(io, &domain, None, timeouts).await?;
             match tls {
                 None => (Transport::Plain, features, stream, None, None),
                 Some(config) => {
-                    if !features.can_starttls() {
-                        return Err(Error::Tls(
-                            "the server does not offer STARTTLS; refusing to continue without encryption"
-                                .into(),
-                        ));
-                    }
-                    stream
-                        .send(&XmppStreamElement::Starttls(starttls::Nonza::Request(
-                            starttls::Request,
-                        )))
-                        .await
-                        .map_err(io_err)?;
-                    match next(&mut stream, "STARTTLS").await? {
-                        Wire::Xmpp(FallibleStreamElement::Ok(XmppStreamElement::Starttls(
-                            starttls::Nonza::Proceed(_),
-                        ))) => {}
-                        other => {
-                            return Err(Error::Tls(format!(
-                                "the server refused STARTTLS: {other:?}"
-                            )))
-                        }
-                    }
-                    let tcp = stream.into_inner().into_inner();
-                    let (tls_io, exporter) = tls_handshake(config, &domain, tcp, false).await?;
+                    let (tls_io, exporter) =
+                        starttls_upgrade(stream, &features, config, &domain).await?;
                     let (io, early) = over_tls(tls_io, &exporter, &username, password, plan)?;
                     let (features, stream) =
                         open_stream(io, &domain, Some(&bare), timeouts).await?;

@@ -4,6 +4,7 @@
 
 mod backoff;
 pub(crate) mod login;
+pub mod register;
 pub(crate) mod session;
 
 pub use backoff::Backoff;

@@ -14,6 +14,9 @@
 //!   SASL2 with the FAST token and the stream resumed inline).
 //! - **Wake**: the app (`tether run`) is SIGKILLed, leaving its stream hibernated; bob sends N
 //!   messages; `tether wake` is timed from its process start to its exit (the summary printed).
+//! - **Five accounts idle** (issue 16): one `run` of a store with five accounts beside one `run`
+//!   of a store with one, both the desktop profile: the process's CPU time and voluntary context
+//!   switches over the idle window, five against one.
 //! - **Idle wake-ups**: two accounts idle side by side, one `run --profile desktop`, one
 //!   `run --profile mobile`; each reports its connection loop's wake-ups (`{"cmd":"stats"}`) at
 //!   the start and the end of the idle window, and the OS counts its voluntary context switches.
@@ -34,6 +37,8 @@ fn main() {
     let mut rounds = 5usize;
     let mut idle_secs = 600u64;
     let mut wake_messages = 100usize;
+    // `--accounts-only`: only the five-accounts idle table.
+    let mut accounts_only = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut num = || args.next().and_then(|v| v.parse().ok()).expect("a number");
@@ -42,6 +47,7 @@ fn main() {
             "--rounds" => rounds = num(),
             "--idle-secs" => idle_secs = num() as u64,
             "--wake-messages" => wake_messages = num(),
+            "--accounts-only" => accounts_only = true,
             other => panic!("unknown argument {other}"),
         }
     }
@@ -54,6 +60,10 @@ fn main() {
         server.register(user, PASSWORD).expect("register");
     }
     let work = tempfile::tempdir().expect("temp dir");
+    if accounts_only {
+        idle_accounts(&server, work.path(), idle_secs);
+        return;
+    }
     let rtt = Duration::from_millis(rtt_ms);
     let proxy = Proxy::start(server.addr());
     proxy.set_latency(rtt / 2);
@@ -146,6 +156,8 @@ fn main() {
     wake(&alice, &bob, rtt, rounds, wake_messages);
     println!();
     idle(&server, work.path(), idle_secs);
+    println!();
+    idle_accounts(&server, work.path(), idle_secs);
 }
 
 fn spawn(node: &Node, args: &[&str]) -> Running {
@@ -340,4 +352,73 @@ fn idle(server: &Prosody, dir: &Path, secs: u64) {
     for (_, r) in runs.iter_mut() {
         r.terminate(WAIT);
     }
+}
+
+/// The process's CPU time (user + system) in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command's closing parenthesis; utime and stime are the 12th and 13th.
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let n = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    n(11) + n(12)
+}
+
+fn idle_accounts(server: &Prosody, dir: &Path, secs: u64) {
+    let (addr, ca) = (server.addr(), server.ca_file());
+    server.register("solo", PASSWORD).expect("register");
+    let solo = Node::new(dir, "solo", PASSWORD, addr, &ca);
+    server.register("many0", PASSWORD).expect("register");
+    let mut many = Node::new(dir, "many0", PASSWORD, addr, &ca);
+    let ca_arg = ca.to_str().expect("utf-8");
+    for i in 1..5 {
+        let user = format!("many{i}");
+        server.register(&user, PASSWORD).expect("register");
+        many.add_account(&user, PASSWORD, addr, &["--ca-file", ca_arg]);
+    }
+    let mut one = spawn(&solo, &[]);
+    let mut five = Running::spawn({
+        let mut c = many.store_cmd();
+        c.arg("run");
+        c
+    });
+    assert!(one.wait_online(WAIT), "{}", one.diagnostics());
+    let all_online = |evs: &[Value]| {
+        evs.iter()
+            .filter(|e| e["event"] == "connection" && e["state"] == "online")
+            .filter_map(|e| e["account"].as_str())
+            .collect::<std::collections::HashSet<_>>()
+            .len()
+            == 5
+    };
+    assert!(five.wait_for(WAIT, all_online), "{}", five.diagnostics());
+    std::thread::sleep(Duration::from_secs(3));
+    let probe = |r: &Running| (cpu_ticks(r.pid()), context_switches(r.pid()));
+    let start = [probe(&one), probe(&five)];
+    std::thread::sleep(Duration::from_secs(secs));
+    let end = [probe(&one), probe(&five)];
+    let per_hour = |n: u64| n as f64 * 3600.0 / secs as f64;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    println!("### Five accounts idle against one, {secs} s side by side (desktop profile, same server)\n");
+    println!("| store | CPU time | per hour | process context switches | per hour | against one account |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    let cpu = |i: usize| (end[i].0 - start[i].0) as f64 / hz;
+    let sw = |i: usize| end[i].1 - start[i].1;
+    for (i, name) in ["one account (baseline)", "five accounts, one `run`"]
+        .iter()
+        .enumerate()
+    {
+        println!(
+            "| {name} | {:.2} s | {:.1} s | {} | {:.0} | {:.2}x switches, {:.2}x CPU |",
+            cpu(i),
+            cpu(i) * 3600.0 / secs as f64,
+            sw(i),
+            per_hour(sw(i)),
+            sw(i) as f64 / sw(0).max(1) as f64,
+            cpu(i) / cpu(0).max(1.0 / hz),
+        );
+    }
+    one.terminate(WAIT);
+    five.terminate(WAIT);
 }

@@ -1,12 +1,14 @@
 //! A local demo XMPP server for `scripts/demo.sh`: a throwaway Prosody on loopback with the demo
-//! accounts `alice@localhost` (password `alice`) and `bob@localhost` (password `bob`), rooms on
-//! `conference.localhost` and message archives. Prints one
-//! JSON line (`{"addr": "...", "ca_file": "..."}`) once ready, then serves until stdin closes or the
+//! accounts `alice@localhost` (password `alice`), `bob@localhost` (password `bob`) and
+//! `carol@localhost` (password `carol`), rooms on `conference.localhost`, message archives, and
+//! account creation (in-band registration with passwords of 8 characters or more, and an
+//! invitation link). Prints one JSON line (`{"addr": "...", "ca_file": "...", "invite": "..."}`)
+//! once ready, then serves until stdin closes or the
 //! process is terminated; the server and its data go away with it.
 
 use std::io::Read;
 
-use tether_e2e::prosody::{free_port, Prosody, ProsodyOptions, UploadOptions};
+use tether_e2e::prosody::{free_port, Prosody, ProsodyOptions, RegistrationOptions, UploadOptions};
 
 fn main() -> std::io::Result<()> {
     // `--hibernation-secs N`: how long the server keeps a broken session resumable (tests shorten
@@ -21,6 +23,11 @@ fn main() -> std::io::Result<()> {
             size_limit: 100 << 20,
             https_port,
             external_port: https_port,
+        }),
+        // Anyone may create an account here (the desktop's "Create a new account").
+        registration: Some(RegistrationOptions {
+            invite_only: false,
+            min_password: 8,
         }),
         ..ProsodyOptions::default()
     };
@@ -41,6 +48,7 @@ fn main() -> std::io::Result<()> {
         serde_json::json!({
             "addr": prosody.addr().to_string(),
             "ca_file": prosody.ca_file(),
+            "invite": prosody.create_invite(7 * 24 * 3600)?,
             "accounts": {
                 "alice@localhost": "alice", "bob@localhost": "bob", "carol@localhost": "carol",
             },

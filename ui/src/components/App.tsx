@@ -111,20 +111,19 @@ export function App() {
 function SignIn({ onDone, onCancel }: { onDone: (a: AccountInfo) => void; onCancel?: () => void }) {
   const [error, setError] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
+  // Sign in to an account that exists, or create one on its server.
+  const [creating, setCreating] = useState(false);
   // No keyring: the user decides whether the password may be kept in Tether's database.
   const [askStore, setAskStore] = useState<{ why: string; form: FormData } | null>(null);
   const attempt = async (f: FormData, allowDatabase: boolean) => {
     setBusy(true);
     setError(null);
+    const [jid, password, server, ca] = ["jid", "password", "server", "ca"].map((k) => String(f.get(k) ?? ""));
     try {
       onDone(
-        await api.signIn(
-          String(f.get("jid")),
-          String(f.get("password")),
-          String(f.get("server") ?? ""),
-          String(f.get("ca") ?? ""),
-          allowDatabase,
-        ),
+        creating
+          ? await api.signUp(jid, password, server, ca, String(f.get("invite") ?? ""), allowDatabase)
+          : await api.signIn(jid, password, server, ca, allowDatabase),
       );
     } catch (err) {
       if (isCommandError(err, "no_keyring")) setAskStore({ why: err.message, form: f });
@@ -139,14 +138,33 @@ function SignIn({ onDone, onCancel }: { onDone: (a: AccountInfo) => void; onCanc
   };
   return (
     <>
-      <form class="signin" onSubmit={submit}>
-        <h1>{onCancel ? "Add an account" : "Sign in to Tether"}</h1>
+      <form class="signin" onSubmit={submit} data-mode={creating ? "create" : "sign-in"}>
+        <h1>{creating ? "Create an account" : onCancel ? "Add an account" : "Sign in to Tether"}</h1>
+        <div class="modes">
+          <button type="button" class={creating ? "link" : "link active"} onClick={() => setCreating(false)}>
+            I have an account
+          </button>
+          <button
+            type="button"
+            class={creating ? "link active" : "link"}
+            data-testid="create-account"
+            onClick={() => setCreating(true)}
+          >
+            Create a new account
+          </button>
+        </div>
         <label>
           Address <input name="jid" placeholder="you@example.org" required autoFocus />
         </label>
         <label>
           Password <input name="password" type="password" required />
         </label>
+        {creating && (
+          <label>
+            Invitation link (if the server asks for one){" "}
+            <input name="invite" placeholder="xmpp:example.org?register;preauth=…" />
+          </label>
+        )}
         <details>
           <summary>Server settings</summary>
           <label>
@@ -158,7 +176,7 @@ function SignIn({ onDone, onCancel }: { onDone: (a: AccountInfo) => void; onCanc
         </details>
         {error && <p class="error">{error}</p>}
         <button type="submit" disabled={busy}>
-          {busy ? "Signing in…" : "Sign in"}
+          {busy ? (creating ? "Creating…" : "Signing in…") : creating ? "Create account" : "Sign in"}
         </button>
         {onCancel && (
           <button type="button" class="secondary" onClick={onCancel}>
