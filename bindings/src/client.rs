@@ -460,6 +460,12 @@ impl TetherClient {
         Ok(self.client.rooms()?.into_iter().map(Into::into).collect())
     }
 
+    /// Who is in `room` (XEP-0045), as the room last said; the app hears of changes as
+    /// `Presence` events from `room/nick`.
+    pub fn occupants(&self, room: String) -> Result<Vec<RoomOccupant>, TetherError> {
+        Ok(self.client.occupants(&room)?.into_iter().map(Into::into).collect())
+    }
+
     /// The contact list.
     pub fn contacts(&self) -> Result<Vec<Contact>, TetherError> {
         Ok(self

@@ -512,6 +512,30 @@ impl From<tether_core::store::Room> for Room {
     }
 }
 
+/// Someone in a room (XEP-0045), as the room last said.
+#[derive(Clone, Debug, PartialEq, uniffi::Record)]
+pub struct RoomOccupant {
+    /// Their nickname in the room.
+    pub nick: String,
+    /// Their real bare JID, when the room shows it.
+    pub jid: Option<String>,
+    /// `moderator`, `participant`, `visitor`.
+    pub role: String,
+    /// `owner`, `admin`, `member`, `none`.
+    pub affiliation: String,
+}
+
+impl From<tether_core::store::Occupant> for RoomOccupant {
+    fn from(o: tether_core::store::Occupant) -> Self {
+        RoomOccupant {
+            nick: o.nick,
+            jid: o.jid,
+            role: o.role,
+            affiliation: o.affiliation,
+        }
+    }
+}
+
 /// A roster entry.
 #[derive(Clone, Debug, PartialEq, uniffi::Record)]
 pub struct Contact {

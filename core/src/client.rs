@@ -654,6 +654,12 @@ impl Client {
         Ok(())
     }
 
+    /// Who is in `room` (XEP-0045 occupants, as the room last said), by nick.
+    pub fn occupants(&self, room: &str) -> Result<Vec<crate::store::Occupant>> {
+        let room = bare(room)?;
+        Ok(self.shared.store().occupants(self.shared.account.id, &room)?)
+    }
+
     /// The rooms this account is in (or wants to be in).
     pub fn rooms(&self) -> Result<Vec<crate::store::Room>> {
         Ok(self.shared.store().rooms(self.shared.account.id)?)

@@ -19,7 +19,7 @@ use crate::events::{
 };
 use crate::inbox::{AccountEvent, AccountStatus, InboxConversation};
 use crate::store::{
-    Action, Attachment, BlockEntry, BlockState, BlockWant, Contact, Conversation, Edit, MessageRow,
+    Action, Attachment, BlockEntry, Occupant, BlockState, BlockWant, Contact, Conversation, Edit, MessageRow,
     Quoted, ReactionCount, Room, SearchHit,
 };
 
@@ -156,6 +156,7 @@ pub fn typescript() -> String {
         Conversation::decl(&cfg),
         Contact::decl(&cfg),
         Room::decl(&cfg),
+        Occupant::decl(&cfg),
         BlockWant::decl(&cfg),
         BlockState::decl(&cfg),
         BlockEntry::decl(&cfg),

@@ -379,6 +379,17 @@ async fn rooms(state: State<'_, App>, account: String) -> CmdResult<Vec<Room>> {
     blocking(move || c.rooms().map_err(err)).await
 }
 
+/// Who is in a room (XEP-0045), as the room last said.
+#[tauri::command]
+async fn occupants(
+    state: State<'_, App>,
+    account: String,
+    room: String,
+) -> CmdResult<Vec<tether_core::store::Occupant>> {
+    let c = state.client(&account)?;
+    blocking(move || c.occupants(&room).map_err(err)).await
+}
+
 #[tauri::command]
 async fn contacts(state: State<'_, App>, account: String) -> CmdResult<Vec<Contact>> {
     let c = state.client(&account)?;
@@ -668,6 +679,7 @@ fn main() {
             mark_read,
             join_room,
             rooms,
+            occupants,
             contacts,
             subscription_requests,
             answer_subscription,

@@ -45,7 +45,7 @@ class Peer(slixmpp.ClientXMPP):
         self.ca_certs = ca_file
         self.roster.auto_authorize = True
         self.roster.auto_subscribe = True
-        for plugin in ("xep_0030", "xep_0115", "xep_0085", "xep_0199", "xep_0191"):
+        for plugin in ("xep_0030", "xep_0045", "xep_0115", "xep_0085", "xep_0199", "xep_0191"):
             self.register_plugin(plugin)
         self.add_event_handler("session_start", self.started)
         self.add_event_handler("presence", self.on_presence)
@@ -117,6 +117,10 @@ class Peer(slixmpp.ClientXMPP):
                     reply["answer"] = "result"
                 except slixmpp.exceptions.IqError as e:
                     reply["answer"] = e.iq["error"]["condition"]
+            elif cmd == "join":
+                await self.plugin["xep_0045"].join_muc_wait(c["room"], c["nick"], timeout=20)
+            elif cmd == "leave":
+                self.plugin["xep_0045"].leave_muc(c["room"], c["nick"])
             elif cmd == "send":
                 self.send_message(mto=c["to"], mbody=c["body"], mtype="chat")
             else:

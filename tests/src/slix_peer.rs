@@ -164,6 +164,18 @@ impl SlixPeer {
         (n("answered"), n("unanswered"), n("error"))
     }
 
+    /// Joins `room` as `nick` (XEP-0045), waiting for the room to let us in; panics if it does
+    /// not.
+    pub fn join(&mut self, room: &str, nick: &str) {
+        let r = self.command(json!({"cmd": "join", "room": room, "nick": nick}));
+        assert!(r["error"].is_null(), "join: {r}");
+    }
+
+    /// Leaves `room`.
+    pub fn leave(&mut self, room: &str, nick: &str) {
+        self.command(json!({"cmd": "leave", "room": room, "nick": nick}));
+    }
+
     /// Sends a chat message.
     pub fn send(&mut self, to: &str, body: &str) {
         self.command(json!({"cmd": "send", "to": to, "body": body}));

@@ -132,3 +132,56 @@ fn a_room_that_dropped_us_silently_is_found_rejoined_and_caught_up_with_every_me
     bob.close_stdin();
     bob.stop(LONG, "bob");
 }
+
+/// The occupant list (XEP-0045) against a real Prosody, with a third-party client in the room:
+/// Tether lists who is there as the room says it (slixmpp's Carol comes, then goes), and only
+/// for the room it is in.
+#[test]
+fn the_occupant_list_shows_who_the_room_says_is_there() {
+    let prosody = Prosody::start(ProsodyOptions {
+        muc: true,
+        ..ProsodyOptions::default()
+    })
+    .expect("start prosody");
+    prosody.register("carol", "carol-secret").unwrap();
+    let w = Pair::new(prosody);
+    w.alice.json_lines(&["room", "join", ROOM, "--nick", "alice"]);
+    let mut alice = w.alice.spawn_run(&["--stdin"]).online(LONG, "alice");
+    assert!(alice.wait_count("room:joined", 1, LONG), "{}", alice.diagnostics());
+    std::thread::sleep(Duration::from_secs(1));
+    let nicks = || -> Vec<String> {
+        w.alice
+            .json_lines(&["room", "occupants", ROOM])
+            .iter()
+            .map(|o| o["nick"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(nicks(), ["alice"]);
+    let mut carol = tether_e2e::slix_peer::SlixPeer::start(
+        w.server.addr(),
+        "carol@localhost",
+        "carol-secret",
+        &w.server.ca_file(),
+    )
+    .expect("carol");
+    carol.join(ROOM, "carol");
+    assert!(
+        w.alice.wait_until(LONG, |_| nicks() == ["alice", "carol"]),
+        "{:?}",
+        nicks()
+    );
+    // Alice created the room: she owns it and sees Carol's real JID.
+    let listed = w.alice.json_lines(&["room", "occupants", ROOM]);
+    assert_eq!(listed[1]["jid"], "carol@localhost", "{listed:?}");
+    assert_eq!(listed[0]["affiliation"], "owner", "{listed:?}");
+    carol.leave(ROOM, "carol");
+    assert!(w.alice.wait_until(LONG, |_| nicks() == ["alice"]), "{:?}", nicks());
+    assert!(
+        alice
+            .events()
+            .iter()
+            .any(|e| e["event"] == "presence" && e["from"] == format!("{ROOM}/carol")),
+        "the front ends are told"
+    );
+    alice.stop(LONG, "alice");
+}

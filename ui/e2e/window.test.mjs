@@ -757,3 +757,26 @@ test("an account is created from the window: the server's refusal is shown, then
   );
   await shot("28-signed-up");
 });
+
+test("a room shows who is in it, as the room says", async () => {
+  // alice's view (bob joined the lounge in an earlier test and is still there).
+  const aliceRow = By.xpath("//li[@data-testid='account'][.//span[@class='jid' and text()='alice@localhost']]");
+  const row = await browser.findElement(aliceRow);
+  if (!/active/.test(await row.getAttribute("class"))) await row.click();
+  const room = "lounge@conference.localhost";
+  await (await browser.wait(
+    until.elementLocated(By.xpath(`//ul[contains(@class,'people')]/li[contains(., '${room}')]`)),
+    LONG,
+  )).click();
+  await browser.wait(
+    async () => {
+      const names = await Promise.all(
+        (await browser.findElements(By.css("[data-testid=occupant]"))).map((o) => o.getAttribute("textContent")),
+      );
+      return names.join(",") === "alice,bob";
+    },
+    LONG,
+    "the occupant list shows alice and bob",
+  );
+  await shot("29-room-occupants");
+});

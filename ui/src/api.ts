@@ -13,6 +13,7 @@ import type {
   Edit,
   InboxConversation,
   MessageRow,
+  Occupant,
   Room,
   SearchHit,
 } from "./generated/contract";
@@ -23,6 +24,7 @@ export type {
   BlockEntry,
   Contact,
   InboxConversation,
+  Occupant,
   Room,
   SearchHit,
 } from "./generated/contract";
@@ -104,6 +106,8 @@ export const api = {
   joinRoom: (room: string, nick: string) => call<void>("join_room", { room, nick }),
   contacts: () => call<Contact[]>("contacts"),
   rooms: () => call<Room[]>("rooms"),
+  /** Who is in a room (XEP-0045), as the room last said. */
+  occupants: (room: string) => call<Occupant[]>("occupants", { room }),
   subscriptionRequests: () => call<string[]>("subscription_requests"),
   answerSubscription: (jid: string, accept: boolean) =>
     call<void>("answer_subscription", { jid, accept }),

@@ -233,6 +233,11 @@ enum RoomCmd {
     },
     /// List rooms.
     List,
+    /// Who is in a room (as the room last said), one JSON line each.
+    Occupants {
+        /// The room's bare JID.
+        room: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -663,6 +668,11 @@ fn dispatch(cli: Cli) -> Result<(), Error> {
                 RoomCmd::List => {
                     for room in client.rooms()? {
                         print_json(&room);
+                    }
+                }
+                RoomCmd::Occupants { room } => {
+                    for o in client.occupants(&room)? {
+                        print_json(&o);
                     }
                 }
             }

@@ -558,6 +558,25 @@ impl Engine {
                     .find(|e| e.is("x", ns::MUC_USER))
                     .and_then(|e| MucUser::try_from(e.clone()).ok());
                 if let Some(muc) = muc {
+                    // Who is in the room (kept only for a room of ours), told to the front ends
+                    // as the presence it is.
+                    if let Some(nick) = from.resource() {
+                        let present = available.then(|| {
+                            let item = muc.items.first();
+                            crate::store::Occupant {
+                                nick: nick.to_string(),
+                                jid: item.and_then(|i| i.jid.as_ref()).map(|j| j.to_bare().to_string()),
+                                role: item.map_or("none".into(), |i| xml_text(&i.role)),
+                                affiliation: item.map_or("none".into(), |i| xml_text(&i.affiliation)),
+                            }
+                        });
+                        if store.set_occupant(self.account, bare.as_str(), nick.as_str(), present.as_ref())? {
+                            self.emit(Event::Social(SocialEvent::Presence {
+                                from: from.to_string(),
+                                available,
+                            }));
+                        }
+                    }
                     if muc.status.contains(&Status::RoomHasBeenCreated) {
                         // We created the room: accept the default configuration (an "instant
                         // room", XEP-0045 10.1.2) so that it unlocks for others.
@@ -856,4 +875,9 @@ fn subscription_name(s: &tokio_xmpp::parsers::roster::Subscription) -> &'static 
         Subscription::Both => "both",
         Subscription::Remove => "remove",
     }
+}
+
+/// An attribute value's text as the XML has it (a role, an affiliation).
+fn xml_text(v: &impl xso::AsXmlText) -> String {
+    v.as_xml_text().map(|t| t.into_owned()).unwrap_or_default()
 }

@@ -303,3 +303,65 @@ fn an_idle_session_asks_its_rooms_on_its_keepalive_probes_and_never_wakes_for_th
     assert_eq!(pair.server.self_pings, 4);
     assert_eq!(rejoining(&pair), 0);
 }
+
+/// An occupant's presence from the room (XEP-0045).
+fn occupant(pair: &mut Pair, from: &str, real: Option<&str>, available: bool) {
+    let mut item = Item::new(Affiliation::Member, Role::Participant);
+    item.jid = real.map(|j| j.parse().unwrap());
+    let muc = MucUser {
+        items: vec![item],
+        ..MucUser::new()
+    };
+    let p = if available {
+        Presence::available()
+    } else {
+        Presence::new(tokio_xmpp::parsers::presence::Type::Unavailable)
+    };
+    let p = p
+        .with_from(from.parse::<Jid>().unwrap())
+        .with_payloads(vec![muc.into()]);
+    pair.server.send(Stanza::Presence(p));
+    pair.run();
+}
+
+fn nicks(pair: &Pair, room: &str) -> Vec<String> {
+    pair.store
+        .occupants(pair.account_id(), room)
+        .unwrap()
+        .into_iter()
+        .map(|o| o.nick)
+        .collect()
+}
+
+/// The occupant list: who the room says is there, with their real JID when the room shows it;
+/// someone leaving goes; a presence in the name of a room we are not in is kept nowhere; a room
+/// that dropped us is joined anew with an empty list, filled again by the room.
+#[test]
+fn the_occupant_list_follows_the_room_and_a_room_we_are_not_in_adds_nothing() {
+    let mut pair = Pair::new(Server::new());
+    joined(&mut pair);
+    occupant(&mut pair, &format!("{ROOM}/bob"), Some("bob@localhost/phone"), true);
+    occupant(&mut pair, &format!("{ROOM}/carol"), None, true);
+    assert_eq!(nicks(&pair, ROOM), ["alice", "bob", "carol"]);
+    let bob = &pair.store.occupants(pair.account_id(), ROOM).unwrap()[1];
+    assert_eq!(bob.jid.as_deref(), Some("bob@localhost"));
+    assert_eq!((bob.role.as_str(), bob.affiliation.as_str()), ("participant", "member"));
+    assert!(pair.events.iter().any(|e| matches!(e,
+        Event::Social(SocialEvent::Presence { from, available: true }) if from == &format!("{ROOM}/carol"))));
+
+    occupant(&mut pair, &format!("{ROOM}/carol"), None, false);
+    assert_eq!(nicks(&pair, ROOM), ["alice", "bob"]);
+    occupant(&mut pair, "elsewhere@conference.localhost/eve", None, true);
+    assert!(nicks(&pair, "elsewhere@conference.localhost").is_empty());
+
+    // The room dropped us (a self-ping says so after a resumption): the list starts again.
+    pair.cut(true);
+    online(&mut pair);
+    let asked = pings(&pair);
+    answer(&mut pair, &asked[0], ME, Some(DefinedCondition::NotAcceptable));
+    assert_eq!(rejoining(&pair), 1);
+    assert!(nicks(&pair, ROOM).is_empty(), "{:?}", nicks(&pair, ROOM));
+    self_presence(&mut pair);
+    occupant(&mut pair, &format!("{ROOM}/bob"), None, true);
+    assert_eq!(nicks(&pair, ROOM), ["alice", "bob"]);
+}

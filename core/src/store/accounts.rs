@@ -96,6 +96,7 @@ const ACCOUNT_TABLES: &[&str] = &[
     "peer_caps",
     "blocklist",
     "bookmark_wishes",
+    "occupants",
 ];
 
 impl Store {

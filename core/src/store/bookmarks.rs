@@ -207,6 +207,10 @@ pub(super) fn leave(tx: &Connection, account: i64, room: &str) -> Result<bool> {
     let Some(nick) = nick else {
         return Ok(false);
     };
+    tx.execute(
+        "DELETE FROM occupants WHERE account_id = ?1 AND room = ?2",
+        params![account, room],
+    )?;
     enqueue(tx, account, ControlKind::MucLeave, room, None, Some(&nick))?;
     Ok(true)
 }

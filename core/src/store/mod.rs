@@ -43,7 +43,7 @@ pub use references::{
 pub use search::{
     fts_query, SearchHit, SearchQuery, MAX_QUERY_BYTES, MAX_QUERY_WORDS, MAX_SEARCH_PAGE,
 };
-pub use social::{Contact, Room};
+pub use social::{Contact, Occupant, Room};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use std::path::{Path, PathBuf};

@@ -360,6 +360,20 @@ const MIGRATIONS: &[&str] = &[
         WHERE direction = 'in' AND state = 'received' AND action IS NULL;
     CREATE INDEX messages_failed ON messages (account_id, peer) WHERE state = 'failed';
     "#,
+    // v17: who is in each room we are in (XEP-0045 occupant presence), as the room last said;
+    // emptied when the room is joined anew.
+    r#"
+    CREATE TABLE occupants (
+        account_id       INTEGER NOT NULL REFERENCES accounts(id),
+        room             TEXT NOT NULL,
+        nick             TEXT NOT NULL,
+        jid              TEXT,
+        role             TEXT NOT NULL,
+        affiliation      TEXT NOT NULL,
+        updated_at       INTEGER NOT NULL,
+        PRIMARY KEY (account_id, room, nick)
+    );
+    "#,
 ];
 
 /// The schema version this build writes.

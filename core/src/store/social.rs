@@ -19,6 +19,19 @@ pub struct Room {
     pub joined: bool,
 }
 
+/// Someone in a room (XEP-0045), as the room last said.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq, TS)]
+pub struct Occupant {
+    /// Their nickname in the room.
+    pub nick: String,
+    /// Their real bare JID, when the room shows it to us.
+    pub jid: Option<String>,
+    /// `moderator`, `participant`, `visitor`.
+    pub role: String,
+    /// `owner`, `admin`, `member`, `none`.
+    pub affiliation: String,
+}
+
 /// A roster entry.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq, TS)]
 pub struct Contact {
@@ -92,7 +105,8 @@ impl Store {
         Ok(rows)
     }
 
-    /// A new session: rooms are not joined until they confirm; queue a join for each.
+    /// A new session: rooms are not joined until they confirm; queue a join for each. Who was in
+    /// them is forgotten: each room says it again when it lets us in.
     pub fn rejoin_rooms(&mut self, account: i64) -> Result<Vec<Room>> {
         let rooms = self.rooms(account)?;
         let tx = super::Tx::begin(&mut self.conn)?;
@@ -100,6 +114,7 @@ impl Store {
             "UPDATE rooms SET joined = 0 WHERE account_id = ?1",
             [account],
         )?;
+        tx.execute("DELETE FROM occupants WHERE account_id = ?1", [account])?;
         for room in &rooms {
             enqueue(
                 &tx,
@@ -152,9 +167,64 @@ impl Store {
         let Some(nick) = nick else {
             return Ok(false);
         };
+        tx.execute(
+            "DELETE FROM occupants WHERE account_id = ?1 AND room = ?2",
+            params![account, room],
+        )?;
         enqueue(&tx, account, ControlKind::MucJoin, room, None, Some(&nick))?;
         tx.commit()?;
         Ok(true)
+    }
+
+    /// An occupant of `room` came (`Some`, with what the room says of them) or went (`None`).
+    /// Only for a room of ours: `false` (nothing kept) for any other, which is someone's forgery
+    /// or a room we left.
+    pub fn set_occupant(
+        &mut self,
+        account: i64,
+        room: &str,
+        nick: &str,
+        present: Option<&Occupant>,
+    ) -> Result<bool> {
+        if self.room_nick(account, room)?.is_none() {
+            return Ok(false);
+        }
+        match present {
+            Some(o) => self.conn.prepare_cached(
+                "INSERT INTO occupants (account_id, room, nick, jid, role, affiliation, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (account_id, room, nick) DO UPDATE SET
+                     jid = excluded.jid, role = excluded.role, affiliation = excluded.affiliation,
+                     updated_at = excluded.updated_at",
+            )?
+            .execute(params![account, room, nick, o.jid, o.role, o.affiliation, super::now_ms()])?,
+            None => self
+                .conn
+                .prepare_cached(
+                    "DELETE FROM occupants WHERE account_id = ?1 AND room = ?2 AND nick = ?3",
+                )?
+                .execute(params![account, room, nick])?,
+        };
+        Ok(true)
+    }
+
+    /// Who is in `room`, by nick.
+    pub fn occupants(&self, account: i64, room: &str) -> Result<Vec<Occupant>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT nick, jid, role, affiliation FROM occupants
+             WHERE account_id = ?1 AND room = ?2 ORDER BY nick",
+        )?;
+        let rows = stmt
+            .query_map(params![account, room], |r| {
+                Ok(Occupant {
+                    nick: r.get(0)?,
+                    jid: r.get(1)?,
+                    role: r.get(2)?,
+                    affiliation: r.get(3)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
     }
 
     /// The rooms this session is in (joined and confirmed), with our nick.

@@ -9,6 +9,7 @@ import {
   type BlockEntry,
   type Contact,
   type InboxConversation,
+  type Occupant,
   type CoreEvent,
   type Message,
   type Room,
@@ -356,6 +357,8 @@ function Main({ account, initialPeer, accounts, onSwitch, onAdd, onAccountsChang
   const [editing, setEditing] = useState<Message | null>(null);
   const [history, setHistory] = useState<Edit[] | null>(null);
   const [typing, setTyping] = useState<Record<string, ChatState>>({});
+  // Who is in the open room (XEP-0045), as the room last said.
+  const [occupants, setOccupants] = useState<Occupant[]>([]);
   // Bytes moved per message id, from `file:progress` events (the store keeps the final state).
   const [progress, setProgress] = useState<Record<string, number>>({});
   // Search: the words, the hits (or why the core refused the words), and the hit being shown.
@@ -376,6 +379,9 @@ function Main({ account, initialPeer, accounts, onSwitch, onAdd, onAccountsChang
     api.rooms().then(setRooms, console.error);
     api.subscriptionRequests().then(setRequests, console.error);
     api.blocklist().then(setBlocked, console.error);
+  }, []);
+  const refreshOccupants = useCallback((room: string) => {
+    api.occupants(room).then((list) => peerRef.current === room && setOccupants(list), console.error);
   }, []);
   const refreshFailed = useCallback(async (p: string) => {
     const rows = await api.failed(p);
@@ -423,6 +429,8 @@ function Main({ account, initialPeer, accounts, onSwitch, onAdd, onAccountsChang
       }
       if (["roster", "presence", "subscription:request", "room:joined", "room:rejoining", "room:bookmark", "blocking"].includes(e.event)) {
         refreshPeople();
+        const room = peerRef.current;
+        if (room && (e.event === "presence" || e.event.startsWith("room:"))) refreshOccupants(room);
         return;
       }
       if (e.event === "chat:state") {
@@ -489,7 +497,7 @@ function Main({ account, initialPeer, accounts, onSwitch, onAdd, onAccountsChang
       void un.then((f) => f());
       void unLagged.then((f) => f());
     };
-  }, [account, refreshList, refreshPeople, reload, refreshFailed]);
+  }, [account, refreshList, refreshPeople, reload, refreshFailed, refreshOccupants]);
 
   useEffect(() => refreshPeople(), [refreshPeople]);
 
@@ -513,10 +521,12 @@ function Main({ account, initialPeer, accounts, onSwitch, onAdd, onAccountsChang
     setReplyTo(null);
     setEditing(null);
     if (focusRef.current && focusRef.current.peer !== peer) setFocus(null);
+    setOccupants([]);
     if (!peer) return;
+    refreshOccupants(peer);
     void reload(peer);
     report(api.markRead(peer).then(refreshList));
-  }, [peer, reload, refreshList]);
+  }, [peer, reload, refreshList, refreshOccupants]);
 
   const loadOlder = async (): Promise<number> => {
     if (!peer || messages.length === 0) return 0;
@@ -773,6 +783,22 @@ function Main({ account, initialPeer, accounts, onSwitch, onAdd, onAccountsChang
               value={draftTo}
               onInput={(e) => setDraftTo((e.target as HTMLInputElement).value)}
             />
+          </div>
+        )}
+        {peer && rooms.some((r) => r.jid === peer) && (
+          <div class="occupants" data-testid="occupants">
+            <span class="hint">In the room:</span>
+            {occupants.map((o) => (
+              <span
+                key={o.nick}
+                class="occupant"
+                data-testid="occupant"
+                title={[o.jid, o.role, o.affiliation !== "none" ? o.affiliation : null].filter(Boolean).join(" · ")}
+                style={{ color: consistentColor(o.nick) }}
+              >
+                {o.nick}
+              </span>
+            ))}
           </div>
         )}
         {blockOf(blocked, peer) && (

@@ -276,6 +276,24 @@ nick: string,
  */
 joined: boolean, };
 
+export type Occupant = { 
+/**
+ * Their nickname in the room.
+ */
+nick: string, 
+/**
+ * Their real bare JID, when the room shows it to us.
+ */
+jid: string | null, 
+/**
+ * `moderator`, `participant`, `visitor`.
+ */
+role: string, 
+/**
+ * `owner`, `admin`, `member`, `none`.
+ */
+affiliation: string, };
+
 export type BlockWant = "block" | "unblock";
 
 export type BlockState = "pending" | "confirmed" | "refused";
