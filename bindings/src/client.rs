@@ -460,6 +460,17 @@ impl TetherClient {
         Ok(self.client.rooms()?.into_iter().map(Into::into).collect())
     }
 
+    /// Invites `to` to `room` (XEP-0249 direct invitation), committed as a message first and
+    /// delivered like one; `reason` is its text. Returns its id.
+    pub fn invite(
+        &self,
+        room: String,
+        to: String,
+        reason: Option<String>,
+    ) -> Result<String, TetherError> {
+        Ok(self.client.invite(&room, &to, reason.as_deref())?)
+    }
+
     /// Who is in `room` (XEP-0045), as the room last said; the app hears of changes as
     /// `Presence` events from `room/nick`.
     pub fn occupants(&self, room: String) -> Result<Vec<RoomOccupant>, TetherError> {

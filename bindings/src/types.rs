@@ -247,6 +247,8 @@ pub struct Message {
     pub reply_to: Option<QuotedMessage>,
     /// The file it carries, if any.
     pub file: Option<FileInfo>,
+    /// A direct invitation (XEP-0249) to this room (its bare JID): offer to join it.
+    pub invite: Option<String>,
 }
 
 /// A file on a message (mirrors `tether_core::store::Attachment`).
@@ -427,6 +429,7 @@ impl From<MessageRow> for Message {
                     mine: r.mine,
                 })
                 .collect(),
+            invite: m.invite,
             file: m.file.map(|f| FileInfo {
                 name: f.name,
                 size: f.size,

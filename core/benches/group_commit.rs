@@ -25,6 +25,7 @@ fn message(n: u64) -> InboundMessage {
         target: None,
         reactions: vec![],
         file: None,
+        invite: None,
     }
 }
 

@@ -624,6 +624,32 @@ impl Client {
         Ok(r)
     }
 
+    /// Invites `to` to `room` (XEP-0249 direct invitation): committed as a message to `to`
+    /// first, delivered with the same guarantees as any message; `reason` is its text.
+    pub fn invite(&self, room: &str, to: &str, reason: Option<&str>) -> Result<String> {
+        self.verify()?;
+        let room = bare(room)?;
+        let to = bare(to)?;
+        if !room.contains('@') {
+            return Err(Error::Usage(format!("{room} is not a room's address")));
+        }
+        let jid: tokio_xmpp::jid::Jid = to.parse().expect("a bare JID");
+        if self.shared.store().is_blocked(self.shared.account.id, &jid)? {
+            return Err(Error::Usage(format!(
+                "{to} is blocked: unblock them to write to them"
+            )));
+        }
+        let change = self.shared.store().enqueue_invite(
+            self.shared.account.id,
+            &to,
+            &room,
+            reason,
+        )?;
+        self.shared.emit_changes(std::slice::from_ref(&change));
+        self.shared.outbox.notify_one();
+        Ok(change.id)
+    }
+
     /// Joins `room` as `nick` (persisted; rejoined on every new session).
     pub fn join_room(&self, room: &str, nick: &str) -> Result<()> {
         self.verify()?;

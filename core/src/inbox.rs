@@ -465,6 +465,7 @@ mod tests {
             target: None,
             reactions: vec![],
             file: None,
+            invite: None,
         }
     }
 

@@ -512,6 +512,7 @@ mod tests {
                     sha256,
                     refused: None,
                 }),
+                invite: None,
             };
             let account = self.shared().account.id;
             self.shared()

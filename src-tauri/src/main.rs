@@ -379,6 +379,19 @@ async fn rooms(state: State<'_, App>, account: String) -> CmdResult<Vec<Room>> {
     blocking(move || c.rooms().map_err(err)).await
 }
 
+/// Invites someone to a room (XEP-0249), delivered as a message.
+#[tauri::command]
+async fn invite(
+    state: State<'_, App>,
+    account: String,
+    room: String,
+    to: String,
+    reason: Option<String>,
+) -> CmdResult<String> {
+    let c = state.client(&account)?;
+    blocking(move || c.invite(&room, &to, reason.as_deref()).map_err(err)).await
+}
+
 /// Who is in a room (XEP-0045), as the room last said.
 #[tauri::command]
 async fn occupants(
@@ -680,6 +693,7 @@ fn main() {
             join_room,
             rooms,
             occupants,
+            invite,
             contacts,
             subscription_requests,
             answer_subscription,

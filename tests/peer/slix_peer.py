@@ -45,12 +45,13 @@ class Peer(slixmpp.ClientXMPP):
         self.ca_certs = ca_file
         self.roster.auto_authorize = True
         self.roster.auto_subscribe = True
-        for plugin in ("xep_0030", "xep_0045", "xep_0115", "xep_0085", "xep_0199", "xep_0191"):
+        for plugin in ("xep_0030", "xep_0045", "xep_0115", "xep_0085", "xep_0199", "xep_0191", "xep_0249"):
             self.register_plugin(plugin)
         self.add_event_handler("session_start", self.started)
         self.add_event_handler("presence", self.on_presence)
         self.add_event_handler("chatstate", self.on_chat_state)
         self.add_event_handler("message", self.on_message)
+        self.add_event_handler("groupchat_direct_invite", self.on_invite)
 
     async def started(self, _):
         # Computes our own hash (slixmpp does not by itself), so the presence carries it.
@@ -68,6 +69,11 @@ class Peer(slixmpp.ClientXMPP):
     def on_message(self, m):
         if m["body"]:
             out({"event": "message", "from": str(m["from"]), "id": m["id"], "body": m["body"]})
+
+    def on_invite(self, m):
+        x = m["groupchat_invite"]
+        out({"event": "invite", "from": str(m["from"]), "id": m["id"], "room": str(x["jid"]),
+             "reason": x["reason"]})
 
     async def command(self, c):
         cmd = c.get("cmd")
@@ -117,6 +123,8 @@ class Peer(slixmpp.ClientXMPP):
                     reply["answer"] = "result"
                 except slixmpp.exceptions.IqError as e:
                     reply["answer"] = e.iq["error"]["condition"]
+            elif cmd == "invite":
+                self.plugin["xep_0249"].send_invitation(c["to"], c["room"], reason=c.get("reason"))
             elif cmd == "join":
                 await self.plugin["xep_0045"].join_muc_wait(c["room"], c["nick"], timeout=20)
             elif cmd == "leave":

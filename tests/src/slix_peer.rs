@@ -171,6 +171,12 @@ impl SlixPeer {
         assert!(r["error"].is_null(), "join: {r}");
     }
 
+    /// Sends `to` a direct invitation (XEP-0249) to `room`.
+    pub fn invite(&mut self, to: &str, room: &str, reason: &str) {
+        let r = self.command(json!({"cmd": "invite", "to": to, "room": room, "reason": reason}));
+        assert!(r["error"].is_null(), "invite: {r}");
+    }
+
     /// Leaves `room`.
     pub fn leave(&mut self, room: &str, nick: &str) {
         self.command(json!({"cmd": "leave", "room": room, "nick": nick}));

@@ -185,3 +185,62 @@ fn the_occupant_list_shows_who_the_room_says_is_there() {
     );
     alice.stop(LONG, "alice");
 }
+
+/// Direct invitations (XEP-0249) both ways with a third-party client (slixmpp): Tether's goes
+/// out once, with its room, and reaches Carol as an invitation; Carol's reaches Tether as a
+/// message carrying the room, which Tether then joins.
+#[test]
+fn direct_invitations_go_both_ways_with_a_third_party_client() {
+    let prosody = Prosody::start(ProsodyOptions {
+        muc: true,
+        // Carol (slixmpp) creates a room without configuring it: unlocked at once.
+        extra_config: "muc_room_locking = false\n".into(),
+        ..ProsodyOptions::default()
+    })
+    .expect("start prosody");
+    prosody.register("carol", "carol-secret").unwrap();
+    let w = Pair::new(prosody);
+    let mut carol = tether_e2e::slix_peer::SlixPeer::start(
+        w.server.addr(),
+        "carol@localhost",
+        "carol-secret",
+        &w.server.ca_file(),
+    )
+    .expect("carol");
+    w.alice.json_lines(&["room", "join", ROOM, "--nick", "alice"]);
+    let id = w.alice.exec(&["invite", "--room", ROOM, "--to", "carol@localhost", "--reason", "come in"]);
+    assert_eq!(id.code, Some(0), "{}", id.stderr);
+    let id = id.stdout.trim().to_owned();
+    let mut alice = w.alice.spawn_run(&["--stdin"]).online(LONG, "alice");
+    let got = carol
+        .wait_line(LONG, |v| v["event"] == "invite")
+        .expect("carol gets the invitation");
+    assert_eq!(got["room"], ROOM);
+    assert_eq!(got["id"], id.as_str());
+    assert!(alice.wait_confirmed(1, LONG), "{}", alice.diagnostics());
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(carol.events("invite").len(), 1, "once");
+
+    let party = "party@conference.localhost";
+    carol.join(party, "carol");
+    carol.invite("alice@localhost", party, "a party");
+    assert!(
+        w.alice.wait_until(LONG, |n| n
+            .messages(&["--direction", "in", "--peer", "carol@localhost"])
+            .iter()
+            .any(|m| m["invite"] == party)),
+        "alice never got carol's invitation"
+    );
+    let row = &w.alice.messages(&["--direction", "in", "--peer", "carol@localhost"])[0];
+    assert_eq!(row["body"], "a party");
+    // Accepting it is joining the room.
+    w.alice.json_lines(&["room", "join", party, "--nick", "alice"]);
+    assert!(
+        alice.wait_for(LONG, |evs| evs
+            .iter()
+            .any(|e| e["event"] == "room:joined" && e["room"] == party)),
+        "{}",
+        alice.diagnostics()
+    );
+    alice.stop(LONG, "alice");
+}

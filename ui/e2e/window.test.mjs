@@ -780,3 +780,43 @@ test("a room shows who is in it, as the room says", async () => {
   );
   await shot("29-room-occupants");
 });
+
+test("an invitation to a room is joined from its bubble, and one is sent from a room", async () => {
+  const party = "party@conference.localhost";
+  tether(bob.db, "room", "join", party, "--nick", "bob");
+  tether(bob.db, "invite", "--room", party, "--to", "alice@localhost", "--reason", "a party");
+  await (await browser.wait(
+    until.elementLocated(By.xpath("//ul[contains(@class,'conversations')]/li[@data-account='alice@localhost'][.//span[@title='bob@localhost']]")),
+    LONG,
+  )).click();
+  const card = await browser.wait(until.elementLocated(By.css(`[data-testid=invite][data-room='${party}']`)), LONG);
+  await shot("30-invitation");
+  await card.findElement(By.css("[data-testid=join-invite]")).click();
+  const roomRow = By.xpath(`//ul[contains(@class,'people')]/li[contains(., '${party}')]`);
+  await (await browser.wait(until.elementLocated(roomRow), LONG)).click();
+  await browser.wait(
+    async () => {
+      const names = await Promise.all(
+        (await browser.findElements(By.css("[data-testid=occupant]"))).map((o) => o.getAttribute("textContent")),
+      );
+      return names.includes("alice") && names.includes("bob");
+    },
+    LONG,
+    "alice is in the party with bob",
+  );
+  // Alice invites carol (her other account) from the room.
+  await (await browser.findElement(By.css("[data-testid=invite-to]"))).sendKeys("carol@localhost", Key.ENTER);
+  await browser.wait(
+    until.elementLocated(By.xpath(`//li[@data-testid='conversation' and @data-account='carol@localhost']`)),
+    LONG,
+  );
+  await eventually(
+    () => {
+      const r = spawnSync(path.join(BIN, "tether"), ["--db", path.join(WORK, "alice.db"), "--account", "carol@localhost",
+        "messages", "--direction", "in", "--peer", "alice@localhost"], { encoding: "utf8" });
+      return r.stdout.split("\n").filter(Boolean).map((l) => JSON.parse(l)).some((m) => m.invite === party);
+    },
+    "carol's account got alice's invitation",
+  );
+  await shot("31-room-with-invite");
+});

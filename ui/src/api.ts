@@ -63,6 +63,11 @@ export function setActiveAccount(jid: string) {
   active = jid;
 }
 
+/** The account the view is in. */
+export function activeAccount(): string {
+  return active;
+}
+
 /** A per-account command: the active account goes with the arguments. */
 function call<T>(cmd: string, args: Record<string, unknown> = {}) {
   return invoke<T>(cmd, { account: active, ...args });
@@ -106,6 +111,9 @@ export const api = {
   joinRoom: (room: string, nick: string) => call<void>("join_room", { room, nick }),
   contacts: () => call<Contact[]>("contacts"),
   rooms: () => call<Room[]>("rooms"),
+  /** Invites someone to a room (XEP-0249), delivered as a message. */
+  invite: (room: string, to: string, reason: string | null) =>
+    call<string>("invite", { room, to, reason }),
   /** Who is in a room (XEP-0045), as the room last said. */
   occupants: (room: string) => call<Occupant[]>("occupants", { room }),
   subscriptionRequests: () => call<string[]>("subscription_requests"),

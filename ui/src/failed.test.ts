@@ -7,7 +7,7 @@ const msg = (over: Partial<Message>): Message => ({
   body: "hi", state: "failed", error: null, attempts: 1, created_at: 0, updated_at: 0,
   sent_at: null, acked_at: null, server_ts: null, kind: "chat", other_device: false,
   from_nick: null, action: null, target: null, edited: false, retracted: false, reactions: [],
-  reply_to: null, file: null, ...over,
+  reply_to: null, file: null, invite: null, ...over,
 });
 
 describe("failed messages", () => {

@@ -60,6 +60,19 @@ enum Command {
         #[arg(long)]
         up_to: Option<String>,
     },
+    /// Invite someone to a room (XEP-0249 direct invitation, delivered as a message); prints its
+    /// id.
+    Invite {
+        /// The room's bare JID.
+        #[arg(long)]
+        room: String,
+        /// Who is invited.
+        #[arg(long)]
+        to: String,
+        /// Why, in your words.
+        #[arg(long)]
+        reason: Option<String>,
+    },
     /// Group chat rooms.
     #[command(subcommand)]
     Room(RoomCmd),
@@ -650,6 +663,13 @@ fn dispatch(cli: Cli) -> Result<(), Error> {
                     "event": "mark-read", "peer": peer, "up_to": null, "count": 0
                 })),
             }
+            Ok(())
+        }
+        Command::Invite { room, to, reason } => {
+            println!(
+                "{}",
+                open(&cli.db, cli.account.as_deref())?.invite(&room, &to, reason.as_deref())?
+            );
             Ok(())
         }
         Command::Room(cmd) => {

@@ -67,6 +67,9 @@ pub(crate) struct Parsed {
     pub oob_url: Option<String>,
     /// XEP-0446: what the file is.
     pub file_meta: Option<xeps::FileMeta>,
+    /// XEP-0249: a direct invitation to a room (its bare JID, checked), with the inviter's
+    /// reason; `Err` for one naming something that is not a room's bare JID.
+    pub invite: Option<std::result::Result<(String, Option<String>), String>>,
 }
 
 /// What a message stores: its text and what it does to another message.
@@ -77,6 +80,8 @@ pub(crate) struct Content {
     pub target: Option<String>,
     pub reactions: Vec<String>,
     pub file: Option<crate::store::InboundFile>,
+    /// A direct invitation's room (XEP-0249).
+    pub invite: Option<String>,
 }
 
 impl Content {
@@ -87,6 +92,7 @@ impl Content {
             target: None,
             reactions: Vec::new(),
             file: None,
+            invite: None,
         }
     }
 }
@@ -135,6 +141,19 @@ pub(crate) fn content(p: &Parsed) -> Option<std::result::Result<Content, String>
             })
         }));
     }
+    // A direct invitation (XEP-0249): the room to join, and the inviter's words (or the
+    // fallback body) as its text.
+    if let Some(invite) = &p.invite {
+        return Some(invite.clone().map(|(room, reason)| Content {
+            invite: Some(room.clone()),
+            ..Content::text(
+                reason
+                    .or_else(|| p.body.clone())
+                    .filter(|t| !t.trim().is_empty())
+                    .unwrap_or_else(|| format!("an invitation to {room}")),
+            )
+        }));
+    }
     // A file link without a body still shows as the link (XEP-0066).
     let body = p.body.as_deref().or(p.oob_url.as_deref())?;
     let body = xeps::strip_fallback(body, &p.fallbacks, xeps::REPLY);
@@ -167,7 +186,22 @@ pub(crate) fn parse(mut m: Message, trusted_by: &BareJid) -> Parsed {
         ..Parsed::default()
     };
     for el in std::mem::take(&mut m.payloads) {
-        if el.is("origin-id", ns::SID) {
+        if el.is("x", xeps::DIRECT_INVITE) {
+            p.invite = Some(
+                xeps::DirectInvite::try_from(el)
+                    .map_err(|e| format!("a malformed invitation: {e}"))
+                    .and_then(|i| {
+                        let room: tokio_xmpp::jid::BareJid = i
+                            .jid
+                            .parse()
+                            .map_err(|e| format!("an invitation to {:?}, not a room: {e}", i.jid))?;
+                        if room.node().is_none() {
+                            return Err(format!("an invitation to {room}, not a room"));
+                        }
+                        Ok((room.to_string(), i.reason))
+                    }),
+            );
+        } else if el.is("origin-id", ns::SID) {
             p.origin_id = OriginId::try_from(el).ok().map(|o| o.id);
         } else if el.is("stanza-id", ns::SID) {
             if let Ok(sid) = StanzaId::try_from(el) {
@@ -337,6 +371,7 @@ impl Engine {
             target: c.target,
             reactions: c.reactions,
             file: c.file,
+            invite: c.invite,
         };
         self.commit_message(store, &msg)
     }
@@ -470,6 +505,7 @@ impl Engine {
             target: c.target,
             reactions: c.reactions,
             file: c.file,
+            invite: c.invite,
         };
         self.commit_message(store, &msg)
     }
@@ -863,6 +899,7 @@ pub(super) fn room_message(
         target: c.target,
         reactions: c.reactions,
         file: c.file,
+        invite: c.invite,
     }
 }
 

@@ -363,6 +363,7 @@ impl Engine {
                     target: c.target,
                     reactions: c.reactions,
                     file: c.file,
+                    invite: c.invite,
                 }
             }
             Some(room) => {

@@ -446,3 +446,69 @@ fn chat_states_go_only_to_a_contact_that_sent_one_pause_by_themselves_and_never_
         "no stale paused after the reconnect"
     );
 }
+
+/// Direct invitations (XEP-0249): ours goes out once as a message carrying the room (and a body
+/// for clients without the feature), acked like any message; theirs is stored with its room, the
+/// inviter's reason as its text; one naming something that is not a room is reported and stored
+/// nowhere.
+#[test]
+fn a_direct_invitation_goes_out_once_and_one_received_is_kept_with_its_room() {
+    let mut pair = Pair::new(Server::new());
+    online(&mut pair);
+    let acc = pair.account_id();
+    let ours = pair
+        .store
+        .enqueue_invite(acc, BOB, "den@conference.localhost", Some("come chat"))
+        .unwrap();
+    pair.run();
+    assert_eq!(pair.state(&ours.id), State::Acked);
+    let sent: Vec<&Message> = pair
+        .server
+        .delivered
+        .iter()
+        .filter(|m| m.id.as_ref().map(|i| i.0.as_str()) == Some(ours.id.as_str()))
+        .collect();
+    assert_eq!(sent.len(), 1, "once");
+    let x = sent[0]
+        .payloads
+        .iter()
+        .find(|p| p.is("x", xeps::DIRECT_INVITE))
+        .expect("the invitation");
+    assert_eq!(x.attr("jid"), Some("den@conference.localhost"));
+    assert_eq!(
+        sent[0].bodies.values().next().map(String::as_str),
+        Some("come chat (den@conference.localhost)")
+    );
+
+    let invite = |id: &str, room: &str, reason: Option<&str>| {
+        with(
+            chat_from("bob@localhost/phone", id, ""),
+            xeps::DirectInvite {
+                jid: room.into(),
+                reason: reason.map(str::to_owned),
+                password: None,
+            },
+        )
+    };
+    pair.server
+        .send(Stanza::Message(invite("i1", "lounge@conference.localhost", Some("we talk here"))));
+    pair.server
+        .send(Stanza::Message(invite("i2", "not a jid at all", None)));
+    pair.run();
+    let theirs: Vec<MessageRow> = pair
+        .store
+        .messages(acc, &crate::store::MessageFilter {
+            peer: Some(BOB.into()),
+            state: None,
+            direction: Some(crate::Direction::In),
+        })
+        .unwrap();
+    assert_eq!(theirs.len(), 1, "{theirs:?}");
+    assert_eq!(theirs[0].invite.as_deref(), Some("lounge@conference.localhost"));
+    assert_eq!(theirs[0].body, "we talk here");
+    assert!(
+        pair.events.iter().any(|e| matches!(e, Event::Error(err) if err.message.contains("not a room"))),
+        "the bad one is reported: {:?}",
+        pair.errors
+    );
+}

@@ -36,6 +36,16 @@ pub fn outgoing_message(item: &OutboxItem) -> Result<Stanza> {
         Message::chat(Some(Jid::from(to)))
     };
     m.id = Some(Id(item.id.clone()));
+    if let Some(room) = &item.invite {
+        m.payloads.push(
+            xeps::DirectInvite {
+                jid: room.clone(),
+                reason: None,
+                password: None,
+            }
+            .into(),
+        );
+    }
     m.payloads.push(
         OriginId {
             id: item.origin_id.clone().unwrap_or_else(|| item.id.clone()),

@@ -1,6 +1,6 @@
 //! Payloads that xmpp-parsers 0.23 does not have, declared with its own XML derive (`xso`), so
 //! that nothing here builds or parses XML by hand: XEP-0424 retraction, XEP-0461 replies,
-//! XEP-0428 fallback indication and the XEP-0334 `<store/>` hint.
+//! XEP-0428 fallback indication, the XEP-0334 `<store/>` hint and XEP-0249 direct invitations.
 
 use xso::{AsXml, FromXml};
 
@@ -64,6 +64,24 @@ pub struct FallbackBody {
 #[derive(FromXml, AsXml, PartialEq, Eq, Debug, Clone)]
 #[xml(namespace = HINTS, name = "store")]
 pub struct StoreHint;
+
+/// XEP-0249 namespace.
+pub const DIRECT_INVITE: &str = "jabber:x:conference";
+
+/// `<x xmlns='jabber:x:conference' jid='room@...' reason='...'/>`: an invitation to a room.
+#[derive(FromXml, AsXml, PartialEq, Eq, Debug, Clone)]
+#[xml(namespace = DIRECT_INVITE, name = "x")]
+pub struct DirectInvite {
+    /// The room's bare JID.
+    #[xml(attribute)]
+    pub jid: String,
+    /// Why, in the inviter's words.
+    #[xml(attribute(default))]
+    pub reason: Option<String>,
+    /// The room's password, if it has one.
+    #[xml(attribute(default))]
+    pub password: Option<String>,
+}
 
 /// XEP-0446 namespace.
 pub const FILE_METADATA: &str = "urn:xmpp:file:metadata:0";

@@ -60,6 +60,8 @@ pub struct OutboxItem {
     pub reply_to_jid: Option<String>,
     /// The file it carries, uploaded.
     pub file: Option<OutboxFile>,
+    /// A direct invitation's room (XEP-0249).
+    pub invite: Option<String>,
 }
 
 /// The file of an outgoing message, as its stanza announces it.
@@ -171,6 +173,42 @@ impl Store {
         }
         tx.commit()?;
         Ok(out)
+    }
+
+    /// Commits a direct invitation (XEP-0249) to `room` for `to`: a message of its own, with the
+    /// delivery guarantees of any message (its text: `reason`, else a line saying what it is,
+    /// which is also what a client without the feature shows).
+    pub fn enqueue_invite(
+        &mut self,
+        account: i64,
+        to: &str,
+        room: &str,
+        reason: Option<&str>,
+    ) -> Result<StateChange> {
+        let body = reason
+            .map(str::trim)
+            .filter(|r| !r.is_empty())
+            .map(|r| format!("{r} ({room})"))
+            .unwrap_or_else(|| format!("an invitation to {room}"));
+        let tx = super::Tx::begin(&mut self.conn)?;
+        let now = now_ms();
+        let id = uuid::Uuid::new_v4().to_string();
+        tx.prepare_cached(
+            "INSERT INTO messages (id, origin_id, account_id, peer, direction, body, state,
+                                   created_at, updated_at, kind, invite)
+             VALUES (?1, ?1, ?2, ?3, 'out', ?4, 'queued', ?5, ?5, 'chat', ?6)",
+        )?
+        .execute(params![id, account, to, body, now, room])?;
+        let change = StateChange {
+            key: tx.last_insert_rowid(),
+            id,
+            peer: to.to_owned(),
+            state: State::Queued,
+            error: None,
+            body: None,
+        };
+        tx.commit()?;
+        Ok(change)
     }
 
     /// The oldest `limit` queued messages that may go out now. A room message waits until the
@@ -730,17 +768,11 @@ macro_rules! outbox_columns {
              CASE WHEN t.direction = 'in' THEN
                   CASE WHEN m.kind = 'groupchat' THEN m.peer || '/' || t.from_nick ELSE m.peer END
              END,
-             a.url, a.name, a.size, a.media_type, a.sha256"
+             a.url, a.name, a.size, a.media_type, a.sha256, m.invite"
         )
     };
 }
 
-/// The outbox query ([`Store::queued`]): it names `messages_pending`'s own condition word for
-/// word, or SQLite would not use that partial index and would scan the account on every pump.
-///
-/// A row that acts on (or replies to) another message goes out naming that message's id; in group
-/// chat (except a correction, which names the id) that is the room's stanza-id, so a row acting on
-/// our own room message waits until the room has reflected it.
 /// The conversation list of account `?1`. The peers are found by skipping through the
 /// `messages_peer` index one peer at a time (a seek per conversation, not a scan of the
 /// messages); each one's newest message is the last of its entries there that is not an action
@@ -767,6 +799,12 @@ pub(crate) const CONVERSATIONS_SQL: &str = "
       FROM newest JOIN messages m ON m.seq_local = newest.seq
      ORDER BY at DESC, m.seq_local DESC";
 
+/// The outbox query ([`Store::queued`]): it names `messages_pending`'s own condition word for
+/// word, or SQLite would not use that partial index and would scan the account on every pump.
+///
+/// A row that acts on (or replies to) another message goes out naming that message's id; in group
+/// chat (except a correction, which names the id) that is the room's stanza-id, so a row acting on
+/// our own room message waits until the room has reflected it.
 pub(crate) const QUEUED_SQL: &str = concat!(
     "SELECT ",
     outbox_columns!(),
@@ -817,6 +855,7 @@ fn row_to_outbox(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxItem> {
             }),
             None => None,
         },
+        invite: r.get(15)?,
     })
 }
 
@@ -920,8 +959,9 @@ fn insert_inbound(tx: &Connection, account: i64, msg: &InboundMessage) -> Result
     tx.prepare_cached(
         "INSERT INTO messages (id, origin_id, stanza_id, account_id, peer, direction, body,
                                state, created_at, updated_at, server_ts, kind, other_device, from_nick,
-                               action, target, target_key, payload)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+                               action, target, target_key, payload, invite)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
+                 ?18)",
     )?
     .execute(params![
         id,
@@ -940,7 +980,8 @@ fn insert_inbound(tx: &Connection, account: i64, msg: &InboundMessage) -> Result
         msg.action.map(Action::as_str),
         msg.target,
         target_key,
-        payload
+        payload,
+        msg.invite
     ])?;
     let key = tx.last_insert_rowid();
     if let Some(f) = &msg.file {

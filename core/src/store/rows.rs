@@ -72,6 +72,8 @@ pub struct MessageRow {
     pub reply_to: Option<Quoted>,
     /// The file it carries, if any.
     pub file: Option<Attachment>,
+    /// A direct invitation (XEP-0249) to this room: its bare JID.
+    pub invite: Option<String>,
     /// The row of the message it acts on or replies to, once it is here.
     #[serde(skip)]
     #[ts(skip)]
@@ -185,6 +187,8 @@ pub struct InboundMessage {
     pub reactions: Vec<String>,
     /// A file it links to (XEP-0066, with XEP-0446 metadata).
     pub file: Option<InboundFile>,
+    /// A direct invitation to this room (XEP-0249), its bare JID.
+    pub invite: Option<String>,
 }
 
 /// A file on a message, as front ends show it.
@@ -237,6 +241,7 @@ pub(crate) const ROW_COLUMNS: &str =
               ORDER BY coalesce(c.server_ts, c.created_at) DESC, c.seq_local DESC LIMIT 1), m.body),
     m.state, m.error, m.attempts, m.created_at, m.updated_at, m.sent_at, m.acked_at, m.server_ts,
     m.kind, m.other_device, m.from_nick, m.action, m.target, m.target_key,
+    m.invite,
     EXISTS (SELECT 1 FROM messages c WHERE c.account_id = m.account_id
               AND c.target_key = m.seq_local AND c.action = 'correct' AND c.state != 'discarded'),
     EXISTS (SELECT 1 FROM messages c WHERE c.account_id = m.account_id
@@ -288,8 +293,9 @@ pub(super) fn row_to_message_offset(
             .and_then(Action::parse),
         target: r.get(o + 19)?,
         target_key: r.get(o + 20)?,
-        edited: r.get(o + 21)?,
-        retracted: r.get(o + 22)?,
+        invite: r.get(o + 21)?,
+        edited: r.get(o + 22)?,
+        retracted: r.get(o + 23)?,
         reactions: Vec::new(),
         reply_to: None,
         file: None,

@@ -374,6 +374,10 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (account_id, room, nick)
     );
     "#,
+    // v18: direct invitations (XEP-0249): the room a message invites to.
+    r#"
+    ALTER TABLE messages ADD COLUMN invite TEXT;
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -23,6 +23,7 @@ fn chat(peer: &str, id: &str, body: &str) -> InboundMessage {
         target: None,
         reactions: vec![],
         file: None,
+        invite: None,
     }
 }
 

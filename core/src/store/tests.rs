@@ -260,6 +260,7 @@ fn inbound_is_deduplicated_and_counted_in_the_same_transaction() {
         target: None,
         reactions: vec![],
         file: None,
+        invite: None,
     };
     let mut snap = SmSnapshot {
         inbound_h: 1,
@@ -391,6 +392,7 @@ fn chat_in(i: u32) -> InboundMessage {
         target: None,
         reactions: vec![],
         file: None,
+        invite: None,
     }
 }
 

@@ -3,6 +3,7 @@ import {
   api,
   errorText,
   isCommandError,
+  activeAccount,
   setActiveAccount,
   type AccountInfo,
   type AccountStatus,
@@ -787,6 +788,21 @@ function Main({ account, initialPeer, accounts, onSwitch, onAdd, onAccountsChang
         )}
         {peer && rooms.some((r) => r.jid === peer) && (
           <div class="occupants" data-testid="occupants">
+            <form
+              class="invite-form"
+              onSubmit={(e) => {
+                e.preventDefault();
+                const input = (e.target as HTMLFormElement).elements.namedItem("to") as HTMLInputElement;
+                const to = input.value.trim();
+                if (!to || !peer) return;
+                report(api.invite(peer, to, null).then(() => (input.value = "")));
+              }}
+            >
+              <input name="to" placeholder="Invite someone@example.org" data-testid="invite-to" />
+              <button class="link" type="submit">
+                Invite
+              </button>
+            </form>
             <span class="hint">In the room:</span>
             {occupants.map((o) => (
               <span
@@ -997,6 +1013,21 @@ function Bubble({
         </div>
       ) : (
         <div class="body">{shownBody(m)}</div>
+      )}
+      {m.invite && !m.retracted && (
+        // XEP-0249: an invitation to a room.
+        <div class="invite" data-testid="invite" data-room={m.invite}>
+          <span>Invitation to # {m.invite}</span>
+          {!mine && (
+            <button
+              class="link"
+              data-testid="join-invite"
+              onClick={() => report(api.joinRoom(m.invite!, activeAccount().split("@")[0]))}
+            >
+              Join
+            </button>
+          )}
+        </div>
       )}
       {m.reactions.length > 0 && (
         <div class="reactions">

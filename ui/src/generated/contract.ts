@@ -179,7 +179,11 @@ reply_to: Quoted | null,
 /**
  * The file it carries, if any.
  */
-file: Attachment | null, };
+file: Attachment | null, 
+/**
+ * A direct invitation (XEP-0249) to this room: its bare JID.
+ */
+invite: string | null, };
 
 export type Edit = { 
 /**
