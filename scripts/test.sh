@@ -39,8 +39,9 @@ step "bench smoke" bash tests/bench/run.sh --smoke
 # A short fuzz run of the core (30 s per target; FUZZ_SECONDS sets it), after replaying every
 # input a fuzz run ever crashed on.
 step fuzz bash core/fuzz/run.sh
-# The desktop installer: bundled from the build above, unpacked, started in a real (virtual) display.
-step "deb smoke" bash tests/desktop/deb-smoke.sh
+# The installer people get: the release .deb, installed with apt-get, started from where it was
+# installed in a real (virtual) display, and removed cleanly.
+step "deb install" bash tests/desktop/deb-install.sh
 # The app in a real window over WebDriver, against Prosody and the fault proxy (screenshots in
 # tests/artifacts/).
 step "window tests" bash tests/desktop/window.sh
