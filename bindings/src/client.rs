@@ -70,14 +70,9 @@ pub fn register_account(
     settings: AccountSettings,
     invite: Option<String>,
 ) -> Result<AccountInfo, TetherError> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| TetherError::Usage {
-            reason: format!("cannot start the runtime: {e}"),
-        })?;
     let inbox = Inbox::open(&db_path, ClientConfig::default())?;
-    let client = runtime.block_on(inbox.register_account(&settings.into(), invite.as_deref()))?;
+    let client =
+        call_runtime()?.block_on(inbox.register_account(&settings.into(), invite.as_deref()))?;
     Ok(client.account().into())
 }
 
@@ -108,13 +103,17 @@ pub fn set_account_enabled(db_path: String, jid: String, enabled: bool) -> Resul
 #[uniffi::export]
 pub fn remove_account(db_path: String, jid: String) -> Result<(), TetherError> {
     let inbox = Inbox::open(&db_path, ClientConfig::default())?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    Ok(call_runtime()?.block_on(inbox.remove_account(&jid))?)
+}
+
+/// A runtime for one blocking call of the store's functions (they have no client's runtime).
+fn call_runtime() -> Result<tokio::runtime::Runtime, TetherError> {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| TetherError::Usage {
             reason: format!("cannot start the runtime: {e}"),
-        })?;
-    Ok(runtime.block_on(inbox.remove_account(&jid))?)
+        })
 }
 
 /// The unified conversation list of the store at `db_path`: every account's conversations,
@@ -474,7 +473,12 @@ impl TetherClient {
     /// Who is in `room` (XEP-0045), as the room last said; the app hears of changes as
     /// `Presence` events from `room/nick`.
     pub fn occupants(&self, room: String) -> Result<Vec<RoomOccupant>, TetherError> {
-        Ok(self.client.occupants(&room)?.into_iter().map(Into::into).collect())
+        Ok(self
+            .client
+            .occupants(&room)?
+            .into_iter()
+            .map(Into::into)
+            .collect())
     }
 
     /// The contact list.

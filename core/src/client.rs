@@ -634,17 +634,19 @@ impl Client {
             return Err(Error::Usage(format!("{room} is not a room's address")));
         }
         let jid: tokio_xmpp::jid::Jid = to.parse().expect("a bare JID");
-        if self.shared.store().is_blocked(self.shared.account.id, &jid)? {
+        if self
+            .shared
+            .store()
+            .is_blocked(self.shared.account.id, &jid)?
+        {
             return Err(Error::Usage(format!(
                 "{to} is blocked: unblock them to write to them"
             )));
         }
-        let change = self.shared.store().enqueue_invite(
-            self.shared.account.id,
-            &to,
-            &room,
-            reason,
-        )?;
+        let change =
+            self.shared
+                .store()
+                .enqueue_invite(self.shared.account.id, &to, &room, reason)?;
         self.shared.emit_changes(std::slice::from_ref(&change));
         self.shared.outbox.notify_one();
         Ok(change.id)
@@ -683,7 +685,10 @@ impl Client {
     /// Who is in `room` (XEP-0045 occupants, as the room last said), by nick.
     pub fn occupants(&self, room: &str) -> Result<Vec<crate::store::Occupant>> {
         let room = bare(room)?;
-        Ok(self.shared.store().occupants(self.shared.account.id, &room)?)
+        Ok(self
+            .shared
+            .store()
+            .occupants(self.shared.account.id, &room)?)
     }
 
     /// The rooms this account is in (or wants to be in).

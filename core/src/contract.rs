@@ -19,8 +19,8 @@ use crate::events::{
 };
 use crate::inbox::{AccountEvent, AccountStatus, InboxConversation};
 use crate::store::{
-    Action, Attachment, BlockEntry, Occupant, BlockState, BlockWant, Contact, Conversation, Edit, MessageRow,
-    Quoted, ReactionCount, Room, SearchHit,
+    Action, Attachment, BlockEntry, BlockState, BlockWant, Contact, Conversation, Edit, MessageRow,
+    Occupant, Quoted, ReactionCount, Room, SearchHit,
 };
 
 /// The configuration defaults every front end starts from (whole units, as their options take

@@ -63,23 +63,23 @@ impl Error {
         }
     }
 
-    /// The CLI's exit code for this error class (documented in the README).
+    /// The CLI's exit code for this error class (documented in the README), from its
+    /// [`Error::kind`]: the one classification.
     pub fn exit_code(&self) -> i32 {
-        match self {
-            Error::Usage(_)
-            | Error::Store(
-                StoreError::Refused(_)
-                | StoreError::WhichAccount(_)
-                | StoreError::UnknownAccount(_)
-                | StoreError::AccountExists(_),
-            ) => 2,
-            Error::Auth(_) => 3,
-            Error::Network(_) | Error::Timeout(_) => 4,
-            Error::Store(_) => 5,
-            Error::Tls(_) => 6,
-            Error::Protocol(_) => 7,
-            Error::Internal(_) => 1,
-            Error::Caused { error, .. } => error.exit_code(),
+        match self.kind() {
+            ErrorKind::Usage => 2,
+            ErrorKind::Auth => 3,
+            ErrorKind::Network | ErrorKind::Timeout => 4,
+            ErrorKind::Database => 5,
+            ErrorKind::Tls => 6,
+            ErrorKind::Protocol => 7,
+            // The kinds only events have; an `Error` is never one of them.
+            ErrorKind::Internal
+            | ErrorKind::Stanza
+            | ErrorKind::Security
+            | ErrorKind::Mam
+            | ErrorKind::Roster
+            | ErrorKind::Presence => 1,
         }
     }
 

@@ -40,12 +40,12 @@ def out(obj):
 
 
 class Peer(slixmpp.ClientXMPP):
-    def __init__(self, jid, password, ca_file):
+    def __init__(self, jid, password, ca_file, extra_plugins):
         super().__init__(jid, password)
         self.ca_certs = ca_file
         self.roster.auto_authorize = True
         self.roster.auto_subscribe = True
-        for plugin in ("xep_0030", "xep_0045", "xep_0115", "xep_0085", "xep_0199", "xep_0191", "xep_0249"):
+        for plugin in ("xep_0030", "xep_0115", "xep_0085", "xep_0199", "xep_0191", *extra_plugins):
             self.register_plugin(plugin)
         self.add_event_handler("session_start", self.started)
         self.add_event_handler("presence", self.on_presence)
@@ -140,7 +140,8 @@ class Peer(slixmpp.ClientXMPP):
 
 async def main():
     host, port, jid, password, ca_file = sys.argv[1:6]
-    peer = Peer(jid, password, ca_file)
+    extra = [p for p in (sys.argv[6] if len(sys.argv) > 6 else "").split(",") if p]
+    peer = Peer(jid, password, ca_file, extra)
     peer.connect(host, int(port))
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()

@@ -28,6 +28,19 @@ impl SlixPeer {
     /// Logs in as `jid` with `password` at `addr`, trusting `ca` (STARTTLS, SCRAM), and waits
     /// for its session to start.
     pub fn start(addr: SocketAddr, jid: &str, password: &str, ca: &Path) -> io::Result<SlixPeer> {
+        Self::start_with(addr, jid, password, ca, &[])
+    }
+
+    /// [`SlixPeer::start`] with more slixmpp plugins (`xep_0045` for rooms, `xep_0249` for
+    /// direct invitations): a peer only has what its test needs, so that its capabilities stay
+    /// what the discovery tests expect.
+    pub fn start_with(
+        addr: SocketAddr,
+        jid: &str,
+        password: &str,
+        ca: &Path,
+        plugins: &[&str],
+    ) -> io::Result<SlixPeer> {
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("peer/slix_peer.py");
         let mut child = crate::process::spawn_tied_to_process({
             let mut c = Command::new(crate::push_server::python()?);
@@ -37,6 +50,7 @@ impl SlixPeer {
                 .arg(jid)
                 .arg(password)
                 .arg(ca)
+                .arg(plugins.join(","))
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit());

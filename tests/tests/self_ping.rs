@@ -133,6 +133,18 @@ fn a_room_that_dropped_us_silently_is_found_rejoined_and_caught_up_with_every_me
     bob.stop(LONG, "bob");
 }
 
+/// Carol, a slixmpp client with rooms and direct invitations (registered by the caller).
+fn carol(w: &Pair<Prosody>) -> tether_e2e::slix_peer::SlixPeer {
+    tether_e2e::slix_peer::SlixPeer::start_with(
+        w.server.addr(),
+        "carol@localhost",
+        "carol-secret",
+        &w.server.ca_file(),
+        &["xep_0045", "xep_0249"],
+    )
+    .expect("carol")
+}
+
 /// The occupant list (XEP-0045) against a real Prosody, with a third-party client in the room:
 /// Tether lists who is there as the room says it (slixmpp's Carol comes, then goes), and only
 /// for the room it is in.
@@ -145,9 +157,14 @@ fn the_occupant_list_shows_who_the_room_says_is_there() {
     .expect("start prosody");
     prosody.register("carol", "carol-secret").unwrap();
     let w = Pair::new(prosody);
-    w.alice.json_lines(&["room", "join", ROOM, "--nick", "alice"]);
+    w.alice
+        .json_lines(&["room", "join", ROOM, "--nick", "alice"]);
     let mut alice = w.alice.spawn_run(&["--stdin"]).online(LONG, "alice");
-    assert!(alice.wait_count("room:joined", 1, LONG), "{}", alice.diagnostics());
+    assert!(
+        alice.wait_count("room:joined", 1, LONG),
+        "{}",
+        alice.diagnostics()
+    );
     std::thread::sleep(Duration::from_secs(1));
     let nicks = || -> Vec<String> {
         w.alice
@@ -157,13 +174,7 @@ fn the_occupant_list_shows_who_the_room_says_is_there() {
             .collect()
     };
     assert_eq!(nicks(), ["alice"]);
-    let mut carol = tether_e2e::slix_peer::SlixPeer::start(
-        w.server.addr(),
-        "carol@localhost",
-        "carol-secret",
-        &w.server.ca_file(),
-    )
-    .expect("carol");
+    let mut carol = carol(&w);
     carol.join(ROOM, "carol");
     assert!(
         w.alice.wait_until(LONG, |_| nicks() == ["alice", "carol"]),
@@ -175,7 +186,11 @@ fn the_occupant_list_shows_who_the_room_says_is_there() {
     assert_eq!(listed[1]["jid"], "carol@localhost", "{listed:?}");
     assert_eq!(listed[0]["affiliation"], "owner", "{listed:?}");
     carol.leave(ROOM, "carol");
-    assert!(w.alice.wait_until(LONG, |_| nicks() == ["alice"]), "{:?}", nicks());
+    assert!(
+        w.alice.wait_until(LONG, |_| nicks() == ["alice"]),
+        "{:?}",
+        nicks()
+    );
     assert!(
         alice
             .events()
@@ -200,15 +215,18 @@ fn direct_invitations_go_both_ways_with_a_third_party_client() {
     .expect("start prosody");
     prosody.register("carol", "carol-secret").unwrap();
     let w = Pair::new(prosody);
-    let mut carol = tether_e2e::slix_peer::SlixPeer::start(
-        w.server.addr(),
+    let mut carol = carol(&w);
+    w.alice
+        .json_lines(&["room", "join", ROOM, "--nick", "alice"]);
+    let id = w.alice.exec(&[
+        "invite",
+        "--room",
+        ROOM,
+        "--to",
         "carol@localhost",
-        "carol-secret",
-        &w.server.ca_file(),
-    )
-    .expect("carol");
-    w.alice.json_lines(&["room", "join", ROOM, "--nick", "alice"]);
-    let id = w.alice.exec(&["invite", "--room", ROOM, "--to", "carol@localhost", "--reason", "come in"]);
+        "--reason",
+        "come in",
+    ]);
     assert_eq!(id.code, Some(0), "{}", id.stderr);
     let id = id.stdout.trim().to_owned();
     let mut alice = w.alice.spawn_run(&["--stdin"]).online(LONG, "alice");
@@ -231,10 +249,13 @@ fn direct_invitations_go_both_ways_with_a_third_party_client() {
             .any(|m| m["invite"] == party)),
         "alice never got carol's invitation"
     );
-    let row = &w.alice.messages(&["--direction", "in", "--peer", "carol@localhost"])[0];
+    let row = &w
+        .alice
+        .messages(&["--direction", "in", "--peer", "carol@localhost"])[0];
     assert_eq!(row["body"], "a party");
     // Accepting it is joining the room.
-    w.alice.json_lines(&["room", "join", party, "--nick", "alice"]);
+    w.alice
+        .json_lines(&["room", "join", party, "--nick", "alice"]);
     assert!(
         alice.wait_for(LONG, |evs| evs
             .iter()

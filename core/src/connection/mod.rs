@@ -154,18 +154,24 @@ async fn run_locked(
             return Err(e);
         };
         shared.emit(Event::connection(ConnState::Connecting, None, None, None));
-        let mut plan = login_plan(&shared, &engine, sasl2_ok, fast_ok)?;
-        plan.offer = if sasl2_ok { offer.take() } else { None };
-        let attempt = tokio::select! {
-            r = login::login(
-                &shared.account,
-                &password,
-                tls.as_ref(),
-                timeouts,
-                shared.config.max_stanza_bytes,
-                &plan,
-            ) => r,
-            _ = shutdown.changed() => return Ok(()),
+        // A store locked by another process (or full) while the plan is read is retried like a
+        // lost link, not the end of the run.
+        let attempt = match login_plan(&shared, &engine, sasl2_ok, fast_ok) {
+            Ok(mut plan) => {
+                plan.offer = if sasl2_ok { offer.take() } else { None };
+                tokio::select! {
+                    r = login::login(
+                        &shared.account,
+                        &password,
+                        tls.as_ref(),
+                        timeouts,
+                        shared.config.max_stanza_bytes,
+                        &plan,
+                    ) => r,
+                    _ = shutdown.changed() => return Ok(()),
+                }
+            }
+            Err(e) => Err(e),
         };
         let reason = match attempt {
             Ok(login::Attempt::In(logged_in)) => {

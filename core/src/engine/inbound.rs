@@ -144,14 +144,16 @@ pub(crate) fn content(p: &Parsed) -> Option<std::result::Result<Content, String>
     // A direct invitation (XEP-0249): the room to join, and the inviter's words (or the
     // fallback body) as its text.
     if let Some(invite) = &p.invite {
-        return Some(invite.clone().map(|(room, reason)| Content {
-            invite: Some(room.clone()),
-            ..Content::text(
-                reason
-                    .or_else(|| p.body.clone())
-                    .filter(|t| !t.trim().is_empty())
-                    .unwrap_or_else(|| format!("an invitation to {room}")),
-            )
+        return Some(invite.clone().map(|(room, reason)| {
+            Content {
+                invite: Some(room.clone()),
+                ..Content::text(
+                    reason
+                        .or_else(|| p.body.clone())
+                        .filter(|t| !t.trim().is_empty())
+                        .unwrap_or_else(|| format!("an invitation to {room}")),
+                )
+            }
         }));
     }
     // A file link without a body still shows as the link (XEP-0066).
@@ -191,10 +193,9 @@ pub(crate) fn parse(mut m: Message, trusted_by: &BareJid) -> Parsed {
                 xeps::DirectInvite::try_from(el)
                     .map_err(|e| format!("a malformed invitation: {e}"))
                     .and_then(|i| {
-                        let room: tokio_xmpp::jid::BareJid = i
-                            .jid
-                            .parse()
-                            .map_err(|e| format!("an invitation to {:?}, not a room: {e}", i.jid))?;
+                        let room: tokio_xmpp::jid::BareJid = i.jid.parse().map_err(|e| {
+                            format!("an invitation to {:?}, not a room: {e}", i.jid)
+                        })?;
                         if room.node().is_none() {
                             return Err(format!("an invitation to {room}, not a room"));
                         }
@@ -601,12 +602,20 @@ impl Engine {
                             let item = muc.items.first();
                             crate::store::Occupant {
                                 nick: nick.to_string(),
-                                jid: item.and_then(|i| i.jid.as_ref()).map(|j| j.to_bare().to_string()),
+                                jid: item
+                                    .and_then(|i| i.jid.as_ref())
+                                    .map(|j| j.to_bare().to_string()),
                                 role: item.map_or("none".into(), |i| xml_text(&i.role)),
-                                affiliation: item.map_or("none".into(), |i| xml_text(&i.affiliation)),
+                                affiliation: item
+                                    .map_or("none".into(), |i| xml_text(&i.affiliation)),
                             }
                         });
-                        if store.set_occupant(self.account, bare.as_str(), nick.as_str(), present.as_ref())? {
+                        if store.set_occupant(
+                            self.account,
+                            bare.as_str(),
+                            nick.as_str(),
+                            present.as_ref(),
+                        )? {
                             self.emit(Event::Social(SocialEvent::Presence {
                                 from: from.to_string(),
                                 available,

@@ -490,24 +490,35 @@ fn a_direct_invitation_goes_out_once_and_one_received_is_kept_with_its_room() {
             },
         )
     };
-    pair.server
-        .send(Stanza::Message(invite("i1", "lounge@conference.localhost", Some("we talk here"))));
+    pair.server.send(Stanza::Message(invite(
+        "i1",
+        "lounge@conference.localhost",
+        Some("we talk here"),
+    )));
     pair.server
         .send(Stanza::Message(invite("i2", "not a jid at all", None)));
     pair.run();
     let theirs: Vec<MessageRow> = pair
         .store
-        .messages(acc, &crate::store::MessageFilter {
-            peer: Some(BOB.into()),
-            state: None,
-            direction: Some(crate::Direction::In),
-        })
+        .messages(
+            acc,
+            &crate::store::MessageFilter {
+                peer: Some(BOB.into()),
+                state: None,
+                direction: Some(crate::Direction::In),
+            },
+        )
         .unwrap();
     assert_eq!(theirs.len(), 1, "{theirs:?}");
-    assert_eq!(theirs[0].invite.as_deref(), Some("lounge@conference.localhost"));
+    assert_eq!(
+        theirs[0].invite.as_deref(),
+        Some("lounge@conference.localhost")
+    );
     assert_eq!(theirs[0].body, "we talk here");
     assert!(
-        pair.events.iter().any(|e| matches!(e, Event::Error(err) if err.message.contains("not a room"))),
+        pair.events
+            .iter()
+            .any(|e| matches!(e, Event::Error(err) if err.message.contains("not a room"))),
         "the bad one is reported: {:?}",
         pair.errors
     );

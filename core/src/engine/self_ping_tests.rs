@@ -340,12 +340,20 @@ fn nicks(pair: &Pair, room: &str) -> Vec<String> {
 fn the_occupant_list_follows_the_room_and_a_room_we_are_not_in_adds_nothing() {
     let mut pair = Pair::new(Server::new());
     joined(&mut pair);
-    occupant(&mut pair, &format!("{ROOM}/bob"), Some("bob@localhost/phone"), true);
+    occupant(
+        &mut pair,
+        &format!("{ROOM}/bob"),
+        Some("bob@localhost/phone"),
+        true,
+    );
     occupant(&mut pair, &format!("{ROOM}/carol"), None, true);
     assert_eq!(nicks(&pair, ROOM), ["alice", "bob", "carol"]);
     let bob = &pair.store.occupants(pair.account_id(), ROOM).unwrap()[1];
     assert_eq!(bob.jid.as_deref(), Some("bob@localhost"));
-    assert_eq!((bob.role.as_str(), bob.affiliation.as_str()), ("participant", "member"));
+    assert_eq!(
+        (bob.role.as_str(), bob.affiliation.as_str()),
+        ("participant", "member")
+    );
     assert!(pair.events.iter().any(|e| matches!(e,
         Event::Social(SocialEvent::Presence { from, available: true }) if from == &format!("{ROOM}/carol"))));
 
@@ -358,7 +366,12 @@ fn the_occupant_list_follows_the_room_and_a_room_we_are_not_in_adds_nothing() {
     pair.cut(true);
     online(&mut pair);
     let asked = pings(&pair);
-    answer(&mut pair, &asked[0], ME, Some(DefinedCondition::NotAcceptable));
+    answer(
+        &mut pair,
+        &asked[0],
+        ME,
+        Some(DefinedCondition::NotAcceptable),
+    );
     assert_eq!(rejoining(&pair), 1);
     assert!(nicks(&pair, ROOM).is_empty(), "{:?}", nicks(&pair, ROOM));
     self_presence(&mut pair);
