@@ -38,7 +38,7 @@ impl Client {
     /// Adds the account to the store at `path` (created if missing; a store holds any number of
     /// accounts, each JID once). Does not connect.
     pub fn add_account(path: impl AsRef<Path>, account: &NewAccount) -> Result<Account> {
-        let account = checked_account(account)?;
+        let account = crate::connection::checked_account(account)?;
         let mut store = Store::open(path, &StoreOptions::default())?;
         Ok(store.add_account(&account)?)
     }
@@ -757,25 +757,6 @@ impl Client {
     pub(crate) fn clear_shutdown(&self) {
         self.shared.shutdown.send_replace(false);
     }
-}
-
-/// The account `new` with its JID in normal form, checked: a bare JID with a user part, and a
-/// CA file that loads.
-pub(crate) fn checked_account(new: &NewAccount) -> Result<NewAccount> {
-    let jid: tokio_xmpp::jid::BareJid = new
-        .jid
-        .parse()
-        .map_err(|e| Error::Usage(format!("bad JID {:?}: {e}", new.jid)))?;
-    if jid.node().is_none() {
-        return Err(Error::Usage(format!("JID {jid} has no user part")));
-    }
-    if let Some(ca) = &new.ca_file {
-        crate::connection::tls_config(Some(ca))?;
-    }
-    Ok(NewAccount {
-        jid: jid.to_string(),
-        ..new.clone()
-    })
 }
 
 /// The MIME type for a file name's extension (what the receiver's preview goes by).

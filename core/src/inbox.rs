@@ -157,7 +157,7 @@ impl Inbox {
     pub fn add_account(&self, new: &NewAccount) -> Result<Client> {
         let account = {
             let mut store = lock(&self.inner.store);
-            store.add_account(&crate::client::checked_account(new)?)?
+            store.add_account(&crate::connection::checked_account(new)?)?
         };
         self.client(&account.jid)
     }
@@ -167,7 +167,7 @@ impl Inbox {
     /// [`Inbox::add_account`] does. Nothing is stored unless the server created the account; a
     /// refusal says what to change ([`crate::register::RegistrationError`]).
     pub async fn register_account(&self, new: &NewAccount, invite: Option<&str>) -> Result<Client> {
-        let new = crate::client::checked_account(new)?;
+        let new = crate::connection::checked_account(new)?;
         if lock(&self.inner.store)
             .accounts()?
             .iter()

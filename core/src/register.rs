@@ -138,7 +138,7 @@ enum Stage {
 #[derive(Debug)]
 pub enum Next {
     /// Send this iq and hand its answer to [`Registration::handle`].
-    Send(Iq),
+    Send(Box<Iq>),
     /// The account exists.
     Done,
 }
@@ -213,7 +213,9 @@ impl Registration {
         match (self.stage, error) {
             (Stage::Preauth, None) => {
                 self.stage = Stage::Fields;
-                Ok(Next::Send(self.request(|id| Iq::from_get(id, FieldsQuery))))
+                Ok(Next::Send(Box::new(
+                    self.request(|id| Iq::from_get(id, FieldsQuery)),
+                )))
             }
             (Stage::Preauth, Some(e)) => Err(RegistrationError::Invitation(text(e))),
             (Stage::Fields, None) => {
@@ -223,7 +225,9 @@ impl Registration {
                     password: Some(self.password.clone()),
                     ..LegacyQuery::default()
                 };
-                Ok(Next::Send(self.request(|id| Iq::from_set(id, query))))
+                Ok(Next::Send(Box::new(
+                    self.request(|id| Iq::from_set(id, query)),
+                )))
             }
             (Stage::Fields, Some(e)) => Err(RegistrationError::Closed(text(e))),
             (Stage::Submit, None) => {
@@ -354,7 +358,7 @@ mod tests {
         let Next::Send(submit) = r.handle(ok(&fields)).unwrap() else {
             panic!("done too early")
         };
-        let Iq::Set { payload, .. } = &submit else {
+        let Iq::Set { payload, .. } = &*submit else {
             panic!("{submit:?}")
         };
         let q = LegacyQuery::try_from(payload.clone()).unwrap();

@@ -17,6 +17,7 @@ use crate::engine::{Engine, SessionEnd};
 use crate::error::{Error, Result};
 use crate::events::{ConnState, ErrorKind, Event};
 use crate::shared::Shared;
+use crate::store::NewAccount;
 
 /// Announces what the engine has to say.
 fn announce(shared: &Shared, engine: &mut Engine) {
@@ -369,6 +370,25 @@ impl From<crate::sm::SmError> for Error {
     fn from(e: crate::sm::SmError) -> Self {
         Error::Protocol(e.to_string())
     }
+}
+
+/// The account `new` with its JID in normal form, checked: a bare JID with a user part, and a
+/// CA file that loads.
+pub(crate) fn checked_account(new: &NewAccount) -> Result<NewAccount> {
+    let jid: tokio_xmpp::jid::BareJid = new
+        .jid
+        .parse()
+        .map_err(|e| Error::Usage(format!("bad JID {:?}: {e}", new.jid)))?;
+    if jid.node().is_none() {
+        return Err(Error::Usage(format!("JID {jid} has no user part")));
+    }
+    if let Some(ca) = &new.ca_file {
+        tls_config(Some(ca))?;
+    }
+    Ok(NewAccount {
+        jid: jid.to_string(),
+        ..new.clone()
+    })
 }
 
 #[cfg(test)]

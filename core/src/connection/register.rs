@@ -22,7 +22,7 @@ const ANSWER: Duration = Duration::from_secs(30);
 /// returns `Ok`. The server's refusals are [`crate::register::RegistrationError`]s, as
 /// [`Error::Usage`] with what to change.
 pub async fn register(new: &NewAccount, invite: Option<&Invite>) -> Result<()> {
-    let new = crate::client::checked_account(new)?;
+    let new = crate::connection::checked_account(new)?;
     let jid: tokio_xmpp::jid::BareJid = new
         .jid
         .parse()
@@ -57,7 +57,7 @@ pub async fn register(new: &NewAccount, invite: Option<&Invite>) -> Result<()> {
         &account,
         tls.as_ref(),
         timeouts,
-        crate::client::MAX_STANZA_BYTES,
+        crate::config::MAX_STANZA_BYTES,
     )
     .await?;
     let send = |iq: Iq| XmppStreamElement::Stanza(Stanza::Iq(iq));
@@ -87,7 +87,7 @@ pub async fn register(new: &NewAccount, invite: Option<&Invite>) -> Result<()> {
             }
         };
         match registration.handle(iq)? {
-            Next::Send(iq) => stream.send(&send(iq)).await.map_err(io)?,
+            Next::Send(iq) => stream.send(&send(*iq)).await.map_err(io)?,
             Next::Done => break,
         }
     }

@@ -193,6 +193,16 @@ fn join_listed(
     Ok(joined)
 }
 
+/// Forgets who was in `room`, in the caller's transaction: we left it, or it is joined anew and
+/// says it again.
+pub(super) fn forget_occupants(tx: &rusqlite::Connection, account: i64, room: &str) -> Result<()> {
+    tx.execute(
+        "DELETE FROM occupants WHERE account_id = ?1 AND room = ?2",
+        params![account, room],
+    )?;
+    Ok(())
+}
+
 /// Forgets a room and queues our leave, in the caller's transaction; `false` when it was not a
 /// room of ours. (No wish is recorded here: [`Store::leave_room`] adds the retract for a room the
 /// user left on this device.)
@@ -207,10 +217,7 @@ pub(super) fn leave(tx: &Connection, account: i64, room: &str) -> Result<bool> {
     let Some(nick) = nick else {
         return Ok(false);
     };
-    tx.execute(
-        "DELETE FROM occupants WHERE account_id = ?1 AND room = ?2",
-        params![account, room],
-    )?;
+    forget_occupants(tx, account, room)?;
     enqueue(tx, account, ControlKind::MucLeave, room, None, Some(&nick))?;
     Ok(true)
 }

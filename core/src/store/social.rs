@@ -167,10 +167,7 @@ impl Store {
         let Some(nick) = nick else {
             return Ok(false);
         };
-        tx.execute(
-            "DELETE FROM occupants WHERE account_id = ?1 AND room = ?2",
-            params![account, room],
-        )?;
+        super::bookmarks::forget_occupants(&tx, account, room)?;
         enqueue(&tx, account, ControlKind::MucJoin, room, None, Some(&nick))?;
         tx.commit()?;
         Ok(true)
