@@ -286,7 +286,13 @@ impl Inbox {
                 }
             }
         }
-        let _ = std::fs::remove_file(StreamLock::path_for(&self.inner.path, account.id));
+        // The lock file was held above and is released now; a file left behind takes no room to
+        // speak of and locks nothing, so failing to delete it is said, not fatal.
+        if let Err(e) = std::fs::remove_file(StreamLock::path_for(&self.inner.path, account.id)) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!("{jid} is removed, but its lock file could not be: {e}");
+            }
+        }
         Ok(())
     }
 
@@ -348,6 +354,8 @@ impl Inbox {
             loop {
                 match events.recv().await {
                     Ok(event) => {
+                        // No receiver (no front end listening) is not an error: events are
+                        // notifications, and the store has every state.
                         let _ = tx.send(AccountEvent {
                             account: account.clone(),
                             event,
@@ -378,6 +386,7 @@ impl Inbox {
                         Event::error(e.kind(), e.to_string()),
                         Event::connection(ConnState::Offline, None, Some(e.to_string()), None),
                     ] {
+                        // As above: nobody listening is not an error.
                         let _ = inner.events.send(AccountEvent {
                             account: account.clone(),
                             event,
