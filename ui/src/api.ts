@@ -110,6 +110,8 @@ export const api = {
   markRead: (peer: string) => call<void>("mark_read", { peer }),
   joinRoom: (room: string, nick: string) => call<void>("join_room", { room, nick }),
   contacts: () => call<Contact[]>("contacts"),
+  /** Another account's contact list (names for the unified conversation list). */
+  contactsOf: (account: string) => invoke<Contact[]>("contacts", { account }),
   rooms: () => call<Room[]>("rooms"),
   /** Invites someone to a room (XEP-0249), delivered as a message. */
   invite: (room: string, to: string, reason: string | null) =>

@@ -341,6 +341,8 @@ function Main({ account, initialPeer, accounts, onSwitch, onAdd, onAccountsChang
   const fatal = status?.stopped ?? null;
   const several = accounts.length > 1;
   const [conversations, setConversations] = useState<InboxConversation[]>([]);
+  // Every account's roster, for the names in the unified list (this account's is `contacts`).
+  const [rosters, setRosters] = useState<Record<string, Contact[]>>({});
   const [peer, setPeer] = useState<string | null>(initialPeer);
   const [messages, setMessages] = useState<Message[]>([]);
   const [hasOlder, setHasOlder] = useState(false);
@@ -375,6 +377,15 @@ function Main({ account, initialPeer, accounts, onSwitch, onAdd, onAccountsChang
   const refreshList = useCallback(() => {
     api.conversations().then(setConversations, console.error);
   }, []);
+  // The other accounts' rosters, for their rows' names (refreshed when the accounts change).
+  const accountList = accounts.map((a) => a.jid).join(" ");
+  useEffect(() => {
+    for (const jid of accountList.split(" ").filter((j) => j && j !== account)) {
+      api.contactsOf(jid).then((list) => setRosters((r) => ({ ...r, [jid]: list })), console.error);
+    }
+  }, [accountList, account]);
+  const nameIn = (owner: string, jid: string) =>
+    displayName(owner === account ? contacts : (rosters[owner] ?? []), jid);
   const refreshPeople = useCallback(() => {
     api.contacts().then(setContacts, console.error);
     api.rooms().then(setRooms, console.error);
@@ -667,7 +678,7 @@ function Main({ account, initialPeer, accounts, onSwitch, onAdd, onAccountsChang
             >
               <div class="row">
                 <span class="peer" title={c.peer}>
-                  {c.kind === "groupchat" ? `# ${c.peer}` : displayName(contacts, c.peer)}
+                  {c.kind === "groupchat" ? `# ${c.peer}` : nameIn(c.account, c.peer)}
                 </span>
                 {several && (
                   <span class="via" title={`via ${c.account}`} style={{ color: consistentColor(c.account) }}>
@@ -679,7 +690,7 @@ function Main({ account, initialPeer, accounts, onSwitch, onAdd, onAccountsChang
               </div>
               <div class="last">
                 {meAction(c.last_body) !== null
-                  ? `* ${c.last_outgoing ? "You" : c.kind === "groupchat" ? c.peer : displayName(contacts, c.peer)} ${meAction(c.last_body)}`
+                  ? `* ${c.last_outgoing ? "You" : c.kind === "groupchat" ? c.peer : nameIn(c.account, c.peer)} ${meAction(c.last_body)}`
                   : `${c.last_outgoing ? "You: " : ""}${c.last_body}`}
               </div>
             </li>
