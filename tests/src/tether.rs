@@ -134,6 +134,21 @@ impl Node {
         assert_eq!(out.code, Some(0), "account add failed: {}", out.stderr);
     }
 
+    /// The store's accounts (`account list`), their bare JIDs in the order they were added.
+    pub fn account_jids(&self) -> Vec<String> {
+        let mut c = self.store_cmd();
+        c.args(["account", "list"]);
+        let out = Node::output(c);
+        assert_eq!(out.code, Some(0), "account list: {}", out.stderr);
+        out.stdout
+            .lines()
+            .map(|l| {
+                let v: Value = serde_json::from_str(l).expect("json line");
+                v["jid"].as_str().expect("a jid").to_owned()
+            })
+            .collect()
+    }
+
     /// A `tether --db DB` command for the whole store (no `--account`).
     pub fn store_cmd(&self) -> Command {
         let mut c = match self.wrapper.split_first() {

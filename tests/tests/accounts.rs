@@ -93,20 +93,7 @@ fn two_accounts_on_two_servers_in_one_store_each_deliver_exactly_once_and_a_fail
         prosody.addr(),
         &["--ca-file", p_ca.to_str().unwrap()],
     );
-    let listed: Vec<String> = Node::output({
-        let mut c = alice.store_cmd();
-        c.args(["account", "list"]);
-        c
-    })
-    .stdout
-    .lines()
-    .map(|l| {
-        serde_json::from_str::<Value>(l).unwrap()["jid"]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    })
-    .collect();
+    let listed = alice.account_jids();
     assert_eq!(
         listed,
         [alice.jid.clone(), dave.jid.clone(), erin.jid.clone()]

@@ -7,7 +7,6 @@
 
 use std::time::Duration;
 
-use serde_json::Value;
 use tether_e2e::prosody::RegistrationOptions;
 use tether_e2e::slix_peer::SlixPeer;
 use tether_e2e::tether::{Node, Output, Running};
@@ -59,22 +58,7 @@ impl Store {
     }
 
     fn accounts(&self) -> Vec<String> {
-        let mut c = self.node.store_cmd();
-        c.args(["account", "list"]);
-        let out = Node::output(c);
-        if out.code != Some(0) {
-            // No store yet: nothing was ever added.
-            return Vec::new();
-        }
-        out.stdout
-            .lines()
-            .map(|l| {
-                serde_json::from_str::<Value>(l).unwrap()["jid"]
-                    .as_str()
-                    .unwrap()
-                    .to_owned()
-            })
-            .collect()
+        self.node.account_jids()
     }
 }
 

@@ -34,13 +34,31 @@ fn online(pair: &mut Pair) {
 
 /// The room confirms our presence.
 fn self_presence(pair: &mut Pair) {
+    room_presence(pair, ME, None, vec![Status::SelfPresence], true);
+}
+
+/// A presence from the room about occupant `from` (a member, with its real JID if given).
+fn room_presence(
+    pair: &mut Pair,
+    from: &str,
+    real: Option<&str>,
+    status: Vec<Status>,
+    available: bool,
+) {
+    let mut item = Item::new(Affiliation::Member, Role::Participant);
+    item.jid = real.map(|j| j.parse().unwrap());
     let muc = MucUser {
-        status: vec![Status::SelfPresence],
-        items: vec![Item::new(Affiliation::Member, Role::Participant)],
+        status,
+        items: vec![item],
         ..MucUser::new()
     };
-    let p = Presence::available()
-        .with_from(ME.parse::<Jid>().unwrap())
+    let p = if available {
+        Presence::available()
+    } else {
+        Presence::new(tokio_xmpp::parsers::presence::Type::Unavailable)
+    };
+    let p = p
+        .with_from(from.parse::<Jid>().unwrap())
         .with_payloads(vec![muc.into()]);
     pair.server.send(Stanza::Presence(p));
     pair.run();
@@ -306,22 +324,7 @@ fn an_idle_session_asks_its_rooms_on_its_keepalive_probes_and_never_wakes_for_th
 
 /// An occupant's presence from the room (XEP-0045).
 fn occupant(pair: &mut Pair, from: &str, real: Option<&str>, available: bool) {
-    let mut item = Item::new(Affiliation::Member, Role::Participant);
-    item.jid = real.map(|j| j.parse().unwrap());
-    let muc = MucUser {
-        items: vec![item],
-        ..MucUser::new()
-    };
-    let p = if available {
-        Presence::available()
-    } else {
-        Presence::new(tokio_xmpp::parsers::presence::Type::Unavailable)
-    };
-    let p = p
-        .with_from(from.parse::<Jid>().unwrap())
-        .with_payloads(vec![muc.into()]);
-    pair.server.send(Stanza::Presence(p));
-    pair.run();
+    room_presence(pair, from, real, vec![], available);
 }
 
 fn nicks(pair: &Pair, room: &str) -> Vec<String> {
