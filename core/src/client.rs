@@ -422,6 +422,101 @@ impl Client {
         Ok(self.shared.store().blocklist(self.shared.account.id)?)
     }
 
+    /// Sets (or with `None` removes) the user's nickname (XEP-0172): checked
+    /// ([`crate::profile::check_name`]), shown on our own profile at once, and published now
+    /// if online, else on the next session; it is kept until the server confirms it.
+    pub fn set_nick(&self, nick: Option<&str>) -> Result<()> {
+        self.verify()?;
+        let nick = match nick {
+            Some(n) => crate::profile::check_name(n, "nickname")
+                .map_err(|r| Error::Usage(r.to_string()))?,
+            None => None,
+        };
+        self.shared.store().wish_profile(
+            self.shared.account.id,
+            &self.shared.account.jid,
+            &crate::store::ProfileWish::Nick(nick),
+            None,
+        )?;
+        self.wishes_changed();
+        Ok(())
+    }
+
+    /// Sets the user's avatar (XEP-0084) to `data`: it must be a PNG, JPEG, GIF or WebP image
+    /// of at most [`crate::profile::AVATAR_MAX_BYTES`] (else a usage error says which, and
+    /// nothing changes). Stored, shown at once and published like [`Client::set_nick`].
+    /// Returns its SHA-1.
+    pub fn set_avatar(&self, data: Vec<u8>) -> Result<String> {
+        self.verify()?;
+        let avatar = crate::profile::check_avatar(data, None, None)
+            .map_err(|r| Error::Usage(r.to_string()))?;
+        self.shared.store().wish_profile(
+            self.shared.account.id,
+            &self.shared.account.jid,
+            &crate::store::ProfileWish::Avatar(Some(avatar.sha1.clone())),
+            Some(&avatar),
+        )?;
+        self.wishes_changed();
+        Ok(avatar.sha1)
+    }
+
+    /// [`Client::set_avatar`] with the file at `path` (read whole only if it is within the
+    /// cap).
+    pub fn set_avatar_file(&self, path: &Path) -> Result<String> {
+        let size = std::fs::metadata(path)
+            .map_err(|e| Error::Usage(format!("cannot read {}: {e}", path.display())))?
+            .len();
+        if size > crate::profile::AVATAR_MAX_BYTES as u64 {
+            return Err(Error::Usage(
+                crate::profile::Refusal::TooLarge {
+                    size: size as usize,
+                    max: crate::profile::AVATAR_MAX_BYTES,
+                }
+                .to_string(),
+            ));
+        }
+        let data = std::fs::read(path)
+            .map_err(|e| Error::Usage(format!("cannot read {}: {e}", path.display())))?;
+        self.set_avatar(data)
+    }
+
+    /// Removes the user's avatar (published like [`Client::set_nick`]).
+    pub fn clear_avatar(&self) -> Result<()> {
+        self.verify()?;
+        self.shared.store().wish_profile(
+            self.shared.account.id,
+            &self.shared.account.jid,
+            &crate::store::ProfileWish::Avatar(None),
+            None,
+        )?;
+        self.wishes_changed();
+        Ok(())
+    }
+
+    /// What `jid` (a bare JID; our own account's too) publishes of itself, as last heard.
+    pub fn profile(&self, jid: &str) -> Result<Option<crate::store::Profile>> {
+        Ok(self.shared.store().profile(self.shared.account.id, jid)?)
+    }
+
+    /// Every profile known to this account.
+    pub fn profiles(&self) -> Result<Vec<crate::store::Profile>> {
+        Ok(self.shared.store().profiles(self.shared.account.id)?)
+    }
+
+    /// An avatar's image type and bytes, by the SHA-1 a [`crate::store::Profile`] names.
+    pub fn avatar(&self, sha1: &str) -> Result<Option<(String, Vec<u8>)>> {
+        Ok(self.shared.store().avatar(sha1)?)
+    }
+
+    /// Whether the user's own profile changes are all told to the server.
+    pub fn profile_told(&self) -> Result<bool> {
+        Ok(self
+            .shared
+            .store()
+            .profile_wishes(self.shared.account.id)?
+            .is_empty())
+    }
+
     fn wishes_changed(&self) {
         self.shared.wishes_changed.store(true, Ordering::SeqCst);
         self.shared.outbox.notify_one();

@@ -20,7 +20,7 @@ use crate::events::{
 use crate::inbox::{AccountEvent, AccountStatus, InboxConversation};
 use crate::store::{
     Action, Attachment, BlockEntry, BlockState, BlockWant, Contact, Conversation, Edit, MessageRow,
-    Occupant, Quoted, ReactionCount, Room, SearchHit,
+    Occupant, Profile, Quoted, ReactionCount, Room, SearchHit,
 };
 
 /// The configuration defaults every front end starts from (whole units, as their options take
@@ -157,6 +157,7 @@ pub fn typescript() -> String {
         Contact::decl(&cfg),
         Room::decl(&cfg),
         Occupant::decl(&cfg),
+        Profile::decl(&cfg),
         BlockWant::decl(&cfg),
         BlockState::decl(&cfg),
         BlockEntry::decl(&cfg),

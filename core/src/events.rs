@@ -84,6 +84,13 @@ pub enum SocialEvent {
         /// Joined (else left).
         joined: bool,
     },
+    /// What a contact (or our own account) publishes of itself changed: its avatar, nickname
+    /// or name (read it with `profile`).
+    #[serde(rename = "profile")]
+    Profile {
+        /// Bare JID.
+        jid: String,
+    },
     /// An archive catch-up finished.
     #[serde(rename = "mam:synced")]
     MamSynced {

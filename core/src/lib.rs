@@ -29,6 +29,7 @@ pub mod engine;
 pub mod error;
 pub mod events;
 pub mod inbox;
+pub mod profile;
 pub mod register;
 mod shared;
 pub mod sm;

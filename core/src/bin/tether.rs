@@ -76,6 +76,10 @@ enum Command {
     /// Group chat rooms.
     #[command(subcommand)]
     Room(RoomCmd),
+    /// Profiles: avatars (XEP-0084, XEP-0153), nicknames (XEP-0172) and vCards (XEP-0292,
+    /// XEP-0054).
+    #[command(subcommand)]
+    Profile(ProfileCmd),
     /// List contacts (roster with last seen presence), one JSON object per line.
     Contacts,
     /// Ask a contact to share presence.
@@ -227,6 +231,39 @@ enum PushCmd {
     Disable,
     /// Print the push settings and what the server last said (without the secret).
     Show,
+}
+
+#[derive(Subcommand)]
+enum ProfileCmd {
+    /// A profile as JSON (`{"jid", "nick", "full_name", "avatar", "avatar_mime"}`; ours, with
+    /// `"told"`, without `--jid`). Works offline.
+    Show {
+        /// Whose (bare JID); our own by default.
+        #[arg(long)]
+        jid: Option<String>,
+    },
+    /// Change our own profile: kept at once, published by `run` (now if it runs in this
+    /// process, else on its next session). Works offline. Prints our profile.
+    Set {
+        /// A new nickname (an empty one removes it).
+        #[arg(long)]
+        nick: Option<String>,
+        /// A new avatar: a PNG, JPEG, GIF or WebP file of at most 512 KiB.
+        #[arg(long, conflicts_with = "no_avatar")]
+        avatar: Option<std::path::PathBuf>,
+        /// Remove the avatar.
+        #[arg(long)]
+        no_avatar: bool,
+    },
+    /// Write someone's avatar (as stored) to a file.
+    Avatar {
+        /// Whose (bare JID).
+        #[arg(long)]
+        jid: String,
+        /// Where to write it.
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -794,6 +831,59 @@ fn dispatch(cli: Cli) -> Result<(), Error> {
         Command::Unblock { jid } => print_blocklist(&open(&cli.db, cli.account.as_deref())?, |c| {
             c.unblock(&jid).map(drop)
         }),
+        Command::Profile(cmd) => {
+            let client = open(&cli.db, cli.account.as_deref())?;
+            let own = client.account().jid.clone();
+            let show = |client: &Client, jid: &str| -> Result<(), Error> {
+                let profile = client.profile(jid)?.unwrap_or(tether_core::store::Profile {
+                    jid: jid.to_owned(),
+                    ..Default::default()
+                });
+                let mut value =
+                    serde_json::to_value(&profile).map_err(|e| Error::Internal(e.to_string()))?;
+                if jid == own {
+                    value["told"] = serde_json::Value::Bool(client.profile_told()?);
+                }
+                print_json(&value);
+                Ok(())
+            };
+            match cmd {
+                ProfileCmd::Show { jid } => show(&client, jid.as_deref().unwrap_or(&own)),
+                ProfileCmd::Set {
+                    nick,
+                    avatar,
+                    no_avatar,
+                } => {
+                    if let Some(nick) = nick {
+                        client.set_nick(Some(&nick))?;
+                    }
+                    if let Some(path) = avatar {
+                        client.set_avatar_file(&path)?;
+                    }
+                    if no_avatar {
+                        client.clear_avatar()?;
+                    }
+                    show(&client, &own)
+                }
+                ProfileCmd::Avatar { jid, out } => {
+                    let profile = client.profile(&jid)?;
+                    let Some(sha1) = profile.and_then(|p| p.avatar) else {
+                        return Err(Error::Usage(format!("no avatar of {jid} is known")));
+                    };
+                    let (mime, data) = client.avatar(&sha1)?.ok_or_else(|| {
+                        Error::Internal(format!("the avatar {sha1} is not stored"))
+                    })?;
+                    std::fs::write(&out, &data).map_err(|e| {
+                        Error::Usage(format!("cannot write {}: {e}", out.display()))
+                    })?;
+                    print_json(&serde_json::json!({
+                        "jid": jid, "avatar": sha1, "mime": mime, "bytes": data.len(),
+                        "out": out,
+                    }));
+                    Ok(())
+                }
+            }
+        }
         Command::Blocklist => print_blocklist(&open(&cli.db, cli.account.as_deref())?, |_| Ok(())),
         Command::Features { jid } => {
             let features = open(&cli.db, cli.account.as_deref())?.peer_features(&jid)?;

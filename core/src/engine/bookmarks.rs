@@ -180,8 +180,8 @@ impl Engine {
         Ok(())
     }
 
-    /// A PEP notification. Only the bookmarks node is ours to handle; it must come from our own
-    /// account (anyone else's is a forgery: reported, nothing joined or left).
+    /// A PEP notification: of the bookmarks node, which must come from our own account (anyone
+    /// else's is a forgery: reported, nothing joined or left), or of a profile's node.
     pub(super) fn on_pubsub_event(
         &mut self,
         store: &mut Store,
@@ -200,6 +200,7 @@ impl Engine {
             return Ok(());
         };
         if node.0 != ns::BOOKMARKS2 {
+            self.on_profile_event(store, from.as_ref(), &node.0, published)?;
             return Ok(());
         }
         let own = from.as_ref().is_none_or(|f| {

@@ -52,6 +52,11 @@ pub const FEATURES: &[&str] = &[
     "urn:xmpp:message-retract:1",
     // XEP-0402 via PEP: the server sends us our bookmarks' changes.
     "urn:xmpp:bookmarks:1+notify",
+    // Profiles through PEP: contacts' avatars (XEP-0084), nicknames (XEP-0172), vCards
+    // (XEP-0292).
+    "urn:xmpp:avatar:metadata+notify",
+    "http://jabber.org/protocol/nick+notify",
+    "urn:xmpp:vcard4+notify",
 ];
 
 /// How long a disco budget window lasts.

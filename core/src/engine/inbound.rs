@@ -672,6 +672,9 @@ impl Engine {
                     }));
                     let caps = p.payloads.iter().find(|e| e.is("c", ns::CAPS));
                     self.on_peer_presence(store, &from, available, caps)?;
+                    if let Some(update) = p.payloads.iter().find(|e| e.is("x", ns::VCARD_UPDATE)) {
+                        self.on_vcard_update(store, &bare, update)?;
+                    }
                 }
             }
             presence::Type::Error => {
@@ -734,6 +737,9 @@ impl Engine {
                 Some(PendingIq::Bookmark(room, want)) => {
                     self.on_bookmark_answer(store, room, want, iq)
                 }
+                Some(PendingIq::Avatar(asked)) => self.on_avatar_data(store, asked, iq),
+                Some(PendingIq::VCard(jid, sha1)) => self.on_vcard(store, jid, sha1, iq),
+                Some(PendingIq::Publish(step)) => self.on_publish_answer(store, step, iq),
                 None => Ok(()),
             },
             Iq::Set {
@@ -868,6 +874,8 @@ impl Engine {
                 subscription: subscription_name(&i.subscription).to_owned(),
                 ask: i.ask == Ask::Subscribe,
                 presence: "unavailable".into(),
+                nick: None,
+                avatar: None,
             })
             .collect();
         store.update_roster(self.account, &items, roster.ver.as_deref(), replace)?;

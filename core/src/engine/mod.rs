@@ -32,6 +32,7 @@ pub mod caps;
 pub mod fuzzing;
 mod inbound;
 mod mam;
+mod profiles;
 mod push;
 pub mod self_ping;
 mod stanzas;
@@ -50,6 +51,8 @@ mod fast_tests;
 mod files_tests;
 #[cfg(test)]
 mod mobile_tests;
+#[cfg(test)]
+mod profiles_tests;
 #[cfg(test)]
 mod references_tests;
 #[cfg(test)]
@@ -237,6 +240,12 @@ enum PendingIq {
     Bookmarks,
     /// A room's bookmark published or retracted (XEP-0402).
     Bookmark(String, crate::store::BookmarkWant),
+    /// A contact's avatar data (XEP-0084).
+    Avatar(profiles::AvatarAsked),
+    /// A contact's vCard (XEP-0054), for the photo with this SHA-1 (XEP-0153).
+    VCard(BareJid, String),
+    /// A step of publishing the user's own profile.
+    Publish(profiles::Publishing),
 }
 
 /// How long the server has to answer an iq we track.
@@ -539,7 +548,8 @@ impl Engine {
         self.step(store, now, |e, store| {
             e.push_sync(store, false)?;
             e.blocking_sync(store)?;
-            e.bookmarks_sync(store)
+            e.bookmarks_sync(store)?;
+            e.profile_sync(store)
         })
     }
 
@@ -1193,6 +1203,8 @@ impl Engine {
         self.blocking_start(store)?;
         // The rooms that follow the user (XEP-0402), before our presence too.
         self.bookmarks_start(store)?;
+        // The user's own profile changes not told yet.
+        self.profile_sync(store)?;
         store.clear_peer_caps(self.account)?;
         let presence = self.our_presence(Presence::available());
         self.write_untracked(Stanza::Presence(presence));
@@ -1510,6 +1522,13 @@ impl Engine {
             // Fetched again, and what is not told yet told again, on the next session.
             PendingIq::Bookmarks | PendingIq::Bookmark(..) => {
                 tracing::warn!("the server did not answer a bookmarks request");
+                Ok(())
+            }
+            // Asked again when the contact next announces it.
+            PendingIq::Avatar(_) | PendingIq::VCard(..) => Ok(()),
+            // Told again on the next session (the change is kept until confirmed).
+            PendingIq::Publish(_) => {
+                tracing::warn!("the server did not answer a profile publish");
                 Ok(())
             }
             PendingIq::Caps(asked) => {

@@ -146,6 +146,19 @@ pub(super) struct Server {
     pub bookmarks: Vec<(String, bool, Option<String>)>,
     /// Bookmark publishes (`true`) and retracts the client sent, by room.
     pub bookmark_requests: Vec<(bool, String)>,
+    /// Items on other users' PEP nodes, as `(owner, node, item id, payload)` (what an items
+    /// request to them gets).
+    pub peer_items: Vec<(String, String, String, Element)>,
+    /// Other users' vCards (XEP-0054), by bare JID.
+    pub vcards: Vec<(String, Element)>,
+    /// Items the client published to a PEP node other than the bookmarks': `(node, id, payload)`.
+    pub published: Vec<(String, String, Element)>,
+    /// Refuse publishes to PEP nodes other than the bookmarks' with this condition.
+    pub publish_error: Option<tokio_xmpp::parsers::stanza_error::DefinedCondition>,
+    /// Leave publishes to PEP nodes other than the bookmarks' unanswered.
+    pub publish_silent: bool,
+    /// Items requests the client sent to other users: `(to, node)`.
+    pub items_requests: Vec<(String, String)>,
 }
 
 impl Server {
@@ -191,6 +204,12 @@ impl Server {
             self_pings: 0,
             bookmarks: Vec::new(),
             bookmark_requests: Vec::new(),
+            peer_items: Vec::new(),
+            vcards: Vec::new(),
+            published: Vec::new(),
+            publish_error: None,
+            publish_silent: false,
+            items_requests: Vec::new(),
             resume_nonzas: 0,
             bind_iqs: 0,
         }
@@ -593,9 +612,23 @@ impl Server {
                     }));
                 }
             }
-            // An iq to another user (or a room, or an occupant) goes there: the test answers it.
-            Stanza::Iq(Iq::Get { to: Some(to), .. } | Iq::Set { to: Some(to), .. })
-                if to.node().is_some() && to.to_bare() != self.own => {}
+            // An iq to another user (or a room, or an occupant) goes there: the test answers it
+            // (their vCards and PEP items excepted: `vcards` and `peer_items` answer those).
+            Stanza::Iq(
+                Iq::Get {
+                    to: Some(to),
+                    payload,
+                    ..
+                }
+                | Iq::Set {
+                    to: Some(to),
+                    payload,
+                    ..
+                },
+            ) if to.node().is_some()
+                && to.to_bare() != self.own
+                && !payload.is("vCard", ns::VCARD)
+                && !payload.is("pubsub", ns::PUBSUB) => {}
             Stanza::Iq(Iq::Set { id, payload, .. }) if payload.is("bind", ns::BIND) => {
                 self.bind_iqs += 1;
                 let jid: Jid = format!("{}/tether", self.own).parse().unwrap();
@@ -737,6 +770,91 @@ impl Server {
                         "push is not allowed here",
                     ),
                     None => self.answer(id, None),
+                }
+            }
+            Stanza::Iq(Iq::Get {
+                id, payload, to, ..
+            }) if payload.is("vCard", ns::VCARD) => {
+                let to = to.map(|t| t.to_bare().to_string()).unwrap_or_default();
+                match self.vcards.iter().find(|(j, _)| *j == to) {
+                    Some((_, vcard)) => self.answer(id, Some(vcard.clone())),
+                    None => self.refuse(
+                        id,
+                        tokio_xmpp::parsers::stanza_error::ErrorType::Cancel,
+                        tokio_xmpp::parsers::stanza_error::DefinedCondition::ItemNotFound,
+                        "no vCard",
+                    ),
+                }
+            }
+            Stanza::Iq(
+                Iq::Get {
+                    id, payload, to, ..
+                }
+                | Iq::Set {
+                    id, payload, to, ..
+                },
+            ) if payload.is("pubsub", ns::PUBSUB)
+                && !payload
+                    .children()
+                    .any(|c| c.attr("node") == Some(ns::BOOKMARKS2)) =>
+            {
+                use tokio_xmpp::parsers::pubsub::{pubsub::Item, pubsub::Items, ItemId, PubSub};
+                match PubSub::try_from(payload).expect("a valid pubsub request") {
+                    PubSub::Items(q) => {
+                        let owner = to.map(|t| t.to_bare().to_string()).unwrap_or_default();
+                        self.items_requests.push((owner.clone(), q.node.0.clone()));
+                        let wanted: Vec<String> = q
+                            .items
+                            .iter()
+                            .filter_map(|i| i.id.as_ref().map(|i| i.0.clone()))
+                            .collect();
+                        let mut items = Items::new(&q.node.0);
+                        for (o, node, item, payload) in &self.peer_items {
+                            if *o == owner
+                                && *node == q.node.0
+                                && (wanted.is_empty() || wanted.contains(item))
+                            {
+                                items.items.push(Item {
+                                    id: Some(ItemId(item.clone())),
+                                    publisher: None,
+                                    payload: Some(payload.clone()),
+                                });
+                            }
+                        }
+                        if items.items.is_empty() {
+                            self.refuse(
+                                id,
+                                tokio_xmpp::parsers::stanza_error::ErrorType::Cancel,
+                                tokio_xmpp::parsers::stanza_error::DefinedCondition::ItemNotFound,
+                                "no such item",
+                            );
+                        } else {
+                            self.answer(id, Some(PubSub::Items(items).into()));
+                        }
+                    }
+                    PubSub::Publish { publish, .. } => {
+                        for item in publish.items {
+                            self.published.push((
+                                publish.node.0.clone(),
+                                item.id.map(|i| i.0).unwrap_or_default(),
+                                item.payload
+                                    .unwrap_or_else(|| Element::builder("none", "x").build()),
+                            ));
+                        }
+                        if self.publish_silent {
+                            return;
+                        }
+                        match self.publish_error.clone() {
+                            Some(cond) => self.refuse(
+                                id,
+                                tokio_xmpp::parsers::stanza_error::ErrorType::Cancel,
+                                cond,
+                                "not allowed",
+                            ),
+                            None => self.answer(id, None),
+                        }
+                    }
+                    _ => self.answer(id, None),
                 }
             }
             Stanza::Iq(Iq::Get { id, payload, .. } | Iq::Set { id, payload, .. })

@@ -97,6 +97,8 @@ const ACCOUNT_TABLES: &[&str] = &[
     "blocklist",
     "bookmark_wishes",
     "occupants",
+    "profiles",
+    "profile_wishes",
 ];
 
 impl Store {
@@ -203,6 +205,7 @@ impl Store {
         if tx.execute("DELETE FROM accounts WHERE id = ?1", [account])? == 0 {
             return Err(StoreError::UnknownAccount(format!("#{account}")));
         }
+        super::profiles::prune_avatars(&tx)?;
         tx.commit()?;
         Ok(orphans)
     }

@@ -17,6 +17,7 @@ mod control;
 mod lock;
 mod login;
 mod messages;
+mod profiles;
 mod push;
 mod references;
 mod rows;
@@ -36,6 +37,7 @@ pub use messages::{
     Action, Conversation, InboundMessage, MessageFilter, MessageRow, Move, OutboxItem, Quoted,
     ReactionCount, StateChange,
 };
+pub use profiles::{AvatarSource, AvatarUpdate, NameField, Profile, ProfileWish};
 pub use push::{PushSettings, PushState, PushWant};
 pub use references::{
     check_reactions, Edit, Reference, Refusal, Stored, Updated, MAX_REACTIONS, MAX_REACTION_BYTES,

@@ -378,6 +378,34 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE messages ADD COLUMN invite TEXT;
     "#,
+    // v19: profiles (store/profiles.rs): avatars by their SHA-1 (XEP-0084 / XEP-0153), what each
+    // contact (and our own account) publishes of itself, and the user's own changes still to
+    // be told to the server.
+    r#"
+    CREATE TABLE avatars (
+        sha1             TEXT PRIMARY KEY,
+        mime             TEXT NOT NULL,
+        data             BLOB NOT NULL,
+        created_at       INTEGER NOT NULL
+    );
+    CREATE TABLE profiles (
+        account_id       INTEGER NOT NULL REFERENCES accounts(id),
+        jid              TEXT NOT NULL,
+        nick             TEXT,
+        full_name        TEXT,
+        avatar           TEXT REFERENCES avatars(sha1),
+        avatar_source    TEXT CHECK (avatar_source IN ('pep', 'vcard')),
+        updated_at       INTEGER NOT NULL,
+        PRIMARY KEY (account_id, jid)
+    );
+    CREATE TABLE profile_wishes (
+        account_id       INTEGER NOT NULL REFERENCES accounts(id),
+        what             TEXT NOT NULL CHECK (what IN ('nick', 'avatar')),
+        value            TEXT,
+        updated_at       INTEGER NOT NULL,
+        PRIMARY KEY (account_id, what)
+    );
+    "#,
 ];
 
 /// The schema version this build writes.

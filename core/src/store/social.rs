@@ -45,9 +45,16 @@ pub struct Contact {
     pub ask: bool,
     /// Last presence seen: available or unavailable.
     pub presence: String,
+    /// The nickname they publish (else their vCard's full name): the name shown when the user
+    /// gave them none.
+    pub nick: Option<String>,
+    /// Their avatar's SHA-1 ([`Store::avatar`] gives the bytes).
+    pub avatar: Option<String>,
 }
 
-const CONTACT_COLUMNS: &str = "jid, name, subscription, ask, presence";
+const CONTACT_COLUMNS: &str = "r.jid, r.name, r.subscription, r.ask, r.presence,
+     COALESCE(p.nick, p.full_name), p.avatar
+     FROM roster r LEFT JOIN profiles p ON p.account_id = r.account_id AND p.jid = r.jid";
 
 fn row_to_contact(r: &rusqlite::Row<'_>) -> rusqlite::Result<Contact> {
     Ok(Contact {
@@ -56,6 +63,8 @@ fn row_to_contact(r: &rusqlite::Row<'_>) -> rusqlite::Result<Contact> {
         subscription: r.get(2)?,
         ask: r.get(3)?,
         presence: r.get(4)?,
+        nick: r.get(5)?,
+        avatar: r.get(6)?,
     })
 }
 
@@ -335,7 +344,7 @@ impl Store {
         Ok(self
             .conn
             .prepare_cached(&format!(
-                "SELECT {CONTACT_COLUMNS} FROM roster WHERE account_id = ?1 AND jid = ?2"
+                "SELECT {CONTACT_COLUMNS} WHERE r.account_id = ?1 AND r.jid = ?2"
             ))?
             .query_row(params![account, jid], row_to_contact)
             .optional()?)
@@ -361,7 +370,7 @@ impl Store {
     /// The roster.
     pub fn contacts(&self, account: i64) -> Result<Vec<Contact>> {
         let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT {CONTACT_COLUMNS} FROM roster WHERE account_id = ?1 ORDER BY jid"
+            "SELECT {CONTACT_COLUMNS} WHERE r.account_id = ?1 ORDER BY r.jid"
         ))?;
         let rows = stmt
             .query_map([account], row_to_contact)?

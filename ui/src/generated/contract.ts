@@ -264,7 +264,16 @@ ask: boolean,
 /**
  * Last presence seen: available or unavailable.
  */
-presence: string, };
+presence: string, 
+/**
+ * The nickname they publish (else their vCard's full name): the name shown when the user
+ * gave them none.
+ */
+nick: string | null, 
+/**
+ * Their avatar's SHA-1 ([`Store::avatar`] gives the bytes).
+ */
+avatar: string | null, };
 
 export type Room = { 
 /**
@@ -297,6 +306,28 @@ role: string,
  * `owner`, `admin`, `member`, `none`.
  */
 affiliation: string, };
+
+export type Profile = { 
+/**
+ * Bare JID.
+ */
+jid: string, 
+/**
+ * The nickname they chose (XEP-0172, else their vCard's).
+ */
+nick: string | null, 
+/**
+ * Their full name (their vCard's).
+ */
+full_name: string | null, 
+/**
+ * Their avatar's SHA-1 (lowercase hex), whose bytes [`Store::avatar`] gives.
+ */
+avatar: string | null, 
+/**
+ * The avatar's image type.
+ */
+avatar_mime: string | null, };
 
 export type BlockWant = "block" | "unblock";
 
@@ -500,7 +531,11 @@ room: string,
 /**
  * Joined (else left).
  */
-joined: boolean, } | { "event": "mam:synced", 
+joined: boolean, } | { "event": "profile", 
+/**
+ * Bare JID.
+ */
+jid: string, } | { "event": "mam:synced", 
 /**
  * The archive (own bare JID or a room).
  */
