@@ -585,6 +585,37 @@ impl TetherClient {
         Ok(self.client.unblock(&jid)?)
     }
 
+    /// What `jid` (a bare JID; the user's own too) publishes of itself, as last heard; changes
+    /// come as `ProfileChanged`.
+    pub fn profile(&self, jid: String) -> Result<Option<Profile>, TetherError> {
+        Ok(self.client.profile(&jid)?.map(Into::into))
+    }
+
+    /// An avatar's image by the SHA-1 a `Profile` or `Contact` names.
+    pub fn avatar(&self, sha1: String) -> Result<Option<AvatarImage>, TetherError> {
+        Ok(self
+            .client
+            .avatar(&sha1)?
+            .map(|(mime, data)| AvatarImage { mime, data }))
+    }
+
+    /// Sets (`None`: removes) the user's nickname (XEP-0172): shown at once, published now if
+    /// online and else on the next session, kept until the server confirms it.
+    pub fn set_nick(&self, nick: Option<String>) -> Result<(), TetherError> {
+        Ok(self.client.set_nick(nick.as_deref())?)
+    }
+
+    /// Sets the user's avatar (XEP-0084): a PNG, JPEG, GIF or WebP image of at most 512 KiB
+    /// (else a `Usage` error says which). Published like `set_nick`. Returns its SHA-1.
+    pub fn set_avatar(&self, image: Vec<u8>) -> Result<String, TetherError> {
+        Ok(self.client.set_avatar(image)?)
+    }
+
+    /// Removes the user's avatar (published like `set_nick`).
+    pub fn clear_avatar(&self) -> Result<(), TetherError> {
+        Ok(self.client.clear_avatar()?)
+    }
+
     /// The blocklist, with the user's wish and what the server said of each entry.
     pub fn blocklist(&self) -> Result<Vec<BlockedEntry>, TetherError> {
         Ok(self

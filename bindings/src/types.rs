@@ -552,6 +552,11 @@ pub struct Contact {
     pub ask: bool,
     /// Last presence seen: `available` or `unavailable`.
     pub presence: String,
+    /// The nickname they publish (else their vCard's full name): the name to show when `name`
+    /// is none.
+    pub nick: Option<String>,
+    /// Their avatar's SHA-1 (`TetherClient.avatar` gives the image).
+    pub avatar: Option<String>,
 }
 
 impl From<CoreContact> for Contact {
@@ -562,8 +567,47 @@ impl From<CoreContact> for Contact {
             subscription: c.subscription,
             ask: c.ask,
             presence: c.presence,
+            nick: c.nick,
+            avatar: c.avatar,
         }
     }
+}
+
+/// What a contact (or the user's own account) publishes of itself: XEP-0172 nickname, vCard
+/// name (XEP-0292, XEP-0054), avatar (XEP-0084, XEP-0153).
+#[derive(Clone, Debug, PartialEq, uniffi::Record)]
+pub struct Profile {
+    /// Bare JID.
+    pub jid: String,
+    /// The nickname they chose.
+    pub nick: Option<String>,
+    /// Their full name.
+    pub full_name: Option<String>,
+    /// Their avatar's SHA-1.
+    pub avatar: Option<String>,
+    /// The avatar's image type.
+    pub avatar_mime: Option<String>,
+}
+
+impl From<tether_core::store::Profile> for Profile {
+    fn from(p: tether_core::store::Profile) -> Self {
+        Profile {
+            jid: p.jid,
+            nick: p.nick,
+            full_name: p.full_name,
+            avatar: p.avatar,
+            avatar_mime: p.avatar_mime,
+        }
+    }
+}
+
+/// An avatar's image, as stored (checked: an image whose SHA-1 is its id).
+#[derive(Clone, Debug, PartialEq, uniffi::Record)]
+pub struct AvatarImage {
+    /// `image/png`, `image/jpeg`, `image/gif` or `image/webp`.
+    pub mime: String,
+    /// The bytes.
+    pub data: Vec<u8>,
 }
 
 /// The account of a database.
@@ -878,6 +922,12 @@ pub enum TetherEvent {
         /// What the room answered.
         reason: String,
     },
+    /// What a contact (or the user's own account) publishes of itself changed (`profile`):
+    /// read it with `TetherClient.profile`.
+    ProfileChanged {
+        /// Bare JID.
+        jid: String,
+    },
     /// The user's bookmarks (XEP-0402) joined or left a room on this device (`room:bookmark`).
     RoomBookmark {
         /// Room bare JID.
@@ -1055,6 +1105,7 @@ impl From<Event> for TetherEvent {
                 SocialEvent::RoomBookmark { room, joined } => {
                     TetherEvent::RoomBookmark { room, joined }
                 }
+                SocialEvent::Profile { jid } => TetherEvent::ProfileChanged { jid },
                 SocialEvent::RoomRejoining { room, reason } => {
                     TetherEvent::RoomRejoining { room, reason }
                 }

@@ -845,6 +845,9 @@ impl Client {
     /// Tells the session to look at the outbox now (the [`crate::Inbox`]'s one poller saw the
     /// file change).
     pub(crate) fn poke_outbox(&self) {
+        // Another process may have changed a wish the server keeps (`tether block`, `tether
+        // profile set`): the session looks at those too (idempotent when nothing changed).
+        self.shared.wishes_changed.store(true, Ordering::SeqCst);
         self.shared.outbox.notify_one();
     }
 

@@ -158,6 +158,7 @@ async fn live(
     });
     let mut was_online = false;
     let mut stopping = false;
+    let mut last_version: Option<i64> = None;
     let far = || tokio::time::Instant::now() + std::time::Duration::from_secs(3600);
     loop {
         link.drain(engine, shared).await?;
@@ -227,6 +228,13 @@ async fn live(
             }
             _ = async { poll.as_mut().expect("polling").tick().await }, if poll.is_some() => {
                 shared.timer_wakeups.fetch_add(1, Ordering::Relaxed);
+                // Another process committed (the file's `data_version` moves only for other
+                // connections' commits): a wish the server keeps may have changed too.
+                let version = shared.store().data_version()?;
+                if last_version.is_some_and(|v| v != version) {
+                    shared.wishes_changed.store(true, Ordering::SeqCst);
+                }
+                last_version = Some(version);
             }
         }
         shared.wakeups.fetch_add(1, Ordering::Relaxed);
