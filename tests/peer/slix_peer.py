@@ -18,6 +18,17 @@ one JSON object per line, with {"reply": CMD, ...}:
   {"cmd": "forge_block_push", "to": J, "jids": [J]}
                                           a blocklist push to someone else's client, as
                                           only their own server may send: its answer's condition
+  {"cmd": "publish_avatar", "data": B64, "type": T}
+                                          XEP-0084 (needs xep_0084): data, then metadata; its id
+  {"cmd": "publish_nick", "nick": N}      XEP-0172 (needs xep_0172)
+  {"cmd": "vcard_avatar", "data": B64, "type": T, "fn": F, "nickname": N}
+                                          XEP-0054 vCard with a photo, announced in presence
+                                          by XEP-0153 (needs xep_0054, xep_0153)
+  {"cmd": "avatar_data", "jid": J, "id": I}
+                                          J's XEP-0084 data item I: its bytes (base64) and SHA-1
+
+With xep_0084 / xep_0172 it also prints {"event": "avatar", "from", "ids"} and {"event": "nick",
+"from", "nick"} for the PEP notifications it gets.
 
 First prints {"ready": true, "jid": FULL} once the session started. Runs until stdin closes.
 
@@ -25,6 +36,8 @@ usage: slix_peer.py HOST PORT JID PASSWORD CA_FILE
 """
 
 import asyncio
+import base64
+import hashlib
 import json
 import sys
 
@@ -52,6 +65,8 @@ class Peer(slixmpp.ClientXMPP):
         self.add_event_handler("chatstate", self.on_chat_state)
         self.add_event_handler("message", self.on_message)
         self.add_event_handler("groupchat_direct_invite", self.on_invite)
+        self.add_event_handler("avatar_metadata_publish", self.on_avatar)
+        self.add_event_handler("user_nick_publish", self.on_nick)
 
     async def started(self, _):
         # Computes our own hash (slixmpp does not by itself), so the presence carries it.
@@ -74,6 +89,14 @@ class Peer(slixmpp.ClientXMPP):
         x = m["groupchat_invite"]
         out({"event": "invite", "from": str(m["from"]), "id": m["id"], "room": str(x["jid"]),
              "reason": x["reason"]})
+
+    def on_avatar(self, m):
+        infos = m["pubsub_event"]["items"]["item"]["avatar_metadata"]["items"]
+        out({"event": "avatar", "from": str(m["from"]), "ids": [i["id"] for i in infos]})
+
+    def on_nick(self, m):
+        out({"event": "nick", "from": str(m["from"]),
+             "nick": m["pubsub_event"]["items"]["item"]["nick"]["nick"]})
 
     async def command(self, c):
         cmd = c.get("cmd")
@@ -129,6 +152,28 @@ class Peer(slixmpp.ClientXMPP):
                 await self.plugin["xep_0045"].join_muc_wait(c["room"], c["nick"], timeout=20)
             elif cmd == "leave":
                 self.plugin["xep_0045"].leave_muc(c["room"], c["nick"])
+            elif cmd == "publish_avatar":
+                data = base64.b64decode(c["data"])
+                avatar = self.plugin["xep_0084"]
+                await avatar.publish_avatar(data, timeout=20)
+                reply["id"] = avatar.generate_id(data)
+                await avatar.publish_avatar_metadata(
+                    [{"id": reply["id"], "type": c["type"], "bytes": len(data)}], timeout=20)
+            elif cmd == "publish_nick":
+                await self.plugin["xep_0172"].publish_nick(c["nick"], timeout=20)
+            elif cmd == "vcard_avatar":
+                vcard = self.plugin["xep_0054"].make_vcard()
+                vcard["FN"] = c["fn"]
+                vcard["NICKNAME"] = c["nickname"]
+                await self.plugin["xep_0054"].publish_vcard(vcard, timeout=20)
+                data = base64.b64decode(c["data"])
+                await self.plugin["xep_0153"].set_avatar(avatar=data, mtype=c["type"], timeout=20)
+                reply["id"] = hashlib.sha1(data).hexdigest()
+            elif cmd == "avatar_data":
+                iq = await self.plugin["xep_0084"].retrieve_avatar(c["jid"], c["id"], timeout=20)
+                data = iq["pubsub"]["items"]["item"]["avatar_data"]["value"]
+                reply["data"] = base64.b64encode(data).decode()
+                reply["sha1"] = hashlib.sha1(data).hexdigest()
             elif cmd == "send":
                 self.send_message(mto=c["to"], mbody=c["body"], mtype="chat")
             else:

@@ -622,6 +622,9 @@ fn render_config(dir: &Path, port: u16, opts: &ProsodyOptions) -> String {
         "csi_simple",
         "blocklist",
         "pep",
+        // vcard-temp kept as the client wrote it (XEP-0054), so a vCard photo announced by
+        // XEP-0153 is read from the vCard itself (mod_vcard_legacy would also turn it into PEP).
+        "vcard",
     ];
     if opts.starttls {
         modules.push("tls");

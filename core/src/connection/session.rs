@@ -169,6 +169,9 @@ async fn live(
             if !was_online {
                 backoff.reset();
                 was_online = true;
+                // A wish changed while there was no link (here or in another process) is told
+                // now; a resumed stream starts no new session that would tell it.
+                shared.wishes_changed.store(true, Ordering::SeqCst);
             }
             if shared.probe_now.swap(false, Ordering::SeqCst) {
                 engine.handle_probe(&mut shared.store(), Instant::now())?;
