@@ -611,6 +611,11 @@ impl TetherClient {
         Ok(self.client.set_avatar(image)?)
     }
 
+    /// Whether the user's own profile changes are all confirmed by the server.
+    pub fn profile_told(&self) -> Result<bool, TetherError> {
+        Ok(self.client.profile_told()?)
+    }
+
     /// Removes the user's avatar (published like `set_nick`).
     pub fn clear_avatar(&self) -> Result<(), TetherError> {
         Ok(self.client.clear_avatar()?)

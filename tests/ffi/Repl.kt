@@ -84,6 +84,7 @@ private fun eventFields(e: TetherEvent): List<Pair<String, String?>> = when (e) 
         "error" to e.error?.let(::q),
     )
     is TetherEvent.RoomBookmark -> listOf("event" to q("room:bookmark"), "room" to q(e.room), "joined" to e.joined.toString())
+    is TetherEvent.ProfileChanged -> listOf("event" to q("profile"), "jid" to q(e.jid))
     is TetherEvent.RoomRejoining -> listOf("event" to q("room:rejoining"), "room" to q(e.room), "reason" to q(e.reason))
     is TetherEvent.Blocking -> listOf(
         "event" to q("blocking"), "jid" to q(e.jid), "state" to q(e.state), "error" to e.error?.let(::q),
@@ -216,6 +217,26 @@ fun main(argv: Array<String>) {
                             "last_body" to q(it.conversation.lastBody),
                         )
                     },
+                )
+                "set_nick" -> client!!.setNick(args.firstOrNull())
+                "set_avatar" -> reply.add("sha1" to q(client!!.setAvatar(File(args[0]).readBytes())))
+                "clear_avatar" -> client!!.clearAvatar()
+                "profile_told" -> reply.add("told" to client!!.profileTold().toString())
+                "profile" -> reply.add(
+                    "profile" to (
+                        client!!.profile(args[0])?.let {
+                            obj(
+                                "jid" to q(it.jid), "nick" to q(it.nick), "full_name" to q(it.fullName),
+                                "avatar" to q(it.avatar), "avatar_mime" to q(it.avatarMime),
+                            )
+                        } ?: "null"
+                        ),
+                )
+                "avatar" -> reply.add(
+                    "avatar" to (
+                        client!!.avatar(args[0])?.let { obj("mime" to q(it.mime), "bytes" to it.data.size.toString()) }
+                            ?: "null"
+                        ),
                 )
                 "rss" -> reply.add("kb" to rssKb().toString())
                 "close" -> client!!.shutdown()

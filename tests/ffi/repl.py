@@ -85,6 +85,8 @@ def event_json(e):
         return {"event": e.name, "id": e.id, "done": e.done, "total": e.total, "error": e.error}
     if e.is_room_bookmark():
         return {"event": "room:bookmark", "room": e.room, "joined": e.joined}
+    if e.is_profile_changed():
+        return {"event": "profile", "jid": e.jid}
     if e.is_room_rejoining():
         return {"event": "room:rejoining", "room": e.room, "reason": e.reason}
     if e.is_blocking():
@@ -233,6 +235,24 @@ def main():
                     {"account": c.account, "peer": c.conversation.peer, "last_body": c.conversation.last_body}
                     for c in t.unified_conversations(db)
                 ]
+            elif cmd == "set_nick":
+                client.set_nick(args[0] if args else None)
+            elif cmd == "set_avatar":
+                with open(args[0], "rb") as f:
+                    reply["sha1"] = client.set_avatar(f.read())
+            elif cmd == "profile_told":
+                reply["told"] = client.profile_told()
+            elif cmd == "clear_avatar":
+                client.clear_avatar()
+            elif cmd == "profile":
+                p = client.profile(args[0])
+                reply["profile"] = None if p is None else {
+                    "jid": p.jid, "nick": p.nick, "full_name": p.full_name,
+                    "avatar": p.avatar, "avatar_mime": p.avatar_mime,
+                }
+            elif cmd == "avatar":
+                a = client.avatar(args[0])
+                reply["avatar"] = None if a is None else {"mime": a.mime, "bytes": len(a.data)}
             elif cmd == "rss":
                 reply["kb"] = rss_kb()
             elif cmd == "close":

@@ -255,7 +255,91 @@ in_each_language!(
     a_file_killed_mid_upload_is_delivered_once_after_the_restart,
     a_push_wakes_an_extension_that_stores_and_acks_and_the_app_shows_it_once,
     two_accounts_in_one_store_each_send_on_their_own,
+    a_profile_set_in_the_app_is_shown_at_once_published_and_followed_from_another_device,
 );
+
+/// Profiles through the bindings: a file that is not an image is refused (`Usage`, nothing
+/// changes); a nickname and an avatar set offline are shown at once and their bytes read back;
+/// once online they are published (the server confirms); a nickname published from the user's
+/// other device (a slixmpp client on alice's own account) reaches the app as `profile`.
+fn a_profile_set_in_the_app_is_shown_at_once_published_and_followed_from_another_device(
+    lang: Lang,
+) {
+    let w = World::new(ProsodyOptions::default());
+    let mut app = w.alice(lang, ["100", "65536", "normal"]);
+    let notes = w.dir.path().join("notes.txt");
+    std::fs::write(&notes, "not a picture").unwrap();
+    let refused = app.call("set_avatar", &[notes.to_str().unwrap()]);
+    assert_eq!(refused["error"]["kind"], "Usage", "{refused}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not an image"),
+        "{refused}"
+    );
+    // A real 16x16 PNG.
+    let png = w.dir.path().join("me.png");
+    std::fs::write(
+        &png,
+        base64::Engine::decode(
+            &base64::engine::general_purpose::STANDARD,
+            "iVBORw0KGgoAAAANSUhEUgAAABAAAAAQCAIAAACQkWg2AAAAFklEQVR4nGO4Y2NDEmIY1TCqYfhqAABhl1QQ50OvrwAAAABJRU5ErkJggg==",
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    app.ok("set_nick", &["Alice A."]);
+    let sha1 = app.ok("set_avatar", &[png.to_str().unwrap()])["sha1"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let own = app.ok("profile", &[ALICE])["profile"].clone();
+    assert_eq!(own["nick"], "Alice A.", "{own}");
+    assert_eq!(own["avatar"], sha1.as_str(), "{own}");
+    let image = app.ok("avatar", &[&sha1])["avatar"].clone();
+    assert_eq!(image["mime"], "image/png", "{image}");
+    assert_eq!(
+        image["bytes"],
+        std::fs::metadata(&png).unwrap().len(),
+        "{image}"
+    );
+    assert_eq!(app.ok("profile_told", &[])["told"], false);
+
+    app.ok("connect", &[]);
+    wait(&app, "online", online(false));
+    let start = Instant::now();
+    while app.ok("profile_told", &[])["told"] != true {
+        assert!(start.elapsed() < LONG, "never told: {}", summary(&app));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // Alice's other device changes her nickname: the app hears it and shows it.
+    let mut phone = tether_e2e::slix_peer::SlixPeer::start_with(
+        w.prosody.addr(),
+        ALICE,
+        ALICE_SECRET,
+        &w.prosody.ca_file(),
+        &["xep_0172"],
+    )
+    .expect("alice's phone");
+    let reply = phone.command(serde_json::json!({"cmd": "publish_nick", "nick": "Al (phone)"}));
+    assert!(reply["error"].is_null(), "{reply}");
+    wait(&app, "profile", |e| {
+        e["event"] == "profile" && e["jid"] == ALICE
+    });
+    let own = app.ok("profile", &[ALICE])["profile"].clone();
+    assert_eq!(own["nick"], "Al (phone)", "{own}");
+    assert_eq!(
+        own["avatar"],
+        sha1.as_str(),
+        "the avatar is untouched: {own}"
+    );
+    app.ok("close", &[]);
+    wait(&app, "stopped", |e| e["event"] == "stopped");
+    app.ok("exit", &[]);
+    assert_eq!(app.wait_exit(LONG).and_then(|s| s.code()), Some(0));
+}
 
 /// Several accounts in one store through the bindings: alice and carol are added to one store,
 /// listed, and a store of two is not opened without naming the account; carol's client sends,
