@@ -333,6 +333,78 @@ async fn set_blocked(
     .await
 }
 
+/// What `jid` (a contact, or this account's own bare JID) publishes of itself, as last heard
+/// (our own shows the user's changes at once, told to the server or not); `None` when nothing is
+/// known.
+#[tauri::command]
+async fn profile(
+    state: State<'_, App>,
+    account: String,
+    jid: String,
+) -> CmdResult<Option<tether_core::store::Profile>> {
+    let c = state.client(&account)?;
+    blocking(move || c.profile(&jid).map_err(err)).await
+}
+
+/// An avatar by the SHA-1 a profile or contact names, as a `data:<mime>;base64,…` URL the window
+/// can show; `None` when its bytes are not stored.
+#[tauri::command]
+async fn avatar(state: State<'_, App>, account: String, sha1: String) -> CmdResult<Option<String>> {
+    use base64::Engine as _;
+    let c = state.client(&account)?;
+    blocking(move || {
+        Ok(c.avatar(&sha1).map_err(err)?.map(|(mime, data)| {
+            format!(
+                "data:{mime};base64,{}",
+                base64::engine::general_purpose::STANDARD.encode(data)
+            )
+        }))
+    })
+    .await
+}
+
+/// Sets the account's own nickname (XEP-0172); `None` or empty removes it. The core checks it
+/// and tells the server when online.
+#[tauri::command]
+async fn set_nick(state: State<'_, App>, account: String, nick: Option<String>) -> CmdResult<()> {
+    let c = state.client(&account)?;
+    blocking(move || c.set_nick(nick.as_deref()).map_err(err)).await
+}
+
+/// Sets the account's own avatar (XEP-0084) from the image file at `path`; returns its SHA-1.
+/// The core refuses what is not a PNG, JPEG, GIF or WebP, or too large, and says why.
+#[tauri::command]
+async fn set_avatar(state: State<'_, App>, account: String, path: String) -> CmdResult<String> {
+    let c = state.client(&account)?;
+    blocking(move || c.set_avatar_file(std::path::Path::new(&path)).map_err(err)).await
+}
+
+/// Sets the account's own avatar from an image the window read itself (the picker): the raw
+/// bytes, with `account` in the request's headers; returns its SHA-1. The core checks the bytes
+/// as [`set_avatar`] does.
+#[tauri::command]
+async fn set_avatar_data(
+    state: State<'_, App>,
+    request: tauri::ipc::Request<'_>,
+) -> CmdResult<String> {
+    let account = request
+        .headers()
+        .get("account")
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| internal("missing header account"))
+        .and_then(percent_decode)?;
+    let data = request_bytes(&request)?;
+    let c = state.client(&account)?;
+    blocking(move || c.set_avatar(data).map_err(err)).await
+}
+
+/// Removes the account's own avatar (told to the server when online).
+#[tauri::command]
+async fn clear_avatar(state: State<'_, App>, account: String) -> CmdResult<()> {
+    let c = state.client(&account)?;
+    blocking(move || c.clear_avatar().map_err(err)).await
+}
+
 #[tauri::command]
 async fn send(
     state: State<'_, App>,
@@ -532,13 +604,7 @@ async fn send_file_data(
         percent_decode(v)
     };
     let (account, to, name) = (header("account")?, header("to")?, header("name")?);
-    // Raw over the custom-protocol IPC; a JSON array of bytes where the webview falls back to
-    // postMessage (WebKitGTK does).
-    let data: Vec<u8> = match request.body() {
-        tauri::ipc::InvokeBody::Raw(data) => data.clone(),
-        tauri::ipc::InvokeBody::Json(v) => serde_json::from_value(v.clone())
-            .map_err(|e| internal(format!("the file's bytes are unreadable: {e}")))?,
-    };
+    let data = request_bytes(&request)?;
     let c = state.client(&account)?;
     blocking(move || {
         let dir = tempfile::tempdir().map_err(internal)?;
@@ -547,6 +613,16 @@ async fn send_file_data(
         c.send_file(&to, &path).map_err(err)
     })
     .await
+}
+
+/// The bytes a command got raw (a file the window read): raw over the custom-protocol IPC; a
+/// JSON array of bytes where the webview falls back to postMessage (WebKitGTK does).
+fn request_bytes(request: &tauri::ipc::Request<'_>) -> CmdResult<Vec<u8>> {
+    match request.body() {
+        tauri::ipc::InvokeBody::Raw(data) => Ok(data.clone()),
+        tauri::ipc::InvokeBody::Json(v) => serde_json::from_value(v.clone())
+            .map_err(|e| internal(format!("the file's bytes are unreadable: {e}"))),
+    }
 }
 
 fn percent_decode(s: &str) -> CmdResult<String> {
@@ -686,6 +762,12 @@ fn main() {
             search,
             blocklist,
             set_blocked,
+            profile,
+            avatar,
+            set_nick,
+            set_avatar,
+            set_avatar_data,
+            clear_avatar,
             send,
             resend,
             discard,
