@@ -14,6 +14,7 @@ import type {
   InboxConversation,
   MessageRow,
   Occupant,
+  Profile,
   Room,
   SearchHit,
 } from "./generated/contract";
@@ -25,6 +26,7 @@ export type {
   Contact,
   InboxConversation,
   Occupant,
+  Profile,
   Room,
   SearchHit,
 } from "./generated/contract";
@@ -104,6 +106,23 @@ export const api = {
   blocklist: () => call<BlockEntry[]>("blocklist"),
   /** Blocks or unblocks a contact, a full JID or a domain (the core keeps it and tells the server). */
   setBlocked: (jid: string, block: boolean) => call<void>("set_blocked", { jid, block }),
+  /** What `jid` (a contact, or the account itself) publishes of itself, or null if nothing is
+   * known. */
+  profile: (jid: string) => call<Profile | null>("profile", { jid }),
+  /** An avatar by its SHA-1, as a data: URL (null when its bytes are not stored); `account`:
+   * the account that knows it. */
+  avatar: (account: string, sha1: string) => invoke<string | null>("avatar", { account, sha1 }),
+  /** Sets the account's own nickname; null or empty removes it (the core checks it). */
+  setNick: (nick: string | null) => call<void>("set_nick", { nick }),
+  /** Sets the account's own avatar from the image file at `path`; resolves to its SHA-1. */
+  setAvatar: (path: string) => call<string>("set_avatar", { path }),
+  /** Sets the account's own avatar from a file the window read (the picker): its bytes go raw. */
+  setAvatarData: async (file: File) =>
+    invoke<string>("set_avatar_data", new Uint8Array(await file.arrayBuffer()), {
+      headers: { account: encodeURIComponent(active) },
+    }),
+  /** Removes the account's own avatar. */
+  clearAvatar: () => call<void>("clear_avatar"),
   send: (to: string, body: string) => call<string>("send", { to, body }),
   resend: (ids: string[]) => call<void>("resend", { ids }),
   discard: (ids: string[]) => call<void>("discard", { ids }),

@@ -3,6 +3,7 @@ import {
   consistentColor,
   consistentHue,
   displayName,
+  initials,
   meAction,
   blockOf,
   blockedText,
@@ -143,13 +144,23 @@ describe("names and colours", () => {
     expect(meAction("/meh")).toBeNull();
     expect(meAction("hello /me")).toBeNull();
   });
-  test("the roster's name when there is one", () => {
+  test("the roster's name when there is one, else the nickname they publish, else the JID", () => {
     const contacts = [
-      { jid: "bob@localhost", name: "Bob", subscription: "both", ask: false, presence: "available" },
-      { jid: "carol@localhost", name: null, subscription: "to", ask: false, presence: "unavailable" },
+      { jid: "bob@localhost", name: "Bob", subscription: "both", ask: false, presence: "available", nick: "Bobby Tables", avatar: null },
+      { jid: "carol@localhost", name: null, subscription: "to", ask: false, presence: "unavailable", nick: null, avatar: null },
+      { jid: "erin@localhost", name: null, subscription: "both", ask: false, presence: "available", nick: "Erin", avatar: "ab" },
+      { jid: "frank@localhost", name: "", subscription: "both", ask: false, presence: "available", nick: "", avatar: null },
     ];
     expect(displayName(contacts, "bob@localhost")).toBe("Bob");
     expect(displayName(contacts, "carol@localhost")).toBe("carol@localhost");
+    expect(displayName(contacts, "erin@localhost")).toBe("Erin");
+    expect(displayName(contacts, "frank@localhost")).toBe("frank@localhost");
     expect(displayName(contacts, "dave@localhost")).toBe("dave@localhost");
+  });
+  test("an avatar without a picture shows the name's first letter", () => {
+    expect(initials("Bobby Tables")).toBe("B");
+    expect(initials("carol@localhost")).toBe("C");
+    expect(initials("😺 cat")).toBe("😺");
+    expect(initials("  ")).toBe("?");
   });
 });

@@ -137,7 +137,16 @@ export function meAction(body: string): string | null {
   return body.startsWith("/me ") ? body.slice(4) : null;
 }
 
-/** The name to show for a JID: the roster's name when the user gave one, else the JID. */
+/** The name to show for a JID: the roster's name when the user gave one, else the nickname they
+ * publish (else their vCard's full name, as the core fills `nick`), else the JID. */
 export function displayName(contacts: Contact[], jid: string): string {
-  return contacts.find((c) => c.jid === jid)?.name || jid;
+  const c = contacts.find((c) => c.jid === jid);
+  return c?.name || c?.nick || jid;
+}
+
+/** The letter on an avatar that has no picture: the first character of the shown name (a JID's
+ * is its local part's), upper-cased; "?" when there is none. */
+export function initials(name: string): string {
+  const first = [...name.trim()][0];
+  return first ? first.toUpperCase() : "?";
 }

@@ -45,6 +45,7 @@ import type {
   TransferEvent,
   UpdatedEvent,
 } from "../generated/contract";
+import { Avatar } from "./Avatar";
 import { MessageList } from "./MessageList";
 
 const PAGE = 50;
@@ -384,8 +385,10 @@ function Main({ account, initialPeer, accounts, onSwitch, onAdd, onAccountsChang
       api.contactsOf(jid).then((list) => setRosters((r) => ({ ...r, [jid]: list })), console.error);
     }
   }, [accountList, account]);
-  const nameIn = (owner: string, jid: string) =>
-    displayName(owner === account ? contacts : (rosters[owner] ?? []), jid);
+  const rosterOf = (owner: string) => (owner === account ? contacts : (rosters[owner] ?? []));
+  const nameIn = (owner: string, jid: string) => displayName(rosterOf(owner), jid);
+  // A contact's avatar (its SHA-1), as `owner`'s roster has it.
+  const avatarIn = (owner: string, jid: string) => rosterOf(owner).find((c) => c.jid === jid)?.avatar ?? null;
   const refreshPeople = useCallback(() => {
     api.contacts().then(setContacts, console.error);
     api.rooms().then(setRooms, console.error);
@@ -433,13 +436,18 @@ function Main({ account, initialPeer, accounts, onSwitch, onAdd, onAccountsChang
           notify(r.from, r.body);
         }
         if (e.event.startsWith("message:")) refreshList();
+        // A contact of that account changed its avatar or nickname: its rows show the new ones.
+        if (e.event === "profile") {
+          const owner = e.account;
+          api.contactsOf(owner).then((list) => setRosters((r) => ({ ...r, [owner]: list })), console.error);
+        }
         return;
       }
       if (e.event === "connection") {
         onConnection(e as ConnectionEvent);
         return;
       }
-      if (["roster", "presence", "subscription:request", "room:joined", "room:rejoining", "room:bookmark", "blocking"].includes(e.event)) {
+      if (["roster", "presence", "subscription:request", "room:joined", "room:rejoining", "room:bookmark", "blocking", "profile"].includes(e.event)) {
         refreshPeople();
         const room = peerRef.current;
         if (room && (e.event === "presence" || e.event.startsWith("room:"))) refreshOccupants(room);
@@ -676,22 +684,31 @@ function Main({ account, initialPeer, accounts, onSwitch, onAdd, onAccountsChang
               data-account={c.account}
               onClick={() => (c.account === account ? setPeer(c.peer) : onSwitch(c.account, c.peer))}
             >
-              <div class="row">
-                <span class="peer" title={c.peer}>
-                  {c.kind === "groupchat" ? `# ${c.peer}` : nameIn(c.account, c.peer)}
-                </span>
-                {several && (
-                  <span class="via" title={`via ${c.account}`} style={{ color: consistentColor(c.account) }}>
-                    {c.account.split("@")[0]}
+              <Avatar
+                account={c.account}
+                jid={c.peer}
+                name={c.kind === "groupchat" ? c.peer : nameIn(c.account, c.peer)}
+                sha1={c.kind === "groupchat" ? null : avatarIn(c.account, c.peer)}
+                size={36}
+              />
+              <div class="summary">
+                <div class="row">
+                  <span class="peer" title={c.peer}>
+                    {c.kind === "groupchat" ? `# ${c.peer}` : nameIn(c.account, c.peer)}
                   </span>
-                )}
-                {c.unread > 0 && <span class="badge">{c.unread}</span>}
-                {c.failed > 0 && <span class="badge problem">{c.failed} ⚠</span>}
-              </div>
-              <div class="last">
-                {meAction(c.last_body) !== null
-                  ? `* ${c.last_outgoing ? "You" : c.kind === "groupchat" ? c.peer : nameIn(c.account, c.peer)} ${meAction(c.last_body)}`
-                  : `${c.last_outgoing ? "You: " : ""}${c.last_body}`}
+                  {several && (
+                    <span class="via" title={`via ${c.account}`} style={{ color: consistentColor(c.account) }}>
+                      {c.account.split("@")[0]}
+                    </span>
+                  )}
+                  {c.unread > 0 && <span class="badge">{c.unread}</span>}
+                  {c.failed > 0 && <span class="badge problem">{c.failed} ⚠</span>}
+                </div>
+                <div class="last">
+                  {meAction(c.last_body) !== null
+                    ? `* ${c.last_outgoing ? "You" : c.kind === "groupchat" ? c.peer : nameIn(c.account, c.peer)} ${meAction(c.last_body)}`
+                    : `${c.last_outgoing ? "You: " : ""}${c.last_body}`}
+                </div>
               </div>
             </li>
           ))}
@@ -766,7 +783,8 @@ function Main({ account, initialPeer, accounts, onSwitch, onAdd, onAccountsChang
           {contacts.map((c) => (
             <li key={c.jid} onClick={() => setPeer(c.jid)} class={c.jid === peer ? "active" : ""}>
               <span class={`dot ${c.presence === "available" ? "on" : ""}`} />
-              {c.name ?? c.jid}
+              <Avatar account={account} jid={c.jid} name={displayName(contacts, c.jid)} sha1={c.avatar} size={24} />
+              {displayName(contacts, c.jid)}
               {c.ask && <span class="hint"> (waiting for approval)</span>}
             </li>
           ))}
@@ -776,6 +794,9 @@ function Main({ account, initialPeer, accounts, onSwitch, onAdd, onAccountsChang
         {fatal && <div class="fatal">{fatal}</div>}
         {peer ? (
           <h2 title={peer}>
+            {!rooms.some((r) => r.jid === peer) && (
+              <Avatar account={account} jid={peer} name={displayName(contacts, peer)} sha1={avatarIn(account, peer)} size={32} />
+            )}
             {rooms.some((r) => r.jid === peer) ? peer : displayName(contacts, peer)}
             {!rooms.some((r) => r.jid === peer) && !blockOf(blocked, peer) && (
               <button
