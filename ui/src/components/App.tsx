@@ -47,6 +47,7 @@ import type {
 } from "../generated/contract";
 import { Avatar } from "./Avatar";
 import { MessageList } from "./MessageList";
+import { ProfileDialog } from "./ProfileDialog";
 
 const PAGE = 50;
 
@@ -261,6 +262,7 @@ function AccountSwitcher({
   onChanged: () => void;
 }) {
   const [removing, setRemoving] = useState<string | null>(null);
+  const [profiling, setProfiling] = useState(false);
   const me = accounts.find((a) => a.jid === active);
   return (
     <div class="accounts" data-testid="accounts">
@@ -284,6 +286,11 @@ function AccountSwitcher({
         })}
       </ul>
       <div class="account-actions">
+        {me && (
+          <button class="link" data-testid="profile-button" onClick={() => setProfiling(true)}>
+            Profile
+          </button>
+        )}
         <button class="link" data-testid="add-account" onClick={onAdd}>
           + Add account
         </button>
@@ -302,6 +309,7 @@ function AccountSwitcher({
           </button>
         )}
       </div>
+      {profiling && me && <ProfileDialog account={me.jid} onClose={() => setProfiling(false)} />}
       {removing && (
         <div class="modal" role="dialog" aria-modal="true">
           <div class="card" data-testid="remove-dialog">
