@@ -820,3 +820,143 @@ test("an invitation to a room is joined from its bubble, and one is sent from a 
   );
   await shot("31-room-with-invite");
 });
+
+test("avatars and nicknames: bob's show in the list and the chat, alice's own is set from the window and reaches bob", async () => {
+  const { createHash } = await import("node:crypto");
+  const sha1 = (bytes) => createHash("sha1").update(bytes).digest("hex");
+  // Two real 16×16 PNGs (bob's a checkerboard, alice's two triangles), written by Python's zlib.
+  const bobPng = Buffer.from(
+    "iVBORw0KGgoAAAANSUhEUgAAABAAAAAQCAIAAACQkWg2AAAAJElEQVR42mP40CMCR3I2C+AIlzjDINRAjCJk8cGoYTQeBoUGAPUvRRBW30IXAAAAAElFTkSuQmCC",
+    "base64",
+  );
+  const alicePng = Buffer.from(
+    "iVBORw0KGgoAAAANSUhEUgAAABAAAAAQCAIAAACQkWg2AAAAUElEQVR42pXLSQ0AIAwF0cqpYkQgBzmcIIGwdvlN5viGEudQFNK1MIV0YBgaHZaGhlP7w6Od4dfWIGp10LQ8GFoYbP0Orr4GRO8B1HPAda8BdxqpsD6tV78AAAAASUVORK5CYII=",
+    "base64",
+  );
+  const bobPic = path.join(WORK, "bob-avatar.png");
+  const alicePic = path.join(WORK, "alice-avatar.png");
+  fs.writeFileSync(bobPic, bobPng);
+  fs.writeFileSync(alicePic, alicePng);
+  // alice's store has carol's and erin's accounts too (the earlier tests): each call names hers.
+  const aliceCli = (...args) => tether(path.join(WORK, "alice.db"), "--account", "alice@localhost", ...args);
+  // alice's view (bob is her contact, subscribed both ways since the subscription test; her roster
+  // gives him no name, so his published nickname is what shows).
+  const aliceRow = By.xpath("//li[@data-testid='account'][.//span[@class='jid' and text()='alice@localhost']]");
+  const account = await browser.findElement(aliceRow);
+  if (!/active/.test(await account.getAttribute("class"))) await account.click();
+  const roster = JSON.parse(
+    aliceCli("contacts").split("\n").find((l) => l.includes('"bob@localhost"')),
+  );
+  assert.equal(roster.name, null, "alice's roster names bob: his nickname would not show");
+  assert.equal(roster.subscription, "both");
+
+  // Bob sets his nickname and avatar beside his running session, which publishes them.
+  const set = JSON.parse(tether(bob.db, "profile", "set", "--nick", "Bobby Tables", "--avatar", bobPic));
+  assert.equal(set.avatar, sha1(bobPng));
+  // An avatar shown is an <img> whose data: URL holds exactly his bytes, decoded by the webview.
+  const isAvatar = async (img, bytes) => {
+    const src = await img.getAttribute("src");
+    const [head, data] = src.split(",");
+    return (
+      head === "data:image/png;base64" &&
+      Buffer.from(data, "base64").equals(bytes) &&
+      (await browser.executeScript("return arguments[0].complete && arguments[0].naturalWidth", img)) === 16
+    );
+  };
+  const bobsRow = "//ul[contains(@class,'conversations')]/li[@data-account='alice@localhost'][.//span[@title='bob@localhost']]";
+  await browser.wait(
+    async () => {
+      const imgs = await browser.findElements(By.xpath(`${bobsRow}//img[@data-testid='avatar']`));
+      return imgs.length === 1 && (await isAvatar(imgs[0], bobPng));
+    },
+    LONG,
+    `bob's avatar in his row of the conversation list (logs in ${WORK})`,
+  );
+  // The list may be longer than the window: its text is read whether scrolled into view or not.
+  const text = async (e) => (await e.getAttribute("textContent")).trim();
+  await browser.wait(
+    async () => (await text(await browser.findElement(By.xpath(`${bobsRow}//span[@class='peer']`)))) === "Bobby Tables",
+    LONG,
+    "bob's nickname in his row of the conversation list",
+  );
+  const contact = await browser.findElement(
+    By.xpath("//ul[contains(@class,'people')]/li[.//img[@data-testid='avatar' and @data-jid='bob@localhost']]"),
+  );
+  assert.equal(await text(contact), "Bobby Tables");
+  assert.ok(await isAvatar(await contact.findElement(By.css("img")), bobPng), "bob's avatar in the contacts");
+  await (await browser.findElement(By.xpath(bobsRow))).click();
+  const header = await browser.wait(
+    until.elementLocated(By.xpath("//section[contains(@class,'conversation')]/h2[@title='bob@localhost']")),
+    LONG,
+  );
+  await browser
+    .wait(async () => (await text(header)).startsWith("Bobby Tables"), LONG)
+    .catch(async () => assert.fail(`the chat header says ${JSON.stringify(await text(header))}`));
+  assert.ok(await isAvatar(await header.findElement(By.css("img[data-testid=avatar]")), bobPng), "bob's avatar in the header");
+  await shot("32-avatars");
+
+  // Alice sets her nickname and avatar in the Profile dialog.
+  await (await browser.findElement(By.css("[data-testid=profile-button]"))).click();
+  const dialog = await browser.wait(until.elementLocated(By.css("[data-testid=profile-dialog]")), LONG);
+  const ownName = await dialog.findElement(By.css("[data-testid=own-name]"));
+  assert.equal(await ownName.getText(), "alice@localhost");
+  assert.equal(
+    (await dialog.findElements(By.css("img[data-testid=own-avatar]"))).length,
+    0,
+    "alice has no avatar yet",
+  );
+  await (await dialog.findElement(By.css("[data-testid=nick]"))).sendKeys("Alice in Tetherland");
+  await (await dialog.findElement(By.css("[data-testid=save-nick]"))).click();
+  await browser.wait(until.elementTextIs(ownName, "Alice in Tetherland"), LONG);
+  const pathInput = await dialog.findElement(By.css("[data-testid=avatar-path]"));
+  await pathInput.sendKeys(alicePic);
+  await (await dialog.findElement(By.css("[data-testid=set-avatar]"))).click();
+  const own = By.css("[data-testid=profile-dialog] img[data-testid=own-avatar]");
+  await browser.wait(
+    async () => {
+      const imgs = await browser.findElements(own);
+      return imgs.length === 1 && (await isAvatar(imgs[0], alicePng));
+    },
+    LONG,
+    "alice's own avatar in the dialog",
+  );
+  assert.equal((await dialog.findElements(By.css("[data-testid=profile-error]"))).length, 0);
+  assert.equal(await (await browser.findElement(own)).getAttribute("data-avatar"), sha1(alicePng));
+  // Bob's store receives both, and the very bytes.
+  const atBob = await eventually(() => {
+    const p = JSON.parse(tether(bob.db, "profile", "show", "--jid", "alice@localhost"));
+    return p.avatar === sha1(alicePng) && p.nick === "Alice in Tetherland" && p;
+  }, `bob's store having alice's avatar and nickname (logs in ${WORK})`);
+  assert.equal(atBob.avatar_mime, "image/png");
+  const fetched = path.join(WORK, "alice-at-bob.png");
+  tether(bob.db, "profile", "avatar", "--jid", "alice@localhost", "--out", fetched);
+  assert.ok(fs.readFileSync(fetched).equals(alicePng), "bob has alice's avatar's bytes");
+  await eventually(() => JSON.parse(aliceCli("profile", "show")).told, "alice's changes confirmed by her server");
+
+  // What the core refuses is said in the dialog, and the avatar stays: a picture too large
+  // through the picker, then a text file by its path.
+  const big = path.join(WORK, "too-big.png");
+  fs.writeFileSync(big, Buffer.concat([bobPng, Buffer.alloc(600 * 1024)]));
+  await (await dialog.findElement(By.css("[data-testid=avatar-file]"))).sendKeys(big);
+  const error = await browser.wait(until.elementLocated(By.css("[data-testid=profile-error]")), LONG);
+  await browser
+    .wait(until.elementTextContains(error, "more than the 524288"), LONG)
+    .catch(async () => assert.fail(`the dialog says ${JSON.stringify(await error.getText())}`));
+  const txt = path.join(WORK, "not-a-picture.txt");
+  fs.writeFileSync(txt, "just some words, not a picture\n");
+  await pathInput.sendKeys(...Array(alicePic.length).fill(Key.BACK_SPACE), txt);
+  await (await dialog.findElement(By.css("[data-testid=set-avatar]"))).click();
+  await browser.wait(
+    async () => {
+      const shown = await browser.findElements(By.css("[data-testid=profile-error]"));
+      return shown.length === 1 && /not an image/.test(await shown[0].getText());
+    },
+    LONG,
+    "the dialog saying the text file is not an image",
+  );
+  assert.ok(await isAvatar(await browser.findElement(own), alicePng), "the avatar is unchanged");
+  assert.equal(JSON.parse(aliceCli("profile", "show")).avatar, sha1(alicePng));
+  assert.equal(JSON.parse(tether(bob.db, "profile", "show", "--jid", "alice@localhost")).avatar, sha1(alicePng));
+  await shot("33-own-profile");
+  await (await dialog.findElement(By.css("[data-testid=close-profile]"))).click();
+});
