@@ -24,6 +24,10 @@ one JSON object per line, with {"reply": CMD, ...}:
   {"cmd": "vcard_avatar", "data": B64, "type": T, "fn": F, "nickname": N}
                                           XEP-0054 vCard with a photo, announced in presence
                                           by XEP-0153 (needs xep_0054, xep_0153)
+  {"cmd": "legacy_bookmarks"}            XEP-0048 bookmarks in private storage (needs xep_0048):
+                                          conferences [{jid, autojoin, nick, name}], by jid
+  {"cmd": "set_legacy_bookmarks", "conferences": [{jid, autojoin, nick, name}]}
+                                          writes them (the whole storage)
   {"cmd": "avatar_data", "jid": J, "id": I}
                                           J's XEP-0084 data item I: its bytes (base64) and SHA-1
 
@@ -169,6 +173,20 @@ class Peer(slixmpp.ClientXMPP):
                 data = base64.b64decode(c["data"])
                 await self.plugin["xep_0153"].set_avatar(avatar=data, mtype=c["type"], timeout=20)
                 reply["id"] = hashlib.sha1(data).hexdigest()
+            elif cmd == "legacy_bookmarks":
+                iq = await self.plugin["xep_0048"].get_bookmarks(method="xep_0049", timeout=20)
+                reply["conferences"] = sorted(
+                    ({"jid": str(c["jid"]), "autojoin": bool(c["autojoin"]),
+                      "nick": c["nick"] or None, "name": c["name"] or None}
+                     for c in iq["private"]["bookmarks"]["conferences"]),
+                    key=lambda c: c["jid"])
+            elif cmd == "set_legacy_bookmarks":
+                from slixmpp.plugins.xep_0048.stanza import Bookmarks
+                b = Bookmarks()
+                for conf in c["conferences"]:
+                    b.add_conference(conf["jid"], conf.get("nick"), name=conf.get("name"),
+                                     autojoin=conf.get("autojoin"))
+                await self.plugin["xep_0048"].set_bookmarks(b, method="xep_0049", timeout=20)
             elif cmd == "avatar_data":
                 iq = await self.plugin["xep_0084"].retrieve_avatar(c["jid"], c["id"], timeout=20)
                 data = iq["pubsub"]["items"]["item"]["avatar_data"]["value"]

@@ -260,6 +260,8 @@ modules:
   mod_ping: {{}}
   mod_privacy: {{}}
   mod_blocking: {{}}
+  # Private storage (XEP-0049), kept in step with XEP-0402 bookmarks, as ejabberd ships.
+  mod_private: {{}}
   mod_pubsub:
     plugins: [flat, pep]
 "#,

@@ -100,6 +100,8 @@ pub struct ProsodyOptions {
     /// [`Prosody::create_invite`]) and a password policy (`mod_password_policy`, from
     /// prosody-modules). Default: none (registration closed, as Prosody ships).
     pub registration: Option<RegistrationOptions>,
+    /// Leave `mod_bookmarks` out ([`ProsodyOptions::legacy_bookmarks_only`]). Default: `false`.
+    pub legacy_bookmarks_only: bool,
 }
 
 /// Account creation on the test server ([`ProsodyOptions::registration`]).
@@ -135,6 +137,16 @@ pub struct UploadOptions {
     pub external_port: u16,
 }
 
+impl ProsodyOptions {
+    /// Without `mod_bookmarks`: XEP-0402 and XEP-0048 are not kept in step, and the server
+    /// does not announce `urn:xmpp:bookmarks:1#compat` (as a server with PEP but no bookmark
+    /// conversion).
+    pub fn legacy_bookmarks_only(mut self) -> Self {
+        self.legacy_bookmarks_only = true;
+        self
+    }
+}
+
 impl Default for ProsodyOptions {
     fn default() -> Self {
         Self {
@@ -149,6 +161,7 @@ impl Default for ProsodyOptions {
             sasl2: false,
             direct_tls_port: None,
             registration: None,
+            legacy_bookmarks_only: false,
         }
     }
 }
@@ -622,12 +635,19 @@ fn render_config(dir: &Path, port: u16, opts: &ProsodyOptions) -> String {
         "csi_simple",
         "blocklist",
         "pep",
+        // Private storage (XEP-0049), and XEP-0402 kept in step with XEP-0048 in it (it
+        // announces `urn:xmpp:bookmarks:1#compat`), as Prosody ships.
+        "private",
+        "bookmarks",
         // vcard-temp kept as the client wrote it (XEP-0054), so a vCard photo announced by
         // XEP-0153 is read from the vCard itself (mod_vcard_legacy would also turn it into PEP).
         "vcard",
     ];
     if opts.starttls {
         modules.push("tls");
+    }
+    if opts.legacy_bookmarks_only {
+        modules.retain(|m| *m != "bookmarks");
     }
     if opts.mam {
         modules.push("mam");

@@ -3,14 +3,26 @@
 //! left, a wish of ours not yet told kept); a room joined here is published once it let us in,
 //! one left here retracted, until the server confirms it; the node's notifications (`+notify` in our capabilities) from
 //! our own account are applied at once, and from anyone else refused as a forgery.
+//!
+//! **XEP-0048 compatibility** (XEP-0402 §3.1): the account is asked for its features first. A
+//! server that announces `urn:xmpp:bookmarks:1#compat` keeps XEP-0402 and the older private
+//! storage (XEP-0049) in step, and XEP-0402 is used. One that does not would leave the user's
+//! older clients (those that only know XEP-0048) blind to our rooms, and theirs to us, so the
+//! bookmarks are kept in private storage instead, as Conversations and Gajim do: read at login,
+//! and written whole (read again first, to lose as little as possible of another client's
+//! write meanwhile; the storage has no finer operation) with every other entry kept as it was.
+//! Private storage has no notifications: another device's change is seen at the next login.
 
 use tokio_xmpp::jid::Jid;
 use tokio_xmpp::minidom::Element;
 use tokio_xmpp::parsers::{
+    bookmarks::{Conference as LegacyConference, Storage},
     bookmarks2::Conference,
     data_forms::{DataForm, DataFormType, Field},
+    disco::{DiscoInfoQuery, DiscoInfoResult},
     iq::Iq,
     ns,
+    private::Query as PrivateQuery,
     pubsub::{
         event::{Event as PubSubEvent, Payload},
         pubsub::{Item, Items, Publish, PublishOptions, Retract},
@@ -27,15 +39,205 @@ use crate::store::{Bookmark, BookmarkWant, Store};
 /// XEP-0060's publish-options form type.
 const PUBLISH_OPTIONS: &str = "http://jabber.org/protocol/pubsub#publish-options";
 
+/// Which bookmarks store a session uses.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Mode {
+    /// Not known yet: the account's features are asked.
+    #[default]
+    Unknown,
+    /// XEP-0402 (PEP), the server keeping XEP-0048 in step.
+    Pep,
+    /// XEP-0048 in private storage (XEP-0049): the server does not keep the two in step.
+    Legacy,
+}
+
 impl Engine {
-    /// A new session: the server's bookmarks are fetched, and the wishes not yet told go out.
-    pub(super) fn bookmarks_start(&mut self, store: &mut Store) -> Result<()> {
+    /// A new session: the account's features say which store to use; then the server's
+    /// bookmarks are fetched, and the wishes not yet told go out.
+    pub(super) fn bookmarks_start(&mut self, _store: &mut Store) -> Result<()> {
+        self.bookmark_mode = Mode::Unknown;
+        self.ask_account_info();
+        Ok(())
+    }
+
+    fn ask_account_info(&mut self) {
+        let iq = Iq::from_get(new_id("account-info"), DiscoInfoQuery { node: None })
+            .with_to(Jid::from(self.own.clone()));
+        self.send_iq(iq, PendingIq::AccountInfo);
+    }
+
+    /// Our account's features: XEP-0402 if the server keeps XEP-0048 in step, else XEP-0048.
+    pub(super) fn on_account_info(&mut self, store: &mut Store, iq: Iq) -> Result<()> {
+        let compat = match iq {
+            Iq::Result {
+                payload: Some(p), ..
+            } => DiscoInfoResult::try_from(p)
+                .map(|info| info.features.contains(ns::BOOKMARKS2_COMPAT))
+                .unwrap_or(false),
+            Iq::Result { payload: None, .. } => false,
+            Iq::Error { error, .. } => {
+                tracing::warn!(
+                    "the server refused to say its account features ({}); using XEP-0402",
+                    super::describe_error(&error)
+                );
+                true
+            }
+            _ => return Err(Error::Internal("an iq answer that is not one".into())),
+        };
+        if compat {
+            self.bookmark_mode = Mode::Pep;
+        } else {
+            tracing::info!("the server does not keep XEP-0402 and XEP-0048 in step: XEP-0048");
+            self.bookmark_mode = Mode::Legacy;
+        }
+        self.bookmarks_fetch(store)
+    }
+
+    /// Fetches the server's bookmarks from the store this session uses, then tells the wishes.
+    pub(super) fn bookmarks_fetch(&mut self, store: &mut Store) -> Result<()> {
+        match self.bookmark_mode {
+            Mode::Unknown => Ok(()),
+            Mode::Pep => {
+                let iq = Iq::from_get(
+                    new_id("bookmarks"),
+                    PubSub::Items(Items::new(ns::BOOKMARKS2)),
+                );
+                self.send_iq(iq, PendingIq::Bookmarks);
+                self.bookmarks_sync(store)
+            }
+            // The wishes are written once the list is here.
+            Mode::Legacy => {
+                self.ask_legacy();
+                Ok(())
+            }
+        }
+    }
+
+    fn ask_legacy(&mut self) {
         let iq = Iq::from_get(
-            new_id("bookmarks"),
-            PubSub::Items(Items::new(ns::BOOKMARKS2)),
+            new_id("private-bookmarks"),
+            PrivateQuery {
+                storage: Storage::new(),
+            },
         );
-        self.send_iq(iq, PendingIq::Bookmarks);
-        self.bookmarks_sync(store)
+        self.send_iq(iq, PendingIq::LegacyBookmarks);
+    }
+
+    /// The XEP-0048 list: applied like XEP-0402's, then the wishes that can be told are written
+    /// into it (the whole storage, every other entry as it was).
+    pub(super) fn on_legacy_bookmarks(&mut self, store: &mut Store, iq: Iq) -> Result<()> {
+        let storage = match iq {
+            Iq::Result {
+                payload: Some(p), ..
+            } => match PrivateQuery::try_from(p) {
+                Ok(q) => q.storage,
+                Err(_) => {
+                    self.emit(Event::error(
+                        ErrorKind::Protocol,
+                        "the server's bookmarks (XEP-0048) are malformed; the rooms are left as they are",
+                    ));
+                    return Ok(());
+                }
+            },
+            Iq::Result { payload: None, .. } => Storage::new(),
+            Iq::Error { error, .. } => {
+                tracing::warn!(
+                    "no private storage on this server: {}",
+                    super::describe_error(&error)
+                );
+                return Ok(());
+            }
+            _ => return Err(Error::Internal("an iq answer that is not one".into())),
+        };
+        let bookmarks: Vec<Bookmark> = storage
+            .conferences
+            .iter()
+            .map(|c| Bookmark {
+                room: c.jid.to_string(),
+                autojoin: c.autojoin,
+                nick: c.nick.as_ref().map(|n| n.to_string()),
+            })
+            .collect();
+        let nick = self.default_nick();
+        let (joined, left) = store.bookmarks_synced(self.account, &bookmarks, &nick)?;
+        self.announce_bookmarks(joined, left);
+        self.legacy_write(store, storage)
+    }
+
+    /// Writes the wishes that can be told into `storage` (as just read) and sends it whole.
+    fn legacy_write(&mut self, store: &mut Store, mut storage: Storage) -> Result<()> {
+        if !self.is_online() || self.closing() {
+            return Ok(());
+        }
+        let joined: Vec<String> = store
+            .joined_rooms(self.account)?
+            .into_iter()
+            .map(|r| r.jid)
+            .collect();
+        let mut told = Vec::new();
+        for (room, want, nick) in store.bookmark_wishes(self.account)? {
+            let Ok(jid) = room.parse::<tokio_xmpp::jid::BareJid>() else {
+                continue;
+            };
+            match want {
+                BookmarkWant::Publish if joined.contains(&room) => {
+                    let nick = nick.as_deref().and_then(|n| n.parse().ok());
+                    match storage.conferences.iter_mut().find(|c| c.jid == jid) {
+                        // Another client's name and password for it are kept.
+                        Some(c) => {
+                            c.autojoin = true;
+                            c.nick = nick;
+                        }
+                        None => storage.conferences.push(LegacyConference {
+                            autojoin: true,
+                            jid,
+                            name: None,
+                            nick,
+                            password: None,
+                        }),
+                    }
+                }
+                BookmarkWant::Publish => continue,
+                BookmarkWant::Retract => storage.conferences.retain(|c| c.jid != jid),
+            }
+            told.push((room, want));
+        }
+        if told.is_empty() {
+            return Ok(());
+        }
+        let iq = Iq::from_set(new_id("private-bookmarks"), PrivateQuery { storage });
+        self.send_iq(iq, PendingIq::LegacyWrite(told));
+        Ok(())
+    }
+
+    /// The server answered the XEP-0048 write: the wishes in it are told; a refusal is
+    /// reported and the wishes told again on the next session.
+    pub(super) fn on_legacy_write(
+        &mut self,
+        store: &mut Store,
+        told: Vec<(String, BookmarkWant)>,
+        iq: Iq,
+    ) -> Result<()> {
+        match &iq {
+            Iq::Result { .. } => {
+                for (room, want) in told {
+                    store.bookmark_told(self.account, &room, want)?;
+                }
+                // A wish made meanwhile goes in the next write.
+                self.bookmarks_sync(store)
+            }
+            Iq::Error { error, .. } => {
+                self.emit(Event::error(
+                    ErrorKind::Protocol,
+                    format!(
+                        "the server refused our bookmarks (XEP-0048: {}); asked again on the next session",
+                        super::describe_error(error)
+                    ),
+                ));
+                Ok(())
+            }
+            _ => Err(Error::Internal("an iq answer that is not one".into())),
+        }
     }
 
     /// Publishes or retracts each room whose bookmark is still to be told (one request per room
@@ -45,6 +247,35 @@ impl Engine {
     pub(super) fn bookmarks_sync(&mut self, store: &mut Store) -> Result<()> {
         if !self.is_online() || self.closing() {
             return Ok(());
+        }
+        match self.bookmark_mode {
+            Mode::Pep => {}
+            Mode::Unknown => {
+                // Asked at the session's start; an answer lost with a link is asked again.
+                if !self.asking(|w| matches!(w, PendingIq::AccountInfo)) {
+                    self.ask_account_info();
+                }
+                return Ok(());
+            }
+            Mode::Legacy => {
+                let joined: Vec<String> = store
+                    .joined_rooms(self.account)?
+                    .into_iter()
+                    .map(|r| r.jid)
+                    .collect();
+                let tellable = store
+                    .bookmark_wishes(self.account)?
+                    .iter()
+                    .any(|(room, want, _)| *want == BookmarkWant::Retract || joined.contains(room));
+                let busy = self.asking(|w| {
+                    matches!(w, PendingIq::LegacyBookmarks | PendingIq::LegacyWrite(_))
+                });
+                if tellable && !busy {
+                    // Read again first: the storage is written whole.
+                    self.ask_legacy();
+                }
+                return Ok(());
+            }
         }
         let joined: Vec<String> = store
             .joined_rooms(self.account)?

@@ -204,3 +204,130 @@ fn notifications_from_our_account_apply_and_from_anyone_else_are_refused() {
     // Nothing of this was ours to tell the server.
     assert!(pair.server.bookmark_requests.is_empty());
 }
+
+/// The XEP-0048 storage as `(room, autojoin, nick, name, password)`, by room.
+fn legacy(pair: &Pair) -> Vec<(String, bool, Option<String>, Option<String>, Option<String>)> {
+    let mut v: Vec<_> = pair
+        .server
+        .private_bookmarks
+        .conferences
+        .iter()
+        .map(|c| {
+            (
+                c.jid.to_string(),
+                c.autojoin,
+                c.nick.as_ref().map(|n| n.to_string()),
+                c.name.clone(),
+                c.password.clone(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn where_the_server_does_not_keep_xep_0048_in_step_the_rooms_live_in_private_storage_and_others_entries_stay(
+) {
+    use tokio_xmpp::parsers::bookmarks::{Conference as Legacy, Storage, Url};
+    let mut server = Server::new();
+    server.account_features = vec!["http://jabber.org/protocol/pubsub#publish".into()];
+    // Written by an older client: a room to autojoin, one kept with a name and a password but
+    // not joined, and a web bookmark.
+    server.private_bookmarks = Storage {
+        conferences: vec![
+            Legacy {
+                autojoin: true,
+                jid: DEN.parse().unwrap(),
+                name: Some("The den".into()),
+                nick: Some("al".parse().unwrap()),
+                password: None,
+            },
+            Legacy {
+                autojoin: false,
+                jid: KITCHEN.parse().unwrap(),
+                name: Some("Kitchen".into()),
+                nick: None,
+                password: Some("s3cret".into()),
+            },
+        ],
+        urls: vec![Url {
+            name: Some("Docs".into()),
+            url: "https://example.org/docs".into(),
+        }],
+    };
+    let mut pair = Pair::new(server);
+    let account = pair.account_id();
+    online(&mut pair);
+    assert_eq!(rooms(&pair), vec![(DEN.to_owned(), "al".to_owned())]);
+    assert!(bookmark_events(&pair).contains(&(DEN.into(), true)));
+    assert_eq!(pair.server.private_writes, 0, "nothing to tell yet");
+    // A room joined here is written once it let us in, into the storage as read again, with
+    // everything else as it was.
+    pair.store.join_room(account, LOUNGE, "alice").unwrap();
+    wishes_changed(&mut pair);
+    assert_eq!(
+        pair.server.private_writes, 0,
+        "not before the room let us in"
+    );
+    self_presence(&mut pair, DEN, "al");
+    self_presence(&mut pair, LOUNGE, "alice");
+    assert_eq!(pair.server.private_writes, 1);
+    assert_eq!(
+        legacy(&pair),
+        vec![
+            (
+                DEN.into(),
+                true,
+                Some("al".into()),
+                Some("The den".into()),
+                None
+            ),
+            (
+                KITCHEN.into(),
+                false,
+                None,
+                Some("Kitchen".into()),
+                Some("s3cret".into())
+            ),
+            (LOUNGE.into(), true, Some("alice".into()), None, None),
+        ]
+    );
+    assert_eq!(
+        pair.server.private_bookmarks.urls.len(),
+        1,
+        "the web bookmark stays"
+    );
+    assert!(pair.store.bookmark_wishes(account).unwrap().is_empty());
+    // No XEP-0402 request went out at all.
+    assert!(pair.server.bookmark_requests.is_empty());
+    // Another client adds a room meanwhile; leaving the den here keeps its write.
+    pair.server.private_bookmarks.conferences.push(Legacy {
+        autojoin: false,
+        jid: "attic@conference.localhost".parse().unwrap(),
+        name: None,
+        nick: None,
+        password: None,
+    });
+    pair.store.leave_room(account, DEN).unwrap();
+    wishes_changed(&mut pair);
+    let rooms_now: Vec<String> = legacy(&pair).into_iter().map(|r| r.0).collect();
+    assert_eq!(
+        rooms_now,
+        vec![
+            "attic@conference.localhost".to_owned(),
+            KITCHEN.into(),
+            LOUNGE.into()
+        ]
+    );
+    assert!(pair.store.bookmark_wishes(account).unwrap().is_empty());
+    assert!(pair.errors.is_empty(), "{:?}", pair.errors);
+}
+
+fn wishes_changed(pair: &mut Pair) {
+    let now = pair.now;
+    pair.engine
+        .handle_wishes_changed(&mut pair.store, now)
+        .unwrap();
+    pair.run();
+}

@@ -737,6 +737,9 @@ impl Engine {
                 Some(PendingIq::Bookmark(room, want)) => {
                     self.on_bookmark_answer(store, room, want, iq)
                 }
+                Some(PendingIq::AccountInfo) => self.on_account_info(store, iq),
+                Some(PendingIq::LegacyBookmarks) => self.on_legacy_bookmarks(store, iq),
+                Some(PendingIq::LegacyWrite(told)) => self.on_legacy_write(store, told, iq),
                 Some(PendingIq::Avatar(asked)) => self.on_avatar_data(store, asked, iq),
                 Some(PendingIq::VCard(jid, sha1)) => self.on_vcard(store, jid, sha1, iq),
                 Some(PendingIq::Publish(step)) => self.on_publish_answer(store, step, iq),

@@ -240,6 +240,13 @@ enum PendingIq {
     Bookmarks,
     /// A room's bookmark published or retracted (XEP-0402).
     Bookmark(String, crate::store::BookmarkWant),
+    /// Our account's features (which bookmarks store to use).
+    AccountInfo,
+    /// The XEP-0048 bookmarks in private storage (XEP-0049), to apply (and then write our
+    /// wishes into).
+    LegacyBookmarks,
+    /// The XEP-0048 bookmarks written, with the wishes they told.
+    LegacyWrite(Vec<(String, crate::store::BookmarkWant)>),
     /// A contact's avatar data (XEP-0084).
     Avatar(profiles::AvatarAsked),
     /// A contact's vCard (XEP-0054), for the photo with this SHA-1 (XEP-0153).
@@ -342,6 +349,9 @@ pub struct Engine {
     chat: ChatStates,
     /// XEP-0363: the upload service, as far as known on this connection.
     upload: upload::Discovery,
+    /// Which bookmarks store this session uses (XEP-0402, or XEP-0048 where the server does
+    /// not announce that it keeps the two in step).
+    bookmark_mode: bookmarks::Mode,
     /// Files whose slot request is on its way.
     slots_asked: std::collections::HashSet<i64>,
     /// The time of the call being handled.
@@ -391,6 +401,7 @@ impl Engine {
             suspend_at: None,
             chat: ChatStates::default(),
             upload: upload::Discovery::default(),
+            bookmark_mode: bookmarks::Mode::Unknown,
             slots_asked: std::collections::HashSet::new(),
             now,
             outbox_more: false,
@@ -1520,7 +1531,16 @@ impl Engine {
             // the room is asked again next time.
             PendingIq::SelfPing(_) => Ok(()),
             // Fetched again, and what is not told yet told again, on the next session.
-            PendingIq::Bookmarks | PendingIq::Bookmark(..) => {
+            PendingIq::AccountInfo => {
+                // No answer: XEP-0402 as before (the server may well have it).
+                tracing::warn!("the server did not say its account features; using XEP-0402");
+                self.bookmark_mode = bookmarks::Mode::Pep;
+                self.bookmarks_fetch(store)
+            }
+            PendingIq::Bookmarks
+            | PendingIq::Bookmark(..)
+            | PendingIq::LegacyBookmarks
+            | PendingIq::LegacyWrite(_) => {
                 tracing::warn!("the server did not answer a bookmarks request");
                 Ok(())
             }

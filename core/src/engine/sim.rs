@@ -146,6 +146,13 @@ pub(super) struct Server {
     pub bookmarks: Vec<(String, bool, Option<String>)>,
     /// Bookmark publishes (`true`) and retracts the client sent, by room.
     pub bookmark_requests: Vec<(bool, String)>,
+    /// What a disco#info query to the account's bare JID lists (by default, that the server
+    /// keeps XEP-0402 and XEP-0048 bookmarks in step).
+    pub account_features: Vec<String>,
+    /// The account's XEP-0048 bookmarks in private storage (XEP-0049).
+    pub private_bookmarks: tokio_xmpp::parsers::bookmarks::Storage,
+    /// Private storage writes the client sent.
+    pub private_writes: usize,
     /// Items on other users' PEP nodes, as `(owner, node, item id, payload)` (what an items
     /// request to them gets).
     pub peer_items: Vec<(String, String, String, Element)>,
@@ -204,6 +211,12 @@ impl Server {
             self_pings: 0,
             bookmarks: Vec::new(),
             bookmark_requests: Vec::new(),
+            account_features: vec![
+                "http://jabber.org/protocol/pubsub#publish".into(),
+                ns::BOOKMARKS2_COMPAT.into(),
+            ],
+            private_bookmarks: Default::default(),
+            private_writes: 0,
             peer_items: Vec::new(),
             vcards: Vec::new(),
             published: Vec::new(),
@@ -771,6 +784,33 @@ impl Server {
                     ),
                     None => self.answer(id, None),
                 }
+            }
+            Stanza::Iq(Iq::Get {
+                id, payload, to, ..
+            }) if payload.is("query", ns::DISCO_INFO)
+                && to.as_ref().is_some_and(|t| t.to_bare() == self.own) =>
+            {
+                use tokio_xmpp::parsers::disco::{DiscoInfoResult, Identity};
+                let r = DiscoInfoResult {
+                    node: None,
+                    identities: vec![Identity::new("account", "registered", "en", "alice")],
+                    features: self.account_features.iter().cloned().collect(),
+                    extensions: vec![],
+                };
+                self.answer(id, Some(r.into()));
+            }
+            Stanza::Iq(Iq::Get { id, payload, .. }) if payload.is("query", ns::PRIVATE) => {
+                let q = tokio_xmpp::parsers::private::Query {
+                    storage: self.private_bookmarks.clone(),
+                };
+                self.answer(id, Some(q.into()));
+            }
+            Stanza::Iq(Iq::Set { id, payload, .. }) if payload.is("query", ns::PRIVATE) => {
+                let q = tokio_xmpp::parsers::private::Query::try_from(payload)
+                    .expect("a valid private storage write");
+                self.private_bookmarks = q.storage;
+                self.private_writes += 1;
+                self.answer(id, None);
             }
             Stanza::Iq(Iq::Get {
                 id, payload, to, ..

@@ -1023,6 +1023,10 @@ fn exit_when_idle_closes_once_everything_is_confirmed() {
     let id = pair.send(BOB, "then exit");
     online_or_closed(&mut pair);
     assert_eq!(pair.state(&id), State::Acked);
+    // The last request of the login (the bookmarks, asked once the account's features are
+    // known) is acked on the request timer.
+    let delay = pair.config.sm.request_delay;
+    pair.advance(delay);
     assert!(pair.server.closed);
 }
 
