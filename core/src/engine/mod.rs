@@ -352,6 +352,9 @@ pub struct Engine {
     /// Which bookmarks store this session uses (XEP-0402, or XEP-0048 where the server does
     /// not announce that it keeps the two in step).
     bookmark_mode: bookmarks::Mode,
+    /// The avatar each contact announced last, while one of theirs is being fetched (one fetch
+    /// per contact at a time; the newest announcement wins).
+    avatar_wanted: HashMap<BareJid, profiles::AvatarAsked>,
     /// Files whose slot request is on its way.
     slots_asked: std::collections::HashSet<i64>,
     /// The time of the call being handled.
@@ -402,6 +405,7 @@ impl Engine {
             chat: ChatStates::default(),
             upload: upload::Discovery::default(),
             bookmark_mode: bookmarks::Mode::Unknown,
+            avatar_wanted: HashMap::new(),
             slots_asked: std::collections::HashSet::new(),
             now,
             outbox_more: false,

@@ -104,7 +104,7 @@ impl Engine {
             ns::NICK => {
                 let nick = Nick::try_from(payload).map(|n| n.0);
                 match nick {
-                    Ok(nick) => self.take_name(store, &jid, NameField::Nick, &nick, false)?,
+                    Ok(nick) => self.take_name(store, &jid, NameField::Nick, &nick)?,
                     Err(_) => tracing::warn!(%jid, "a malformed nickname notification"),
                 }
             }
@@ -117,10 +117,10 @@ impl Engine {
                             .map(|t| t.text())
                     };
                     if let Some(nick) = text("nickname") {
-                        self.take_name(store, &jid, NameField::Nick, &nick, true)?;
+                        self.take_name(store, &jid, NameField::VcardNick, &nick)?;
                     }
                     if let Some(name) = text("fn") {
-                        self.take_name(store, &jid, NameField::FullName, &name, false)?;
+                        self.take_name(store, &jid, NameField::FullName, &name)?;
                     }
                 }
             }
@@ -135,21 +135,14 @@ impl Engine {
         jid: &BareJid,
         field: NameField,
         text: &str,
-        only_if_empty: bool,
     ) -> Result<()> {
         let what = match field {
-            NameField::Nick => "nickname",
+            NameField::Nick | NameField::VcardNick => "nickname",
             NameField::FullName => "full name",
         };
         match check_name(text, what) {
             Ok(value) => {
-                if store.set_profile_name(
-                    self.account,
-                    jid.as_str(),
-                    field,
-                    value.as_deref(),
-                    only_if_empty,
-                )? {
+                if store.set_profile_name(self.account, jid.as_str(), field, value.as_deref())? {
                     self.emit_profile(jid);
                 }
             }
@@ -194,6 +187,7 @@ impl Engine {
             .find(|i| i.type_ == "image/png")
             .or_else(|| infos.first());
         let Some(info) = info else {
+            self.avatar_wanted.remove(&jid);
             if store.set_profile_avatar(
                 self.account,
                 jid.as_str(),
@@ -206,6 +200,7 @@ impl Engine {
         };
         let sha1 = info.id.to_hex();
         if info.bytes as usize > AVATAR_MAX_BYTES {
+            self.avatar_wanted.remove(&jid);
             self.refuse_profile(
                 &jid,
                 &Refusal::TooLarge {
@@ -216,6 +211,7 @@ impl Engine {
             return Ok(());
         }
         if store.has_avatar(&sha1)? {
+            self.avatar_wanted.remove(&jid);
             if store.set_profile_avatar(
                 self.account,
                 jid.as_str(),
@@ -228,12 +224,21 @@ impl Engine {
         }
         let asked = AvatarAsked {
             jid: jid.clone(),
-            sha1: sha1.clone(),
+            sha1,
             mime: info.type_.clone(),
         };
-        if self.asking(|what| matches!(what, PendingIq::Avatar(a) if *a == asked)) {
+        self.avatar_wanted.insert(jid.clone(), asked.clone());
+        // One fetch per contact at a time: a newer announcement is fetched after it.
+        if self.asking(|what| matches!(what, PendingIq::Avatar(a) if a.jid == jid)) {
             return Ok(());
         }
+        self.fetch_avatar(asked);
+        Ok(())
+    }
+
+    fn fetch_avatar(&mut self, asked: AvatarAsked) {
+        let jid = asked.jid.clone();
+        let sha1 = asked.sha1.clone();
         let mut items = Items::new(ns::AVATAR_DATA);
         items.items.push(Item {
             id: Some(ItemId(sha1)),
@@ -242,7 +247,6 @@ impl Engine {
         });
         let iq = Iq::from_get(new_id("avatar"), PubSub::Items(items)).with_to(Jid::from(jid));
         self.send_iq(iq, PendingIq::Avatar(asked));
-        Ok(())
     }
 
     /// The avatar's bytes came (or did not): stored if they are what was announced.
@@ -252,6 +256,31 @@ impl Engine {
         asked: AvatarAsked,
         iq: Iq,
     ) -> Result<()> {
+        // Announced anew meanwhile: this answer is stale, the newest is fetched instead.
+        match self.avatar_wanted.get(&asked.jid) {
+            Some(newest) if *newest != asked => {
+                let newest = newest.clone();
+                if store.has_avatar(&newest.sha1)? {
+                    self.avatar_wanted.remove(&asked.jid);
+                    if store.set_profile_avatar(
+                        self.account,
+                        newest.jid.as_str(),
+                        AvatarUpdate::Known(&newest.sha1),
+                        AvatarSource::Pep,
+                    )? {
+                        self.emit_profile(&newest.jid);
+                    }
+                } else {
+                    self.fetch_avatar(newest);
+                }
+                return Ok(());
+            }
+            Some(_) => {
+                self.avatar_wanted.remove(&asked.jid);
+            }
+            // Removed, or one already here, announced meanwhile.
+            None => return Ok(()),
+        }
         let payload = match iq {
             Iq::Result {
                 payload: Some(p), ..
@@ -389,9 +418,9 @@ impl Engine {
         };
         for p in &vcard.payloads {
             if p.is("NICKNAME", ns::VCARD) {
-                self.take_name(store, &jid, NameField::Nick, &p.text(), true)?;
+                self.take_name(store, &jid, NameField::VcardNick, &p.text())?;
             } else if p.is("FN", ns::VCARD) {
-                self.take_name(store, &jid, NameField::FullName, &p.text(), true)?;
+                self.take_name(store, &jid, NameField::FullName, &p.text())?;
             }
         }
         let Some(photo) = vcard.photo else {

@@ -546,3 +546,107 @@ fn a_refused_publish_is_said_and_kept_and_another_devices_change_does_not_overri
         .unwrap();
     assert_eq!(own.nick.as_deref(), Some("From the phone"));
 }
+
+/// A PEP notification of avatar metadata from `from`, queued (not yet delivered).
+fn queue_metadata(pair: &mut Pair, from: &str, data: &[u8]) {
+    let event = PubSubEvent {
+        payload: Payload::Items {
+            node: NodeName(ns::AVATAR_METADATA.to_owned()),
+            published: vec![Item {
+                id: Some(ItemId(sha1_hex(data))),
+                publisher: None,
+                payload: Some(metadata(data, data.len() as u32, "image/png")),
+            }],
+            retracted: vec![],
+        },
+    };
+    let mut m = Message::headline(Some("alice@localhost/tether".parse::<Jid>().unwrap()));
+    m.from = Some(from.parse().unwrap());
+    m.payloads.push(event.into());
+    pair.server.send(Stanza::Message(m));
+}
+
+#[test]
+fn avatars_announced_in_a_burst_are_fetched_one_at_a_time_and_the_newest_wins() {
+    let mut pair = Pair::new(Server::new());
+    online_with_bob(&mut pair);
+    let account = pair.account_id();
+    let images: Vec<Vec<u8>> = (10..15).map(png).collect();
+    for image in &images {
+        host_avatar(&mut pair, BOB, &sha1_hex(image), image);
+    }
+    // Five announcements arrive together: the first is asked for, the others wait behind it.
+    for image in &images {
+        queue_metadata(&mut pair, BOB, image);
+    }
+    pair.run();
+    // The first answer is stale: the newest is fetched, and only it is stored.
+    assert_eq!(avatar_requests(&pair), 2);
+    let newest = sha1_hex(images.last().unwrap());
+    let profile = pair.store.profile(account, BOB).unwrap().unwrap();
+    assert_eq!(profile.avatar.as_deref(), Some(newest.as_str()));
+    assert_eq!(pair.count_sql("SELECT count(*) FROM avatars"), 1);
+    // Announced, then removed before its bytes came: nothing is stored.
+    let image = png(20);
+    host_avatar(&mut pair, BOB, &sha1_hex(&image), &image);
+    queue_metadata(&mut pair, BOB, &image);
+    notify(
+        &mut pair,
+        BOB,
+        ns::AVATAR_METADATA,
+        "current",
+        Metadata { infos: vec![] }.into(),
+    );
+    let profile = pair.store.profile(account, BOB).unwrap().unwrap();
+    assert_eq!(profile.avatar, None);
+    assert_eq!(pair.count_sql("SELECT count(*) FROM avatars"), 0);
+    assert!(pair.errors.is_empty(), "{:?}", pair.errors);
+}
+
+#[test]
+fn a_vcard_nickname_shows_until_a_published_one_comes_and_again_once_that_is_removed() {
+    let mut pair = Pair::new(Server::new());
+    online_with_bob(&mut pair);
+    let account = pair.account_id();
+    let vcard = |nick: &str| {
+        Element::builder("vcard", VCARD4_NS)
+            .append(
+                Element::builder("nickname", VCARD4_NS)
+                    .append(Element::builder("text", VCARD4_NS).append(nick)),
+            )
+            .build()
+    };
+    let nick = |pair: &Pair| pair.store.profile(account, BOB).unwrap().unwrap().nick;
+    notify(&mut pair, BOB, VCARD4_NODE, "current", vcard("Bob (vCard)"));
+    assert_eq!(nick(&pair).as_deref(), Some("Bob (vCard)"));
+    // Changed in the vCard: it follows.
+    notify(
+        &mut pair,
+        BOB,
+        VCARD4_NODE,
+        "current",
+        vcard("Robert (vCard)"),
+    );
+    assert_eq!(nick(&pair).as_deref(), Some("Robert (vCard)"));
+    // A published nickname wins, and a vCard change does not override it.
+    notify(
+        &mut pair,
+        BOB,
+        ns::NICK,
+        "current",
+        Nick("Bobby".into()).into(),
+    );
+    notify(&mut pair, BOB, VCARD4_NODE, "current", vcard("Rob (vCard)"));
+    assert_eq!(nick(&pair).as_deref(), Some("Bobby"));
+    // Removed: the vCard's shows again with its next change.
+    notify(
+        &mut pair,
+        BOB,
+        ns::NICK,
+        "current",
+        Nick(String::new()).into(),
+    );
+    assert_eq!(nick(&pair), None);
+    notify(&mut pair, BOB, VCARD4_NODE, "current", vcard("Rob (vCard)"));
+    assert_eq!(nick(&pair).as_deref(), Some("Rob (vCard)"));
+}

@@ -71,12 +71,14 @@ impl ProfileWish {
     }
 }
 
-/// Which name field a setter writes.
+/// Which name a setter writes, from where.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NameField {
-    /// The nickname.
+    /// The nickname the contact published (XEP-0172): it wins over a vCard's.
     Nick,
-    /// The full name.
+    /// The nickname in the contact's vCard (XEP-0292, XEP-0054): kept unless a XEP-0172 one is.
+    VcardNick,
+    /// The full name (the vCard's).
     FullName,
 }
 
@@ -248,39 +250,44 @@ impl Store {
             .is_some())
     }
 
-    /// `jid`'s nickname or full name is `value` (checked). With `only_if_empty`, a value already
-    /// there is kept (a vCard's nickname does not override a published XEP-0172 one). Our own,
-    /// with the user's change not yet told, is left as the user set it. Returns whether it
-    /// changed.
+    /// `jid`'s nickname or full name is `value` (checked). A vCard's nickname does not
+    /// override a published XEP-0172 one. Our own, with the user's change not yet told, is left
+    /// as the user set it. Returns whether it changed.
     pub fn set_profile_name(
         &mut self,
         account: i64,
         jid: &str,
         field: NameField,
         value: Option<&str>,
-        only_if_empty: bool,
     ) -> Result<bool> {
         let tx = super::Tx::begin(&mut self.conn)?;
-        if field == NameField::Nick && wished(&tx, account, "nick")? && is_own(&tx, account, jid)? {
+        if field != NameField::FullName
+            && wished(&tx, account, "nick")?
+            && is_own(&tx, account, jid)?
+        {
             return Ok(false);
         }
         ensure_row(&tx, account, jid)?;
-        let column = match field {
-            NameField::Nick => "nick",
-            NameField::FullName => "full_name",
+        let sql = match field {
+            NameField::Nick => {
+                // An empty one removes it: a vCard's may show again.
+                "UPDATE profiles SET nick = ?3, updated_at = ?4,
+                     nick_source = CASE WHEN ?3 IS NULL THEN NULL ELSE 'pep' END
+                 WHERE account_id = ?1 AND jid = ?2
+                   AND (nick IS NOT ?3
+                        OR nick_source IS NOT CASE WHEN ?3 IS NULL THEN NULL ELSE 'pep' END)"
+            }
+            NameField::VcardNick => {
+                "UPDATE profiles SET nick = ?3, nick_source = 'vcard', updated_at = ?4
+                 WHERE account_id = ?1 AND jid = ?2 AND nick IS NOT ?3
+                   AND nick_source IS NOT 'pep'"
+            }
+            NameField::FullName => {
+                "UPDATE profiles SET full_name = ?3, updated_at = ?4
+                 WHERE account_id = ?1 AND jid = ?2 AND full_name IS NOT ?3"
+            }
         };
-        let guard = if only_if_empty {
-            format!(" AND {column} IS NULL")
-        } else {
-            String::new()
-        };
-        let changed = tx.execute(
-            &format!(
-                "UPDATE profiles SET {column} = ?3, updated_at = ?4
-                 WHERE account_id = ?1 AND jid = ?2 AND {column} IS NOT ?3{guard}"
-            ),
-            params![account, jid, value, now_ms()],
-        )? == 1;
+        let changed = tx.execute(sql, params![account, jid, value, now_ms()])? == 1;
         tx.commit()?;
         Ok(changed)
     }
@@ -309,7 +316,7 @@ impl Store {
             ProfileWish::Nick(nick) => {
                 ensure_row(&tx, account, own)?;
                 tx.execute(
-                    "UPDATE profiles SET nick = ?3, updated_at = ?4
+                    "UPDATE profiles SET nick = ?3, nick_source = 'pep', updated_at = ?4
                      WHERE account_id = ?1 AND jid = ?2",
                     params![account, own, nick, now_ms()],
                 )?;

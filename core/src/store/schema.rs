@@ -392,6 +392,7 @@ const MIGRATIONS: &[&str] = &[
         account_id       INTEGER NOT NULL REFERENCES accounts(id),
         jid              TEXT NOT NULL,
         nick             TEXT,
+        nick_source      TEXT CHECK (nick_source IN ('pep', 'vcard')),
         full_name        TEXT,
         avatar           TEXT REFERENCES avatars(sha1),
         avatar_source    TEXT CHECK (avatar_source IN ('pep', 'vcard')),
