@@ -445,6 +445,14 @@ async fn join_room(
     blocking(move || c.join_room(&room, &nick).map_err(err)).await
 }
 
+/// Leaves `room`: the core forgets it, tells the room, and retracts its bookmark (XEP-0402), so
+/// the user's other devices leave it too. Refused when `room` is not one of this account's.
+#[tauri::command]
+async fn leave_room(state: State<'_, App>, account: String, room: String) -> CmdResult<()> {
+    let c = state.client(&account)?;
+    blocking(move || c.leave_room(&room).map_err(err)).await
+}
+
 #[tauri::command]
 async fn rooms(state: State<'_, App>, account: String) -> CmdResult<Vec<Room>> {
     let c = state.client(&account)?;
@@ -773,6 +781,7 @@ fn main() {
             discard,
             mark_read,
             join_room,
+            leave_room,
             rooms,
             occupants,
             invite,
