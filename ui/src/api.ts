@@ -128,6 +128,8 @@ export const api = {
   discard: (ids: string[]) => call<void>("discard", { ids }),
   markRead: (peer: string) => call<void>("mark_read", { peer }),
   joinRoom: (room: string, nick: string) => call<void>("join_room", { room, nick }),
+  /** Leaves a room; its bookmark goes, so the account's other devices leave it too. */
+  leaveRoom: (room: string) => call<void>("leave_room", { room }),
   contacts: () => call<Contact[]>("contacts"),
   /** Another account's contact list (names for the unified conversation list). */
   contactsOf: (account: string) => invoke<Contact[]>("contacts", { account }),

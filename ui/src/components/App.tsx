@@ -364,6 +364,8 @@ function Main({ account, initialPeer, accounts, onSwitch, onAdd, onAccountsChang
   const [requests, setRequests] = useState<string[]>([]);
   const [blocked, setBlocked] = useState<BlockEntry[]>([]);
   const [joining, setJoining] = useState(false);
+  // The room the user is asked to confirm leaving, and why leaving it failed (if it did).
+  const [leaving, setLeaving] = useState<{ room: string; error: string | null } | null>(null);
   const [failedRows, setFailedRows] = useState<Message[]>([]);
   const [replyTo, setReplyTo] = useState<Message | null>(null);
   const [editing, setEditing] = useState<Message | null>(null);
@@ -815,6 +817,15 @@ function Main({ account, initialPeer, accounts, onSwitch, onAdd, onAccountsChang
                 Block
               </button>
             )}
+            {rooms.some((r) => r.jid === peer) && (
+              <button
+                class="link leave-button"
+                data-testid="leave-room"
+                onClick={() => setLeaving({ room: peer, error: null })}
+              >
+                Leave
+              </button>
+            )}
           </h2>
         ) : (
           <div class="start">
@@ -960,6 +971,43 @@ function Main({ account, initialPeer, accounts, onSwitch, onAdd, onAccountsChang
             </ol>
             <div class="actions">
               <button onClick={() => setHistory(null)}>Close</button>
+            </div>
+          </div>
+        </div>
+      )}
+      {leaving && (
+        <div class="modal" role="dialog" aria-modal="true">
+          <div class="card" data-testid="leave-dialog">
+            <h3>Leave {leaving.room}?</h3>
+            <p>
+              You leave it on your other devices too. Its messages stay on this computer; you can join it
+              again later.
+            </p>
+            {leaving.error && (
+              <p class="error" data-testid="leave-error">
+                {leaving.error}
+              </p>
+            )}
+            <div class="actions">
+              <button class="secondary" onClick={() => setLeaving(null)}>
+                Cancel
+              </button>
+              <button
+                onClick={() => {
+                  const room = leaving.room;
+                  api.leaveRoom(room).then(
+                    () => {
+                      setLeaving(null);
+                      if (peerRef.current === room) setPeer(null);
+                      refreshPeople();
+                      refreshList();
+                    },
+                    (e) => setLeaving({ room, error: errorText(e) }),
+                  );
+                }}
+              >
+                Leave
+              </button>
             </div>
           </div>
         </div>
