@@ -960,3 +960,72 @@ test("avatars and nicknames: bob's show in the list and the chat, alice's own is
   await shot("33-own-profile");
   await (await dialog.findElement(By.css("[data-testid=close-profile]"))).click();
 });
+
+test("bookmarks across two devices: a room joined on alice's phone appears in the window, and one left in the window is left on the phone", async () => {
+  // alice's view.
+  const aliceRow = By.xpath("//li[@data-testid='account'][.//span[@class='jid' and text()='alice@localhost']]");
+  const account = await browser.findElement(aliceRow);
+  if (!/active/.test(await account.getAttribute("class"))) await account.click();
+  // alice's phone: a second Tether store for the same account, on the server the window uses.
+  const phone = { db: path.join(WORK, "phone.db") };
+  const added = spawnSync(path.join(BIN, "tether"), ["--db", phone.db, "account", "add", "--jid", "alice@localhost",
+    "--password-env", "PW", "--server", proxyAddr, "--ca-file", serverInfo.ca_file],
+    { env: { ...process.env, PW: "alice" }, encoding: "utf8" });
+  assert.equal(added.status, 0, added.stderr);
+  const phoneRooms = () =>
+    tether(phone.db, "room", "list").split("\n").filter(Boolean).map((l) => JSON.parse(l).jid);
+  const room = "across@conference.localhost";
+  tether(phone.db, "room", "join", room, "--nick", "alice-phone");
+  phone.run = start(path.join(BIN, "tether"), ["--db", phone.db, "run"]);
+  phone.events = [];
+  createInterface({ input: phone.run.stdout }).on("line", (l) => {
+    try {
+      phone.events.push(JSON.parse(l));
+    } catch {
+      // not an event line
+    }
+  });
+  try {
+    // The phone joins and publishes the bookmark; the window hears it and shows the room without
+    // being asked, joined by its own session.
+    const t0 = Date.now();
+    const roomRow = By.xpath(`//ul[contains(@class,'people')]/li[contains(., '${room}')]`);
+    await browser.wait(until.elementLocated(roomRow), LONG, `the phone's room in the window (logs in ${WORK})`);
+    const arrived = Date.now() - t0;
+    await browser.wait(
+      until.elementLocated(By.xpath(`//ul[contains(@class,'people')]/li[contains(., '${room}')]/span[contains(@class,'dot') and contains(@class,'on')]`)),
+      LONG,
+      `the window's session joined the phone's room (logs in ${WORK})`,
+    );
+    const joined = Date.now() - t0;
+    assert.ok(phoneRooms().includes(room), "the phone has the room");
+    await shot("34-bookmark-arrived");
+
+    // Left from the window, after the confirmation: gone here, and the phone hears the retraction.
+    await (await browser.findElement(roomRow)).click();
+    await (await browser.wait(until.elementLocated(By.css("[data-testid=leave-room]")), LONG)).click();
+    const dialog = await browser.wait(until.elementLocated(By.css("[data-testid=leave-dialog]")), LONG);
+    assert.match(await dialog.getText(), new RegExp(`Leave ${room.replace(/\./g, "\\.")}\\?`));
+    const t1 = Date.now();
+    await dialog.findElement(By.xpath(".//button[text()='Leave']")).click();
+    await browser.wait(
+      async () =>
+        (await browser.findElements(roomRow)).length === 0 &&
+        (await browser.findElements(By.css("[data-testid=leave-dialog]"))).length === 0,
+      LONG,
+      "the room gone from the window's list",
+    );
+    const aliceRooms = tether(path.join(WORK, "alice.db"), "--account", "alice@localhost", "room", "list");
+    assert.ok(!aliceRooms.includes(`"${room}"`), `the window's store still has the room: ${aliceRooms}`);
+    await eventually(() => !phoneRooms().includes(room), `the phone leaving the room (logs in ${WORK})`);
+    const left = Date.now() - t1;
+    assert.ok(
+      phone.events.some((e) => e.event === "room:bookmark" && e.room === room && e.joined === false),
+      "the phone was told by the bookmark's retraction",
+    );
+    console.log(`bookmarks: the phone's room shown in ${arrived} ms, joined in ${joined} ms; left on the phone ${left} ms after the Leave`);
+    await shot("35-room-left-everywhere");
+  } finally {
+    phone.run.kill("SIGTERM");
+  }
+});
