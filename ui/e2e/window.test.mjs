@@ -666,9 +666,16 @@ test("a second account: the switcher shows both, the list is unified, a row open
   // Both accounts listed, each online on its own session; the view is in carol's.
   const account = (jid) => By.xpath(`//li[@data-testid='account'][.//span[@class='jid' and text()='${jid}']]`);
   // An attribute of the account's row, or null while the row is not there yet.
+  // The switcher re-renders on every account event: a row found can be replaced before it is
+  // read, which reads as "not yet" and is looked up again.
   const attr = async (jid, name) => {
     const rows = await browser.findElements(account(jid));
-    return rows.length ? rows[0].getAttribute(name) : null;
+    try {
+      return rows.length ? await rows[0].getAttribute(name) : null;
+    } catch (e) {
+      if (e.name === "StaleElementReferenceError") return null;
+      throw e;
+    }
   };
   for (const jid of ["alice@localhost", "carol@localhost"]) {
     await browser.wait(
