@@ -422,10 +422,14 @@ open(sys.argv[1], "wb").write(png)
   assert.equal(decoded, 900, "the preview shows the 900-pixel-wide picture");
   const progressEvents = await browser.executeScript("return document.body.dataset.progressEvents");
   assert.ok(Number(progressEvents) > 0, "the window was never told of the upload's progress");
-  const got = await eventually(
-    () => bobRows("in").filter((m) => m.file?.name === "noise.png" && m.file.transfer === "downloaded"),
+  // Waits for bob's download (an empty list is truthy: it would not wait), then a moment more,
+  // so that a second copy arriving late would be counted.
+  await eventually(
+    () => bobRows("in").some((m) => m.file?.name === "noise.png" && m.file.transfer === "downloaded"),
     "bob fetching the picture",
   );
+  await new Promise((r) => setTimeout(r, 1000));
+  const got = bobRows("in").filter((m) => m.file?.name === "noise.png" && m.file.transfer === "downloaded");
   assert.equal(got.length, 1, "one message with the file");
   assert.equal(got[0].file.sha256, sha, "the bytes sent, checked against the announced hash");
   await shot("16-picture");
