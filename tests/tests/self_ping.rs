@@ -235,6 +235,10 @@ fn direct_invitations_go_both_ways_with_a_third_party_client() {
         .expect("carol gets the invitation");
     assert_eq!(got["room"], ROOM);
     assert_eq!(got["id"], id.as_str());
+    assert_eq!(
+        got["reason"], "come in",
+        "the invitation's own reason attribute"
+    );
     assert!(alice.wait_confirmed(1, LONG), "{}", alice.diagnostics());
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(carol.events("invite").len(), 1, "once");

@@ -40,7 +40,7 @@ pub fn outgoing_message(item: &OutboxItem) -> Result<Stanza> {
         m.payloads.push(
             xeps::DirectInvite {
                 jid: room.clone(),
-                reason: None,
+                reason: item.payload.clone(),
                 password: None,
             }
             .into(),

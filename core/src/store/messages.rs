@@ -177,7 +177,8 @@ impl Store {
 
     /// Commits a direct invitation (XEP-0249) to `room` for `to`: a message of its own, with the
     /// delivery guarantees of any message (its text: `reason`, else a line saying what it is,
-    /// which is also what a client without the feature shows).
+    /// which is also what a client without the feature shows; `reason` itself is kept in
+    /// `payload`, for the invitation's `reason` attribute).
     pub fn enqueue_invite(
         &mut self,
         account: i64,
@@ -185,9 +186,8 @@ impl Store {
         room: &str,
         reason: Option<&str>,
     ) -> Result<StateChange> {
+        let reason = reason.map(str::trim).filter(|r| !r.is_empty());
         let body = reason
-            .map(str::trim)
-            .filter(|r| !r.is_empty())
             .map(|r| format!("{r} ({room})"))
             .unwrap_or_else(|| format!("an invitation to {room}"));
         let tx = super::Tx::begin(&mut self.conn)?;
@@ -195,10 +195,10 @@ impl Store {
         let id = uuid::Uuid::new_v4().to_string();
         tx.prepare_cached(
             "INSERT INTO messages (id, origin_id, account_id, peer, direction, body, state,
-                                   created_at, updated_at, kind, invite)
-             VALUES (?1, ?1, ?2, ?3, 'out', ?4, 'queued', ?5, ?5, 'chat', ?6)",
+                                   created_at, updated_at, kind, invite, payload)
+             VALUES (?1, ?1, ?2, ?3, 'out', ?4, 'queued', ?5, ?5, 'chat', ?6, ?7)",
         )?
-        .execute(params![id, account, to, body, now, room])?;
+        .execute(params![id, account, to, body, now, room, reason])?;
         let change = StateChange {
             key: tx.last_insert_rowid(),
             id,
