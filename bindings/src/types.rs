@@ -1084,6 +1084,7 @@ impl From<Event> for TetherEvent {
                 SocialEvent::MamSynced { archive, count } => {
                     TetherEvent::MamSynced { archive, count }
                 }
+                SocialEvent::EventsMissed { count } => TetherEvent::EventsMissed { count },
                 SocialEvent::Csi { state } => TetherEvent::Csi {
                     inactive: state == "inactive",
                 },

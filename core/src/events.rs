@@ -91,6 +91,14 @@ pub enum SocialEvent {
         /// Bare JID.
         jid: String,
     },
+    /// Events were dropped on the way to this listener (it fell behind): read the account's
+    /// state again from the store, which has all of it.
+    #[serde(rename = "events:missed")]
+    EventsMissed {
+        /// How many.
+        #[ts(type = "number")]
+        count: u64,
+    },
     /// An archive catch-up finished.
     #[serde(rename = "mam:synced")]
     MamSynced {

@@ -22,7 +22,7 @@ use ts_rs::TS;
 
 use crate::client::{Client, ClientConfig};
 use crate::error::{Error, Result};
-use crate::events::{ConnState, Event};
+use crate::events::{ConnState, Event, SocialEvent};
 use crate::shared::Integrity;
 use crate::store::{Conversation, NewAccount, Store, StoreOptions, StreamLock};
 
@@ -350,24 +350,8 @@ impl Inbox {
         let mut events = client.subscribe();
         let tx = self.inner.events.clone();
         let account = jid.to_owned();
-        let forward = tokio::spawn(async move {
-            loop {
-                match events.recv().await {
-                    Ok(event) => {
-                        // No receiver (no front end listening) is not an error: events are
-                        // notifications, and the store has every state.
-                        let _ = tx.send(AccountEvent {
-                            account: account.clone(),
-                            event,
-                        });
-                    }
-                    Err(broadcast::error::RecvError::Lagged(n)) => {
-                        tracing::warn!("{account}: {n} events missed (the store has every state)");
-                    }
-                    Err(broadcast::error::RecvError::Closed) => break,
-                }
-            }
-        });
+        let forward =
+            tokio::spawn(async move { while forward_one(events.recv().await, &account, &tx) {} });
         let inner = self.inner.clone();
         let account = jid.to_owned();
         self.inner.live.send_modify(|n| *n += 1);
@@ -442,10 +426,65 @@ impl Inbox {
     }
 }
 
+/// Passes one of `account`'s events on to the inbox's listeners, tagged; events the forwarder
+/// missed (it fell behind) become an `events:missed` event, so the front ends read the account
+/// again. Returns `false` once the account's channel is closed.
+fn forward_one(
+    received: std::result::Result<Event, broadcast::error::RecvError>,
+    account: &str,
+    tx: &broadcast::Sender<AccountEvent>,
+) -> bool {
+    let event = match received {
+        Ok(event) => event,
+        Err(broadcast::error::RecvError::Lagged(n)) => {
+            tracing::warn!("{account}: {n} events missed (the store has every state)");
+            Event::Social(SocialEvent::EventsMissed { count: n })
+        }
+        Err(broadcast::error::RecvError::Closed) => return false,
+    };
+    // No receiver (no front end listening) is not an error: events are notifications, and the
+    // store has every state.
+    let _ = tx.send(AccountEvent {
+        account: account.to_owned(),
+        event,
+    });
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::store::{InboundMessage, StoreError};
+
+    /// An account's events are passed on tagged; missed ones are said, not only logged.
+    #[test]
+    fn a_forwarder_that_fell_behind_says_so_to_the_front_ends() {
+        let (tx, mut rx) = broadcast::channel(8);
+        assert!(forward_one(
+            Ok(Event::connection(ConnState::Online, None, None, None)),
+            "a@localhost",
+            &tx
+        ));
+        assert!(forward_one(
+            Err(broadcast::error::RecvError::Lagged(7)),
+            "a@localhost",
+            &tx
+        ));
+        assert!(!forward_one(
+            Err(broadcast::error::RecvError::Closed),
+            "a@localhost",
+            &tx
+        ));
+        let first = rx.try_recv().unwrap();
+        assert_eq!(first.account, "a@localhost");
+        let missed = rx.try_recv().unwrap();
+        assert_eq!(missed.account, "a@localhost");
+        assert_eq!(
+            serde_json::to_value(&missed).unwrap(),
+            serde_json::json!({"account": "a@localhost", "event": "events:missed", "count": 7})
+        );
+        assert!(rx.try_recv().is_err(), "nothing for the closed channel");
+    }
 
     fn account(jid: &str) -> NewAccount {
         NewAccount {

@@ -76,7 +76,7 @@ export function App() {
     refresh();
     // Each account's connection state and final error show in the account switcher.
     const un = api.onEvent((e) => {
-      if (e.event === "connection" || e.event === "error") refresh();
+      if (e.event === "connection" || e.event === "error" || e.event === "events:missed") refresh();
     });
     const unLagged = api.onLagged(refresh);
     return () => {
@@ -438,7 +438,21 @@ function Main({ account, initialPeer, accounts, onSwitch, onAdd, onAccountsChang
     // Events before this window subscribed are gone; the core remembers the connection state.
     const reloadConnection = () =>
       api.accounts().then((list) => setConn(connectionOf(list.find((a) => a.jid === account))), console.error);
+    // The window fell behind the core's events (some were dropped, between the core and the
+    // window or inside the core's inbox): everything it shows is reloaded from the store, which
+    // has every state.
+    const reloadAll = () => {
+      refreshList();
+      refreshPeople();
+      void reloadConnection();
+      const current = peerRef.current;
+      if (current) void reload(current);
+    };
     const un = api.onEvent((e: CoreEvent) => {
+      if (e.event === "events:missed") {
+        reloadAll();
+        return;
+      }
       if (e.account !== account) {
         // Another account's: its conversations are in the list, and what arrives is told.
         if (e.event === "message:received") {
@@ -513,15 +527,7 @@ function Main({ account, initialPeer, accounts, onSwitch, onAdd, onAccountsChang
         refreshList();
       }
     });
-    // The window fell behind the core's events (some were dropped): everything it shows is
-    // reloaded from the store, which has every state.
-    const unLagged = api.onLagged(() => {
-      refreshList();
-      refreshPeople();
-      void reloadConnection();
-      const current = peerRef.current;
-      if (current) void reload(current);
-    });
+    const unLagged = api.onLagged(reloadAll);
     return () => {
       clearInterval(tick);
       void un.then((f) => f());

@@ -535,7 +535,11 @@ joined: boolean, } | { "event": "profile",
 /**
  * Bare JID.
  */
-jid: string, } | { "event": "mam:synced", 
+jid: string, } | { "event": "events:missed", 
+/**
+ * How many.
+ */
+count: number, } | { "event": "mam:synced", 
 /**
  * The archive (own bare JID or a room).
  */
