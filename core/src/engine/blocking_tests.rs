@@ -66,14 +66,6 @@ fn wish(pair: &mut Pair, jid: &str, want: BlockWant) {
         .unwrap();
 }
 
-fn tell(pair: &mut Pair) {
-    let now = pair.now;
-    pair.engine
-        .handle_wishes_changed(&mut pair.store, now)
-        .unwrap();
-    pair.run();
-}
-
 fn carbon_received(from: &str, body: &str) -> Message {
     let mut inner = Message::chat(Some("alice@localhost/tether".parse::<Jid>().unwrap()));
     inner.from = Some(from.parse().unwrap());
@@ -182,7 +174,7 @@ fn an_unblock_is_told_at_once_and_what_they_send_is_stored_again() {
         .send_chat("bob@localhost/phone", "b-1", "unblocked already");
     pair.run();
     assert_eq!(pair.inbound_bodies(), vec!["unblocked already".to_owned()]);
-    tell(&mut pair);
+    pair.wishes_changed();
     assert_eq!(
         pair.server.block_requests,
         vec![(true, vec![BOB.to_owned()]), (false, vec![BOB.to_owned()])]
@@ -294,7 +286,7 @@ fn a_blocklist_push_from_our_account_applies_and_one_from_anyone_else_is_a_secur
     // The user's own wish that the server refused stays through an "unblock everyone" push.
     pair.server.block_error = Some(DefinedCondition::NotAllowed);
     wish(&mut pair, "frank@localhost", BlockWant::Block);
-    tell(&mut pair);
+    pair.wishes_changed();
     push(&mut pair, None, "push-3", Unblock { items: vec![] });
     assert_eq!(pair.server.iq_results_for("push-3"), 1);
     assert_eq!(
@@ -337,7 +329,7 @@ fn a_refused_block_says_why_stays_blocked_here_and_is_told_again_on_the_next_ses
     pair.run();
     assert!(pair.inbound_bodies().is_empty());
     // Not told again on this session (it would be refused again) ...
-    tell(&mut pair);
+    pair.wishes_changed();
     assert_eq!(pair.server.block_requests.len(), 1);
     // ... but on the next one.
     pair.server.block_error = None;
@@ -363,7 +355,7 @@ fn an_unblock_never_goes_out_empty_so_it_never_unblocks_everyone() {
         "INSERT INTO blocklist (account_id, jid, want, state, updated_at)
          VALUES ({account}, 'not a jid@@', 'unblock', 'pending', 0)"
     ));
-    tell(&mut pair);
+    pair.wishes_changed();
     assert!(
         pair.server.block_requests.is_empty(),
         "{:?}",

@@ -171,11 +171,7 @@ fn a_room_left_on_another_device_is_left_here_unless_our_own_wish_waits() {
     assert!(bookmark_events(&pair).contains(&(DEN.into(), false)));
     // Leaving here retracts it for the other devices.
     pair.store.leave_room(account, LOUNGE).unwrap();
-    let now = pair.now;
-    pair.engine
-        .handle_wishes_changed(&mut pair.store, now)
-        .unwrap();
-    pair.run();
+    pair.wishes_changed();
     assert_eq!(
         pair.server.bookmark_requests.last(),
         Some(&(false, LOUNGE.to_owned()))
@@ -265,7 +261,7 @@ fn where_the_server_does_not_keep_xep_0048_in_step_the_rooms_live_in_private_sto
     // A room joined here is written once it let us in, into the storage as read again, with
     // everything else as it was.
     pair.store.join_room(account, LOUNGE, "alice").unwrap();
-    wishes_changed(&mut pair);
+    pair.wishes_changed();
     assert_eq!(
         pair.server.private_writes, 0,
         "not before the room let us in"
@@ -310,7 +306,7 @@ fn where_the_server_does_not_keep_xep_0048_in_step_the_rooms_live_in_private_sto
         password: None,
     });
     pair.store.leave_room(account, DEN).unwrap();
-    wishes_changed(&mut pair);
+    pair.wishes_changed();
     let rooms_now: Vec<String> = legacy(&pair).into_iter().map(|r| r.0).collect();
     assert_eq!(
         rooms_now,
@@ -322,12 +318,4 @@ fn where_the_server_does_not_keep_xep_0048_in_step_the_rooms_live_in_private_sto
     );
     assert!(pair.store.bookmark_wishes(account).unwrap().is_empty());
     assert!(pair.errors.is_empty(), "{:?}", pair.errors);
-}
-
-fn wishes_changed(pair: &mut Pair) {
-    let now = pair.now;
-    pair.engine
-        .handle_wishes_changed(&mut pair.store, now)
-        .unwrap();
-    pair.run();
 }

@@ -109,17 +109,10 @@ fn a_change_while_online_is_told_at_once_and_disabling_is_idempotent() {
     let account = pair.account_id();
     assert!(!pair.store.unset_push(account).unwrap(), "nothing enabled");
     enable(&mut pair);
-    let now = pair.now;
-    pair.engine
-        .handle_wishes_changed(&mut pair.store, now)
-        .unwrap();
-    pair.run();
+    pair.wishes_changed();
     assert_eq!(pair.server.push_requests.len(), 1);
     assert!(pair.store.unset_push(account).unwrap());
-    pair.engine
-        .handle_wishes_changed(&mut pair.store, now)
-        .unwrap();
-    pair.run();
+    pair.wishes_changed();
     assert_eq!(
         pair.server.push_requests[1],
         (
@@ -136,10 +129,7 @@ fn a_change_while_online_is_told_at_once_and_disabling_is_idempotent() {
     );
     // Again: nothing to do, nothing sent.
     assert!(!pair.store.unset_push(account).unwrap());
-    pair.engine
-        .handle_wishes_changed(&mut pair.store, now)
-        .unwrap();
-    pair.run();
+    pair.wishes_changed();
     assert_eq!(pair.server.push_requests.len(), 2);
 }
 
@@ -151,11 +141,7 @@ fn a_disable_the_server_does_not_know_is_done() {
     pair.server.push_error = Some(DefinedCondition::ItemNotFound);
     let account = pair.account_id();
     pair.store.unset_push(account).unwrap();
-    let now = pair.now;
-    pair.engine
-        .handle_wishes_changed(&mut pair.store, now)
-        .unwrap();
-    pair.run();
+    pair.wishes_changed();
     assert_eq!(pair.store.push(account).unwrap(), None);
     assert_eq!(push_events(&pair).last().unwrap().0, "disabled");
 }
@@ -172,11 +158,7 @@ fn a_wish_changed_while_the_last_was_on_its_way_is_told_after_its_answer() {
     pair.store
         .set_push(account, "push.localhost", "node-2", None)
         .unwrap();
-    let now = pair.now;
-    pair.engine
-        .handle_wishes_changed(&mut pair.store, now)
-        .unwrap();
-    pair.run();
+    pair.wishes_changed();
     assert_eq!(pair.server.push_requests.len(), 1, "one request at a time");
     // The first answer comes late: it settles nothing (the wish changed), and the new one goes.
     pair.server.push_silent = false;

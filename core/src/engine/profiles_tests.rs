@@ -117,13 +117,7 @@ fn a_contacts_avatar_nickname_and_vcard4_name_are_fetched_checked_and_stored_onc
     let image = png(1);
     let sha1 = sha1_hex(&image);
     host_avatar(&mut pair, BOB, &sha1, &image);
-    notify(
-        &mut pair,
-        BOB,
-        ns::AVATAR_METADATA,
-        &sha1,
-        metadata(&image, image.len() as u32, "image/png"),
-    );
+    announce(&mut pair, BOB, &image);
     assert_eq!(
         avatar_requests(&pair),
         1,
@@ -136,13 +130,7 @@ fn a_contacts_avatar_nickname_and_vcard4_name_are_fetched_checked_and_stored_onc
     assert_eq!(profile.avatar_mime.as_deref(), Some("image/png"));
     assert_eq!(pair.store.avatar(&sha1).unwrap().unwrap().1, image);
     // Announced again (a reconnect, another resource): not fetched again.
-    notify(
-        &mut pair,
-        BOB,
-        ns::AVATAR_METADATA,
-        &sha1,
-        metadata(&image, image.len() as u32, "image/png"),
-    );
+    announce(&mut pair, BOB, &image);
     assert_eq!(avatar_requests(&pair), 1);
     notify(
         &mut pair,
@@ -210,13 +198,7 @@ fn forged_oversized_and_non_image_avatars_hostile_names_and_strangers_are_refuse
     let other = png(3);
     let sha1 = sha1_hex(&image);
     host_avatar(&mut pair, BOB, &sha1, &other);
-    notify(
-        &mut pair,
-        BOB,
-        ns::AVATAR_METADATA,
-        &sha1,
-        metadata(&image, image.len() as u32, "image/png"),
-    );
+    announce(&mut pair, BOB, &image);
     assert_eq!(avatar_requests(&pair), 1);
     let security = pair.error_events("security");
     assert!(
@@ -227,13 +209,7 @@ fn forged_oversized_and_non_image_avatars_hostile_names_and_strangers_are_refuse
     let script = b"<svg onload='alert(1)'/>".to_vec();
     let script_sha1 = sha1_hex(&script);
     host_avatar(&mut pair, BOB, &script_sha1, &script);
-    notify(
-        &mut pair,
-        BOB,
-        ns::AVATAR_METADATA,
-        &script_sha1,
-        metadata(&script, script.len() as u32, "image/png"),
-    );
+    announce(&mut pair, BOB, &script);
     let security = pair.error_events("security");
     assert!(
         security.last().unwrap().contains("not an image"),
@@ -255,13 +231,7 @@ fn forged_oversized_and_non_image_avatars_hostile_names_and_strangers_are_refuse
     // A stranger's avatar: dropped without a request.
     let requests = avatar_requests(&pair);
     host_avatar(&mut pair, EVE, &sha1, &image);
-    notify(
-        &mut pair,
-        EVE,
-        ns::AVATAR_METADATA,
-        &sha1,
-        metadata(&image, image.len() as u32, "image/png"),
-    );
+    announce(&mut pair, EVE, &image);
     assert_eq!(avatar_requests(&pair), requests);
     assert!(pair
         .error_events("security")
@@ -347,13 +317,7 @@ fn a_vcard_photo_is_read_when_there_is_no_pep_avatar_and_a_pep_one_wins() {
     let image = png(5);
     let sha1 = sha1_hex(&image);
     host_avatar(&mut pair, BOB, &sha1, &image);
-    notify(
-        &mut pair,
-        BOB,
-        ns::AVATAR_METADATA,
-        &sha1,
-        metadata(&image, image.len() as u32, "image/png"),
-    );
+    announce(&mut pair, BOB, &image);
     let newer = png(6);
     pair.server.vcards[0].1 = vcard_temp(&newer, "Bob", "Robert");
     vcard_presence(&mut pair, &format!("{BOB}/desk"), &newer);
@@ -374,12 +338,12 @@ fn a_vcard_photo_is_read_when_there_is_no_pep_avatar_and_a_pep_one_wins() {
     assert_eq!(pair.count_sql("SELECT count(*) FROM avatars"), 0);
 }
 
-fn wishes_changed(pair: &mut Pair) {
-    let now = pair.now;
-    pair.engine
-        .handle_wishes_changed(&mut pair.store, now)
-        .unwrap();
-    pair.run();
+/// Our own profile as the store has it.
+fn own_profile(pair: &Pair) -> crate::store::Profile {
+    pair.store
+        .profile(pair.account_id(), "alice@localhost")
+        .unwrap()
+        .unwrap()
 }
 
 fn published_nodes(pair: &Pair) -> Vec<String> {
@@ -415,11 +379,7 @@ fn our_change_made_offline_is_published_data_first_and_kept_until_the_server_con
         )
         .unwrap();
     // Shown at once, before any server heard of it.
-    let own = pair
-        .store
-        .profile(account, "alice@localhost")
-        .unwrap()
-        .unwrap();
+    let own = own_profile(&pair);
     assert_eq!(
         (own.nick.as_deref(), own.avatar.as_deref()),
         (Some("Al"), Some(sha1.as_str()))
@@ -470,20 +430,12 @@ fn our_change_made_offline_is_published_data_first_and_kept_until_the_server_con
         "current",
         Nick("Al".into()).into(),
     );
-    assert_eq!(
-        pair.store
-            .profile(account, "alice@localhost")
-            .unwrap()
-            .unwrap()
-            .nick
-            .as_deref(),
-        Some("Al")
-    );
+    assert_eq!(own_profile(&pair).nick.as_deref(), Some("Al"));
     // Removing the avatar publishes empty metadata; the bytes go once told.
     pair.store
         .wish_profile(account, "alice@localhost", &ProfileWish::Avatar(None), None)
         .unwrap();
-    wishes_changed(&mut pair);
+    pair.wishes_changed();
     let (node, _, meta) = pair.server.published.last().unwrap();
     assert_eq!(node, ns::AVATAR_METADATA);
     assert!(Metadata::try_from(meta.clone()).unwrap().infos.is_empty());
@@ -522,15 +474,11 @@ fn a_refused_publish_is_said_and_kept_and_another_devices_change_does_not_overri
         "current",
         Nick("Old".into()).into(),
     );
-    let own = pair
-        .store
-        .profile(account, "alice@localhost")
-        .unwrap()
-        .unwrap();
+    let own = own_profile(&pair);
     assert_eq!(own.nick.as_deref(), Some("Alice A."));
     // Once told, another device's change applies.
     pair.server.publish_error = None;
-    wishes_changed(&mut pair);
+    pair.wishes_changed();
     assert!(pair.store.profile_wishes(account).unwrap().is_empty());
     notify(
         &mut pair,
@@ -539,12 +487,14 @@ fn a_refused_publish_is_said_and_kept_and_another_devices_change_does_not_overri
         "current",
         Nick("From the phone".into()).into(),
     );
-    let own = pair
-        .store
-        .profile(account, "alice@localhost")
-        .unwrap()
-        .unwrap();
+    let own = own_profile(&pair);
     assert_eq!(own.nick.as_deref(), Some("From the phone"));
+}
+
+/// `from` announces `data` as its avatar (XEP-0084 metadata), and the pair runs.
+fn announce(pair: &mut Pair, from: &str, data: &[u8]) {
+    queue_metadata(pair, from, data);
+    pair.run();
 }
 
 /// A PEP notification of avatar metadata from `from`, queued (not yet delivered).

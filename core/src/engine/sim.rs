@@ -1350,6 +1350,16 @@ impl Pair {
         self.drain(usize::MAX);
     }
 
+    /// The app changed a wish the server keeps (push, blocklist, bookmarks, profile): the engine
+    /// is told, as the driver tells it, and the pair runs.
+    pub fn wishes_changed(&mut self) {
+        let now = self.now;
+        self.engine
+            .handle_wishes_changed(&mut self.store, now)
+            .expect("the wishes told");
+        self.run();
+    }
+
     /// The app commits a message (as `Client::send` does).
     pub fn send(&mut self, to: &str, body: &str) -> String {
         let changes = self
