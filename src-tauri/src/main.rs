@@ -398,6 +398,13 @@ async fn set_avatar_data(
     blocking(move || c.set_avatar(data).map_err(err)).await
 }
 
+/// Whether the server confirmed every change of the account's own profile.
+#[tauri::command]
+async fn profile_told(state: State<'_, App>, account: String) -> CmdResult<bool> {
+    let c = state.client(&account)?;
+    blocking(move || c.profile_told().map_err(err)).await
+}
+
 /// Removes the account's own avatar (told to the server when online).
 #[tauri::command]
 async fn clear_avatar(state: State<'_, App>, account: String) -> CmdResult<()> {
@@ -776,6 +783,7 @@ fn main() {
             set_avatar,
             set_avatar_data,
             clear_avatar,
+            profile_told,
             send,
             resend,
             discard,

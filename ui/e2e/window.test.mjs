@@ -943,6 +943,13 @@ test("avatars and nicknames: bob's show in the list and the chat, alice's own is
   tether(bob.db, "profile", "avatar", "--jid", "alice@localhost", "--out", fetched);
   assert.ok(fs.readFileSync(fetched).equals(alicePng), "bob has alice's avatar's bytes");
   await eventually(() => JSON.parse(aliceCli("profile", "show")).told, "alice's changes confirmed by her server");
+  // The dialog says so too (it asks until the server has confirmed).
+  await browser
+    .wait(until.elementLocated(By.css("[data-testid=profile-state][data-told=true]")), LONG)
+    .catch(async () => {
+      const state = await browser.findElements(By.css("[data-testid=profile-state]"));
+      assert.fail(`the dialog says ${state.length ? JSON.stringify(await state[0].getText()) : "nothing of the server"}`);
+    });
 
   // What the core refuses is said in the dialog, and the avatar stays: a picture too large
   // through the picker, then a text file by its path.

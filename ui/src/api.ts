@@ -121,6 +121,8 @@ export const api = {
     invoke<string>("set_avatar_data", new Uint8Array(await file.arrayBuffer()), {
       headers: { account: encodeURIComponent(active) },
     }),
+  /** Whether the server confirmed every change of the account's own profile. */
+  profileTold: () => call<boolean>("profile_told"),
   /** Removes the account's own avatar. */
   clearAvatar: () => call<void>("clear_avatar"),
   send: (to: string, body: string) => call<string>("send", { to, body }),

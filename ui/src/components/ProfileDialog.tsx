@@ -13,15 +13,28 @@ export function ProfileDialog({ account, onClose }: { account: string; onClose: 
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState<string | null>(null);
   const [done, setDone] = useState<string | null>(null);
+  // Whether the server has every change (the core keeps each until it confirms).
+  const [told, setTold] = useState<boolean | null>(null);
   const reload = useCallback(
-    () => api.profile(account).then(setProfile, (e) => setError(errorText(e))),
+    () =>
+      Promise.all([api.profile(account), api.profileTold()]).then(([p, t]) => {
+        setProfile(p);
+        setTold(t);
+      }, (e) => setError(errorText(e))),
     [account],
   );
+  // A confirmation raises no event of its own: asked again each second until it comes.
+  useEffect(() => {
+    if (told !== false) return;
+    const t = setInterval(() => api.profileTold().then(setTold, (e) => setError(errorText(e))), 1000);
+    return () => clearInterval(t);
+  }, [told]);
   useEffect(() => {
     api.profile(account).then((p) => {
       setProfile(p);
       setNick(p?.nick ?? "");
     }, (e) => setError(errorText(e)));
+    api.profileTold().then(setTold, (e) => setError(errorText(e)));
     // Another device of ours (or the server) may change it while the dialog is open.
     const un = api.onEvent((e) => {
       if (e.account === account && e.event === "profile" && (e as Extract<SocialEvent, { event: "profile" }>).jid === account)
@@ -111,7 +124,14 @@ export function ProfileDialog({ account, onClose }: { account: string; onClose: 
         )}
         {done && !error && (
           <p class="hint" data-testid="profile-done">
-            {done} Your contacts are told when you are online.
+            {done}
+          </p>
+        )}
+        {told !== null && (
+          <p class="hint" data-testid="profile-state" data-told={String(told)}>
+            {told
+              ? "Your server has it: your contacts see it."
+              : "Saved on this device; your contacts see it once your server confirms it (when you are online)."}
           </p>
         )}
         <div class="actions">
