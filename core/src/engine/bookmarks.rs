@@ -11,7 +11,8 @@
 //! bookmarks are kept in private storage instead, as Conversations and Gajim do: read at login,
 //! and written whole (read again first, to lose as little as possible of another client's
 //! write meanwhile; the storage has no finer operation) with every other entry kept as it was.
-//! Private storage has no notifications: another device's change is seen at the next login.
+//! Private storage has no notifications: another device's change is seen at the next login. A
+//! server with neither the compat feature nor private storage gets XEP-0402.
 
 use tokio_xmpp::jid::Jid;
 use tokio_xmpp::minidom::Element;
@@ -141,11 +142,14 @@ impl Engine {
             },
             Iq::Result { payload: None, .. } => Storage::new(),
             Iq::Error { error, .. } => {
-                tracing::warn!(
-                    "no private storage on this server: {}",
+                // No private storage: there is no older store to stay in step with, so XEP-0402
+                // it is (if the server has that either, its own answer says so).
+                tracing::info!(
+                    "no private storage on this server ({}): XEP-0402",
                     super::describe_error(&error)
                 );
-                return Ok(());
+                self.bookmark_mode = Mode::Pep;
+                return self.bookmarks_fetch(store);
             }
             _ => return Err(Error::Internal("an iq answer that is not one".into())),
         };

@@ -319,3 +319,28 @@ fn where_the_server_does_not_keep_xep_0048_in_step_the_rooms_live_in_private_sto
     assert!(pair.store.bookmark_wishes(account).unwrap().is_empty());
     assert!(pair.errors.is_empty(), "{:?}", pair.errors);
 }
+
+#[test]
+fn a_server_with_neither_the_compat_feature_nor_private_storage_gets_xep_0402() {
+    let mut server = Server::new();
+    server.account_features = vec![];
+    server.private_error =
+        Some(tokio_xmpp::parsers::stanza_error::DefinedCondition::ServiceUnavailable);
+    server.bookmarks = vec![(DEN.into(), true, None)];
+    let mut pair = Pair::new(server);
+    let account = pair.account_id();
+    pair.store.join_room(account, LOUNGE, "alice").unwrap();
+    online(&mut pair);
+    assert!(
+        rooms(&pair).iter().any(|(r, _)| r == DEN),
+        "{:?}",
+        rooms(&pair)
+    );
+    self_presence(&mut pair, LOUNGE, "alice");
+    assert_eq!(
+        pair.server.bookmark_requests,
+        vec![(true, LOUNGE.to_owned())]
+    );
+    assert!(pair.store.bookmark_wishes(account).unwrap().is_empty());
+    assert!(pair.errors.is_empty(), "{:?}", pair.errors);
+}

@@ -474,15 +474,13 @@ impl Engine {
                     }
                     match sha1 {
                         Some(sha1) => {
-                            let Some((_, data)) = store.avatar(&sha1)? else {
-                                return Err(Error::Internal(format!(
-                                    "the avatar {sha1} to publish is not in the store"
-                                )));
+                            let Some(avatar) = self.own_avatar(store, &sha1)? else {
+                                continue;
                             };
                             let item = Item {
                                 id: Some(ItemId(sha1.clone())),
                                 publisher: None,
-                                payload: Some(Data { data }.into()),
+                                payload: Some(Data { data: avatar.data }.into()),
                             };
                             self.publish(ns::AVATAR_DATA, item, Publishing::AvatarData(sha1));
                         }
@@ -506,17 +504,38 @@ impl Engine {
         self.send_iq(iq, PendingIq::Publish(step));
     }
 
-    fn publish_avatar_metadata(&mut self, store: &Store, sha1: Option<String>) -> Result<()> {
+    /// The user's avatar to publish, from the store and checked again. One that is gone or
+    /// damaged cannot be published: that is said, and the change dropped (told again, it would
+    /// fail the same way on every session).
+    fn own_avatar(
+        &mut self,
+        store: &mut Store,
+        sha1: &str,
+    ) -> Result<Option<crate::profile::Avatar>> {
+        let checked = match store.avatar(sha1)? {
+            Some((_, data)) => check_avatar(data, Some(sha1), None).map_err(|r| r.to_string()),
+            None => Err("it is no longer in the store".to_owned()),
+        };
+        match checked {
+            Ok(avatar) => Ok(Some(avatar)),
+            Err(why) => {
+                store.profile_told(self.account, &ProfileWish::Avatar(Some(sha1.to_owned())))?;
+                self.emit(Event::error(
+                    ErrorKind::Database,
+                    format!("the avatar picked ({sha1}) cannot be published: {why}; pick it again"),
+                ));
+                Ok(None)
+            }
+        }
+    }
+
+    fn publish_avatar_metadata(&mut self, store: &mut Store, sha1: Option<String>) -> Result<()> {
         let mut infos = Vec::new();
         let mut id = "current".to_owned();
         if let Some(sha1) = &sha1 {
-            let Some((_, data)) = store.avatar(sha1)? else {
-                return Err(Error::Internal(format!(
-                    "the avatar {sha1} to publish is not in the store"
-                )));
+            let Some(avatar) = self.own_avatar(store, sha1)? else {
+                return Ok(());
             };
-            let avatar = check_avatar(data, Some(sha1), None)
-                .map_err(|r| Error::Internal(format!("our own avatar {sha1}: {r}")))?;
             let hex: Sha1HexAttribute = sha1
                 .parse()
                 .map_err(|_| Error::Internal(format!("not a SHA-1: {sha1}")))?;

@@ -600,3 +600,38 @@ fn a_vcard_nickname_shows_until_a_published_one_comes_and_again_once_that_is_rem
     notify(&mut pair, BOB, VCARD4_NODE, "current", vcard("Rob (vCard)"));
     assert_eq!(nick(&pair).as_deref(), Some("Rob (vCard)"));
 }
+
+#[test]
+fn an_avatar_to_publish_that_is_gone_from_the_store_is_said_and_dropped_not_retried_forever() {
+    let mut pair = Pair::new(Server::new());
+    let account = pair.account_id();
+    let image = crate::profile::check_avatar(png(30), None, None).unwrap();
+    pair.store
+        .wish_profile(
+            account,
+            "alice@localhost",
+            &ProfileWish::Avatar(Some(image.sha1.clone())),
+            Some(&image),
+        )
+        .unwrap();
+    // Damaged behind the store's back (a restored backup, a hand edit).
+    pair.sql("UPDATE avatars SET data = x'00'");
+    pair.connect();
+    pair.run();
+    assert!(
+        pair.engine.is_online(),
+        "the session goes on: {:?}",
+        pair.errors
+    );
+    let said = pair.error_events("database");
+    assert!(
+        said.iter()
+            .any(|m| m.contains("cannot be published") && m.contains("pick it again")),
+        "{said:?}"
+    );
+    assert!(pair.store.profile_wishes(account).unwrap().is_empty());
+    assert!(
+        !published_nodes(&pair).contains(&ns::AVATAR_DATA.to_owned()),
+        "nothing was published"
+    );
+}

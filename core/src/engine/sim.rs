@@ -153,6 +153,8 @@ pub(super) struct Server {
     pub private_bookmarks: tokio_xmpp::parsers::bookmarks::Storage,
     /// Private storage writes the client sent.
     pub private_writes: usize,
+    /// Refuse private storage requests with this condition (a server without XEP-0049).
+    pub private_error: Option<tokio_xmpp::parsers::stanza_error::DefinedCondition>,
     /// Items on other users' PEP nodes, as `(owner, node, item id, payload)` (what an items
     /// request to them gets).
     pub peer_items: Vec<(String, String, String, Element)>,
@@ -217,6 +219,7 @@ impl Server {
             ],
             private_bookmarks: Default::default(),
             private_writes: 0,
+            private_error: None,
             peer_items: Vec::new(),
             vcards: Vec::new(),
             published: Vec::new(),
@@ -798,6 +801,17 @@ impl Server {
                     extensions: vec![],
                 };
                 self.answer(id, Some(r.into()));
+            }
+            Stanza::Iq(Iq::Get { id, payload, .. } | Iq::Set { id, payload, .. })
+                if payload.is("query", ns::PRIVATE) && self.private_error.is_some() =>
+            {
+                let cond = self.private_error.clone().expect("checked");
+                self.refuse(
+                    id,
+                    tokio_xmpp::parsers::stanza_error::ErrorType::Cancel,
+                    cond,
+                    "no private storage",
+                );
             }
             Stanza::Iq(Iq::Get { id, payload, .. }) if payload.is("query", ns::PRIVATE) => {
                 let q = tokio_xmpp::parsers::private::Query {
