@@ -66,13 +66,9 @@ pub enum Publishing {
 
 impl Engine {
     /// Whether a profile notification from `jid` is one to take: our own account or a roster
-    /// contact that is not blocked.
+    /// contact.
     fn profile_peer(&self, store: &Store, jid: &BareJid) -> Result<bool> {
-        if *jid == self.own {
-            return Ok(true);
-        }
-        Ok(store.contact(self.account, jid.as_str())?.is_some()
-            && !self.blocked(store, &Jid::from(jid.clone()))?)
+        Ok(*jid == self.own || store.contact(self.account, jid.as_str())?.is_some())
     }
 
     /// A PEP notification of a profile node (avatar metadata, nickname, vCard4) from `from`
@@ -88,6 +84,10 @@ impl Engine {
             return Ok(false);
         }
         let jid = from.map_or_else(|| self.own.clone(), Jid::to_bare);
+        // A blocked contact's profile is not shown, as nothing of theirs is.
+        if jid != self.own && self.blocked(store, &Jid::from(jid.clone()))? {
+            return Ok(true);
+        }
         if !self.profile_peer(store, &jid)? {
             self.emit(Event::error(
                 ErrorKind::Security,
@@ -353,6 +353,7 @@ impl Engine {
             return Ok(());
         };
         if !self.profile_peer(store, jid)?
+            || self.blocked(store, &Jid::from(jid.clone()))?
             || store.avatar_source(self.account, jid.as_str())? == Some(AvatarSource::Pep)
         {
             return Ok(());

@@ -635,3 +635,34 @@ fn an_avatar_to_publish_that_is_gone_from_the_store_is_said_and_dropped_not_retr
         "nothing was published"
     );
 }
+
+#[test]
+fn a_blocked_contacts_profile_is_not_fetched_nor_shown_and_is_no_security_event() {
+    let mut pair = Pair::new(Server::new());
+    online_with_bob(&mut pair);
+    let account = pair.account_id();
+    pair.store
+        .set_block(account, &[BOB.to_owned()], crate::store::BlockWant::Block)
+        .unwrap();
+    let image = png(40);
+    host_avatar(&mut pair, BOB, &sha1_hex(&image), &image);
+    announce(&mut pair, BOB, &image);
+    notify(
+        &mut pair,
+        BOB,
+        ns::NICK,
+        "current",
+        Nick("Bobby".into()).into(),
+    );
+    pair.server
+        .vcards
+        .push((BOB.into(), vcard_temp(&image, "Bob", "Robert")));
+    vcard_presence(&mut pair, &format!("{BOB}/desk"), &image);
+    assert_eq!(avatar_requests(&pair), 0);
+    assert_eq!(pair.store.profile(account, BOB).unwrap(), None);
+    assert!(
+        pair.error_events("security").is_empty(),
+        "{:?}",
+        pair.events
+    );
+}
