@@ -605,7 +605,7 @@ impl TetherClient {
         Ok(self.client.set_nick(nick.as_deref())?)
     }
 
-    /// Sets the user's avatar (XEP-0084): a PNG, JPEG, GIF or WebP image of at most 512 KiB
+    /// Sets the user's avatar (XEP-0084): a PNG, JPEG, GIF or WebP image of at most 128 KiB
     /// (else a `Usage` error says which). Published like `set_nick`. Returns its SHA-1.
     pub fn set_avatar(&self, image: Vec<u8>) -> Result<String, TetherError> {
         Ok(self.client.set_avatar(image)?)

@@ -443,13 +443,13 @@ impl Client {
     }
 
     /// Sets the user's avatar (XEP-0084) to `data`: it must be a PNG, JPEG, GIF or WebP image
-    /// of at most [`crate::profile::AVATAR_MAX_BYTES`] (else a usage error says which, and
+    /// of at most [`crate::profile::OWN_AVATAR_MAX_BYTES`] (else a usage error says which, and
     /// nothing changes). Stored, shown at once and published like [`Client::set_nick`].
     /// Returns its SHA-1.
     pub fn set_avatar(&self, data: Vec<u8>) -> Result<String> {
         self.verify()?;
-        let avatar = crate::profile::check_avatar(data, None, None)
-            .map_err(|r| Error::Usage(r.to_string()))?;
+        let avatar =
+            crate::profile::check_own_avatar(data).map_err(|r| Error::Usage(r.to_string()))?;
         self.shared.store().wish_profile(
             self.shared.account.id,
             &self.shared.account.jid,
@@ -466,11 +466,11 @@ impl Client {
         let size = std::fs::metadata(path)
             .map_err(|e| Error::Usage(format!("cannot read {}: {e}", path.display())))?
             .len();
-        if size > crate::profile::AVATAR_MAX_BYTES as u64 {
+        if size > crate::profile::OWN_AVATAR_MAX_BYTES as u64 {
             return Err(Error::Usage(
                 crate::profile::Refusal::TooLarge {
                     size: size as usize,
-                    max: crate::profile::AVATAR_MAX_BYTES,
+                    max: crate::profile::OWN_AVATAR_MAX_BYTES,
                 }
                 .to_string(),
             ));

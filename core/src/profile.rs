@@ -10,6 +10,13 @@ use sha1::{Digest, Sha1};
 /// announcing a larger one is not fetched, and a larger picked file is refused with this figure.
 pub const AVATAR_MAX_BYTES: usize = 512 * 1024;
 
+/// The largest avatar the user may publish (bytes). Published base64-encoded in one stanza, it
+/// must stay under the servers' stanza limits with room to spare: Prosody's
+/// `c2s_stanza_size_limit` and ejabberd's shipped `max_stanza_size` are both 256 KiB, and a
+/// server closes the stream on a larger stanza (the publish would then end every session that
+/// tells it). 128 KiB is 171 KiB in base64.
+pub const OWN_AVATAR_MAX_BYTES: usize = 128 * 1024;
+
 /// The longest nickname or name kept (characters).
 pub const NAME_MAX_CHARS: usize = 100;
 
@@ -155,6 +162,18 @@ pub fn check_avatar(
     })
 }
 
+/// Checks an avatar the user picked to publish: [`check_avatar`] within
+/// [`OWN_AVATAR_MAX_BYTES`].
+pub fn check_own_avatar(data: Vec<u8>) -> Result<Avatar, Refusal> {
+    if data.len() > OWN_AVATAR_MAX_BYTES {
+        return Err(Refusal::TooLarge {
+            size: data.len(),
+            max: OWN_AVATAR_MAX_BYTES,
+        });
+    }
+    check_avatar(data, None, None)
+}
+
 /// Checks a nickname or name (`what` names it in the refusal): trimmed, an empty one is none.
 pub fn check_name(text: &str, what: &'static str) -> Result<Option<String>, Refusal> {
     let text = text.trim();
@@ -229,6 +248,23 @@ mod tests {
             Err(Refusal::WrongType {
                 announced: "image/gif".into(),
                 actual: "image/png"
+            })
+        );
+    }
+
+    #[test]
+    fn an_avatar_to_publish_stays_within_the_servers_stanza_limits() {
+        let mut d = png(0);
+        d.resize(OWN_AVATAR_MAX_BYTES, 0);
+        assert!(check_own_avatar(d.clone()).is_ok());
+        // Base64 and the stanza around it still fit a 256 KiB stanza limit.
+        assert!(d.len().div_ceil(3) * 4 + 1024 < 256 * 1024);
+        d.push(0);
+        assert_eq!(
+            check_own_avatar(d),
+            Err(Refusal::TooLarge {
+                size: OWN_AVATAR_MAX_BYTES + 1,
+                max: OWN_AVATAR_MAX_BYTES
             })
         );
     }

@@ -225,8 +225,13 @@ fn avatars_and_nicknames_travel_both_ways_with_slixmpp_and_hostile_ones_are_refu
     // published once it is back, and Bob hears it once.
     w.proxy.set_blackhole(true);
     w.proxy.drop_all();
+    // As large as Tether lets the user publish (a PNG's header and IHDR, padded: neither the
+    // server nor slixmpp decodes it), to show that it fits Prosody's 256 KiB stanza limit
+    // once base64-encoded.
+    let mut largest = png(2);
+    largest.resize(128 * 1024, 7);
     let second = dir.path().join("alice2.png");
-    std::fs::write(&second, png(2)).unwrap();
+    std::fs::write(&second, &largest).unwrap();
     w.alice
         .json_lines(&["profile", "set", "--avatar", second.to_str().unwrap()]);
     assert_eq!(profile(&w.alice, None)["told"], false);
@@ -239,7 +244,7 @@ fn avatars_and_nicknames_travel_both_ways_with_slixmpp_and_hostile_ones_are_refu
         "{told} / {}",
         alice.diagnostics()
     );
-    let id2 = sha1_hex(&png(2));
+    let id2 = sha1_hex(&largest);
     assert!(
         bob.wait_line(LONG, |v| v["event"] == "avatar" && v["ids"] == json!([id2]))
             .is_some(),
@@ -248,6 +253,23 @@ fn avatars_and_nicknames_travel_both_ways_with_slixmpp_and_hostile_ones_are_refu
     );
     let fetched = bob.command(json!({"cmd": "avatar_data", "jid": ALICE, "id": id2}));
     assert_eq!(fetched["sha1"], id2, "{fetched}");
+    assert_eq!(
+        base64::engine::general_purpose::STANDARD
+            .decode(fetched["data"].as_str().unwrap())
+            .unwrap(),
+        largest
+    );
+    let over = dir.path().join("over.png");
+    largest.push(0);
+    std::fs::write(&over, &largest).unwrap();
+    let refused = w
+        .alice
+        .exec(&["profile", "set", "--avatar", over.to_str().unwrap()]);
+    assert!(
+        refused.stderr.contains("more than the 131072"),
+        "one byte more is refused: {}",
+        refused.stderr
+    );
     let announced: Vec<Value> = from_alice(&bob, "avatar")
         .into_iter()
         .filter(|v| v["ids"] == json!([id2]))

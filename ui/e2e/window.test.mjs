@@ -958,7 +958,7 @@ test("avatars and nicknames: bob's show in the list and the chat, alice's own is
   await (await dialog.findElement(By.css("[data-testid=avatar-file]"))).sendKeys(big);
   const error = await browser.wait(until.elementLocated(By.css("[data-testid=profile-error]")), LONG);
   await browser
-    .wait(until.elementTextContains(error, "more than the 524288"), LONG)
+    .wait(until.elementTextContains(error, "more than the 131072"), LONG)
     .catch(async () => assert.fail(`the dialog says ${JSON.stringify(await error.getText())}`));
   const txt = path.join(WORK, "not-a-picture.txt");
   fs.writeFileSync(txt, "just some words, not a picture\n");

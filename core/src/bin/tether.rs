@@ -248,7 +248,7 @@ enum ProfileCmd {
         /// A new nickname (an empty one removes it).
         #[arg(long)]
         nick: Option<String>,
-        /// A new avatar: a PNG, JPEG, GIF or WebP file of at most 512 KiB.
+        /// A new avatar: a PNG, JPEG, GIF or WebP file of at most 128 KiB.
         #[arg(long, conflicts_with = "no_avatar")]
         avatar: Option<std::path::PathBuf>,
         /// Remove the avatar.

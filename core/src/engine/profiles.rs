@@ -34,7 +34,7 @@ use tokio_xmpp::parsers::{
 use super::{new_id, Engine, PendingIq};
 use crate::error::{Error, Result};
 use crate::events::{ErrorKind, Event, SocialEvent};
-use crate::profile::{check_avatar, check_name, Refusal, AVATAR_MAX_BYTES};
+use crate::profile::{check_avatar, check_name, Refusal, AVATAR_MAX_BYTES, OWN_AVATAR_MAX_BYTES};
 use crate::store::{AvatarSource, AvatarUpdate, NameField, ProfileWish, Store};
 
 /// XEP-0292's PEP node.
@@ -514,6 +514,12 @@ impl Engine {
         sha1: &str,
     ) -> Result<Option<crate::profile::Avatar>> {
         let checked = match store.avatar(sha1)? {
+            // One stored by an older Tether whose limit was larger would not fit the server.
+            Some((_, data)) if data.len() > OWN_AVATAR_MAX_BYTES => Err(Refusal::TooLarge {
+                size: data.len(),
+                max: OWN_AVATAR_MAX_BYTES,
+            }
+            .to_string()),
             Some((_, data)) => check_avatar(data, Some(sha1), None).map_err(|r| r.to_string()),
             None => Err("it is no longer in the store".to_owned()),
         };
