@@ -173,18 +173,13 @@ impl Engine {
         if !self.is_online() || self.closing() {
             return Ok(());
         }
-        let joined: Vec<String> = store
-            .joined_rooms(self.account)?
-            .into_iter()
-            .map(|r| r.jid)
-            .collect();
         let mut told = Vec::new();
-        for (room, want, nick) in store.bookmark_wishes(self.account)? {
+        for (room, want, nick) in self.tellable_wishes(store)? {
             let Ok(jid) = room.parse::<tokio_xmpp::jid::BareJid>() else {
                 continue;
             };
             match want {
-                BookmarkWant::Publish if joined.contains(&room) => {
+                BookmarkWant::Publish => {
                     let nick = nick.as_deref().and_then(|n| n.parse().ok());
                     match storage.conferences.iter_mut().find(|c| c.jid == jid) {
                         // Another client's name and password for it are kept.
@@ -201,7 +196,6 @@ impl Engine {
                         }),
                     }
                 }
-                BookmarkWant::Publish => continue,
                 BookmarkWant::Retract => storage.conferences.retain(|c| c.jid != jid),
             }
             told.push((room, want));
@@ -244,6 +238,23 @@ impl Engine {
         }
     }
 
+    /// The wishes that can be told now: every retraction, and a publish only once the room has
+    /// let us in this session (another device joining at once then finds it unlocked, and a
+    /// room that refused us is not advertised).
+    fn tellable_wishes(
+        &self,
+        store: &Store,
+    ) -> Result<Vec<(String, BookmarkWant, Option<String>)>> {
+        let joined: Vec<String> = store
+            .joined_rooms(self.account)?
+            .into_iter()
+            .map(|r| r.jid)
+            .collect();
+        let mut wishes = store.bookmark_wishes(self.account)?;
+        wishes.retain(|(room, want, _)| *want == BookmarkWant::Retract || joined.contains(room));
+        Ok(wishes)
+    }
+
     /// Publishes or retracts each room whose bookmark is still to be told (one request per room
     /// at a time). A room is published only once the room has let us in this session: another
     /// device joining at once then finds it unlocked (a room being created is locked until its
@@ -262,15 +273,7 @@ impl Engine {
                 return Ok(());
             }
             Mode::Legacy => {
-                let joined: Vec<String> = store
-                    .joined_rooms(self.account)?
-                    .into_iter()
-                    .map(|r| r.jid)
-                    .collect();
-                let tellable = store
-                    .bookmark_wishes(self.account)?
-                    .iter()
-                    .any(|(room, want, _)| *want == BookmarkWant::Retract || joined.contains(room));
+                let tellable = !self.tellable_wishes(store)?.is_empty();
                 let busy = self.asking(|w| {
                     matches!(w, PendingIq::LegacyBookmarks | PendingIq::LegacyWrite(_))
                 });
@@ -281,15 +284,7 @@ impl Engine {
                 return Ok(());
             }
         }
-        let joined: Vec<String> = store
-            .joined_rooms(self.account)?
-            .into_iter()
-            .map(|r| r.jid)
-            .collect();
-        for (room, want, nick) in store.bookmark_wishes(self.account)? {
-            if want == BookmarkWant::Publish && !joined.contains(&room) {
-                continue;
-            }
+        for (room, want, nick) in self.tellable_wishes(store)? {
             if self.asking(|what| matches!(what, PendingIq::Bookmark(r, _) if *r == room)) {
                 continue;
             }

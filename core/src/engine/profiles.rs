@@ -72,32 +72,32 @@ impl Engine {
     }
 
     /// A PEP notification of a profile node (avatar metadata, nickname, vCard4) from `from`
-    /// (`None`: our own account). Returns `false` for a node that is not a profile's.
+    /// (`None`: our own account); any other node is not ours and is left alone.
     pub(super) fn on_profile_event(
         &mut self,
         store: &mut Store,
         from: Option<&Jid>,
         node: &str,
         published: Vec<EventItem>,
-    ) -> Result<bool> {
+    ) -> Result<()> {
         if node != ns::AVATAR_METADATA && node != ns::NICK && node != VCARD4_NODE {
-            return Ok(false);
+            return Ok(());
         }
         let jid = from.map_or_else(|| self.own.clone(), Jid::to_bare);
         // A blocked contact's profile is not shown, as nothing of theirs is.
         if jid != self.own && self.blocked(store, &Jid::from(jid.clone()))? {
-            return Ok(true);
+            return Ok(());
         }
         if !self.profile_peer(store, &jid)? {
             self.emit(Event::error(
                 ErrorKind::Security,
                 format!("dropped a profile notification ({node}) from {jid}, who is not a contact"),
             ));
-            return Ok(true);
+            return Ok(());
         }
         // The newest item is the current one.
         let Some(payload) = published.into_iter().last().and_then(|i| i.payload) else {
-            return Ok(true);
+            return Ok(());
         };
         match node {
             ns::AVATAR_METADATA => self.on_avatar_metadata(store, jid, payload)?,
@@ -125,7 +125,7 @@ impl Engine {
                 }
             }
         }
-        Ok(true)
+        Ok(())
     }
 
     /// A name from `jid`'s profile: checked, stored, announced; refused with a security event.
@@ -162,6 +162,20 @@ impl Engine {
         ));
     }
 
+    /// Sets `jid`'s avatar (see [`Store::set_profile_avatar`]) and announces it if it changed.
+    fn set_avatar(
+        &mut self,
+        store: &mut Store,
+        jid: &BareJid,
+        update: AvatarUpdate<'_>,
+        source: AvatarSource,
+    ) -> Result<()> {
+        if store.set_profile_avatar(self.account, jid.as_str(), update, source)? {
+            self.emit_profile(jid);
+        }
+        Ok(())
+    }
+
     fn emit_profile(&mut self, jid: &BareJid) {
         self.emit(Event::Social(SocialEvent::Profile {
             jid: jid.to_string(),
@@ -188,14 +202,7 @@ impl Engine {
             .or_else(|| infos.first());
         let Some(info) = info else {
             self.avatar_wanted.remove(&jid);
-            if store.set_profile_avatar(
-                self.account,
-                jid.as_str(),
-                AvatarUpdate::None,
-                AvatarSource::Pep,
-            )? {
-                self.emit_profile(&jid);
-            }
+            self.set_avatar(store, &jid, AvatarUpdate::None, AvatarSource::Pep)?;
             return Ok(());
         };
         let sha1 = info.id.to_hex();
@@ -212,14 +219,7 @@ impl Engine {
         }
         if store.has_avatar(&sha1)? {
             self.avatar_wanted.remove(&jid);
-            if store.set_profile_avatar(
-                self.account,
-                jid.as_str(),
-                AvatarUpdate::Known(&sha1),
-                AvatarSource::Pep,
-            )? {
-                self.emit_profile(&jid);
-            }
+            self.set_avatar(store, &jid, AvatarUpdate::Known(&sha1), AvatarSource::Pep)?;
             return Ok(());
         }
         let asked = AvatarAsked {
@@ -262,14 +262,12 @@ impl Engine {
                 let newest = newest.clone();
                 if store.has_avatar(&newest.sha1)? {
                     self.avatar_wanted.remove(&asked.jid);
-                    if store.set_profile_avatar(
-                        self.account,
-                        newest.jid.as_str(),
+                    self.set_avatar(
+                        store,
+                        &newest.jid,
                         AvatarUpdate::Known(&newest.sha1),
                         AvatarSource::Pep,
-                    )? {
-                        self.emit_profile(&newest.jid);
-                    }
+                    )?;
                 } else {
                     self.fetch_avatar(newest);
                 }
@@ -323,14 +321,12 @@ impl Engine {
         };
         match check_avatar(data.data, Some(&asked.sha1), Some(&asked.mime)) {
             Ok(avatar) => {
-                if store.set_profile_avatar(
-                    self.account,
-                    asked.jid.as_str(),
+                self.set_avatar(
+                    store,
+                    &asked.jid,
                     AvatarUpdate::Bytes(&avatar),
                     AvatarSource::Pep,
-                )? {
-                    self.emit_profile(&asked.jid);
-                }
+                )?;
             }
             Err(refusal) => self.refuse_profile(&asked.jid, &refusal),
         }
@@ -359,26 +355,12 @@ impl Engine {
             return Ok(());
         }
         let Some(hash) = photo.data else {
-            if store.set_profile_avatar(
-                self.account,
-                jid.as_str(),
-                AvatarUpdate::None,
-                AvatarSource::Vcard,
-            )? {
-                self.emit_profile(jid);
-            }
+            self.set_avatar(store, jid, AvatarUpdate::None, AvatarSource::Vcard)?;
             return Ok(());
         };
         let sha1: String = hash.iter().map(|b| format!("{b:02x}")).collect();
         if store.has_avatar(&sha1)? {
-            if store.set_profile_avatar(
-                self.account,
-                jid.as_str(),
-                AvatarUpdate::Known(&sha1),
-                AvatarSource::Vcard,
-            )? {
-                self.emit_profile(jid);
-            }
+            self.set_avatar(store, jid, AvatarUpdate::Known(&sha1), AvatarSource::Vcard)?;
             return Ok(());
         }
         if self.asking(|what| matches!(what, PendingIq::VCard(j, _) if j == jid)) {
@@ -429,14 +411,12 @@ impl Engine {
         };
         match check_avatar(photo.binval.data, Some(&sha1), None) {
             Ok(avatar) => {
-                if store.set_profile_avatar(
-                    self.account,
-                    jid.as_str(),
+                self.set_avatar(
+                    store,
+                    &jid,
                     AvatarUpdate::Bytes(&avatar),
                     AvatarSource::Vcard,
-                )? {
-                    self.emit_profile(&jid);
-                }
+                )?;
             }
             Err(refusal) => self.refuse_profile(&jid, &refusal),
         }
