@@ -1,5 +1,6 @@
 import { describe, expect, test } from "vitest";
 import {
+  latestOnly,
   consistentColor,
   consistentHue,
   displayName,
@@ -162,5 +163,20 @@ describe("names and colours", () => {
     expect(initials("carol@localhost")).toBe("C");
     expect(initials("😺 cat")).toBe("😺");
     expect(initials("  ")).toBe("?");
+  });
+});
+
+describe("answers out of order", () => {
+  test("an older answer arriving after a newer one is not applied", async () => {
+    const latest = latestOnly();
+    const shown: string[] = [];
+    let answerOld: (v: string) => void = () => {};
+    const old = latest(new Promise<string>((r) => (answerOld = r)), (v) => shown.push(v));
+    await latest(Promise.resolve("new page"), (v) => shown.push(v));
+    answerOld("stale page");
+    await old;
+    expect(shown).toEqual(["new page"]);
+    await latest(Promise.resolve("next"), (v) => shown.push(v));
+    expect(shown).toEqual(["new page", "next"]);
   });
 });

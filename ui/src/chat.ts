@@ -150,3 +150,16 @@ export function initials(name: string): string {
   const first = [...name.trim()][0];
   return first ? first.toUpperCase() : "?";
 }
+
+/** Applies the answers of one kind of request only while they are the newest asked: an older
+ * answer that arrives after a newer one (a page asked when a conversation opened, answered after
+ * the page asked for the message that arrived meanwhile) is dropped, not shown over it. */
+export function latestOnly() {
+  let asked = 0;
+  return <T>(answer: Promise<T>, apply: (value: T) => void): Promise<void> => {
+    const mine = ++asked;
+    return answer.then((value) => {
+      if (mine === asked) apply(value);
+    });
+  };
+}

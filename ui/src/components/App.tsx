@@ -25,6 +25,7 @@ import {
   consistentColor,
   dayLabel,
   displayName,
+  latestOnly,
   meAction,
   humanSize,
   lastEditable,
@@ -385,9 +386,13 @@ function Main({ account, initialPeer, accounts, onSwitch, onAdd, onAccountsChang
   const peerRef = useRef<string | null>(null);
   peerRef.current = peer;
 
+  // Each kind of reload shows only its newest answer (see `latestOnly`).
+  const latestList = useRef(latestOnly()).current;
+  const latestContacts = useRef(latestOnly()).current;
+  const latestPage = useRef(latestOnly()).current;
   const refreshList = useCallback(() => {
-    api.conversations().then(setConversations, console.error);
-  }, []);
+    latestList(api.conversations(), setConversations).catch(console.error);
+  }, [latestList]);
   // The other accounts' rosters, for their rows' names (refreshed when the accounts change).
   const accountList = accounts.map((a) => a.jid).join(" ");
   useEffect(() => {
@@ -400,11 +405,11 @@ function Main({ account, initialPeer, accounts, onSwitch, onAdd, onAccountsChang
   // A contact's avatar (its SHA-1), as `owner`'s roster has it.
   const avatarIn = (owner: string, jid: string) => rosterOf(owner).find((c) => c.jid === jid)?.avatar ?? null;
   const refreshPeople = useCallback(() => {
-    api.contacts().then(setContacts, console.error);
+    latestContacts(api.contacts(), setContacts).catch(console.error);
     api.rooms().then(setRooms, console.error);
     api.subscriptionRequests().then(setRequests, console.error);
     api.blocklist().then(setBlocked, console.error);
-  }, []);
+  }, [latestContacts]);
   const refreshOccupants = useCallback((room: string) => {
     api.occupants(room).then((list) => peerRef.current === room && setOccupants(list), console.error);
   }, []);
@@ -416,13 +421,14 @@ function Main({ account, initialPeer, accounts, onSwitch, onAdd, onAccountsChang
     async (p: string) => {
       const f = focusRef.current;
       const anchored = f && f.peer === p ? f.seq + 1 : null;
-      const page = await api.page(p, anchored, PAGE);
-      if (peerRef.current !== p) return;
-      setMessages(page);
-      setHasOlder(page.length === PAGE);
-      void refreshFailed(p);
+      await latestPage(api.page(p, anchored, PAGE), (page) => {
+        if (peerRef.current !== p) return;
+        setMessages(page);
+        setHasOlder(page.length === PAGE);
+        void refreshFailed(p);
+      });
     },
-    [refreshFailed],
+    [refreshFailed, latestPage],
   );
 
   useEffect(() => {
